@@ -1,0 +1,332 @@
+"""The RL maths of the learner: policy losses, loss aggregation, KL estimators, advantages, reward shaping.
+
+Everything here is pure: tensors in, tensors out, no config objects, no I/O, no distributed calls. The
+learner (``learner.trainer``) decides the denominators (``global_tokens``, ``global_seqs``) so that a step's
+gradient does not depend on how the batch is cut into micro-batches and ranks; these functions only apply them.
+
+Layout: per-token tensors are ``(B, T)`` with a ``mask`` of the same shape that is 1 on response tokens that
+count in the loss and 0 elsewhere (padding, prompt). Per-sequence tensors are ``(B,)``.
+
+Run the hand-derived tests with ``.venv/bin/pytest tests/learner/test_losses.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol, TypeVar
+
+import torch
+
+AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
+KL_KINDS = ("k1", "k2", "k3")
+ADVANTAGE_SCALES = ("group", "none")
+
+# exp() of a log-ratio above 20 is ~5e8: such a token is an outlier whose gradient we refuse to let explode.
+LOG_RATIO_CLAMP = 20.0
+# k3 is bounded so one badly off-policy token cannot dominate the KL term.
+K3_CLAMP = 10.0
+GROUP_STD_EPS = 1e-6
+
+Metrics = dict[str, torch.Tensor]
+_T = TypeVar("_T")
+
+
+def _check_agg(agg: str) -> None:
+    if agg not in AGG_MODES:
+        raise ValueError(f"unknown loss aggregation {agg!r}; valid modes: {', '.join(AGG_MODES)}")
+
+
+def aggregate(
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    agg: str,
+    *,
+    global_tokens: float | torch.Tensor | None = None,
+    global_seqs: float | torch.Tensor | None = None,
+    norm_length: float | None = None,
+) -> torch.Tensor:
+    """Reduce per-token ``values`` to a scalar loss.
+
+    values, mask: (B, T). Modes:
+
+    - ``token-mean``: ``sum(values * mask) / N`` with ``N = global_tokens`` if given, else ``mask.sum()``.
+      Every token weighs the same (DAPO, arXiv 2503.14476, section 3.3).
+    - ``seq-mean-token-mean``: mean over tokens within each sequence, then mean over sequences that have at
+      least one token (the original GRPO objective, arXiv 2402.03300, eq. 3). ``global_seqs`` replaces the
+      local sequence count.
+    - ``seq-mean-token-sum``: sum over tokens within a sequence, mean over sequences (divided by
+      ``global_seqs`` if given).
+    - ``seq-mean-token-sum-norm``: ``sum(values * mask) / L`` with the constant ``L = norm_length`` if given,
+      else ``T`` (Dr. GRPO, arXiv 2503.20783, section 3.2: a length constant instead of ``|o_i|``).
+
+    With the global denominators passed in, the losses of micro-batches add up to the loss of their union.
+    """
+    _check_agg(agg)
+    mask = mask.to(values.dtype)
+    masked = values * mask
+    if agg == "token-mean":
+        denom = mask.sum() if global_tokens is None else global_tokens
+        return masked.sum() / denom
+    if agg == "seq-mean-token-sum-norm":
+        return masked.sum() / (values.shape[-1] if norm_length is None else norm_length)
+    seq_tokens = mask.sum(dim=-1)
+    has_tokens = (seq_tokens > 0).to(values.dtype)
+    seq_values = masked.sum(dim=-1)
+    if agg == "seq-mean-token-mean":
+        seq_values = seq_values / seq_tokens.clamp(min=1.0)
+    denom = has_tokens.sum() if global_seqs is None else global_seqs
+    return (seq_values * has_tokens).sum() / denom
+
+
+def _as_token_tensor(advantages: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Broadcast per-sequence advantages (B,) to per-token (B, T); (B, T) passes through."""
+    if advantages.dim() == 1:
+        return advantages.unsqueeze(-1).expand_as(like)
+    if advantages.shape != like.shape:
+        raise ValueError(f"advantages must be (B,) or (B, T) = {tuple(like.shape)}, got {tuple(advantages.shape)}")
+    return advantages
+
+
+def policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    dual_clip: float | None = None,
+    agg: str = "token-mean",
+    global_tokens: float | torch.Tensor | None = None,
+    global_seqs: float | torch.Tensor | None = None,
+    norm_length: float | None = None,
+) -> tuple[torch.Tensor, Metrics]:
+    """Clipped surrogate policy loss of PPO/GRPO/DAPO.
+
+    logprobs, old_logprobs, mask: (B, T); advantages: (B,) or (B, T). Returns ``(loss, metrics)``.
+
+    ``ratio = exp(clamp(logprobs - old_logprobs, -20, 20))``; per token
+    ``l = max(-A * ratio, -A * clip(ratio, 1 - clip_low, 1 + clip_high))`` (PPO, arXiv 1707.06347; GRPO,
+    arXiv 2402.03300). ``clip_high > clip_low`` is DAPO's clip-higher (arXiv 2503.14476, section 3.1). With
+    ``dual_clip = c > 1``, tokens with ``A < 0`` are further bounded by ``min(l, -A * c)`` (dual-clip PPO,
+    arXiv 1912.09729), so a huge ratio on a bad token cannot produce an unbounded loss.
+
+    Metrics (detached scalars, over masked tokens, normalised like ``token-mean`` with ``global_tokens`` so
+    they add up across micro-batches): ``clip_frac_high`` (A > 0 and ratio above ``1 + clip_high``),
+    ``clip_frac_low`` (A < 0 and ratio below ``1 - clip_low``), ``dual_clip_frac`` (A < 0 and the dual-clip
+    bound active), ``approx_kl`` (mean of ``old - new`` log-probs: the k1 estimate of KL(old || new)).
+    """
+    if dual_clip is not None and dual_clip <= 1.0:
+        raise ValueError(f"dual_clip must be > 1.0 (it bounds -A * ratio for A < 0), got {dual_clip}")
+    advantages = _as_token_tensor(advantages, logprobs)
+    log_ratio = torch.clamp(logprobs - old_logprobs, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
+    losses = torch.maximum(unclipped, clipped)
+    clip_active = clipped > unclipped
+    dual_active = torch.zeros_like(clip_active)
+    if dual_clip is not None:
+        bound = -advantages * dual_clip
+        negative = advantages < 0
+        dual_active = negative & (losses > bound)
+        losses = torch.where(negative, torch.minimum(losses, bound), losses)
+    loss = aggregate(
+        losses, mask, agg, global_tokens=global_tokens, global_seqs=global_seqs, norm_length=norm_length
+    )
+    with torch.no_grad():
+        metrics = {
+            "clip_frac_high": aggregate(
+                (clip_active & (ratio > 1.0)).to(ratio.dtype), mask, "token-mean", global_tokens=global_tokens
+            ),
+            "clip_frac_low": aggregate(
+                (clip_active & (ratio < 1.0)).to(ratio.dtype), mask, "token-mean", global_tokens=global_tokens
+            ),
+            "dual_clip_frac": aggregate(dual_active.to(ratio.dtype), mask, "token-mean", global_tokens=global_tokens),
+            "approx_kl": aggregate(-log_ratio.detach(), mask, "token-mean", global_tokens=global_tokens),
+        }
+    return loss, metrics
+
+
+class PolicyLoss(Protocol):
+    """A registered policy loss: per-token tensors (B, T) in, ``(scalar loss, detached metrics)`` out."""
+
+    def __call__(
+        self,
+        logprobs: torch.Tensor,
+        old_logprobs: torch.Tensor,
+        advantages: torch.Tensor,
+        mask: torch.Tensor,
+        *,
+        clip_low: float,
+        clip_high: float,
+        dual_clip: float | None,
+        agg: str,
+        global_tokens: float | torch.Tensor | None,
+        global_seqs: float | torch.Tensor | None,
+        norm_length: float | None,
+    ) -> tuple[torch.Tensor, Metrics]: ...
+
+
+def gspo_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip_low: float = 3e-4,
+    clip_high: float = 4e-4,
+    dual_clip: float | None = None,
+    agg: str = "seq-mean-token-mean",
+    global_tokens: float | torch.Tensor | None = None,
+    global_seqs: float | torch.Tensor | None = None,
+    norm_length: float | None = None,
+) -> tuple[torch.Tensor, Metrics]:
+    """Sequence-level clipped loss of GSPO (arXiv 2507.18071, eq. 7 and its token form, eq. 13).
+
+    logprobs, old_logprobs, mask: (B, T); advantages: (B,) or (B, T). The importance ratio of sequence i is
+    the geometric mean ``s_i = exp(mean_t(logprobs - old_logprobs))``; each token uses
+    ``s_i * exp(logprobs - sg(logprobs))`` (same value, per-token gradient) in the clipped surrogate. The
+    paper's clip ranges are tiny (3e-4 / 4e-4) because ``s_i`` is a length-normalised ratio.
+    """
+    maskf = mask.to(logprobs.dtype)
+    seq_log_ratio = ((logprobs - old_logprobs) * maskf).sum(-1) / maskf.sum(-1).clamp(min=1.0)
+    token_log_ratio = seq_log_ratio.detach().unsqueeze(-1) + logprobs - logprobs.detach()
+    return policy_loss(
+        token_log_ratio,
+        torch.zeros_like(token_log_ratio),
+        advantages,
+        mask,
+        clip_low=clip_low,
+        clip_high=clip_high,
+        dual_clip=dual_clip,
+        agg=agg,
+        global_tokens=global_tokens,
+        global_seqs=global_seqs,
+        norm_length=norm_length,
+    )
+
+
+POLICY_LOSSES: dict[str, PolicyLoss] = {"ppo_clip": policy_loss, "gspo": gspo_loss}
+
+
+def get_policy_loss(name: str) -> PolicyLoss:
+    """Look up a policy loss by name; an unknown name lists the registered ones."""
+    return _lookup(POLICY_LOSSES, name, "policy loss")
+
+
+def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = "k3") -> torch.Tensor:
+    """Per-token estimate of KL(pi || pi_ref) from samples of pi (Schulman, "Approximating KL divergence", 2020,
+    http://joschu.net/blog/kl-approx.html; k3 is the GRPO penalty, arXiv 2402.03300 eq. 4).
+
+    logprobs, ref_logprobs: (B, T) -> (B, T). With ``d = ref_logprobs - logprobs``:
+    ``k1 = -d`` (unbiased, high variance, can be negative), ``k2 = d**2 / 2`` (biased, low variance),
+    ``k3 = exp(d) - 1 - d`` (unbiased, non-negative; ``d`` clamped to +-20 and the result to +-10).
+    """
+    if kind not in KL_KINDS:
+        raise ValueError(f"unknown KL estimator {kind!r}; valid kinds: {', '.join(KL_KINDS)}")
+    diff = ref_logprobs - logprobs
+    if kind == "k1":
+        return -diff
+    if kind == "k2":
+        return 0.5 * diff.square()
+    diff = torch.clamp(diff, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    return torch.clamp(torch.exp(diff) - 1.0 - diff, -K3_CLAMP, K3_CLAMP)
+
+
+def group_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, *, scale: str = "group") -> torch.Tensor:
+    """Group-relative outcome advantages.
+
+    rewards: (N,) float; group_ids: (N,) int (samples of one prompt share an id) -> advantages (N,).
+    ``scale="group"``: ``(r - mean_g) / (std_g + 1e-6)`` with the unbiased std of the group (GRPO,
+    arXiv 2402.03300, section 4.1.2). ``scale="none"``: ``r - mean_g`` (Dr. GRPO, arXiv 2503.20783, which drops
+    the std to remove the difficulty bias). A group of one sample has no baseline: as in verl, its mean is
+    taken as 0 and its std as 1, so its advantage is its reward (divided by 1 + 1e-6 under "group").
+    """
+    if scale not in ADVANTAGE_SCALES:
+        raise ValueError(f"unknown advantage scale {scale!r}; valid scales: {', '.join(ADVANTAGE_SCALES)}")
+    if rewards.shape != group_ids.shape or rewards.dim() != 1:
+        raise ValueError(f"rewards and group_ids must both be (N,), got {tuple(rewards.shape)} and "
+                         f"{tuple(group_ids.shape)}")
+    rewards = rewards.to(torch.float64)
+    _, inverse, counts = torch.unique(group_ids, return_inverse=True, return_counts=True)
+    counts = counts.to(torch.float64)
+    sums = torch.zeros_like(counts).index_add_(0, inverse, rewards)
+    mean = torch.where(counts > 1, sums / counts, torch.zeros_like(counts))
+    centered = rewards - mean[inverse]
+    if scale == "none":
+        return centered.float()
+    sq = torch.zeros_like(counts).index_add_(0, inverse, centered.square())
+    std = torch.where(counts > 1, (sq / (counts - 1).clamp(min=1.0)).sqrt(), torch.ones_like(counts))
+    return (centered / (std[inverse] + GROUP_STD_EPS)).float()
+
+
+def rloo_advantages(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """Leave-one-out baseline (RLOO, Ahmadian et al., arXiv 2402.14740): ``r_i - mean_{j != i} r_j``.
+
+    rewards, group_ids: (N,) -> (N,). Equals ``n / (n - 1) * (r_i - mean_g)``; a group of one gets ``r_i``.
+    """
+    centered = group_advantages(rewards, group_ids, scale="none").to(torch.float64)
+    _, inverse, counts = torch.unique(group_ids, return_inverse=True, return_counts=True)
+    n = counts.to(torch.float64)[inverse]
+    return torch.where(n > 1, centered * n / (n - 1).clamp(min=1.0), centered).float()
+
+
+class AdvantageEstimator(Protocol):
+    """A registered outcome-advantage estimator: rewards (N,), group ids (N,) -> advantages (N,)."""
+
+    def __call__(self, rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor: ...
+
+
+def _grpo(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    return group_advantages(rewards, group_ids, scale="group")
+
+
+def _dr_grpo(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    return group_advantages(rewards, group_ids, scale="none")
+
+
+ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {"grpo": _grpo, "dr_grpo": _dr_grpo, "rloo": rloo_advantages}
+
+
+def get_advantage_estimator(name: str) -> AdvantageEstimator:
+    """Look up an advantage estimator by name; an unknown name lists the registered ones."""
+    return _lookup(ADVANTAGE_ESTIMATORS, name, "advantage estimator")
+
+
+def overlong_penalty(lengths: torch.Tensor, *, max_len: int, buffer: int, factor: float = 1.0) -> torch.Tensor:
+    """DAPO soft overlong punishment (arXiv 2503.14476, eq. 13), added to the outcome reward.
+
+    lengths: (N,) response lengths in tokens -> (N,) penalties <= 0. Zero up to ``max_len - buffer``, then
+    linear down to ``-factor`` at ``max_len``, and ``-factor`` beyond (a truncated response).
+    """
+    if not 0 < buffer <= max_len:
+        raise ValueError(f"overlong buffer must satisfy 0 < buffer <= max_len, got buffer={buffer}, max_len={max_len}")
+    exceed = lengths.to(torch.float32) - (max_len - buffer)
+    return torch.clamp(-exceed / buffer * factor, min=-factor, max=0.0)
+
+
+def _lookup(registry: Mapping[str, _T], name: str, what: str) -> _T:
+    try:
+        return registry[name]
+    except KeyError:
+        raise KeyError(f"unknown {what} {name!r}; registered: {', '.join(sorted(registry))}") from None
+
+
+__all__: list[str] = [
+    "ADVANTAGE_ESTIMATORS",
+    "AGG_MODES",
+    "KL_KINDS",
+    "POLICY_LOSSES",
+    "AdvantageEstimator",
+    "PolicyLoss",
+    "aggregate",
+    "get_advantage_estimator",
+    "get_policy_loss",
+    "group_advantages",
+    "gspo_loss",
+    "kl_penalty",
+    "overlong_penalty",
+    "policy_loss",
+    "rloo_advantages",
+]
