@@ -131,9 +131,7 @@ def policy_loss(
         negative = advantages < 0
         dual_active = negative & (losses > bound)
         losses = torch.where(negative, torch.minimum(losses, bound), losses)
-    loss = aggregate(
-        losses, mask, agg, global_tokens=global_tokens, global_seqs=global_seqs, norm_length=norm_length
-    )
+    loss = aggregate(losses, mask, agg, global_tokens=global_tokens, global_seqs=global_seqs, norm_length=norm_length)
     with torch.no_grad():
         metrics = {
             "clip_frac_high": aggregate(
@@ -246,8 +244,9 @@ def group_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, *, scale: s
     if scale not in ADVANTAGE_SCALES:
         raise ValueError(f"unknown advantage scale {scale!r}; valid scales: {', '.join(ADVANTAGE_SCALES)}")
     if rewards.shape != group_ids.shape or rewards.dim() != 1:
-        raise ValueError(f"rewards and group_ids must both be (N,), got {tuple(rewards.shape)} and "
-                         f"{tuple(group_ids.shape)}")
+        raise ValueError(
+            f"rewards and group_ids must both be (N,), got {tuple(rewards.shape)} and {tuple(group_ids.shape)}"
+        )
     rewards = rewards.to(torch.float64)
     _, inverse, counts = torch.unique(group_ids, return_inverse=True, return_counts=True)
     counts = counts.to(torch.float64)

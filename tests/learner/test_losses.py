@@ -96,14 +96,20 @@ def test_dual_clip_bounds_negative_advantages():
     loss.backward()
     expected = torch.tensor([[0.0, 2.0, 0.0], [0.0, -1.0, -1.0]], dtype=torch.float64) / 6
     torch.testing.assert_close(logp.grad, expected, **TOL)
-    with pytest.raises(ValueError, match="dual_clip must be > 1.0"):
+    with pytest.raises(ValueError, match=r"dual_clip must be > 1\.0"):
         policy_loss(logp, logp, adv, mask, dual_clip=1.0)
 
 
 def test_log_ratio_is_clamped():
     logp = torch.tensor([[30.0]], dtype=torch.float64)
-    loss, _ = policy_loss(logp, torch.zeros_like(logp), torch.tensor([-1.0], dtype=torch.float64),
-                          torch.ones_like(logp), clip_low=0.2, clip_high=0.2)
+    loss, _ = policy_loss(
+        logp,
+        torch.zeros_like(logp),
+        torch.tensor([-1.0], dtype=torch.float64),
+        torch.ones_like(logp),
+        clip_low=0.2,
+        clip_high=0.2,
+    )
     torch.testing.assert_close(loss.item(), math.exp(20.0), rtol=1e-12, atol=0)
 
 
@@ -129,8 +135,9 @@ def test_micro_batches_add_up_with_global_denominators(agg):
     total = torch.zeros((), dtype=torch.float64)
     parts_m = dict.fromkeys(full_m, 0.0)
     for part in (slice(0, 1), slice(1, 4), slice(4, 6)):
-        loss, m = policy_loss(logp[part], old[part], adv[part], mask[part], global_tokens=mask.sum(),
-                              global_seqs=6.0, **kw)
+        loss, m = policy_loss(
+            logp[part], old[part], adv[part], mask[part], global_tokens=mask.sum(), global_seqs=6.0, **kw
+        )
         total = total + loss
         for k in parts_m:
             parts_m[k] += m[k].item()
