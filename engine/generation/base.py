@@ -1,0 +1,166 @@
+"""The generation protocol shared by every backend: sampling parameters in, finished completions out.
+
+A backend takes prompts as token ids (no tokenizer on this path: the rollout owns chat templates) and
+a group size `n`, and yields each `Completion` the moment its sample finishes, so the rollout can verify
+it while the rest of the batch is still decoding:
+
+    async with create_backend("local", model=policy) as backend:
+        async for c in backend.generate([[1, 2, 3], [4, 5]], SamplingParams(max_new_tokens=64), n=8):
+            print(c.prompt_index, c.sample_index, c.finish_reason, len(c.token_ids))
+
+Breaking out of the `async for` aborts what that call still has in flight.
+
+Log-probs are those of the model's own distribution (temperature 1, no top-p/top-k truncation), the
+quantity a teacher-forced forward pass of the learner recomputes; see each backend for how it gets them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from os import PathLike
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+
+FinishReason = Literal["stop", "length", "abort"]
+FINISH_REASONS: tuple[str, ...] = ("stop", "length", "abort")
+
+# What a learner hands to `update_weights`: an in-memory state dict or an exported HF directory.
+WeightSource = Mapping[str, Any] | str | PathLike
+
+
+class GenerationError(RuntimeError):
+    """A backend could not do what was asked (bad input, unreachable server, unsupported operation)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplingParams:
+    """How to sample one completion. Identical for every prompt of one `generate` call.
+
+    temperature 0 means greedy; top_k -1 and top_p 1.0 disable those filters (SGLang's conventions).
+    `seed` makes sampling reproducible: sample (prompt i, sample j) of a call draws from a generator seeded
+    by (seed, i, j), so its tokens do not depend on what else shares the batch (local backend) or on
+    which server it lands (sglang sends `sampling_seed`).
+    """
+
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    stop_token_ids: tuple[int, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"SamplingParams.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not (self.temperature >= 0.0 and math.isfinite(self.temperature)):
+            raise ValueError(f"SamplingParams.temperature must be a finite number >= 0, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"SamplingParams.top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k == 0 or self.top_k < -1:
+            raise ValueError(f"SamplingParams.top_k must be -1 (off) or >= 1, got {self.top_k}")
+        # Accept any iterable of ints (a YAML list) but store a hashable tuple.
+        object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timings:
+    """`time.monotonic()` stamps of one sample: handed to the backend, first token seen, finished."""
+
+    submitted_s: float
+    first_token_s: float | None
+    finished_s: float
+
+    @property
+    def latency_s(self) -> float:
+        return self.finished_s - self.submitted_s
+
+
+@dataclass(frozen=True, kw_only=True)
+class Completion:
+    """One finished sample.
+
+    token_ids: (T,) generated ids, stop token included when finish_reason is "stop".
+    logprobs: (T,) log p(token_t | prompt, tokens_<t) under the weights of `weight_version`.
+    finish_reason: "stop" (a stop token / EOS), "length" (max_new_tokens), "abort" (aborted, or failed:
+    then `error` says why, e.g. a server that kept answering HTTP 500 after the retries).
+    """
+
+    prompt_index: int
+    sample_index: int
+    token_ids: tuple[int, ...]
+    logprobs: tuple[float, ...]
+    finish_reason: FinishReason
+    weight_version: int
+    timings: Timings
+    text: str | None = None
+    error: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.finish_reason not in FINISH_REASONS:
+            raise ValueError(f"finish_reason must be one of {FINISH_REASONS}, got {self.finish_reason!r}")
+
+    @property
+    def failed(self) -> bool:
+        """True for an infrastructure failure: exclude from training, never score as reward 0."""
+        return self.error is not None
+
+
+@runtime_checkable
+class GenerationBackend(Protocol):
+    """What the rollout needs from a generator. Implementations: local, sglang, openai."""
+
+    name: str
+
+    @property
+    def weight_version(self) -> int: ...
+
+    def generate(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams, *, n: int = 1
+    ) -> AsyncIterator[Completion]:
+        """Yield the len(prompts) * n completions of this call in the order they finish."""
+        ...
+
+    async def update_weights(self, source: WeightSource, *, version: int | None = None) -> int:
+        """Load new policy weights; returns the new weight version (default: current + 1)."""
+        ...
+
+    async def abort(self) -> None:
+        """Abort every in-flight sample; their completions arrive with finish_reason "abort"."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> GenerationBackend: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+
+def check_prompts(prompts: Sequence[Sequence[int]], n: int) -> list[list[int]]:
+    """Validate a generate call's inputs and return the prompts as plain int lists."""
+    if n < 1:
+        raise ValueError(f"group size n must be >= 1, got {n}")
+    out = [[int(t) for t in p] for p in prompts]
+    for i, p in enumerate(out):
+        if not p:
+            raise ValueError(f"prompt {i} is empty: every prompt needs at least one token id")
+    return out
+
+
+C = TypeVar("C")
+
+
+def config_from_options(cls: type[C], options: Mapping[str, Any] | None, *, where: str) -> C:
+    """Build a frozen config dataclass from a mapping (a YAML section), naming unknown keys and valid ones."""
+    options = dict(options or {})
+    valid = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for {where}; valid options: {valid}")
+    return cls(**options)

@@ -1,0 +1,196 @@
+"""The batched decoding loop behind the `local` backend: plain torch over a transformers causal LM.
+
+Synchronous on purpose: `engine.generation.local` runs it on a dedicated thread so the event loop keeps
+verifying finished samples while this decodes. Every row (one sample of one prompt) is emitted through
+`on_finish` the moment it stops, not at the end of the batch.
+
+Shapes: B rows, L = longest prompt (prompts are left-padded), V = vocabulary size.
+Sampling per row uses the exponential-race form of categorical sampling (argmax of p / E, E ~ Exp(1))
+with one torch.Generator per row, so a seeded sample does not depend on its batch neighbours, on whether
+finished rows are dropped or masked, or on the batch size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from transformers import DynamicCache, StaticCache
+
+from engine.generation.base import SamplingParams
+
+CacheKind = Literal["dynamic", "static"]
+FinishedRows = Literal["compact", "mask"]
+_MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
+
+
+@dataclass(kw_only=True)
+class Row:
+    """One sample being decoded. Mutable working state of the loop, not a value."""
+
+    prompt_index: int
+    sample_index: int
+    prompt: list[int]
+    generator: torch.Generator | None
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    first_token_s: float | None = None
+
+
+def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
+    """A stable 63-bit seed for one (prompt, sample) of a seeded call."""
+    return (seed * _MIX[0] + (prompt_index + 1) * _MIX[1] + (sample_index + 1) * _MIX[2]) % (1 << 63)
+
+
+def make_rows(prompts: Sequence[list[int]], n: int, params: SamplingParams, device: torch.device) -> list[Row]:
+    """Rows in (prompt, sample) order; greedy rows need no generator."""
+    base = params.seed if params.seed is not None else int(torch.randint(0, 1 << 62, ()).item())
+    rows = []
+    for i, prompt in enumerate(prompts):
+        for j in range(n):
+            gen = None
+            if not params.greedy:
+                gen = torch.Generator(device=device)
+                gen.manual_seed(row_seed(base, i, j))
+            rows.append(Row(prompt_index=i, sample_index=j, prompt=prompt, generator=gen))
+    return rows
+
+
+def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """Temperature, then top-k, then top-p (nucleus) on (B, V) float logits; removed entries become -inf."""
+    logits = logits / params.temperature
+    if params.top_k != -1 and params.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, params.top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # Drop a token when the mass strictly before it already reaches top_p; the top token always stays.
+        drop_sorted = (probs.cumsum(dim=-1) - probs) >= params.top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample_tokens(logits: torch.Tensor, rows: Sequence[Row | None], params: SamplingParams) -> torch.Tensor:
+    """(B, V) logits -> (B,) token ids. `None` rows (finished, masked) get a token nobody reads."""
+    if params.greedy:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(filter_logits(logits, params), dim=-1)
+    race = torch.ones_like(probs)
+    for b, row in enumerate(rows):
+        if row is not None:
+            u = torch.rand(probs.shape[-1], generator=row.generator, device=probs.device, dtype=probs.dtype)
+            race[b] = -torch.log(u.clamp_min(1e-20))
+    return (probs / race).argmax(dim=-1)
+
+
+def left_pad(prompts: Sequence[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids (B, L) left-padded with 0 and the attention mask (B, L) marking real tokens with 1."""
+    width = max(len(p) for p in prompts)
+    ids = torch.zeros((len(prompts), width), dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for b, p in enumerate(prompts):
+        ids[b, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+        mask[b, width - len(p) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _new_cache(model: torch.nn.Module, kind: CacheKind, max_len: int) -> DynamicCache | StaticCache:
+    if kind == "static":
+        return StaticCache(config=model.config, max_cache_len=max_len)
+    if kind == "dynamic":
+        return DynamicCache(config=model.config)
+    raise ValueError(f"unknown cache kind {kind!r}; valid: ['dynamic', 'static']")
+
+
+@torch.inference_mode()
+def decode_batch(
+    model: torch.nn.Module,
+    rows: list[Row],
+    params: SamplingParams,
+    *,
+    stop_ids: frozenset[int],
+    on_finish: Callable[[Row, str], None],
+    should_abort: Callable[[], bool],
+    cache: CacheKind = "dynamic",
+    finished: FinishedRows = "compact",
+) -> None:
+    """Decode `rows` together until each stops; call on_finish(row, "stop" | "length" | "abort") per row.
+
+    finished="compact" drops finished rows from the batch (and the KV cache); "mask" keeps computing them
+    and ignores their output (the only choice with a static cache, whose batch size is fixed).
+    """
+    if cache == "static" and finished == "compact":
+        raise ValueError("a static KV cache has a fixed batch size: use finished='mask' with cache='static'")
+    device = next(model.parameters()).device
+    ids, mask = left_pad([r.prompt for r in rows], device)
+    width = ids.shape[1]
+    kv = _new_cache(model, cache, width + params.max_new_tokens)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=kv,
+        cache_position=torch.arange(width, device=device),
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    live: list[Row | None] = list(rows)
+    last_pos = positions[:, -1]
+    for step in range(params.max_new_tokens):
+        logits = out.logits[:, -1, :].float()
+        tokens = sample_tokens(logits, live, params)
+        chosen = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None])[:, 0]
+        done = _record_step(live, tokens.tolist(), chosen.tolist(), stop_ids, params.max_new_tokens, on_finish)
+        if all(r is None for r in live):
+            return
+        if should_abort():
+            for row in live:
+                if row is not None:
+                    on_finish(row, "abort")
+            return
+        if done and finished == "compact":
+            keep = [b for b, r in enumerate(live) if r is not None]
+            kv.batch_select_indices(torch.tensor(keep, device=device))
+            live, tokens, mask, last_pos = [live[b] for b in keep], tokens[keep], mask[keep], last_pos[keep]
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        last_pos = last_pos + 1
+        out = model(
+            input_ids=tokens[:, None],
+            attention_mask=mask,
+            position_ids=last_pos[:, None],
+            past_key_values=kv,
+            cache_position=torch.tensor([width + step], device=device),
+            use_cache=True,
+        )
+
+
+def _record_step(
+    live: list[Row | None],
+    tokens: list[int],
+    logprobs: list[float],
+    stop_ids: frozenset[int],
+    max_new_tokens: int,
+    on_finish: Callable[[Row, str], None],
+) -> bool:
+    """Append one token per live row; finish and blank out rows that stopped. Returns whether any did."""
+    now = time.monotonic()
+    any_done = False
+    for b, row in enumerate(live):
+        if row is None:
+            continue
+        row.tokens.append(tokens[b])
+        row.logprobs.append(logprobs[b])
+        if row.first_token_s is None:
+            row.first_token_s = now
+        reason = "stop" if tokens[b] in stop_ids else "length" if len(row.tokens) >= max_new_tokens else None
+        if reason is not None:
+            on_finish(row, reason)
+            live[b] = None
+            any_done = True
+    return any_done

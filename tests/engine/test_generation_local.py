@@ -1,0 +1,205 @@
+"""The local backend on tiny random-initialised Llama models: parity with transformers, log-probs, emission order,
+seeds, aborts and in-place weight updates. Run: .venv/bin/pytest tests/engine/test_generation_local.py"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from engine.generation import GenerationError, SamplingParams, available_backends, create_backend
+from engine.generation.decoding import filter_logits
+from engine.generation.local import LocalBackend, LocalConfig
+
+EOS = 2
+PROMPTS = [[5, 17, 33, 9], [1, 40, 41], [7, 8, 9, 10, 11, 12], [99]]
+LAYOUTS = [("dynamic", "compact"), ("dynamic", "mask"), ("static", "mask")]
+
+
+def tiny_model(seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=EOS,
+        bos_token_id=1,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+async def collect(backend, prompts, params, n=1):
+    return [c async for c in backend.generate(prompts, params, n=n)]
+
+
+def by_key(completions):
+    return {(c.prompt_index, c.sample_index): c for c in completions}
+
+
+@pytest.mark.parametrize(("cache", "finished"), LAYOUTS)
+async def test_greedy_matches_transformers_generate(cache, finished):
+    model = tiny_model()
+    params = SamplingParams(max_new_tokens=12, temperature=0.0)
+    async with LocalBackend(model, LocalConfig(cache=cache, finished_rows=finished)) as backend:
+        got = by_key(await collect(backend, PROMPTS, params))
+    width = max(map(len, PROMPTS))
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in PROMPTS])
+    mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(p) for p in PROMPTS])[:, None]).long()
+    ref = model.generate(
+        input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False, eos_token_id=EOS, pad_token_id=0
+    )
+    for i in range(len(PROMPTS)):
+        expected = ref[i, width:].tolist()
+        if EOS in expected:
+            expected = expected[: expected.index(EOS) + 1]
+        assert list(got[(i, 0)].token_ids) == expected
+        assert got[(i, 0)].finish_reason == ("stop" if expected[-1] == EOS else "length")
+
+
+async def test_logprobs_equal_teacher_forced_forward():
+    model = tiny_model()
+    params = SamplingParams(max_new_tokens=10, temperature=1.0, top_k=40, top_p=0.9, seed=3)
+    async with LocalBackend(model) as backend:
+        completions = await collect(backend, PROMPTS, params, n=2)
+    assert len(completions) == 8
+    for c in completions:
+        full = torch.tensor([PROMPTS[c.prompt_index] + list(c.token_ids)])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(full).logits[0].float(), dim=-1)
+        start = len(PROMPTS[c.prompt_index])
+        expected = [logp[start - 1 + t, tok].item() for t, tok in enumerate(c.token_ids)]
+        assert c.logprobs == pytest.approx(expected, abs=1e-4)
+        assert len(c.logprobs) == len(c.token_ids)
+
+
+async def test_first_completion_arrives_while_others_still_decode():
+    model = tiny_model()
+    greedy = SamplingParams(max_new_tokens=1, temperature=0.0)
+    async with LocalBackend(model, LocalConfig(stop_at_eos=False)) as backend:
+        first_tokens = {c.prompt_index: c.token_ids[0] for c in await collect(backend, PROMPTS, greedy)}
+        stop = first_tokens[0]
+        assert any(t != stop for t in first_tokens.values()), "need a prompt that does not stop at step 1"
+        params = SamplingParams(max_new_tokens=48, temperature=0.0, stop_token_ids=(stop,))
+        arrivals = []
+        async for c in backend.generate(PROMPTS, params):
+            arrivals.append((time.monotonic(), c))
+    first_seen, first = arrivals[0]
+    assert first.finish_reason == "stop" and len(first.token_ids) == 1
+    # The consumer held the first completion before the decode thread finished the last row.
+    assert first_seen < max(c.timings.finished_s for _, c in arrivals)
+    assert [len(c.token_ids) for _, c in arrivals] == sorted(len(c.token_ids) for _, c in arrivals)
+
+
+async def test_event_loop_runs_while_decoding():
+    model = tiny_model()
+    ticks: list[float] = []
+
+    async def ticker():
+        while True:
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0)
+
+    async with LocalBackend(model, LocalConfig(stop_at_eos=False)) as backend:
+        task = asyncio.create_task(ticker())
+        completions = await collect(backend, PROMPTS, SamplingParams(max_new_tokens=64, temperature=0.0))
+        task.cancel()
+    start = min(c.timings.submitted_s for c in completions)
+    end = max(c.timings.finished_s for c in completions)
+    assert sum(start < t < end for t in ticks) > 10
+
+
+async def test_seeded_sampling_is_reproducible_and_batch_independent():
+    model = tiny_model()
+    params = SamplingParams(max_new_tokens=16, temperature=1.0, seed=11)
+    async with LocalBackend(model, LocalConfig(finished_rows="compact")) as compact:
+        a = by_key(await collect(compact, PROMPTS, params, n=3))
+        again = by_key(await collect(compact, PROMPTS, params, n=3))
+        other_seed = by_key(await collect(compact, PROMPTS, SamplingParams(max_new_tokens=16, seed=12), n=3))
+    async with LocalBackend(model, LocalConfig(finished_rows="mask", max_batch_size=5)) as masked:
+        b = by_key(await collect(masked, PROMPTS, params, n=3))
+    assert {k: c.token_ids for k, c in a.items()} == {k: c.token_ids for k, c in again.items()}
+    assert {k: c.token_ids for k, c in a.items()} == {k: c.token_ids for k, c in b.items()}
+    assert {k: c.token_ids for k, c in a.items()} != {k: c.token_ids for k, c in other_seed.items()}
+    # Samples of one group differ from each other (different per-row generators).
+    assert len({a[(0, j)].token_ids for j in range(3)}) > 1
+
+
+async def test_weight_update_changes_outputs_and_version(tmp_path):
+    model = tiny_model(0)
+    params = SamplingParams(max_new_tokens=8, temperature=0.0)
+    async with LocalBackend(model, LocalConfig(stop_at_eos=False)) as backend:
+        before = await collect(backend, PROMPTS, params)
+        assert backend.weight_version == 0 and {c.weight_version for c in before} == {0}
+        new_state = tiny_model(1).state_dict()
+        assert await backend.update_weights(new_state) == 1
+        after = await collect(backend, PROMPTS, params)
+        assert {c.weight_version for c in after} == {1}
+        assert by_key(before).keys() == by_key(after).keys()
+        assert [c.token_ids for c in sorted(before, key=lambda c: c.prompt_index)] != [
+            c.token_ids for c in sorted(after, key=lambda c: c.prompt_index)
+        ]
+        assert torch.equal(model.model.embed_tokens.weight, new_state["model.embed_tokens.weight"])
+        save_file({k: v.contiguous() for k, v in tiny_model(0).state_dict().items()}, tmp_path / "model.safetensors")
+        assert await backend.update_weights(tmp_path, version=7) == 7
+        restored = await collect(backend, PROMPTS, params)
+        assert {c.weight_version for c in restored} == {7}
+        assert sorted((c.prompt_index, c.token_ids) for c in restored) == sorted(
+            (c.prompt_index, c.token_ids) for c in before
+        )
+        with pytest.raises(GenerationError, match="not in the generation model"):
+            await backend.update_weights({"no.such.weight": torch.zeros(1)})
+
+
+async def test_abort_and_early_break():
+    model = tiny_model()
+    params = SamplingParams(max_new_tokens=200, temperature=1.0, seed=0)
+    async with LocalBackend(model, LocalConfig(stop_at_eos=False, max_batch_size=2)) as backend:
+        got = []
+        async for c in backend.generate(PROMPTS, params, n=2):
+            got.append(c)
+            if len(got) == 1:
+                await backend.abort()
+        # The first batch of two rows ran to its length before the abort; every later row was cut short.
+        assert [c.finish_reason for c in got] == ["length"] * 2 + ["abort"] * 6
+        assert all(len(c.token_ids) < 200 for c in got[2:])
+        async for _ in backend.generate(PROMPTS, params):
+            break
+        done = await collect(backend, PROMPTS, SamplingParams(max_new_tokens=3, temperature=0.0))
+        assert [c.finish_reason for c in done] == ["length"] * 4
+    with pytest.raises(GenerationError, match="closed"):
+        await collect(backend, PROMPTS, params)
+
+
+def test_filter_logits_top_k_top_p_by_hand():
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.15, 0.10]]))
+    top_k = filter_logits(logits, SamplingParams(top_k=2))
+    assert torch.isinf(top_k[0, 2:]).all() and torch.isfinite(top_k[0, :2]).all()
+    # Mass before token 2 is 0.75 >= 0.7, so tokens 2 and 3 go; 0.5 < 0.7 keeps token 1.
+    top_p = filter_logits(logits, SamplingParams(top_p=0.7))
+    assert torch.isfinite(top_p[0, :2]).all() and torch.isinf(top_p[0, 2:]).all()
+    hot = filter_logits(logits, SamplingParams(temperature=2.0))
+    assert torch.allclose(hot, logits / 2.0)
+
+
+def test_registry_and_options_errors():
+    assert available_backends() == ["local", "openai", "sglang"]
+    with pytest.raises(ValueError, match=r"valid: \['local', 'openai', 'sglang'\]"):
+        create_backend("vllm")
+    with pytest.raises(ValueError, match="max_batch_size"):
+        create_backend("local", {"batch": 4}, model=tiny_model())
+    with pytest.raises(GenerationError, match="model="):
+        create_backend("local", {})
+    backend = create_backend("local", {"max_batch_size": 4}, model=tiny_model())
+    assert isinstance(backend, LocalBackend) and backend.config.max_batch_size == 4
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingParams(top_p=0.0)
+    with pytest.raises(ValueError, match="finished_rows='mask'"):
+        LocalConfig(cache="static")
