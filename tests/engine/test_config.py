@@ -1,0 +1,121 @@
+"""Config loading: defaults, YAML, overrides, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.config import Config, ConfigError, load_config, write_config
+from engine.run import DEFAULT_CONFIG, main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_default_yaml_loads_and_matches_its_sections():
+    cfg = load_config(DEFAULT_CONFIG)
+    assert cfg.model.path == "smollm2-135m"
+    assert cfg.generation.backend == "local"
+    assert cfg.generation.max_new_tokens == 384
+    assert cfg.rollout.group_size == 4
+
+
+def test_overrides_apply_after_the_file_with_yaml_typed_values():
+    cfg = load_config(
+        DEFAULT_CONFIG,
+        ["rollout.group_size=8", "learner.lr=3e-6", "algorithm.dual_clip=3", "generation.urls=[http://a:1, http://b:2]",
+         "rollout.dynamic_sampling=true", "run.name=exp 1"],
+    )
+    assert cfg.rollout.group_size == 8
+    assert cfg.learner.lr == pytest.approx(3e-6)
+    assert cfg.algorithm.dual_clip == 3.0 and isinstance(cfg.algorithm.dual_clip, float)
+    assert cfg.generation.urls == ["http://a:1", "http://b:2"]
+    assert cfg.rollout.dynamic_sampling is True
+    assert cfg.run.name == "exp 1"
+
+
+def test_int_is_accepted_for_float_but_not_the_reverse():
+    assert load_config(None, ["sandbox.wall_s=5"]).sandbox.wall_s == 5.0
+    with pytest.raises(ConfigError, match=r"^rollout.group_size: expected int, got float 2.5$"):
+        load_config(None, ["rollout.group_size=2.5"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["rollout.grop_size=8"], "unknown key rollout.grop_size; did you mean rollout.group_size?"),
+        (["modle.path=x"], "unknown key modle; did you mean model?"),
+        (["rollout.group_size=eight"], "rollout.group_size: expected int, got str 'eight'"),
+        (["rollout.dynamic_sampling=3"], "rollout.dynamic_sampling: expected bool, got int 3"),
+        (["algorithm.name=ppo"], "algorithm.name: expected one of grpo, dapo, got str 'ppo'"),
+        (["generation.urls=[1]"], "generation.urls[0]: expected str, got int 1"),
+        (["group_size=8"], "override 'group_size=8' must look like section.key=value (e.g. rollout.group_size=8)"),
+        (["rollout.group_size.x=1"], "cannot set rollout.group_size.x: group_size is a value, not a section"),
+    ],
+)
+def test_bad_overrides_give_one_exact_line(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(DEFAULT_CONFIG, overrides)
+    assert str(info.value) == message
+
+
+def test_bad_yaml_file_says_where(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rollout:\n  group_size: [1,\n")
+    with pytest.raises(ConfigError, match=r"is not valid YAML at line \d+"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must be a mapping of sections, got list"):
+        load_config(listy)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--config", "missing.yaml"], "error: config file missing.yaml not found"),
+        (["rollout.grop_size=8"], "error: unknown key rollout.grop_size; did you mean rollout.group_size?"),
+        (["learner.lr=fast"], "error: learner.lr: expected float, got str 'fast'"),
+    ],
+)
+def test_cli_errors_are_one_line_on_stderr_with_exit_code_2(argv, message, capsys):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err == message + "\n"
+    assert captured.out == ""
+
+
+def test_cli_as_a_process_exits_2_without_a_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.run", "--config", str(tmp_path / "nope.yaml")],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: config file {tmp_path / 'nope.yaml'} not found"]
+
+
+def test_dry_run_prints_the_resolved_config_and_checks(capsys):
+    assert main(["--dry-run", "rollout.group_size=6", "sandbox.isolation=process"]) == 0
+    out = capsys.readouterr().out
+    assert "group_size: 6" in out
+    assert "check model    ok" in out
+    assert "check solver   ok" in out
+    assert "isolation=process (UNSAFE" in out
+
+
+def test_dry_run_fails_when_the_solver_is_missing(capsys):
+    assert main(["--dry-run", "solver.name=not_a_solver_pkg"]) == 1
+    assert "check solver   FAIL not_a_solver_pkg" in capsys.readouterr().out
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(DEFAULT_CONFIG, ["rollout.group_size=3", "algorithm.dual_clip=2.5"])
+    write_config(cfg, tmp_path / "run" / "config.yaml")
+    assert load_config(tmp_path / "run" / "config.yaml") == cfg
+    assert not list((tmp_path / "run").glob("*.tmp"))
+
+
+def test_defaults_live_on_the_dataclasses():
+    assert load_config(None) == Config()
