@@ -1,0 +1,162 @@
+"""Execution-verified reward: extract the program, run it under the harness in the sandbox, judge the result.
+
+    from sandbox import SandboxPool
+    from solvers import get_solver, verify
+    solver = get_solver("gurobipy")
+    async with SandboxPool(workers=2, preload=solver.preload) as pool:
+        outcome = await verify(pool, completion, solver, answer=21.0)
+    outcome.status, outcome.objective, outcome.reward, outcome.correct, outcome.reason
+
+Judging uses only the harness report (the solver's own status and objective of the last solve call) and the
+sandbox's status; see `judge` for the order of the rules and `solvers.harness` for what counts and why.
+`answer=None` means the problem has no optimum: a program is correct when its last solve proves the model
+infeasible or unbounded.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+from solvers.base import Solver, SolveState, get_solver
+from solvers.extract import ExtractConfig, extract_code
+from solvers.harness import NO_KEY_EXIT, Report, build_program, new_key, parse_channel
+from solvers.reward import Outcome, OutcomeStatus, RewardConfig, matches, reward_of
+
+
+class RunResult(Protocol):
+    """The fields of `sandbox.Result` the verifier reads."""
+
+    status: str
+    exit_code: int | None
+    channel: bytes
+    channel_truncated: bool
+    wall_s: float
+
+
+class Runner(Protocol):
+    """Anything with `sandbox.SandboxPool.run`'s signature."""
+
+    async def run(self, code: str, stdin: str = "", limits: Any = None) -> RunResult: ...
+
+
+def _check_answer(answer: float | None) -> float | None:
+    if answer is None:
+        return None
+    if isinstance(answer, bool) or not isinstance(answer, int | float) or not math.isfinite(answer):
+        raise ValueError(f"answer must be a finite number or None (no optimum), got {answer!r}")
+    return float(answer)
+
+
+async def verify(
+    pool: Runner,
+    completion: str,
+    solver: Solver | str,
+    answer: float | None,
+    *,
+    reward: RewardConfig | None = None,
+    limits: Any = None,
+    extract: ExtractConfig | None = None,
+    flip_sense: bool = False,
+) -> Outcome:
+    """Extract the program from `completion`, run it, and judge it against `answer` (None: no optimum)."""
+    config = reward or RewardConfig()
+    code = extract_code(completion, config=extract)
+    if code is None:
+        return Outcome(
+            status="no_code",
+            reason="no python code block in the completion",
+            reward=reward_of("no_code", False, code_found=False, executed=False, config=config),
+        )
+    return await verify_code(pool, code, solver, answer, reward=config, limits=limits, flip_sense=flip_sense)
+
+
+async def verify_code(
+    pool: Runner,
+    code: str,
+    solver: Solver | str,
+    answer: float | None,
+    *,
+    reward: RewardConfig | None = None,
+    limits: Any = None,
+    flip_sense: bool = False,
+) -> Outcome:
+    """Run an already extracted program under the harness and judge it against `answer`."""
+    config = reward or RewardConfig()
+    adapter = get_solver(solver) if isinstance(solver, str) else solver
+    answer = _check_answer(answer)
+    key = new_key()
+    result = await pool.run(build_program(code, adapter, flip_sense=flip_sense), stdin=key + "\n", limits=limits)
+    report = parse_channel(result.channel, key)
+    if result.channel_truncated:
+        report = Report(solves=report.solves, problem="the channel was truncated (Limits.channel_bytes)")
+    status, state, reason, executed = judge(adapter, result, report, answer, config)
+    correct = status == "correct"
+    return Outcome(
+        status=status,
+        objective=state.objective if state else None,
+        reward=reward_of(status, correct, code_found=True, executed=executed, config=config),
+        correct=correct,
+        reason=reason,
+        solver_status=state.raw if state else "",
+        solves=report.solve_count,
+        wall_s=result.wall_s,
+    )
+
+
+def judge(
+    solver: Solver, result: RunResult, report: Report, answer: float | None, config: RewardConfig
+) -> tuple[OutcomeStatus, SolveState | None, str, bool]:
+    """(status, last solve state, reason, executed cleanly) of one run. The rules, in order:
+
+    1. the sandbox or the harness itself failed -> sandbox_error;
+    2. wall/CPU limit -> timeout; memory, output limit or a signal -> error;
+    3. a channel that fails verification or lacks its exit record, or a program that raised or exited
+       non-zero -> error (license_limit when a solve was refused by the size-limited license);
+    4. no solve call -> no_solve; otherwise the last solve call decides (`_judge_last`).
+    """
+    states = [solver.classify(record) for record in report.solves]
+    last = solver.classify(report.last_solve) if report.last_solve is not None else None
+    exception = (report.exit or {}).get("exception") or {}
+    license_seen = any(s.state == "license_limit" for s in states) or solver.is_license_limit(exception)
+    failed: OutcomeStatus = "license_limit" if license_seen else "error"
+    ending = (report.exit or {}).get("ending")
+    if result.status == "sandbox_error" or ending == "harness_error":
+        return "sandbox_error", last, f"sandbox or harness failure: {exception.get('message') or result.status}", False
+    if report.exit is None and result.exit_code == NO_KEY_EXIT:
+        return "sandbox_error", last, "the harness did not receive its key on stdin", False
+    if result.status == "timeout":
+        return "timeout", last, "the program hit the time limit", False
+    if result.status in ("memory", "output_limit", "killed"):
+        return failed, last, f"the sandbox stopped the program: {result.status}", False
+    if report.problem is not None:
+        return failed, last, report.problem, False
+    if ending != "ok" or result.status != "ok":
+        detail = exception.get("type", "") + (": " + exception["message"] if exception.get("message") else "")
+        detail = detail or str((report.exit or {}).get("code", result.status))
+        return failed, last, f"the program did not exit cleanly ({detail})", False
+    if last is None:
+        return "no_solve", None, "the program never called the solver", True
+    status, reason = _judge_last(last, answer, config)
+    return status, last, reason, True
+
+
+def _judge_last(last: SolveState, answer: float | None, config: RewardConfig) -> tuple[OutcomeStatus, str]:
+    proved_no_optimum = last.state in ("infeasible", "unbounded", "inf_or_unbd")
+    if last.state in ("license_limit", "error"):
+        return last.state, f"the last solve call failed: {last.raw}"
+    if proved_no_optimum:
+        if answer is None:
+            return "correct", f"the solver proved there is no optimum ({last.raw}), as expected"
+        status: OutcomeStatus = "unbounded" if last.state == "unbounded" else "infeasible"
+        return status, f"the solver reported {last.raw}, but the problem has an optimum"
+    has_value = last.state == "optimal" or (last.state == "feasible" and config.accept_feasible)
+    if not has_value or last.objective is None:
+        return "no_solve", f"the last solve stopped with {last.raw} without a proven optimum"
+    if last.variables is not None and last.variables < config.min_variables:
+        return "no_solve", f"the last solved model has {last.variables} variables"
+    if answer is None:
+        return "wrong", f"found objective {last.objective!r}, but the problem has no optimum"
+    if matches(last.objective, answer, config):
+        return "correct", f"objective {last.objective!r} matches {answer!r}"
+    return "wrong", f"objective {last.objective!r} does not match {answer!r}"

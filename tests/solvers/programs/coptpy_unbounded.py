@@ -1,0 +1,11 @@
+import coptpy as cp
+from coptpy import COPT
+
+env = cp.Envr()
+model = env.createModel("unbounded")
+x = model.addVar()
+y = model.addVar()
+model.addConstr(x - y <= 1)
+model.setObjective(x + y, sense=COPT.MAXIMIZE)
+model.solve()
+print("Status:", model.status)

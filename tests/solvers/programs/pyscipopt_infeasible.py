@@ -1,0 +1,10 @@
+from pyscipopt import Model
+
+model = Model("infeasible")
+x = model.addVar("x", lb=0)
+y = model.addVar("y", lb=0)
+model.addCons(x + y >= 5)
+model.addCons(x + y <= 3)
+model.setObjective(x + y, sense="maximize")
+model.optimize()
+print("Status:", model.getStatus())
