@@ -1,0 +1,144 @@
+"""HTTP plumbing shared by the remote backends (sglang, openai): JSON codec, SSE events, retries, routing.
+
+Nothing here knows a server's schema; `sglang_client` and `openai_compat` do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+try:  # orjson is optional: ~3x faster on the long cumulative chunks SGLang streams.
+    import orjson
+
+    def loads(data: bytes | str) -> Any:
+        return orjson.loads(data)
+
+    def dumps(obj: Any) -> bytes:
+        return orjson.dumps(obj)
+
+except ImportError:  # pragma: no cover - exercised only where orjson is missing
+
+    def loads(data: bytes | str) -> Any:
+        return json.loads(data)
+
+    def dumps(obj: Any) -> bytes:
+        return json.dumps(obj).encode()
+
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+SSE_DONE = b"[DONE]"
+
+
+class RetryableHTTPError(Exception):
+    """A failure worth retrying on the same or another server: connection refused/reset, 5xx, 429, timeout."""
+
+
+class FatalHTTPError(Exception):
+    """A failure retries cannot fix: 4xx (bad request, auth), an error object in the stream."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Backoff:
+    """Exponential backoff with full jitter: attempt k waits uniform(0, min(max_s, base_s * 2**k))."""
+
+    base_s: float = 0.5
+    max_s: float = 8.0
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0.0, min(self.max_s, self.base_s * (2**attempt)))
+
+
+async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """The `data:` payloads of a server-sent-event stream, `[DONE]` included.
+
+    Splits the byte stream itself: aiohttp's line reader refuses lines over its buffer size, and a
+    cumulative SGLang chunk for a long completion with log-probs runs to hundreds of KiB.
+    """
+    buffer = b""
+    async for piece in response.content.iter_any():
+        buffer += piece
+        while True:
+            cut = _event_end(buffer)
+            if cut is None:
+                break
+            event, buffer = buffer[: cut[0]], buffer[cut[1] :]
+            data = _event_data(event)
+            if data is not None:
+                yield data
+    data = _event_data(buffer)
+    if data is not None:
+        yield data
+
+
+def _event_end(buffer: bytes) -> tuple[int, int] | None:
+    for sep in (b"\n\n", b"\r\n\r\n"):
+        at = buffer.find(sep)
+        if at != -1:
+            return at, at + len(sep)
+    return None
+
+
+def _event_data(event: bytes) -> bytes | None:
+    lines = [line[5:].lstrip() for line in event.splitlines() if line.startswith(b"data:")]
+    return b"\n".join(lines) if lines else None
+
+
+async def raise_for_status(response: aiohttp.ClientResponse, url: str) -> None:
+    """Turn an HTTP error status into Retryable/Fatal with the server's own message."""
+    if response.status < 400:
+        return
+    body = (await response.text())[:500]
+    message = f"HTTP {response.status} from {url}: {body}"
+    if response.status >= 500 or response.status == 429:
+        raise RetryableHTTPError(message)
+    raise FatalHTTPError(message)
+
+
+def classify(exc: BaseException, url: str) -> RetryableHTTPError | FatalHTTPError | None:
+    """Map transport exceptions to our two kinds; None for anything that is not a transport failure."""
+    if isinstance(exc, RetryableHTTPError | FatalHTTPError):
+        return exc
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return RetryableHTTPError(f"timed out waiting for {url} ({type(exc).__name__})")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return RetryableHTTPError(f"cannot connect to {url}: {exc.os_error or exc}")
+    if isinstance(exc, aiohttp.ClientError):
+        return RetryableHTTPError(f"connection to {url} failed: {type(exc).__name__}: {exc}")
+    return None
+
+
+class Endpoint:
+    """One server and its in-flight count (the load the router balances)."""
+
+    def __init__(self, url: str, index: int) -> None:
+        self.url = url.rstrip("/")
+        self.index = index
+        self.inflight = 0
+        self.failures = 0
+
+
+class LeastLoadedRouter:
+    """Picks the endpoint with the fewest in-flight requests; ties go round-robin.
+
+    A server that just failed is avoided by the next attempt of the same sample when another exists.
+    """
+
+    def __init__(self, urls: tuple[str, ...]) -> None:
+        if not urls:
+            raise ValueError("at least one server URL is required")
+        self.endpoints = [Endpoint(u, i) for i, u in enumerate(urls)]
+        self._turn = itertools.count()
+
+    def pick(self, avoid: Endpoint | None = None) -> Endpoint:
+        pool = [e for e in self.endpoints if e is not avoid] or self.endpoints
+        low = min(e.inflight for e in pool)
+        tied = [e for e in pool if e.inflight == low]
+        return tied[next(self._turn) % len(tied)]
