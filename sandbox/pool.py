@@ -68,6 +68,7 @@ class Worker:
         self.slot, self.proc, self.cgroup = slot, proc, cgroup
         self.runs = 0
         self.baseline_bytes = 0
+        self._stopped = False
         self._limits_applied: tuple[int | None, int] | None = None
         self._pending: asyncio.Future[tuple[dict[str, Any], list[bytes]]] | None = None
         self._tasks = [asyncio.create_task(self._read_loop()), asyncio.create_task(self._log_loop())]
@@ -111,9 +112,18 @@ class Worker:
             self._limits_applied = wanted
 
     async def stop(self, *, graceful: bool) -> None:
-        """End the worker and every process it started; remove its cgroups."""
-        if graceful and self.proc.returncode is None and self.proc.stdin is not None:
-            self.proc.stdin.close()  # the worker kills its run and exits at end of file
+        """End the worker and every process it started; remove its cgroups. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.proc.returncode is None and self.proc.stdin is not None:
+            if graceful:
+                self.proc.stdin.close()  # the worker kills its run and exits at end of file
+            else:
+                # SIGKILL the jail's pid 1 (the kernel then kills the whole pid namespace) and let nsjail reap it
+                for pid in _children_of(self.proc.pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.proc.wait(), 2.0)
         if self.proc.returncode is None:
@@ -125,6 +135,15 @@ class Worker:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _children_of(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                found += [int(p) for p in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
+    return found
 
 
 class SandboxPool:
@@ -367,7 +386,9 @@ class SandboxPool:
         except asyncio.CancelledError:
             self._background(self._recover_cancelled(worker, response))
             raise
-        if healthy and worker.runs < self.recycle_after and self._state == "open":
+        if self._state != "open":
+            return result
+        if healthy and worker.runs < self.recycle_after:
             self._release(worker)
         else:
             self._background(self._replace(worker))
