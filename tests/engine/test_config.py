@@ -25,8 +25,14 @@ def test_default_yaml_loads_and_matches_its_sections():
 def test_overrides_apply_after_the_file_with_yaml_typed_values():
     cfg = load_config(
         DEFAULT_CONFIG,
-        ["rollout.group_size=8", "learner.lr=3e-6", "algorithm.dual_clip=3", "generation.urls=[http://a:1, http://b:2]",
-         "rollout.dynamic_sampling=true", "run.name=exp 1"],
+        [
+            "rollout.group_size=8",
+            "learner.lr=3e-6",
+            "algorithm.dual_clip=3",
+            "generation.urls=[http://a:1, http://b:2]",
+            "rollout.dynamic_sampling=true",
+            "run.name=exp 1",
+        ],
     )
     assert cfg.rollout.group_size == 8
     assert cfg.learner.lr == pytest.approx(3e-6)
@@ -90,7 +96,10 @@ def test_cli_errors_are_one_line_on_stderr_with_exit_code_2(argv, message, capsy
 def test_cli_as_a_process_exits_2_without_a_traceback(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "engine.run", "--config", str(tmp_path / "nope.yaml")],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: config file {tmp_path / 'nope.yaml'} not found"]
@@ -102,12 +111,19 @@ def test_dry_run_prints_the_resolved_config_and_checks(capsys):
     assert "group_size: 6" in out
     assert "check model    ok" in out
     assert "check solver   ok" in out
-    assert "isolation=process (UNSAFE" in out
+    assert "check sandbox  ok   isolation=process (UNSAFE" in out
 
 
-def test_dry_run_fails_when_the_solver_is_missing(capsys):
-    assert main(["--dry-run", "solver.name=not_a_solver_pkg"]) == 1
-    assert "check solver   FAIL not_a_solver_pkg" in capsys.readouterr().out
+def test_dry_run_fails_on_an_unknown_solver_and_lists_the_valid_ones(capsys):
+    assert main(["--dry-run", "solver.name=not_a_solver", "sandbox.isolation=process"]) == 1
+    out = capsys.readouterr().out
+    assert "check solver   FAIL unknown solver 'not_a_solver'; valid solvers: " in out
+    assert "gurobipy" in out.split("valid solvers:")[1]
+
+
+def test_dry_run_starts_the_real_jail(capsys):
+    assert main(["--dry-run"]) == 0
+    assert "check sandbox  ok   isolation=nsjail, preload gurobipy: ran" in capsys.readouterr().out
 
 
 def test_resolved_config_round_trips(tmp_path):
