@@ -1,0 +1,292 @@
+"""The `openai` generation backend: any OpenAI-compatible endpoint (vLLM, SGLang's /v1, hosted APIs).
+
+For evaluating API models and vLLM servers; it cannot train (a served model's weights are not ours to
+swap: `update_weights` refuses). One streamed request per prompt asks for the n samples (`n`), and each
+choice is handed over the moment its `finish_reason` arrives.
+
+- `endpoint: completions` posts /completions with `prompt` = the token ids (a string prompt also works);
+  `endpoint: chat` posts /chat/completions with `messages` (pass each prompt as a list of
+  {"role", "content"} dicts).
+- Log-probs: `logprobs: 1` (completions) or `logprobs: true` (chat) when `logprobs` is on. Token ids come
+  from `token_ids` in a choice (vLLM's `return_token_ids`) or from log-prob tokens spelled "token_id:123"
+  (vLLM's `return_tokens_as_token_ids`); switch either on through `extra_body`. Without them a completion
+  carries `text` and empty `token_ids`.
+- `stop_token_ids` and `top_k` are not OpenAI parameters: they are sent only when set (vLLM and SGLang
+  accept them; api.openai.com rejects them).
+
+Retries: connection errors, timeouts, 5xx and 429 are retried with backoff while no choice has streamed;
+a request that breaks later delivers its unfinished choices as failed (finish_reason "abort", `error`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiohttp
+
+from engine.generation.base import Completion, GenerationError, SamplingParams, Timings, WeightSource
+from engine.generation.http import (
+    JSON_HEADERS,
+    SSE_DONE,
+    Backoff,
+    FatalHTTPError,
+    RetryableHTTPError,
+    classify,
+    dumps,
+    loads,
+    raise_for_status,
+    sse_events,
+)
+
+_TOKEN_ID = re.compile(r"^token_id:(\d+)$")
+Prompt = Sequence[int] | str | Sequence[Mapping[str, Any]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpenAIConfig:
+    """Options of the openai backend (the `generation.openai` config section)."""
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = ""
+    endpoint: Literal["completions", "chat"] = "completions"
+    # The key is read from this environment variable at start (never stored in configs).
+    api_key_env: str = "OPENAI_API_KEY"
+    logprobs: bool = True
+    # Extra request fields, e.g. {"return_token_ids": true} for vLLM.
+    extra_body: Mapping[str, Any] = field(default_factory=dict)
+    max_concurrency: int = 64
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 300.0
+    max_retries: int = 3
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 8.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        if not self.model:
+            raise ValueError("OpenAIConfig.model is required: the served model's name (GET {base_url}/models)")
+        if self.endpoint not in ("completions", "chat"):
+            raise ValueError(f"OpenAIConfig.endpoint must be 'completions' or 'chat', got {self.endpoint!r}")
+
+
+@dataclass(kw_only=True)
+class _Choice:
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    first_token_s: float | None = None
+    finish: str | None = None
+
+
+class OpenAIBackend:
+    """Streams n samples per prompt from an OpenAI-compatible server; see the module docstring."""
+
+    name = "openai"
+
+    def __init__(self, config: OpenAIConfig) -> None:
+        self.config = config
+        self._session: aiohttp.ClientSession | None = None
+        self._slots = asyncio.Semaphore(config.max_concurrency)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._backoff = Backoff(base_s=config.backoff_base_s, max_s=config.backoff_max_s)
+        self._closed = False
+
+    @property
+    def weight_version(self) -> int:
+        return 0
+
+    async def __aenter__(self) -> OpenAIBackend:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        if self._closed:
+            raise GenerationError("this openai backend was closed; create a new one")
+        if self._session is None:
+            key = os.environ.get(self.config.api_key_env)
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), headers=headers)
+
+    async def close(self) -> None:
+        self._closed = True
+        await self.abort()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def abort(self) -> None:
+        """Cancel in-flight requests; closing the connection is how these servers learn of an abort."""
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def update_weights(self, source: WeightSource, *, version: int | None = None) -> int:
+        raise GenerationError(
+            "the openai backend serves a fixed model and cannot load weights; train with 'local' or 'sglang'"
+        )
+
+    async def generate(
+        self, prompts: Sequence[Prompt], params: SamplingParams, *, n: int = 1
+    ) -> AsyncIterator[Completion]:
+        await self.start()
+        if n < 1:
+            raise ValueError(f"group size n must be >= 1, got {n}")
+        queue: asyncio.Queue[Completion] = asyncio.Queue()
+        submitted = time.monotonic()
+        tasks = [asyncio.create_task(self._prompt(i, p, params, n, submitted, queue)) for i, p in enumerate(prompts)]
+        self._tasks.update(tasks)
+        try:
+            for _ in range(len(tasks) * n):
+                yield await queue.get()
+            for result in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(result, Exception):
+                    raise GenerationError(f"openai backend failed: {result!r}") from result
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._tasks.difference_update(tasks)
+
+    async def _prompt(
+        self, i: int, prompt: Prompt, params: SamplingParams, n: int, submitted: float, out: asyncio.Queue[Completion]
+    ) -> None:
+        """All n choices of one prompt, with retries while nothing has streamed; puts exactly n completions."""
+        choices = [_Choice() for _ in range(n)]
+        sent: set[int] = set()
+
+        def emit(j: int, reason: str, error: str | None) -> None:
+            c = choices[j]
+            sent.add(j)
+            out.put_nowait(
+                Completion(
+                    prompt_index=i,
+                    sample_index=j,
+                    token_ids=tuple(c.token_ids),
+                    logprobs=tuple(c.logprobs),
+                    finish_reason=reason,  # type: ignore[arg-type]
+                    weight_version=0,
+                    text=c.text,
+                    error=error,
+                    timings=Timings(submitted_s=submitted, first_token_s=c.first_token_s, finished_s=time.monotonic()),
+                )
+            )
+
+        error = "not attempted"
+        try:
+            for attempt in range(self.config.max_retries + 1):
+                try:
+                    async with self._slots:
+                        await self._stream(self._body(prompt, params, n), choices, emit)
+                    return
+                except Exception as exc:
+                    kind = classify(exc, self._url)
+                    if kind is None:
+                        raise
+                    error = str(kind)
+                    streamed = any(c.text or c.token_ids for c in choices)
+                    if streamed or isinstance(kind, FatalHTTPError) or attempt == self.config.max_retries:
+                        break
+                await asyncio.sleep(self._backoff.delay(attempt))
+            for j in range(n):
+                if j not in sent:
+                    emit(j, "abort", f"{error} (request for prompt {i})")
+        except BaseException as exc:
+            # Keep the caller's count whole: every choice is delivered, cancelled or broken ones as "abort".
+            unexpected = None if isinstance(exc, asyncio.CancelledError) else f"unexpected failure: {exc!r}"
+            for j in range(n):
+                if j not in sent:
+                    emit(j, "abort", unexpected)
+            raise
+
+    @property
+    def _url(self) -> str:
+        path = "/chat/completions" if self.config.endpoint == "chat" else "/completions"
+        return f"{self.config.base_url}{path}"
+
+    def _body(self, prompt: Prompt, params: SamplingParams, n: int) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.config.model, "n": n, "stream": True, "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature, "top_p": params.top_p,
+        }  # fmt: skip
+        if self.config.endpoint == "chat":
+            if isinstance(prompt, str) or not all(isinstance(m, Mapping) for m in prompt):
+                raise GenerationError("endpoint 'chat' takes each prompt as a list of {'role', 'content'} messages")
+            body["messages"] = [dict(m) for m in prompt]
+            if self.config.logprobs:
+                body["logprobs"] = True
+        else:
+            body["prompt"] = prompt if isinstance(prompt, str) else [int(t) for t in prompt]  # type: ignore[arg-type]
+            if self.config.logprobs:
+                body["logprobs"] = 1
+        if params.seed is not None:
+            body["seed"] = params.seed
+        if params.top_k != -1:
+            body["top_k"] = params.top_k
+        if params.stop_token_ids:
+            body["stop_token_ids"] = list(params.stop_token_ids)
+        return body | dict(self.config.extra_body)
+
+    async def _stream(self, body: dict[str, Any], choices: list[_Choice], emit: Any) -> None:
+        if self._session is None:
+            raise GenerationError("the openai backend is not started; use `async with`")
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=self.config.connect_timeout_s, sock_read=self.config.read_timeout_s
+        )
+        async with self._session.post(self._url, data=dumps(body), headers=JSON_HEADERS, timeout=timeout) as response:
+            await raise_for_status(response, self._url)
+            async for data in sse_events(response):
+                if data == SSE_DONE:
+                    break
+                chunk = loads(data)
+                if "error" in chunk:
+                    raise FatalHTTPError(f"{self._url} streamed an error: {chunk['error']}")
+                for raw in chunk.get("choices") or []:
+                    j = int(raw.get("index", 0))
+                    _absorb(choices[j], raw)
+                    if choices[j].finish is not None:
+                        reason, error = _finish(choices[j].finish)
+                        emit(j, reason, error)
+        unfinished = [j for j, c in enumerate(choices) if c.finish is None]
+        if unfinished:
+            raise RetryableHTTPError(f"{self._url} ended the stream before choices {unfinished} finished")
+
+
+def _absorb(choice: _Choice, raw: Mapping[str, Any]) -> None:
+    """Fold one streamed choice delta (completions or chat shape) into its running state."""
+    text = raw.get("text")
+    if text is None:
+        text = (raw.get("delta") or {}).get("content")
+    choice.text += text or ""
+    logprobs = raw.get("logprobs") or {}
+    if "content" in logprobs:  # chat: [{"token", "logprob", ...}]
+        tokens = [e.get("token", "") for e in logprobs.get("content") or []]
+        values = [e.get("logprob") for e in logprobs.get("content") or []]
+    else:  # completions: {"tokens": [...], "token_logprobs": [...]}
+        tokens, values = logprobs.get("tokens") or [], logprobs.get("token_logprobs") or []
+    choice.logprobs += [float("nan") if v is None else float(v) for v in values]
+    if raw.get("token_ids") is not None:
+        choice.token_ids += [int(t) for t in raw["token_ids"]]
+    else:
+        parsed = [_TOKEN_ID.match(str(t)) for t in tokens]
+        if parsed and all(parsed):
+            choice.token_ids += [int(m.group(1)) for m in parsed if m]
+    if choice.first_token_s is None and (text or tokens or raw.get("token_ids")):
+        choice.first_token_s = time.monotonic()
+    if raw.get("finish_reason") is not None:
+        choice.finish = str(raw["finish_reason"])
+
+
+def _finish(reason: str) -> tuple[str, str | None]:
+    if reason in ("stop", "tool_calls", "function_call", "eos"):
+        return "stop", None
+    if reason == "length":
+        return "length", None
+    return "abort", f"the server ended the choice with finish_reason {reason!r}"
