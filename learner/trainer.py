@@ -1,0 +1,299 @@
+"""``Learner``: one GRPO/DAPO training step over a global batch of (prompt, response, advantage) sequences.
+
+A step: advantages (from rewards and groups, unless given) -> old and reference log-probs -> for each PPO
+epoch and each mini-batch: packed forward/backward over this rank's micro-batches, loss normalised by the
+GLOBAL counts of the mini-batch (tokens or sequences over all ranks and micro-batches, so the gradient does
+not depend on the split) -> gradient clipping -> AdamW -> warmup schedule. Runs as one process, or under
+``torchrun`` with FSDP2 (see ``learner.distributed``).
+
+    learner = Learner(model, LearnerConfig(lr=1e-5))
+    metrics = learner.step(RolloutBatch(prompts=..., responses=..., rewards=..., group_ids=...))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from learner import losses
+from learner.config import LearnerConfig, RolloutBatch
+from learner.distributed import DistContext, all_reduce_sum, init_distributed, shard_model, split_across_ranks
+from learner.policy import PackedMicroBatch, pack, response_logprobs
+
+METRIC_KEYS = ("loss", "pg_loss", "kl", "entropy", "clip_frac_high", "clip_frac_low", "dual_clip_frac", "approx_kl")
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Denominators:
+    """Global counts of one mini-batch, shared by every rank and micro-batch."""
+
+    tokens: float
+    seqs: float
+    norm_length: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class _MiniBatch:
+    """This rank's micro-batches of one mini-batch (``None`` = a no-op pass that keeps FSDP ranks in step)."""
+
+    micro: list[PackedMicroBatch | None]
+    denominators: _Denominators
+
+
+def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
+
+
+class Learner:
+    """Owns the policy (and the frozen reference policy when KL is on), its optimizer and schedule."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: LearnerConfig,
+        *,
+        ref_model: nn.Module | None = None,
+        ctx: DistContext | None = None,
+    ) -> None:
+        algo = config.algorithm
+        if algo.kl_coef > 0 and ref_model is None:
+            raise ValueError("algorithm.kl_coef > 0 needs a reference model: pass ref_model= (a frozen copy)")
+        self.config = config
+        self.ctx = ctx or init_distributed(config.device)
+        self.compute_dtype = _resolve_dtype(config.dtype, self.ctx.device)
+        self.model = self._prepare(model, trainable=True)
+        self.ref_model = None if ref_model is None else self._prepare(ref_model, trainable=False)
+        self.loss_fn = losses.get_policy_loss(algo.policy_loss)
+        self.advantage_fn = losses.get_advantage_estimator(algo.advantage_estimator)
+        self.optimizer = torch.optim.AdamW(
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=config.lr,
+            betas=config.betas,
+            eps=config.eps,
+            weight_decay=config.weight_decay,
+            foreach=True,
+        )
+        warmup = config.warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
+        self.global_step = 0
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, config: LearnerConfig, **kwargs: Any) -> Learner:
+        """Load the policy (and, when KL is on, a second copy as the reference) through ``learner.models``."""
+        from learner.models import load_model
+
+        ref = load_model(name_or_path) if config.algorithm.kl_coef > 0 else None
+        return cls(load_model(name_or_path), config, ref_model=ref, **kwargs)
+
+    def _prepare(self, model: nn.Module, *, trainable: bool) -> nn.Module:
+        model.to(device=self.ctx.device, dtype=torch.float32)
+        model.config.use_cache = False
+        model.train(trainable)
+        model.requires_grad_(trainable)
+        if trainable and self.config.gradient_checkpointing:
+            model.activation_checkpointing_enable({"use_reentrant": False})
+        if self.ctx.distributed:
+            shard_model(model, param_dtype=self.compute_dtype)
+        return model
+
+    def _autocast(self) -> contextlib.AbstractContextManager[None]:
+        # FSDP2 casts parameters itself; a single process needs autocast for bf16 compute on fp32 weights
+        if self.ctx.distributed or self.compute_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.ctx.device.type, dtype=self.compute_dtype)
+
+    # ----------------------------------------------------------------- planning
+    def _advantages(self, batch: RolloutBatch) -> torch.Tensor:
+        if batch.advantages is not None:
+            adv = torch.tensor(batch.advantages, dtype=torch.float32)
+        else:
+            rewards = torch.tensor(batch.rewards, dtype=torch.float32)
+            adv = self.advantage_fn(rewards, torch.tensor(batch.group_ids, dtype=torch.long))
+        return adv.to(self.ctx.device)
+
+    def _plan(self, batch: RolloutBatch) -> list[_MiniBatch]:
+        """Cut the batch into mini-batches, deal each to the ranks, pack each rank's share into micro-batches."""
+        n, algo = len(batch), self.config.algorithm
+        chunks = [c.tolist() for c in torch.arange(n).tensor_split(min(self.config.mini_batches, n))]
+        plans = []
+        for chunk in chunks:
+            lengths = {i: len(batch.prompts[i]) + len(batch.responses[i]) - 1 for i in chunk}
+            shares = split_across_ranks(lengths, self.ctx.world_size)
+            per_rank = [
+                pack(batch.prompts, batch.responses, max_tokens=self.config.micro_batch_tokens, indices=s) if s else []
+                for s in shares
+            ]
+            micro: list[PackedMicroBatch | None] = list(per_rank[self.ctx.rank])
+            micro += [None] * (max(len(p) for p in per_rank) - len(micro))
+            longest = max(len(batch.responses[i]) for i in chunk)
+            denominators = _Denominators(
+                tokens=float(sum(len(batch.responses[i]) for i in chunk)),
+                seqs=float(len(chunk)),
+                norm_length=float(algo.norm_length or longest),
+            )
+            plans.append(_MiniBatch(micro=micro, denominators=denominators))
+        return plans
+
+    def _noop_batch(self) -> PackedMicroBatch:
+        return pack([[0]], [[0]], max_tokens=2)[0].to(self.ctx.device)
+
+    # ----------------------------------------------------------------- log-probs
+    @torch.no_grad()
+    def _frozen_logprobs(self, model: nn.Module, plans: list[_MiniBatch]) -> list[list[torch.Tensor | None]]:
+        """Per micro-batch (R,) log-probs under ``model`` without gradient (old policy or reference)."""
+        out: list[list[torch.Tensor | None]] = []
+        for plan in plans:
+            row: list[torch.Tensor | None] = []
+            for mb in plan.micro:
+                with self._autocast():
+                    lp = response_logprobs(
+                        model, (mb or self._noop_batch()).to(self.ctx.device), temperature=self._temperature
+                    ).logprobs
+                row.append(None if mb is None else lp)
+            out.append(row)
+        return out
+
+    def _generator_logprobs(self, batch: RolloutBatch, plans: list[_MiniBatch]) -> list[list[torch.Tensor | None]]:
+        assert batch.old_logprobs is not None
+        return [
+            [
+                None
+                if mb is None
+                else torch.tensor([v for i in mb.indices for v in batch.old_logprobs[i]], device=self.ctx.device)
+                for mb in plan.micro
+            ]
+            for plan in plans
+        ]
+
+    @property
+    def _temperature(self) -> float:
+        return self.config.algorithm.temperature
+
+    def _old_logprobs(self, batch: RolloutBatch, plans: list[_MiniBatch]) -> list[list[torch.Tensor | None]] | None:
+        """None means on-policy with a single update: the current log-probs (detached) are the old ones."""
+        algo, cfg = self.config.algorithm, self.config
+        if algo.use_generator_logprobs:
+            if batch.old_logprobs is None:
+                raise ValueError("algorithm.use_generator_logprobs is set but the batch carries no old_logprobs")
+            return self._generator_logprobs(batch, plans)
+        if cfg.ppo_epochs == 1 and len(plans) == 1:
+            return None
+        self.model.eval()
+        try:
+            return self._frozen_logprobs(self.model, plans)
+        finally:
+            self.model.train()
+
+    # ----------------------------------------------------------------- update
+    def _micro_loss(
+        self,
+        mb: PackedMicroBatch,
+        old: torch.Tensor | None,
+        ref: torch.Tensor | None,
+        advantages: torch.Tensor,
+        den: _Denominators,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        algo = self.config.algorithm
+        with self._autocast():
+            out = response_logprobs(self.model, mb, temperature=algo.temperature, with_entropy=True)
+        logprobs, mask = mb.unpack(out.logprobs)
+        old_lp, _ = mb.unpack(out.logprobs.detach() if old is None else old)
+        counts = {"global_tokens": den.tokens, "global_seqs": den.seqs, "norm_length": den.norm_length}
+        pg_loss, metrics = self.loss_fn(
+            logprobs,
+            old_lp,
+            mb.gather(advantages),
+            mask,
+            clip_low=algo.clip_low,
+            clip_high=algo.clip_high,
+            dual_clip=algo.dual_clip,
+            agg=algo.loss_agg,
+            **counts,
+        )
+        loss = pg_loss
+        if ref is not None:
+            ref_lp, _ = mb.unpack(ref)
+            kl = losses.aggregate(losses.kl_penalty(logprobs, ref_lp, algo.kl_kind), mask, algo.loss_agg, **counts)
+            loss = loss + algo.kl_coef * kl
+            metrics["kl"] = kl.detach()
+        assert out.entropy is not None
+        entropy, _ = mb.unpack(out.entropy)
+        metrics["entropy"] = losses.aggregate(entropy, mask, "token-mean", global_tokens=den.tokens)
+        metrics["pg_loss"] = pg_loss.detach()
+        metrics["loss"] = loss.detach()
+        return loss, metrics
+
+    def _update(
+        self,
+        plan: _MiniBatch,
+        old: list[torch.Tensor | None] | None,
+        ref: list[torch.Tensor | None] | None,
+        advantages: torch.Tensor,
+    ) -> torch.Tensor:
+        """One optimizer step over one mini-batch; returns the summed metrics (METRIC_KEYS order + grad norm)."""
+        totals = torch.zeros(len(METRIC_KEYS), device=self.ctx.device, dtype=torch.float64)
+        for k, mb in enumerate(plan.micro):
+            if mb is None:
+                # this rank has fewer micro-batches than another: a zero-weight pass keeps FSDP collectives paired
+                noop = self._noop_batch()
+                with self._autocast():
+                    (response_logprobs(self.model, noop).logprobs.sum() * 0.0).backward()
+                continue
+            loss, metrics = self._micro_loss(
+                mb.to(self.ctx.device),
+                None if old is None else old[k],
+                None if ref is None else ref[k],
+                advantages,
+                plan.denominators,
+            )
+            loss.backward()
+            totals += torch.stack([metrics.get(key, torch.zeros(())).to(totals) for key in METRIC_KEYS])
+        grad_norm = self._clip_gradients()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return torch.cat([all_reduce_sum(totals, self.ctx), grad_norm.reshape(1).to(totals)])
+
+    def _clip_gradients(self) -> torch.Tensor:
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        full = getattr(norm, "full_tensor", None)
+        return full() if full is not None else norm
+
+    # ----------------------------------------------------------------- public
+    def step(self, batch: RolloutBatch) -> dict[str, float]:
+        """Train on one global batch (the same on every rank); returns metrics averaged over the updates."""
+        start = time.perf_counter()
+        advantages = self._advantages(batch)
+        plans = self._plan(batch)
+        old = self._old_logprobs(batch, plans)
+        ref = None if self.ref_model is None else self._frozen_logprobs(self.ref_model, plans)
+        lr = self.scheduler.get_last_lr()[0]
+        updates = [
+            self._update(plan, None if old is None else old[m], None if ref is None else ref[m], advantages)
+            for _ in range(self.config.ppo_epochs)
+            for m, plan in enumerate(plans)
+        ]
+        mean = torch.stack(updates).mean(0).tolist()
+        self.global_step += 1
+        elapsed = time.perf_counter() - start
+        tokens = sum(len(p) + len(r) for p, r in zip(batch.prompts, batch.responses, strict=True))
+        metrics = dict(zip((*METRIC_KEYS, "grad_norm"), mean, strict=True))
+        metrics.update(
+            lr=lr,
+            response_tokens=float(sum(len(r) for r in batch.responses)),
+            tokens_per_s=tokens * self.config.ppo_epochs / elapsed,
+            step_s=elapsed,
+            advantage_mean=float(advantages.mean()),
+        )
+        if self.ref_model is None:
+            metrics.pop("kl")
+        return metrics

@@ -1,0 +1,152 @@
+"""Learner.step on tiny random Llamas: the gradient is the hand-written objective's, independent of the split."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from learner.config import AlgorithmConfig, LearnerConfig, RolloutBatch
+from learner.trainer import Learner
+
+
+def _capture_grads(learner: Learner) -> list[list[torch.Tensor]]:
+    """Record the gradients the optimizer sees at each of its steps."""
+    seen: list[list[torch.Tensor]] = []
+    learner.optimizer.register_step_pre_hook(
+        lambda opt, args, kwargs: seen.append([p.grad.detach().clone() for p in learner.model.parameters()])
+    )
+    return seen
+
+
+def _seq_logprobs(model, prompt, response):
+    ids = torch.tensor([[*prompt, *response]])
+    logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1]
+    return torch.log_softmax(logits, -1).gather(-1, ids[0, len(prompt) :, None]).squeeze(-1)
+
+
+def _batch(make_sequences, n=6, seed=0, **kw):
+    prompts, responses = make_sequences(n, seed=seed)
+    advantages = [(-1.0) ** i * (1 + i / 4) for i in range(n)]
+    return RolloutBatch(prompts=prompts, responses=responses, advantages=advantages, **kw)
+
+
+# On-policy with one update the ratio is 1 and d(-A * ratio) = -A * d(logp): the gradient is that of
+# -sum_i A_i * w_i(sum_t logp_it) for each aggregation's weights.
+OBJECTIVES = {
+    "token-mean": lambda lps, adv, n_tok: -sum(a * lp.sum() for a, lp in zip(adv, lps, strict=True)) / n_tok,
+    "seq-mean-token-mean": lambda lps, adv, _: -sum(a * lp.mean() for a, lp in zip(adv, lps, strict=True)) / len(adv),
+    "seq-mean-token-sum": lambda lps, adv, _: -sum(a * lp.sum() for a, lp in zip(adv, lps, strict=True)) / len(adv),
+    "seq-mean-token-sum-norm": lambda lps, adv, _: -sum(a * lp.sum() for a, lp in zip(adv, lps, strict=True)) / 16,
+}
+
+
+@pytest.mark.parametrize("agg", list(OBJECTIVES))
+def test_gradient_is_the_objective_gradient(make_model, make_sequences, agg):
+    model = make_model()
+    reference = copy.deepcopy(model)
+    batch = _batch(make_sequences)
+    algo = AlgorithmConfig(loss_agg=agg, norm_length=16)
+    learner = Learner(model, LearnerConfig(lr=1e-3, grad_clip=0.0, micro_batch_tokens=24, algorithm=algo))
+    grads = _capture_grads(learner)
+    metrics = learner.step(batch)
+    lps = [_seq_logprobs(reference, p, r) for p, r in zip(batch.prompts, batch.responses, strict=True)]
+    n_tok = sum(len(r) for r in batch.responses)
+    objective = OBJECTIVES[agg](lps, batch.advantages, n_tok)
+    objective.backward()
+    for got, p in zip(grads[0], reference.parameters(), strict=True):
+        torch.testing.assert_close(got, p.grad, rtol=1e-5, atol=1e-6)
+    assert metrics["loss"] == pytest.approx(
+        OBJECTIVES[agg]([torch.ones_like(lp) for lp in lps], batch.advantages, n_tok).item()
+    )
+    expected_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in reference.parameters()]))
+    assert metrics["grad_norm"] == pytest.approx(expected_norm.item(), rel=1e-5)
+
+
+def test_micro_batch_split_does_not_change_the_gradient(make_model, make_sequences):
+    batch = _batch(make_sequences, n=8, seed=4)
+    runs = []
+    for tokens in (12, 40, 10_000):
+        learner = Learner(make_model(), LearnerConfig(lr=1e-3, micro_batch_tokens=tokens))
+        grads = _capture_grads(learner)
+        learner.step(batch)
+        runs.append(grads[0])
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_generator_logprobs_drive_the_ratio(make_model, make_sequences):
+    model = make_model()
+    batch = _batch(make_sequences, n=5, seed=2)
+    with torch.no_grad():
+        current = [_seq_logprobs(model, p, r) for p, r in zip(batch.prompts, batch.responses, strict=True)]
+    # old = current - 0.5: every ratio is e^0.5 ~ 1.65 > 1.2, so exactly the tokens with A > 0 are clipped high
+    shifted = RolloutBatch(
+        prompts=batch.prompts,
+        responses=batch.responses,
+        advantages=batch.advantages,
+        old_logprobs=[(lp - 0.5).tolist() for lp in current],
+    )
+    config = LearnerConfig(lr=1e-3, algorithm=AlgorithmConfig(use_generator_logprobs=True))
+    metrics = Learner(model, config).step(shifted)
+    n_tok = sum(len(r) for r in batch.responses)
+    positive = sum(len(r) for r, a in zip(batch.responses, batch.advantages, strict=True) if a > 0)
+    assert metrics["clip_frac_high"] == pytest.approx(positive / n_tok, abs=1e-7)  # fp32 sums
+    assert metrics["clip_frac_low"] == 0.0
+    assert metrics["approx_kl"] == pytest.approx(-0.5, abs=1e-5)
+    expected_loss = sum(
+        -a * len(r) * (1.2 if a > 0 else math.exp(0.5)) for r, a in zip(batch.responses, batch.advantages, strict=True)
+    )
+    assert metrics["loss"] == pytest.approx(expected_loss / n_tok, rel=1e-5)
+    with pytest.raises(ValueError, match="carries no old_logprobs"):
+        Learner(make_model(), config).step(batch)
+
+
+def test_kl_against_identical_reference_starts_at_zero(make_model, make_sequences):
+    model = make_model()
+    config = LearnerConfig(lr=1e-2, algorithm=AlgorithmConfig(kl_coef=0.5, kl_kind="k3"))
+    learner = Learner(model, config, ref_model=copy.deepcopy(model))
+    batch = _batch(make_sequences)
+    first = learner.step(batch)
+    assert first["kl"] == pytest.approx(0.0, abs=1e-9)
+    assert first["loss"] == pytest.approx(first["pg_loss"], abs=1e-9)
+    second = learner.step(batch)
+    assert second["kl"] > 1e-4
+    assert second["loss"] == pytest.approx(second["pg_loss"] + 0.5 * second["kl"], rel=1e-6)
+    with pytest.raises(ValueError, match="needs a reference model"):
+        Learner(make_model(), config)
+
+
+def test_epochs_mini_batches_and_warmup(make_model, make_sequences):
+    config = LearnerConfig(lr=1e-3, warmup_steps=3, ppo_epochs=2, mini_batches=2)
+    learner = Learner(make_model(), config)
+    grads = _capture_grads(learner)
+    batch = _batch(make_sequences)
+    lrs = [learner.step(batch)["lr"] for _ in range(2)]
+    assert len(grads) == 8  # 2 steps x 2 epochs x 2 mini-batches
+    assert lrs == pytest.approx([1e-3 / 4, 1e-3])  # lr at the start of each step; 4 updates per step
+    assert learner.scheduler.get_last_lr()[0] == pytest.approx(1e-3)
+
+
+def test_advantages_from_rewards_and_groups(make_model, make_sequences):
+    prompts, responses = make_sequences(4, seed=5)
+    batch = RolloutBatch(prompts=prompts, responses=responses, rewards=[1.0, 0.0, 2.0, 2.0], group_ids=[0, 0, 1, 1])
+    config = LearnerConfig(lr=1e-3, algorithm=AlgorithmConfig(advantage_estimator="dr_grpo"))
+    metrics = Learner(make_model(), config).step(batch)
+    # Dr. GRPO advantages: [0.5, -0.5, 0, 0]; token-mean on-policy loss is -sum(A * len) / N
+    n_tok = sum(len(r) for r in responses)
+    assert metrics["loss"] == pytest.approx(-(0.5 * len(responses[0]) - 0.5 * len(responses[1])) / n_tok, abs=1e-6)
+
+
+def test_config_and_batch_validation():
+    with pytest.raises(KeyError, match="gspo, ppo_clip"):
+        AlgorithmConfig(policy_loss="ppo")
+    with pytest.raises(ValueError, match="loss_agg"):
+        AlgorithmConfig(loss_agg="sum")
+    with pytest.raises(ValueError, match="rewards together with group_ids"):
+        RolloutBatch(prompts=[[1]], responses=[[2]], rewards=[1.0])
+    with pytest.raises(ValueError, match=r"old_logprobs\[0\] has 2 values for 1"):
+        RolloutBatch(prompts=[[1]], responses=[[2]], advantages=[1.0], old_logprobs=[[0.1, 0.2]])
