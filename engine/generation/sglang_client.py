@@ -77,8 +77,9 @@ SGLANG_VERSION = "0.5.23"
 class SGLangConfig:
     """Options of the sglang backend (the `generation.sglang` config section)."""
 
-    # SGLang servers (or a single sglang-router URL); requests go to the least loaded.
-    urls: tuple[str, ...] = ("http://127.0.0.1:30000",)
+    # Running SGLang servers (or one sglang-router URL); requests go to the least loaded. Unset: the
+    # launched servers if `launch` is given, else http://127.0.0.1:30000.
+    urls: tuple[str, ...] | None = None
     # Sent as `Authorization: Bearer` when the servers run with --api-key.
     api_key: str | None = None
     connect_timeout_s: float = 10.0
@@ -100,7 +101,8 @@ class SGLangConfig:
     launch: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "urls", tuple(str(u).rstrip("/") for u in self.urls))
+        urls = self.urls if self.urls is not None else (() if self.launch else ("http://127.0.0.1:30000",))
+        object.__setattr__(self, "urls", tuple(str(u).rstrip("/") for u in urls))
         if not self.urls and not self.launch:
             raise ValueError("SGLangConfig: give `urls` of running servers or a `launch` section")
         if self.max_retries < 0 or self.max_inflight_per_server < 1:
@@ -181,7 +183,7 @@ class SGLangBackend:
             raise GenerationError("this sglang backend was closed; create a new one")
         if self._session is not None:
             return
-        urls = self.config.urls
+        urls = tuple(self.config.urls or ())
         if self.config.launch:
             from engine.generation.sglang_launch import LaunchConfig, launch_servers
 

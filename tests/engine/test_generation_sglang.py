@@ -17,6 +17,7 @@ import torch
 from engine.generation import GenerationError, SamplingParams, create_backend
 from engine.generation.decoding import row_seed
 from engine.generation.sglang_client import SGLANG_VERSION, SGLangBackend, SGLangConfig
+from engine.generation.sglang_launch import LaunchConfig, server_command
 
 
 def _load_peer_module():
@@ -248,3 +249,45 @@ async def test_health_and_registry(peer):
         create_backend("sglang", {"url": "http://x"})
     with pytest.raises(GenerationError, match="closed"):
         await backend.start()
+
+
+def free_port_pair() -> int:
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            with socket.socket() as b:
+                try:
+                    b.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+        return port
+    raise RuntimeError("no two consecutive free ports")
+
+
+def test_launch_command_follows_sglang_flags():
+    config = LaunchConfig(model_path="/ckpt/step_10", num_servers=2, base_port=31000, tp_size=2, base_gpu_id=4,
+                          mem_fraction_static=0.7, extra_args=("--enable-metrics",))  # fmt: skip
+    assert server_command(config, 1)[1:] == [
+        "-m", "sglang.launch_server", "--model-path", "/ckpt/step_10", "--host", "127.0.0.1", "--port", "31001",
+        "--tp-size", "2", "--base-gpu-id", "6", "--mem-fraction-static", "0.7", "--enable-metrics",
+    ]  # fmt: skip
+
+
+async def test_launched_servers_are_supervised(tmp_path):
+    port = free_port_pair()
+    peer_script = str(Path(__file__).with_name("sglang_server.py"))
+    launch = {"model_path": "tiny", "num_servers": 2, "base_port": port, "entry": [peer_script],
+              "log_dir": str(tmp_path), "startup_timeout_s": 60, "stop_grace_s": 5}  # fmt: skip
+    backend = create_backend("sglang", {"launch": launch})
+    async with backend:
+        processes = list(backend._launched.processes)
+        assert [e.url for e in backend.endpoints] == [f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"]
+        got = await collect(backend, PROMPTS, SamplingParams(max_new_tokens=5, seed=0), n=2)
+        assert all(c.error is None for c in got) and len(got) == 6
+        assert (await backend.model_info())["model_path"] == "tiny"
+    assert all(p.returncode is not None for p in processes)
+    crashing = launch | {"entry": ["-c", "import sys; print('bad flag'); sys.exit(3)"], "base_port": free_port_pair()}
+    with pytest.raises(GenerationError, match="exited during start-up"):
+        async with create_backend("sglang", {"launch": crashing}):
+            pass

@@ -1,0 +1,147 @@
+"""Launch and supervise local SGLang servers (`python -m sglang.launch_server`) for the sglang backend.
+
+Flags follow SGLang 0.5.23, whose CLI flags are its ServerArgs field names with dashes: --model-path,
+--host, --port, --tp-size, --base-gpu-id, --mem-fraction-static, --random-seed. Server k listens on
+base_port + k and uses GPUs base_gpu_id + k * tp_size onwards. Each process gets its own process group
+(so stopping it takes its scheduler/detokenizer children too) and a log file; `stop()` sends SIGTERM,
+then SIGKILL after `stop_grace_s`. A server that exits during start-up fails the launch with the tail of
+its log.
+
+Set from the config (`generation.sglang.launch`):
+    launch: {model_path: Qwen/Qwen2.5-1.5B-Instruct, num_servers: 4, tp_size: 2}
+
+Not run against a real SGLang here (no GPU); the supervision is tested with the protocol peer as `entry`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from engine.generation.base import GenerationError
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaunchConfig:
+    """Servers to start on this machine."""
+
+    model_path: str
+    num_servers: int = 1
+    host: str = "127.0.0.1"
+    base_port: int = 30000
+    tp_size: int = 1
+    base_gpu_id: int = 0
+    mem_fraction_static: float | None = None
+    random_seed: int | None = None
+    # Further SGLang flags, verbatim, e.g. ["--enable-metrics", "--context-length", "8192"].
+    extra_args: tuple[str, ...] = ()
+    python: str = sys.executable
+    # What follows the interpreter: SGLang's entry point (tests substitute a protocol peer script).
+    entry: tuple[str, ...] = ("-m", "sglang.launch_server")
+    log_dir: str = "sglang_logs"
+    startup_timeout_s: float = 900.0
+    stop_grace_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "extra_args", tuple(str(a) for a in self.extra_args))
+        object.__setattr__(self, "entry", tuple(str(a) for a in self.entry))
+        if self.num_servers < 1 or self.tp_size < 1:
+            raise ValueError("LaunchConfig: num_servers and tp_size must be >= 1")
+
+
+def server_command(config: LaunchConfig, k: int) -> list[str]:
+    """The command line of server k."""
+    cmd = [config.python, *config.entry, "--model-path", config.model_path, "--host", config.host]
+    cmd += ["--port", str(config.base_port + k), "--tp-size", str(config.tp_size)]
+    cmd += ["--base-gpu-id", str(config.base_gpu_id + k * config.tp_size)]
+    if config.mem_fraction_static is not None:
+        cmd += ["--mem-fraction-static", str(config.mem_fraction_static)]
+    if config.random_seed is not None:
+        cmd += ["--random-seed", str(config.random_seed)]
+    return cmd + list(config.extra_args)
+
+
+class LaunchedServers:
+    """The running server processes; `stop()` ends them and their children."""
+
+    def __init__(self, config: LaunchConfig) -> None:
+        self.config = config
+        self.processes: list[asyncio.subprocess.Process] = []
+        self.logs: list[Path] = []
+        self.urls = [f"http://{config.host}:{config.base_port + k}" for k in range(config.num_servers)]
+
+    async def start(self) -> None:
+        log_dir = Path(self.config.log_dir)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            for k in range(self.config.num_servers):
+                log = log_dir / f"sglang_{self.config.base_port + k}.log"
+                with log.open("ab") as sink:
+                    process = await asyncio.create_subprocess_exec(
+                        *server_command(self.config, k), stdout=sink, stderr=sink, start_new_session=True
+                    )
+                self.processes.append(process)
+                self.logs.append(log)
+            await self._wait_ready()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.config.startup_timeout_s
+        async with aiohttp.ClientSession() as session:
+            pending = set(range(len(self.processes)))
+            while pending:
+                for k in list(pending):
+                    if self.processes[k].returncode is not None:
+                        tail = self.logs[k].read_text(errors="replace")[-2000:]
+                        raise GenerationError(f"SGLang server {self.urls[k]} exited during start-up; log tail:\n{tail}")
+                    if await _healthy(session, self.urls[k]):
+                        pending.discard(k)
+                if pending and time.monotonic() > deadline:
+                    names = [self.urls[k] for k in sorted(pending)]
+                    raise GenerationError(
+                        f"SGLang server(s) {names} not healthy after {self.config.startup_timeout_s} s"
+                    )
+                if pending:
+                    await asyncio.sleep(0.5)
+
+    async def stop(self) -> None:
+        for process in self.processes:
+            _signal_group(process, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                await asyncio.wait_for(process.wait(), self.config.stop_grace_s)
+            except TimeoutError:
+                _signal_group(process, signal.SIGKILL)
+                await process.wait()
+        self.processes = []
+
+
+async def launch_servers(config: LaunchConfig) -> LaunchedServers:
+    servers = LaunchedServers(config)
+    await servers.start()
+    return servers
+
+
+async def _healthy(session: aiohttp.ClientSession, url: str) -> bool:
+    try:
+        async with session.get(f"{url}/health", timeout=aiohttp.ClientTimeout(total=5)) as response:
+            return response.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
+def _signal_group(process: asyncio.subprocess.Process, sig: signal.Signals) -> None:
+    if process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)  # start_new_session made the server its own group leader
