@@ -1,0 +1,92 @@
+"""Problems for training and evaluation: benchmark files, Hugging Face datasets, and EVOM's own generator.
+
+    from engine.data import load_benchmark, generate_problems, iter_batches, load_train
+    bench = load_benchmark("nl4opt_clean_llmopt")          # Benchmark(name, problems, report)
+    problems = generate_problems(64, families=["knapsack"], difficulty="easy", seed=0)
+    batch = next(iter_batches(problems, 4, seed=0))
+
+Shell: `python -m engine.data generate ...`, `python -m engine.data check FILE.jsonl`,
+`python -m engine.data families` (see `engine/data/__main__.py`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from engine.data.benchmarks import (
+    BadRow,
+    Benchmark,
+    BenchmarkNotFound,
+    DataError,
+    LoadReport,
+    known_benchmarks,
+    load_benchmark,
+    load_hf_dataset,
+    read_benchmark,
+    resolve_benchmark,
+)
+from engine.data.generator import (
+    GeneratorError,
+    available_families,
+    generate_problem,
+    generate_problems,
+    get_family,
+    iter_generated,
+    register_family,
+)
+from engine.data.problem import DIFFICULTIES, Problem
+from engine.data.stream import batch_at, epoch_order, iter_batches, iter_epoch
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from engine.config import DataConfig
+
+__all__ = [
+    "DIFFICULTIES",
+    "BadRow",
+    "Benchmark",
+    "BenchmarkNotFound",
+    "DataError",
+    "GeneratorError",
+    "LoadReport",
+    "Problem",
+    "available_families",
+    "batch_at",
+    "epoch_order",
+    "generate_problem",
+    "generate_problems",
+    "get_family",
+    "iter_batches",
+    "iter_epoch",
+    "iter_generated",
+    "known_benchmarks",
+    "load_benchmark",
+    "load_eval",
+    "load_hf_dataset",
+    "load_train",
+    "read_benchmark",
+    "register_family",
+    "resolve_benchmark",
+]
+
+GENERATED = "generated"
+
+
+def load_train(cfg: DataConfig, *, benchmarks_dir: str | Path | None = None,
+               infeasible_rate: float = 0.05) -> Benchmark:
+    """The training set of a `data` config section: generated problems, or every valid row of a file/dataset.
+
+    `num_problems`, `families` and `difficulty` apply to generated problems only; a file is used whole.
+    """
+    if cfg.train != GENERATED:
+        return load_benchmark(cfg.train, benchmarks_dir=benchmarks_dir)
+    problems = generate_problems(cfg.num_problems, families=cfg.families, difficulty=cfg.difficulty, seed=cfg.seed,
+                                 infeasible_rate=infeasible_rate)
+    numeric = sum(p.answer is not None for p in problems)
+    report = LoadReport(source=GENERATED, rows=len(problems), loaded=len(problems), numeric=numeric, bad=())
+    return Benchmark(name=GENERATED, problems=tuple(problems), report=report)
+
+
+def load_eval(cfg: DataConfig, *, benchmarks_dir: str | Path | None = None) -> list[Benchmark]:
+    return [load_benchmark(spec, benchmarks_dir=benchmarks_dir) for spec in cfg.eval]

@@ -1,0 +1,119 @@
+"""Command line for the data package.
+
+    python -m engine.data generate --family knapsack --family diet --difficulty easy --n 100 --seed 0 \\
+        --output problems.jsonl              # atomic: written to a temporary file, then renamed
+    python -m engine.data check FILE.jsonl   # or a short benchmark name; exit 1: bad rows, 2: missing file
+    python -m engine.data families           # the generator's families
+
+Exit codes: 0 success, 1 bad rows found (check), 2 bad input (missing file, unknown family, bad argument).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+from engine.data.benchmarks import BenchmarkNotFound, DataError, load_benchmark
+from engine.data.generator import available_families, get_family, iter_generated
+from engine.data.problem import DIFFICULTIES, Problem
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except BenchmarkNotFound as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (DataError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m engine.data", description="EVOM problems: generate, check, list.")
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+    g = sub.add_parser("generate", help="write generated problems to a JSONL file")
+    g.add_argument("--family", action="append", default=[],
+                   help=f"family (repeatable or comma-separated; default: all): {', '.join(available_families())}")
+    g.add_argument("--difficulty", default="easy", choices=DIFFICULTIES)
+    g.add_argument("--n", type=int, required=True, help="number of problems")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--infeasible-rate", type=float, default=0.05, help="share of problems without an optimum")
+    g.add_argument("--output", required=True, type=Path, help="JSONL file to write")
+    g.set_defaults(run=_generate)
+    c = sub.add_parser("check", help="load a benchmark file, print counts and bad rows")
+    c.add_argument("benchmark", help="a JSONL path or a short benchmark name")
+    c.add_argument("--benchmarks-dir", default=None, help="folder short names resolve against")
+    c.set_defaults(run=_check)
+    f = sub.add_parser("families", help="list the generator's problem families")
+    f.set_defaults(run=_families)
+    return p
+
+
+def _generate(args: argparse.Namespace) -> int:
+    families = [name.strip() for item in args.family for name in item.split(",") if name.strip()]
+    for name in families:
+        get_family(name)  # fail on a typo before writing anything
+    start = time.monotonic()
+    problems: list[Problem] = []
+    lines = (_remember(problems, p).to_json() for p in iter_generated(
+        args.n, families=families, difficulty=args.difficulty, seed=args.seed, infeasible_rate=args.infeasible_rate))
+    write_atomic(args.output, lines)
+    by_family = Counter(p.family for p in problems)
+    no_opt = sum(p.answer is None for p in problems)
+    print(f"wrote {len(problems)} {args.difficulty} problems ({no_opt} without an optimum) to {args.output} in "
+          f"{time.monotonic() - start:.1f} s; per family: {dict(sorted(by_family.items()))}")
+    return 0
+
+
+def _remember(sink: list[Problem], p: Problem) -> Problem:
+    sink.append(p)
+    return p
+
+
+def write_atomic(path: Path, lines: Iterable[str]) -> None:
+    """Write lines to a temporary file beside `path`, then rename: readers never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for line in lines:
+                f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the result is an ordinary data file
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _check(args: argparse.Namespace) -> int:
+    bench = load_benchmark(args.benchmark, benchmarks_dir=args.benchmarks_dir)
+    report = bench.report
+    print(report.summary())
+    families = Counter(p.family for p in bench.problems if p.family)
+    if families:
+        print(f"families: {dict(sorted(families.items()))}")
+    for line in report.bad_lines():
+        print(f"  bad row: {line}")
+    return 0 if report.ok else 1
+
+
+def _families(args: argparse.Namespace) -> int:
+    for name in available_families():
+        print(f"{name:16s} {get_family(name).summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""Benchmark loading: JSONL files (by path or short name) and Hugging Face datasets, bad rows reported.
+
+    bench = load_benchmark("nl4opt_clean_llmopt")            # <benchmarks dir>/nl4opt_clean_llmopt.jsonl
+    bench = load_benchmark("data/mine.jsonl")                # a path
+    bench = load_benchmark("hf:CardinalOperations/NL4OPT")   # a Hugging Face dataset (JSON/JSONL files only)
+    print(bench.report.summary()); bench.problems            # tuple[Problem, ...]
+
+Rows follow the schema of `shared/data/benchmarks/PROVENANCE.md`: `{"id", "question", "answer": float | null,
+...}`. A row that is not JSON, has no question, has an answer that is not a finite number or null, or
+repeats an id is skipped and recorded in `report.bad` with its line number. Top-level fields beyond the
+schema (e.g. `code` in reference_programs.jsonl) are kept in `Problem.meta`. Hugging Face-style field names
+`en_question` / `en_answer` are accepted, and so is an answer written as a numeric string.
+
+Short names resolve against, in order: the `benchmarks_dir` argument, `$EVOM_BENCHMARKS`, and the
+`shared/data/benchmarks/` folder beside the repository checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.data.problem import Problem
+
+ENV_DIR = "EVOM_BENCHMARKS"
+_HUB_TIMEOUT_S = 15.0
+_SHARED_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "benchmarks"
+_SCHEMA_KEYS = {"id", "benchmark", "question", "en_question", "answer", "en_answer", "meta", "family", "difficulty"}
+
+
+class DataError(ValueError):
+    """Bad data input (missing file, unreadable dataset); the message says what and what to do."""
+
+
+class BenchmarkNotFound(DataError, FileNotFoundError):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class BadRow:
+    line: int
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadReport:
+    source: str
+    rows: int  # non-blank lines read
+    loaded: int
+    numeric: int  # loaded problems with an optimum
+    bad: tuple[BadRow, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.bad
+
+    @property
+    def null(self) -> int:
+        return self.loaded - self.numeric
+
+    def summary(self) -> str:
+        return (f"{self.source}: {self.loaded} problems ({self.numeric} with an optimum, {self.null} without), "
+                f"{len(self.bad)} bad rows skipped")
+
+    def bad_lines(self) -> list[str]:
+        return [f"{self.source}:{b.line}: {b.reason}" for b in self.bad]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Benchmark:
+    name: str
+    problems: tuple[Problem, ...]
+    report: LoadReport
+
+
+def benchmarks_dir(explicit: str | Path | None = None) -> Path | None:
+    """The folder short names resolve against, or None when there is none."""
+    for candidate in (explicit, os.environ.get(ENV_DIR) or None, _SHARED_DIR):
+        if candidate is not None and Path(candidate).is_dir():
+            return Path(candidate).resolve()
+    return None
+
+
+def known_benchmarks(directory: str | Path | None = None) -> list[str]:
+    d = benchmarks_dir(directory)
+    return sorted(p.stem for p in d.glob("*.jsonl")) if d else []
+
+
+def resolve_benchmark(spec: str, benchmarks_dir_: str | Path | None = None) -> Path:
+    """The JSONL file a path or short name refers to; BenchmarkNotFound says what was looked for."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise BenchmarkNotFound(f"benchmark {spec!r} is a directory; pass a .jsonl file inside it")
+    if _looks_like_path(spec):
+        raise BenchmarkNotFound(f"benchmark file not found: {path}")
+    d = benchmarks_dir(benchmarks_dir_)
+    if d is None:
+        raise BenchmarkNotFound(
+            f"benchmark {spec!r} is neither a file nor a known name: no benchmark directory found; pass a path, "
+            f"set ${ENV_DIR}, or give the directory explicitly")
+    candidate = d / f"{spec.removesuffix('.jsonl')}.jsonl"
+    if not candidate.is_file():
+        raise BenchmarkNotFound(f"no benchmark named {spec!r} (looked for {candidate}); known names: "
+                                f"{known_benchmarks(d)}")
+    return candidate
+
+
+def load_benchmark(spec: str, *, benchmarks_dir: str | Path | None = None, split: str = "test") -> Benchmark:
+    """A path, a short name, or `hf:<owner>/<dataset>` (also a bare `owner/dataset` that is not a file)."""
+    if spec.startswith("hf:"):
+        return load_hf_dataset(spec[3:], split=split)
+    if "/" in spec and not Path(spec).expanduser().exists() and not _looks_like_path(spec):
+        return load_hf_dataset(spec, split=split)
+    return read_benchmark(resolve_benchmark(spec, benchmarks_dir))
+
+
+def read_benchmark(path: str | Path) -> Benchmark:
+    path = Path(path)
+    try:
+        with path.open(encoding="utf-8") as f:
+            return parse_rows(enumerate(f, 1), source=str(path), name=path.stem)
+    except FileNotFoundError:
+        raise BenchmarkNotFound(f"benchmark file not found: {path}") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text ({e}); benchmark files are JSONL") from None
+
+
+def parse_rows(lines: Iterable[tuple[int, str]], *, source: str, name: str) -> Benchmark:
+    """Problems from numbered JSONL lines; every bad row is skipped and reported with its line."""
+    problems: list[Problem] = []
+    bad: list[BadRow] = []
+    seen: set[str] = set()
+    rows = 0
+    for line_no, line in lines:
+        if not line.strip():
+            continue
+        rows += 1
+        try:
+            problem = _parse_row(line, line_no=line_no, source=source, name=name)
+        except _BadRow as e:
+            bad.append(BadRow(line=line_no, reason=str(e)))
+            continue
+        if problem.id in seen:
+            bad.append(BadRow(line=line_no, reason=f"duplicate id {problem.id!r}"))
+            continue
+        seen.add(problem.id)
+        problems.append(problem)
+    report = LoadReport(source=source, rows=rows, loaded=len(problems),
+                        numeric=sum(p.answer is not None for p in problems), bad=tuple(bad))
+    return Benchmark(name=name, problems=tuple(problems), report=report)
+
+
+class _BadRow(Exception):
+    pass
+
+
+def _parse_row(line: str, *, line_no: int, source: str, name: str) -> Problem:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise _BadRow(f"invalid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(row, dict):
+        raise _BadRow(f"expected a JSON object, got {type(row).__name__}")
+    question = row.get("question", row.get("en_question"))
+    if not isinstance(question, str) or not question.strip():
+        raise _BadRow("missing or empty 'question'")
+    if "answer" not in row and "en_answer" not in row:
+        raise _BadRow("no 'answer' field (use null for a problem without an optimum)")
+    answer = _answer(row.get("answer", row.get("en_answer")))
+    meta = dict(row["meta"]) if isinstance(row.get("meta"), dict) else {}
+    for key, value in row.items():
+        if key not in _SCHEMA_KEYS:
+            meta.setdefault(key, value)
+    difficulty = row.get("difficulty", meta.get("difficulty"))
+    return Problem(
+        id=str(row["id"]) if row.get("id") is not None else f"{name}-line{line_no}",
+        question=question,
+        answer=answer,
+        source=source,
+        benchmark=row["benchmark"] if isinstance(row.get("benchmark"), str) else name,
+        family=row["family"] if isinstance(row.get("family"), str) else None,
+        difficulty=difficulty if isinstance(difficulty, str) else None,
+        meta=meta,
+    )
+
+
+def _answer(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise _BadRow(f"answer {value!r} is not a number (use null for no optimum)") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _BadRow(f"answer {value!r} is not a number or null")
+    if not math.isfinite(value):
+        raise _BadRow(f"answer {value!r} is not finite")
+    return float(value)
+
+
+def _looks_like_path(spec: str) -> bool:
+    return spec.endswith((".jsonl", ".json")) or spec.startswith((".", "/", "~")) or os.sep + os.sep in spec
+
+
+def load_hf_dataset(name: str, *, split: str = "test", endpoint: str | None = None,
+                    revision: str | None = None) -> Benchmark:
+    """A Hugging Face dataset made of JSON/JSONL files: picks the file for `split` and parses it as above.
+
+    Only the hub client is used (no `datasets` package): parquet-only datasets need pyarrow, which this
+    project does not install, so they fail with a message that says to convert them and pass a path.
+    """
+    try:
+        from huggingface_hub import HfApi, hf_hub_download
+    except ImportError:
+        raise DataError(f"loading {name!r} from Hugging Face needs huggingface_hub (pip install huggingface_hub); "
+                        f"or download the file and pass its local JSONL path") from None
+    try:
+        # dataset_info makes one request (list_repo_files retries for ~25 s when the hub is unreachable).
+        info = HfApi(endpoint=endpoint).dataset_info(name, revision=revision, timeout=_HUB_TIMEOUT_S)
+        files = [s.rfilename for s in info.siblings or []]
+    except Exception as e:  # offline, DNS, HTTP 401/404: all mean "cannot use the hub for this name"
+        raise DataError(f"could not read Hugging Face dataset {name!r} ({type(e).__name__}: {_first_line(e)}); "
+                        f"download it and pass a local JSONL path instead") from None
+    filename = _pick_file(name, files, split)
+    try:
+        local = hf_hub_download(name, filename, repo_type="dataset", revision=revision, endpoint=endpoint)
+    except Exception as e:
+        raise DataError(f"could not download {filename!r} of Hugging Face dataset {name!r} "
+                        f"({type(e).__name__}: {_first_line(e)}); pass a local JSONL path instead") from None
+    with open(local, encoding="utf-8") as f:
+        content = f.read()
+    source = f"hf:{name}/{filename}"
+    if filename.endswith(".json") and content.lstrip().startswith("["):
+        items = json.loads(content)
+        return parse_rows(((i, json.dumps(r)) for i, r in enumerate(items, 1)), source=source, name=name)
+    return parse_rows(enumerate(content.splitlines(), 1), source=source, name=name)
+
+
+def _pick_file(name: str, files: list[str], split: str) -> str:
+    data = [f for f in files if f.endswith((".jsonl", ".json")) and not f.endswith("dataset_infos.json")]
+    for_split = [f for f in data if split in Path(f).name] or data
+    if len(for_split) == 1 or (for_split and split in Path(for_split[0]).name):
+        return sorted(for_split)[0]
+    if for_split:
+        raise DataError(f"Hugging Face dataset {name!r} has several JSON files and none is named for split "
+                        f"{split!r}: {sorted(for_split)}; pass split=... or a local path")
+    if any(f.endswith(".parquet") for f in files):
+        raise DataError(f"Hugging Face dataset {name!r} is stored as parquet, which needs pyarrow (not installed); "
+                        f"convert it to JSONL and pass the local path")
+    raise DataError(f"Hugging Face dataset {name!r} has no JSON/JSONL data files ({len(files)} files); "
+                    f"pass a local JSONL path")
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]

@@ -1,0 +1,143 @@
+"""Production mix: choose how much of each product to make under limited resources, maximizing profit.
+
+    max sum_j profit_j x_j   s.t.  sum_j use_ij x_j <= capacity_i,  min_j <= x_j <= max_j
+Easy: 2 products, 2 resources. Medium: 3 products, 2-3 resources, one demand bound. Hard: 4-5 products,
+3-4 resources, several demand bounds, whole units. Infeasible: a contract minimum that one resource
+alone cannot cover.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from engine.data import text
+from engine.data.families.base import FunctionFamily, Instance, integer_share
+from engine.data.lp import LinearModel
+
+
+@dataclass(frozen=True, kw_only=True)
+class Theme:
+    business: str
+    products: tuple[tuple[str, str], ...]  # (singular, plural) for whole units; (name, unit) otherwise
+    resources: tuple[tuple[str, str], ...]  # (resource, unit)
+    discrete: bool
+    period: str
+
+
+THEMES = (
+    Theme(business="furniture workshop", discrete=True, period="week",
+          products=(("chair", "chairs"), ("table", "tables"), ("desk", "desks"), ("bookshelf", "bookshelves"),
+                    ("cabinet", "cabinets"), ("stool", "stools")),
+          resources=(("carpentry time", "hours"), ("finishing time", "hours"), ("oak wood", "board feet"),
+                     ("varnish", "liters"))),
+    Theme(business="bakery", discrete=True, period="day",
+          products=(("loaf of bread", "loaves of bread"), ("cake", "cakes"), ("tray of muffins", "trays of muffins"),
+                    ("pie", "pies"), ("box of cookies", "boxes of cookies")),
+          resources=(("flour", "kg"), ("oven time", "minutes"), ("baker labor", "minutes"), ("sugar", "kg"))),
+    Theme(business="electronics plant", discrete=True, period="week",
+          products=(("smartphone", "smartphones"), ("tablet", "tablets"), ("laptop", "laptops"),
+                    ("smartwatch", "smartwatches"), ("router", "routers")),
+          resources=(("assembly time", "hours"), ("testing time", "hours"), ("circuit board capacity", "units"),
+                     ("packaging time", "minutes"))),
+    Theme(business="chemical plant", discrete=False, period="day",
+          products=(("industrial cleaner", "liter"), ("paint thinner", "liter"), ("degreaser", "liter"),
+                    ("floor polish", "liter"), ("sealant", "liter")),
+          resources=(("reactor time", "minutes"), ("base solvent", "liters"), ("mixing time", "minutes"),
+                     ("bottling time", "seconds"))),
+    Theme(business="farm", discrete=False, period="season",
+          products=(("wheat", "acre"), ("corn", "acre"), ("soybeans", "acre"), ("barley", "acre"),
+                    ("oats", "acre")),
+          resources=(("water", "thousand gallons"), ("labor", "hours"), ("fertilizer", "kg"),
+                     ("machine time", "hours"))),
+    Theme(business="coffee roastery", discrete=False, period="week",
+          products=(("house blend", "kg"), ("espresso roast", "kg"), ("decaf blend", "kg"), ("single origin", "kg"),
+                    ("cold brew mix", "kg")),
+          resources=(("roaster time", "minutes"), ("green beans", "kg"), ("packing time", "minutes"),
+                     ("grinder time", "minutes"))),
+)
+
+
+def _units(unit: str) -> str:
+    return unit if unit == "kg" else unit + "s"
+
+
+def _amount(theme: Theme, product: tuple[str, str], n: int) -> str:
+    if theme.discrete:
+        return f"{n} {product[0] if n == 1 else product[1]}"
+    return f"{n} {product[1] if n == 1 else _units(product[1])} of {product[0]}"
+
+
+def _each(theme: Theme, product: tuple[str, str]) -> str:
+    return f"each {product[0]}" if theme.discrete else f"each {product[1]} of {product[0]}"
+
+
+def build(rng: random.Random, level: int, infeasible: bool) -> Instance:
+    integer = rng.random() < integer_share(level)
+    theme = rng.choice([t for t in THEMES if t.discrete == integer] or THEMES)
+    n_prod = (2, 3, rng.randint(4, 5))[level]
+    n_res = (2, rng.randint(2, 3), rng.randint(3, 4))[level]
+    products = rng.sample(list(theme.products), n_prod)
+    resources = rng.sample(list(theme.resources), n_res)
+    profit = [rng.randint(3, 12) * 5 for _ in products]
+    use = [[rng.randint(1, 9) for _ in products] for _ in resources]
+    plan = [rng.randint(5, 40) for _ in products]  # a feasible point the capacities are built around
+    cap = [sum(a * x for a, x in zip(row, plan, strict=True)) + rng.randint(0, 9) for row in use]
+    n_bounds = (0, 1, rng.randint(2, 3))[level]
+    min_qty: dict[int, int] = {}
+    max_qty: dict[int, int] = {}
+    for j in rng.sample(range(n_prod), n_bounds):
+        if rng.random() < 0.5:
+            min_qty[j] = max(1, plan[j] // 2)
+        else:
+            max_qty[j] = plan[j] + rng.randint(0, 10)
+    if infeasible:
+        j, i = rng.randrange(n_prod), rng.randrange(n_res)
+        min_qty[j] = cap[i] // use[i][j] + rng.randint(1, 10)
+        max_qty.pop(j, None)
+
+    m = LinearModel(sense="max")
+    xs = [m.var(f"x{j}", integer=integer, lb=min_qty.get(j, 0), ub=max_qty.get(j, float("inf")))
+          for j in range(n_prod)]
+    for row, b in zip(use, cap, strict=True):
+        m.add(dict(zip(xs, row, strict=True)), "<=", b)
+    m.objective(dict(zip(xs, profit, strict=True)))
+
+    cur = text.currency(rng)
+    company = rng.choice(text.COMPANY)
+    style = rng.randrange(3)
+    usage = [text.join([f"{text.qty(use[i][j], r[1])} of {r[0]}" for i, r in enumerate(resources)])
+             for j in range(n_prod)]
+    avail = text.join([f"{text.qty(b, r[1])} of {r[0]}" for b, r in zip(cap, resources, strict=True)])
+    bounds = []
+    for j in sorted(min_qty):
+        bounds.append(f"A contract requires at least {_amount(theme, products[j], min_qty[j])} per {theme.period}.")
+    for j in sorted(max_qty):
+        bounds.append(f"The market can absorb at most {_amount(theme, products[j], max_qty[j])} per {theme.period}.")
+    tail = " ".join([*bounds, text.integrality(integer, "production quantities")])
+    names = [p[1] if theme.discrete else p[0] for p in products]
+    if style == 0:
+        per = " ".join(f"{_each(theme, p).capitalize()} needs {usage[j]} and earns a profit of {cur(profit[j])}."
+                       for j, p in enumerate(products))
+        q = (f"{company} runs a {theme.business} that makes {text.join(names)}. {per} Each {theme.period}, "
+             f"{avail} are available. {tail} How much of each product should be made to maximize total profit? "
+             f"What is the maximum total profit?")
+    elif style == 1:
+        rows = [f"{names[j]}: profit {cur(profit[j])} per {products[j][0] if theme.discrete else products[j][1]}; "
+                f"uses {usage[j]}" for j in range(n_prod)]
+        q = (f"A {theme.business} ({company}) plans its production for the coming {theme.period}.\n"
+             f"{text.bullets(rows)}\nAvailable per {theme.period}: {avail}.\n{tail}\n"
+             f"Maximize the total profit and report the optimal profit.")
+    else:
+        per = " ".join(f"Producing {_each(theme, p)} uses {usage[j]}, and it brings in {cur(profit[j])} of profit."
+                       for j, p in enumerate(products))
+        q = (f"The manager of the {company} {theme.business} has {avail} available per {theme.period}. {per} "
+             f"{tail} The manager wants the production plan with the highest total profit. "
+             f"What is the largest total profit that can be achieved?")
+    data = {"products": names, "resources": [r[0] for r in resources], "profit": profit, "use": use,
+            "capacity": cap, "min": {names[j]: v for j, v in sorted(min_qty.items())},
+            "max": {names[j]: v for j, v in sorted(max_qty.items())}, "integer": integer}
+    return Instance(question=q, model=m, data=data, template=f"{theme.business}/{style}")
+
+
+FAMILY = FunctionFamily(name="production", summary="product mix under resource limits (max profit)", builder=build)

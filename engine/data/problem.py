@@ -1,0 +1,47 @@
+"""`Problem`: one optimization word problem with its ground-truth optimum, from a benchmark or the generator.
+
+`answer` is the optimal objective value, or None when the problem has no optimum (infeasible or unbounded);
+a correct program must then report that. `to_row()` writes the benchmark JSONL schema of
+`shared/data/benchmarks/PROVENANCE.md`, so generated files load with the same reader as the public sets.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Difficulty = Literal["easy", "medium", "hard"]
+DIFFICULTIES: tuple[Difficulty, ...] = ("easy", "medium", "hard")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Problem:
+    id: str
+    question: str
+    answer: float | None  # None: no optimum (infeasible or unbounded)
+    source: str = ""  # file path, "hf:<name>", or "generated"
+    benchmark: str = ""  # NL4OPT, MAMO_EasyLP, ..., or "generated"
+    family: str | None = None  # generated problems: production, diet, ...
+    difficulty: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def has_optimum(self) -> bool:
+        return self.answer is not None
+
+    def to_row(self) -> dict[str, Any]:
+        """The JSONL row: the benchmark schema plus family and difficulty."""
+        return {
+            "id": self.id,
+            "benchmark": self.benchmark,
+            "question": self.question,
+            "answer": self.answer,
+            "answer_raw": json.dumps(self.answer) if self.answer is not None else "no optimum",
+            "family": self.family,
+            "difficulty": self.difficulty,
+            "meta": self.meta,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_row(), ensure_ascii=False)

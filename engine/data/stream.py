@@ -1,0 +1,65 @@
+"""Training order: every epoch is a fresh shuffle, a pure function of (seed, epoch), sharded by rank.
+
+    for step, batch in enumerate(iter_batches(problems, 4, seed=0, start_step=resume_step), resume_step):
+        ...                                    # batch: list of 4 problems, same on every rerun
+
+Step s takes positions [s*B*W, (s+1)*B*W) of the endless sequence epoch 0 order, epoch 1 order, ...
+(B = per-rank batch size, W = world size); rank r takes every W-th of them starting at r. So a resumed
+run sees exactly the batches it would have seen, and the ranks of one step never share a problem
+(unless the global batch is larger than the data).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from functools import lru_cache
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def epoch_order(n: int, *, seed: int, epoch: int) -> tuple[int, ...]:
+    """The permutation of range(n) used in `epoch`."""
+    return _order(n, seed, epoch)
+
+
+@lru_cache(maxsize=8)
+def _order(n: int, seed: int, epoch: int) -> tuple[int, ...]:
+    order = list(range(n))
+    random.Random(f"evom-order/{seed}/{epoch}").shuffle(order)
+    return tuple(order)
+
+
+def iter_epoch(items: Sequence[T], *, seed: int, epoch: int) -> Iterator[T]:
+    for i in epoch_order(len(items), seed=seed, epoch=epoch):
+        yield items[i]
+
+
+def batch_at(items: Sequence[T], batch_size: int, step: int, *, seed: int, rank: int = 0,
+             world_size: int = 1) -> list[T]:
+    """This rank's batch for `step`."""
+    _check(items, batch_size, rank, world_size)
+    n = len(items)
+    first = step * batch_size * world_size
+    positions = range(first + rank, first + batch_size * world_size, world_size)
+    return [items[epoch_order(n, seed=seed, epoch=p // n)[p % n]] for p in positions]
+
+
+def iter_batches(items: Sequence[T], batch_size: int, *, seed: int, start_step: int = 0, rank: int = 0,
+                 world_size: int = 1) -> Iterator[list[T]]:
+    """Endless batches from `start_step` on; stop with `itertools.islice` or the training loop."""
+    _check(items, batch_size, rank, world_size)
+    step = start_step
+    while True:
+        yield batch_at(items, batch_size, step, seed=seed, rank=rank, world_size=world_size)
+        step += 1
+
+
+def _check(items: Sequence[object], batch_size: int, rank: int, world_size: int) -> None:
+    if not items:
+        raise ValueError("no problems to iterate over (the data set is empty)")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
