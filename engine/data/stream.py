@@ -3,10 +3,11 @@
     for step, batch in enumerate(iter_batches(problems, 4, seed=0, start_step=resume_step), resume_step):
         ...                                    # batch: list of 4 problems, same on every rerun
 
-Step s takes positions [s*B*W, (s+1)*B*W) of the endless sequence epoch 0 order, epoch 1 order, ...
-(B = per-rank batch size, W = world size); rank r takes every W-th of them starting at r. So a resumed
-run sees exactly the batches it would have seen, and the ranks of one step never share a problem
-(unless the global batch is larger than the data).
+With B the per-rank batch size and W the world size, each epoch is cut into ceil(n / (B*W)) global
+batches of B*W consecutive positions of that epoch's order; the last one wraps around to the epoch's
+start to fill up. Rank r takes every W-th position of a global batch starting at r. So a resumed run sees
+exactly the batches it would have seen, every epoch shows every problem, and the ranks of one step never
+share a problem while B*W <= n.
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ def batch_at(items: Sequence[T], batch_size: int, step: int, *, seed: int, rank:
     """This rank's batch for `step`."""
     _check(items, batch_size, rank, world_size)
     n = len(items)
-    first = step * batch_size * world_size
-    positions = range(first + rank, first + batch_size * world_size, world_size)
-    return [items[epoch_order(n, seed=seed, epoch=p // n)[p % n]] for p in positions]
+    size = batch_size * world_size
+    epoch, k = divmod(step, -(-n // size))
+    order = epoch_order(n, seed=seed, epoch=epoch)
+    return [items[order[(k * size + pos) % n]] for pos in range(rank, size, world_size)]
 
 
 def iter_batches(items: Sequence[T], batch_size: int, *, seed: int, start_step: int = 0, rank: int = 0,

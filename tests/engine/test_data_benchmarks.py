@@ -1,0 +1,202 @@
+"""Benchmark loading (counts against PROVENANCE.md, bad rows with line numbers, missing files, the hub error
+path), the training order, and the `python -m engine.data` command line."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from itertools import islice
+from pathlib import Path
+
+import pytest
+
+from engine.config import DataConfig
+from engine.data import (
+    BenchmarkNotFound,
+    DataError,
+    batch_at,
+    epoch_order,
+    generate_problems,
+    iter_batches,
+    known_benchmarks,
+    load_benchmark,
+    load_eval,
+    load_hf_dataset,
+    load_train,
+    read_benchmark,
+)
+from engine.data.__main__ import main, write_atomic
+from engine.data.benchmarks import _pick_file
+
+REPO = Path(__file__).resolve().parents[2]
+BENCHMARKS = REPO / ".." / "shared" / "data" / "benchmarks"
+needs_benchmarks = pytest.mark.skipif(not (BENCHMARKS / "PROVENANCE.md").is_file(),
+                                      reason=f"benchmark folder {BENCHMARKS} is absent (it lives beside the repo)")
+
+
+def _provenance_counts() -> dict[str, tuple[int, int]]:
+    """file -> (items, numeric) from the table in PROVENANCE.md."""
+    counts = {}
+    for line in (BENCHMARKS / "PROVENANCE.md").read_text(encoding="utf-8").splitlines():
+        m = re.match(r"\| (\S+\.jsonl) \| (\d+) (?:\((\d+) / (\d+)\)|\(all with answers)", line)
+        if m:
+            items = int(m.group(2))
+            counts[m.group(1)] = (items, int(m.group(3)) if m.group(3) else items)
+    return counts
+
+
+@needs_benchmarks
+def test_every_benchmark_file_loads_with_the_counts_provenance_states():
+    counts = _provenance_counts()
+    assert len(counts) == 23
+    assert sorted(counts) == sorted(p.name for p in BENCHMARKS.glob("*.jsonl"))
+    for name, (items, numeric) in counts.items():
+        bench = read_benchmark(BENCHMARKS / name)
+        assert bench.report.ok, bench.report.bad_lines()
+        assert (bench.report.loaded, bench.report.numeric) == (items, numeric), name
+        assert all(p.question.strip() for p in bench.problems)
+
+
+@needs_benchmarks
+def test_short_names_resolve_against_the_benchmark_dir_and_keep_extra_fields():
+    bench = load_benchmark("nl4opt_clean_llmopt", benchmarks_dir=BENCHMARKS)
+    assert bench.name == "nl4opt_clean_llmopt" and len(bench.problems) == 230
+    assert bench.problems[0].benchmark == "NL4OPT" and bench.problems[0].id == "nl4opt_clean_llmopt-0"
+    refs = load_benchmark("reference_programs", benchmarks_dir=BENCHMARKS)
+    assert "import gurobipy" in refs.problems[0].meta["code"]
+    assert "nl4opt_clean_sirl" in known_benchmarks(BENCHMARKS)
+
+
+def test_bad_rows_are_skipped_and_reported_with_their_line_numbers(tmp_path: Path):
+    rows = [
+        '{"id": "a", "question": "max x s.t. x <= 3", "answer": 3}',
+        '{"id": "b", "question": "broken", "answer": 1',
+        "",
+        '{"id": "c", "answer": 2}',
+        '{"id": "d", "question": "   ", "answer": 2}',
+        '{"id": "e", "question": "q", "answer": "twelve"}',
+        '{"id": "f", "question": "q", "answer": true}',
+        '{"id": "a", "question": "again", "answer": 4}',
+        '{"id": "g", "question": "infeasible one", "answer": null}',
+        '{"id": "h", "question": "string number", "answer": "2.5"}',
+        '{"id": "i", "question": "no answer field"}',
+        '[1, 2]',
+        '{"id": "j", "question": "q", "answer": NaN}',
+    ]
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    bench = read_benchmark(path)
+    assert [(p.id, p.answer) for p in bench.problems] == [("a", 3.0), ("g", None), ("h", 2.5)]
+    assert [b.line for b in bench.report.bad] == [2, 4, 5, 6, 7, 8, 11, 12, 13]
+    reasons = dict((b.line, b.reason) for b in bench.report.bad)
+    assert reasons[2].startswith("invalid JSON")
+    assert reasons[4] == reasons[5] == "missing or empty 'question'"
+    assert "'twelve' is not a number" in reasons[6]
+    assert reasons[8] == "duplicate id 'a'"
+    assert "no 'answer' field" in reasons[11]
+    assert "not finite" in reasons[13]
+    assert bench.report.rows == 12 and bench.report.null == 1
+    assert bench.report.bad_lines()[0] == f"{path}:2: {reasons[2]}"
+
+
+def test_missing_files_and_unknown_names_say_what_was_looked_for(tmp_path: Path, monkeypatch):
+    with pytest.raises(BenchmarkNotFound, match=re.escape(str(tmp_path / "nope.jsonl"))):
+        load_benchmark(str(tmp_path / "nope.jsonl"))
+    (tmp_path / "alpha.jsonl").write_text('{"id": "1", "question": "q", "answer": 1}\n', encoding="utf-8")
+    (tmp_path / "beta.jsonl").write_text("", encoding="utf-8")
+    with pytest.raises(BenchmarkNotFound, match=r"no benchmark named 'gamma'.*known names: \['alpha', 'beta'\]"):
+        load_benchmark("gamma", benchmarks_dir=tmp_path)
+    monkeypatch.setenv("EVOM_BENCHMARKS", str(tmp_path))
+    assert load_benchmark("alpha").problems[0].answer == 1.0
+    assert load_benchmark("beta").report.loaded == 0
+
+
+def test_an_unreachable_hub_is_a_clear_error_that_says_to_pass_a_path():
+    with pytest.raises(DataError, match=r"could not read Hugging Face dataset 'org/set' .*local JSONL path"):
+        load_hf_dataset("org/set", endpoint="http://127.0.0.1:9")
+
+
+def test_hub_file_choice_prefers_the_split_and_refuses_parquet():
+    assert _pick_file("o/d", ["README.md", "train.jsonl", "test.jsonl"], "test") == "test.jsonl"
+    assert _pick_file("o/d", ["data/all.json"], "test") == "data/all.json"
+    with pytest.raises(DataError, match="parquet, which needs pyarrow"):
+        _pick_file("o/d", ["data/test-00000.parquet"], "test")
+    with pytest.raises(DataError, match="several JSON files"):
+        _pick_file("o/d", ["a.jsonl", "b.jsonl"], "test")
+
+
+def test_load_train_and_eval_follow_the_data_config(tmp_path: Path):
+    gen = load_train(DataConfig(num_problems=9, families=["knapsack", "diet"], difficulty="easy", seed=3))
+    assert gen.report.loaded == 9 and {p.family for p in gen.problems} == {"knapsack", "diet"}
+    path = tmp_path / "train.jsonl"
+    write_atomic(path, (p.to_json() for p in gen.problems))
+    from_file = load_train(DataConfig(train=str(path), eval=[str(path)]))
+    assert [p.to_row() for p in from_file.problems] == [
+        {**p.to_row(), "meta": {**p.meta, "answer_raw": p.to_row()["answer_raw"]}} for p in gen.problems]
+    assert [b.report.loaded for b in load_eval(DataConfig(eval=[str(path), str(path)]))] == [9, 9]
+
+
+def test_batches_are_a_pure_function_of_seed_and_step_and_cover_each_epoch():
+    items = list(range(10))
+    first = list(islice(iter_batches(items, 5, seed=1), 4))
+    assert first == list(islice(iter_batches(items, 5, seed=1), 4))
+    assert sorted(first[0] + first[1]) == items and sorted(first[2] + first[3]) == items
+    assert first[0] + first[1] != first[2] + first[3]  # a new shuffle each epoch
+    assert list(islice(iter_batches(items, 5, seed=1, start_step=2), 2)) == first[2:]
+    assert first[0] + first[1] != [items[i] for i in epoch_order(10, seed=2, epoch=0)]
+    threes = list(islice(iter_batches(items, 3, seed=1), 4))  # 4 steps per epoch, the last one wraps around
+    assert sorted({x for b in threes for x in b}) == items and all(len(set(b)) == 3 for b in threes)
+    ranks = [batch_at(items, 2, 3, seed=1, rank=r, world_size=3) for r in range(3)]
+    assert len({x for b in ranks for x in b}) == 6  # the ranks of one step share nothing
+    with pytest.raises(ValueError, match="rank must be in"):
+        batch_at(items, 2, 0, seed=1, rank=3, world_size=3)
+    with pytest.raises(ValueError, match="empty"):
+        next(iter_batches([], 2, seed=0))
+
+
+def test_cli_generate_is_atomic_and_reproducible_and_check_reports(tmp_path: Path, capsys):
+    out1, out2 = tmp_path / "a.jsonl", tmp_path / "sub" / "b.jsonl"
+    args = ["generate", "--family", "knapsack,staffing", "--family", "facility", "--difficulty", "medium",
+            "--n", "6", "--seed", "4"]
+    assert main([*args, "--output", str(out1)]) == 0
+    assert main([*args, "--output", str(out2)]) == 0
+    assert out1.read_bytes() == out2.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "sub"]  # no temporary file left
+    rows = [json.loads(line) for line in out1.read_text(encoding="utf-8").splitlines()]
+    assert [r["family"] for r in rows] == ["knapsack", "staffing", "facility"] * 2
+    assert [r["question"] for r in rows] == [p.question for p in generate_problems(
+        6, families=["knapsack", "staffing", "facility"], difficulty="medium", seed=4)]
+    capsys.readouterr()
+    assert main(["check", str(out1)]) == 0
+    assert "6 problems" in capsys.readouterr().out
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(out1.read_text(encoding="utf-8") + '{"id": "x", "answer": 1}\n', encoding="utf-8")
+    assert main(["check", str(bad)]) == 1
+    assert f"bad row: {bad}:7: missing or empty 'question'" in capsys.readouterr().out
+    assert main(["check", str(tmp_path / "missing.jsonl")]) == 2
+    assert "benchmark file not found" in capsys.readouterr().err
+    assert main(["generate", "--family", "nope", "--n", "1", "--output", str(tmp_path / "c.jsonl")]) == 2
+    assert "unknown problem family 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "c.jsonl").exists()
+
+
+def test_write_atomic_leaves_nothing_when_writing_fails(tmp_path: Path):
+    def lines():
+        yield "one"
+        raise RuntimeError("generation failed")
+
+    target = tmp_path / "out.jsonl"
+    target.write_text("old\n", encoding="utf-8")
+    with pytest.raises(RuntimeError):
+        write_atomic(target, lines())
+    assert target.read_text(encoding="utf-8") == "old\n"  # the previous file is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+
+
+def test_module_entry_point_runs_as_a_subprocess(tmp_path: Path):
+    done = subprocess.run([sys.executable, "-m", "engine.data", "check", str(tmp_path / "none.jsonl")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "error: benchmark file not found" in done.stderr
+    assert "Traceback" not in done.stderr
