@@ -39,6 +39,7 @@ FRAME = struct.Struct(">I")
 PROTO_MIN_FD = 64  # the protocol lives far above the fds a child is handed (0-3)
 SETUP_FAILED = 125  # exit code a child uses when the sandbox itself failed to prepare it
 SETUP_MARK = "evom-sandbox setup failed: "
+CTL_FD = 4  # a waiting child reads its run (limits, code) here, then closes it
 CHUNK = 65536
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
@@ -127,6 +128,67 @@ class Capture:
         return b"".join(self.parts)
 
 
+# ----- seccomp for isolation="process" (in a jail nsjail installs the same policy for the whole jail) ------
+
+# x86_64 numbers of the calls jail.DENIED_SYSCALLS names (kept in step with it; a test checks the names)
+X86_64_DENIED = {
+    "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "pidfd_getfd": 438, "mount": 165,
+    "umount": 166, "pivot_root": 155, "chroot": 161, "move_mount": 429, "open_tree": 428, "fsopen": 430,
+    "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442, "unshare": 272, "setns": 308,
+    "bpf": 321, "perf_event_open": 298, "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426,
+    "io_uring_register": 427, "keyctl": 250, "add_key": 248, "request_key": 249, "kexec_load": 246,
+    "kexec_file_load": 320, "init_module": 175, "finit_module": 313, "delete_module": 176,
+    "open_by_handle_at": 304, "name_to_handle_at": 303, "fanotify_init": 300, "lookup_dcookie": 212, "acct": 163,
+    "quotactl": 179, "swapon": 167, "swapoff": 168, "reboot": 169, "syslog": 103, "iopl": 172, "ioperm": 173,
+    "personality": 135, "vhangup": 153, "settimeofday": 164, "clock_settime": 227, "adjtimex": 159,
+    "clock_adjtime": 305,
+}  # fmt: skip
+SYS_CLONE, SYS_CLONE3, SYS_SOCKET, X32_BIT = 56, 435, 41, 0x40000000
+AUDIT_ARCH_X86_64 = 0xC000003E
+CLONE_NAMESPACE_FLAGS = 0x7E020000
+LD_ABS, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06
+ALLOW, KILL = 0x7FFF0000, 0x80000000
+
+
+def _errno(code: int) -> int:
+    return 0x00050000 | code
+
+
+def seccomp_program() -> list[tuple[int, int, int, int]]:
+    """The deny-list filter as classic BPF (code, jt, jf, k) over struct seccomp_data (nr @0, arch @4, args @16)."""
+    prog = [(LD_ABS, 0, 0, 4), (JEQ, 1, 0, AUDIT_ARCH_X86_64), (RET, 0, 0, KILL), (LD_ABS, 0, 0, 0),
+            (JGE, 0, 1, X32_BIT), (RET, 0, 0, _errno(errno.EPERM))]  # fmt: skip
+    for nr in X86_64_DENIED.values():
+        prog += [(JEQ, 0, 1, nr), (RET, 0, 0, _errno(errno.EPERM))]
+    prog += [(JEQ, 0, 1, SYS_CLONE3), (RET, 0, 0, _errno(errno.ENOSYS))]
+    prog += [(JEQ, 0, 4, SYS_CLONE), (LD_ABS, 0, 0, 16), (JSET, 0, 1, CLONE_NAMESPACE_FLAGS),
+             (RET, 0, 0, _errno(errno.EPERM)), (RET, 0, 0, ALLOW)]  # fmt: skip
+    prog += [(JEQ, 0, 4, SYS_SOCKET), (LD_ABS, 0, 0, 16), (JEQ, 1, 0, 1),
+             (RET, 0, 0, _errno(errno.EAFNOSUPPORT)), (RET, 0, 0, ALLOW)]  # fmt: skip
+    return [*prog, (RET, 0, 0, ALLOW)]
+
+
+def install_seccomp() -> None:
+    """no_new_privs + the filter above, on x86_64 (elsewhere the process-mode child runs without one)."""
+    if os.uname().machine != "x86_64":
+        return
+
+    class Filter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Filter))]
+
+    insns = seccomp_program()
+    table = (Filter * len(insns))(*(Filter(*i) for i in insns))
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    prog = Program(len(insns), table)
+    if libc.prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")
+
+
 # ----- the child: becomes the program ----------------------------------------------------------------
 
 
@@ -156,11 +218,12 @@ def _child_identity(cfg: dict) -> None:
         os.setresuid(NOBODY, NOBODY, NOBODY)
 
 
-def _child_fds(fds: tuple[int, int, int, int]) -> None:
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds]
+def _child_fds(fds: tuple[int, int, int, int], ctl: int) -> None:
+    """0-3 become stdin, stdout, stderr and the channel; 4 the hand-over pipe; every other fd is closed."""
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in (*fds, ctl)]
     for target, fd in enumerate(high):
         os.dup2(fd, target)
-    os.closerange(4, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    os.closerange(CTL_FD + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
 
 
 def _child_python(run_dir: str, env: dict) -> str:
@@ -194,25 +257,38 @@ def _exit_code(exc: SystemExit) -> int:
     return 1
 
 
-def child_main(cfg: dict, req: dict, code: bytes, fds: tuple[int, int, int, int], run_dir: str) -> None:
-    """Never returns: prepares the process, runs the program as __main__, exits like `python main.py`."""
+def child_main(cfg: dict, fds: tuple[int, int, int, int], ctl: int, run_dir: str) -> None:
+    """Never returns. Prepared ahead of its run (off the critical path), the child waits for the run's
+    limits and code on the hand-over pipe, then runs the program as __main__ and exits like `python main.py`."""
     try:
         os.setsid()
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        _child_fds(fds)
+        _child_fds(fds, ctl)
         _child_identity(cfg)
         path = _child_python(run_dir, cfg["env"])
+    except BaseException as exc:
+        _setup_failed(exc)
+    msg = read_msg(CTL_FD)
+    if msg is None:  # retired unused
+        os._exit(0)
+    (header, (code,)) = msg
+    try:
+        os.close(CTL_FD)
         with open(path, "wb") as f:
             f.write(code)
-        _child_limits(req["limits"], cfg)
-        compiled_main = sys.modules["__main__"]
+        _child_limits(header["limits"], cfg)
+        if cfg["mode"] == "process":
+            install_seccomp()
     except BaseException as exc:
-        os.write(2, f"{SETUP_MARK}{exc!r}\n".encode())
-        os._exit(SETUP_FAILED)
-    status = _run_program(code, path, compiled_main.__dict__)
-    os._exit(status)
+        _setup_failed(exc)
+    os._exit(_run_program(code, path, sys.modules["__main__"].__dict__))
+
+
+def _setup_failed(exc: BaseException) -> None:
+    os.write(2, f"{SETUP_MARK}{exc!r}\n".encode())
+    os._exit(SETUP_FAILED)
 
 
 def _run_program(code: bytes, path: str, namespace: dict) -> int:
@@ -252,22 +328,17 @@ class Run:
         self.in_w = -1
 
     def execute(self) -> tuple[dict, bytes, bytes, bytes]:
-        run_dir = self.worker.fresh_run_dir()
-        in_r, in_w = os.pipe()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        chan_r, chan_w = os.pipe()
+        child = self.worker.waiting
+        self.worker.waiting = None
+        readers = {child.out_r: self.out, child.err_r: self.err, child.chan_r: self.chan}
+        self.in_w = child.in_w
         start = time.monotonic()
-        pid = os.fork()
-        if pid == 0:
-            child_main(self.worker.cfg, self.req, self.code, (in_r, out_w, err_w, chan_w), run_dir)
-        for fd in (in_r, out_w, err_w, chan_w):
-            os.close(fd)
-        readers = {out_r: self.out, err_r: self.err, chan_r: self.chan}
-        self.in_w = in_w
         try:
-            self._supervise(pid, readers, in_w, start + self.limits["wall_s"])
-            wait_status, usage = self._reap_main(pid)
+            with contextlib.suppress(OSError):  # a child that died waiting is reported by the supervision below
+                write_msg(child.ctl_w, {"limits": self.limits}, self.code)
+            _close(child.ctl_w)
+            self._supervise(child.pid, readers, child.in_w, start + self.limits["wall_s"])
+            wait_status, usage = self._reap_main(child.pid)
             wall = time.monotonic() - start
             self.worker.kill_all()
             self._drain(readers)
@@ -410,18 +481,41 @@ def _close(fd: int) -> None:
         os.close(fd)
 
 
+class WaitingChild:
+    """A forked, prepared child and the parent's ends of its pipes."""
+
+    def __init__(self, pid: int, in_w: int, out_r: int, err_r: int, chan_r: int, ctl_w: int) -> None:
+        self.pid, self.in_w, self.out_r, self.err_r, self.chan_r, self.ctl_w = pid, in_w, out_r, err_r, chan_r, ctl_w
+
+
 class Worker:
     def __init__(self, cfg: dict) -> None:
         self.cfg = cfg
         self.jail = cfg["mode"] == "jail"
         self.tmp_root = cfg["tmp_root"]
         self.runs = 0
+        self.waiting: WaitingChild | None = None
         self.proto_in = _high_fd(0)
         self.proto_out = _high_fd(1)
         null = os.open("/dev/null", os.O_RDWR)
         os.dup2(null, 0)
         os.dup2(null, 1)  # library banners printed while preloading must not reach the protocol
         os.close(null)
+
+    def prepare_child(self) -> None:
+        """Fork the next run's child now, so fork and setup are paid between runs, not during one."""
+        run_dir = self.fresh_run_dir()
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        chan_r, chan_w = os.pipe()
+        ctl_r, ctl_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            child_main(self.cfg, (in_r, out_w, err_w, chan_w), ctl_r, run_dir)
+        for fd in (in_r, out_w, err_w, chan_w, ctl_r):
+            os.close(fd)
+        self.waiting = WaitingChild(pid, in_w, out_r, err_r, chan_r, ctl_w)
 
     def fresh_run_dir(self) -> str:
         self.runs += 1
@@ -459,8 +553,11 @@ class Worker:
 
     def serve(self) -> None:
         while True:
+            if self.waiting is None:
+                self.prepare_child()
             msg = read_msg(self.proto_in)
             if msg is None:
+                self.kill_all()
                 return
             header, blobs = msg
             if header.get("op") != "run":

@@ -218,11 +218,17 @@ async def test_process_isolation_runs_but_is_labelled_unsafe(caplog: pytest.LogC
         "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'], start_new_session=True)\n"
         "print(os.getuid(), p.pid)"
     )
+    blocked = (
+        "import ctypes, os, socket\ntry:\n    socket.socket(socket.AF_INET)\nexcept OSError as e:\n    print(e.errno)\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\nprint(libc.ptrace(16, os.getppid(), 0, 0), ctypes.get_errno())"
+    )
     async with SandboxPool(workers=1, limits=FAST, preload=(), isolation="process") as pool:
         r = await pool.run(code)
         assert r.status == "ok", r
         _uid, daemon = map(int, r.stdout.split())
         assert not Path(f"/proc/{daemon}").exists()  # the setsid child was killed and reaped
+        r = await pool.run(blocked)
+        assert (r.status, r.stdout) == ("ok", "97\n-1 1\n"), r  # seccomp: AF_INET refused, ptrace denied
         await ok42(pool)
     assert "NOT a sandbox" in caplog.text
 
@@ -247,3 +253,11 @@ def test_cli_missing_file_is_a_one_line_error_with_exit_2(tmp_path: Path) -> Non
     done = _cli("run", str(tmp_path / "missing.py"))
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "missing.py" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_process_mode_seccomp_numbers_cover_the_jail_policy() -> None:
+    from sandbox import _worker
+    from sandbox.jail import DENIED_SYSCALLS, seccomp_policy
+
+    assert set(_worker.X86_64_DENIED) == set(DENIED_SYSCALLS)
+    assert "clone3" in seccomp_policy() and "domain != 1" in seccomp_policy()
