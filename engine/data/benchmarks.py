@@ -78,7 +78,7 @@ class Benchmark:
     report: LoadReport
 
 
-def benchmarks_dir(explicit: str | Path | None = None) -> Path | None:
+def find_benchmarks_dir(explicit: str | Path | None = None) -> Path | None:
     """The folder short names resolve against, or None when there is none."""
     for candidate in (explicit, os.environ.get(ENV_DIR) or None, _SHARED_DIR):
         if candidate is not None and Path(candidate).is_dir():
@@ -86,25 +86,29 @@ def benchmarks_dir(explicit: str | Path | None = None) -> Path | None:
     return None
 
 
-def known_benchmarks(directory: str | Path | None = None) -> list[str]:
-    d = benchmarks_dir(directory)
+def known_benchmarks(benchmarks_dir: str | Path | None = None) -> list[str]:
+    d = find_benchmarks_dir(benchmarks_dir)
     return sorted(p.stem for p in d.glob("*.jsonl")) if d else []
 
 
-def resolve_benchmark(spec: str, benchmarks_dir_: str | Path | None = None) -> Path:
-    """The JSONL file a path or short name refers to; BenchmarkNotFound says what was looked for."""
+def resolve_benchmark(spec: str, benchmarks_dir: str | Path | None = None) -> Path:
+    """The JSONL file a path or short name (`nl4opt` or `nl4opt.jsonl`) refers to.
+
+    A spec with a directory part is a path; a bare name that is not a file here is looked up in the
+    benchmark folder. BenchmarkNotFound says what was looked for.
+    """
     path = Path(spec).expanduser()
     if path.is_file():
         return path
     if path.is_dir():
         raise BenchmarkNotFound(f"benchmark {spec!r} is a directory; pass a .jsonl file inside it")
-    if _looks_like_path(spec):
+    if "/" in spec or os.sep in spec or spec.startswith("~"):
         raise BenchmarkNotFound(f"benchmark file not found: {path}")
-    d = benchmarks_dir(benchmarks_dir_)
+    d = find_benchmarks_dir(benchmarks_dir)
     if d is None:
         raise BenchmarkNotFound(
-            f"benchmark {spec!r} is neither a file nor a known name: no benchmark directory found; pass a path, "
-            f"set ${ENV_DIR}, or give the directory explicitly")
+            f"benchmark {spec!r} is neither a file nor a known name: no benchmark folder found; pass a path, "
+            f"set ${ENV_DIR}, or give the folder explicitly")
     candidate = d / f"{spec.removesuffix('.jsonl')}.jsonl"
     if not candidate.is_file():
         raise BenchmarkNotFound(f"no benchmark named {spec!r} (looked for {candidate}); known names: "
@@ -113,10 +117,11 @@ def resolve_benchmark(spec: str, benchmarks_dir_: str | Path | None = None) -> P
 
 
 def load_benchmark(spec: str, *, benchmarks_dir: str | Path | None = None, split: str = "test") -> Benchmark:
-    """A path, a short name, or `hf:<owner>/<dataset>` (also a bare `owner/dataset` that is not a file)."""
+    """A path, a short name, or a Hugging Face dataset: `hf:owner/name`, or a bare `owner/name` that is not
+    a local path (exactly one slash, no .json/.jsonl suffix)."""
     if spec.startswith("hf:"):
         return load_hf_dataset(spec[3:], split=split)
-    if "/" in spec and not Path(spec).expanduser().exists() and not _looks_like_path(spec):
+    if _looks_like_hub_name(spec) and not Path(spec).exists():
         return load_hf_dataset(spec, split=split)
     return read_benchmark(resolve_benchmark(spec, benchmarks_dir))
 
@@ -206,8 +211,8 @@ def _answer(value: Any) -> float | None:
     return float(value)
 
 
-def _looks_like_path(spec: str) -> bool:
-    return spec.endswith((".jsonl", ".json")) or spec.startswith((".", "/", "~")) or os.sep + os.sep in spec
+def _looks_like_hub_name(spec: str) -> bool:
+    return spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not spec.endswith((".jsonl", ".json"))
 
 
 def load_hf_dataset(name: str, *, split: str = "test", endpoint: str | None = None,

@@ -110,6 +110,9 @@ def test_missing_files_and_unknown_names_say_what_was_looked_for(tmp_path: Path,
         load_benchmark("gamma", benchmarks_dir=tmp_path)
     monkeypatch.setenv("EVOM_BENCHMARKS", str(tmp_path))
     assert load_benchmark("alpha").problems[0].answer == 1.0
+    assert load_benchmark("alpha.jsonl").problems[0].id == "1"  # a bare file name also resolves in the folder
+    with pytest.raises(BenchmarkNotFound, match=r"benchmark file not found: sub/alpha\.jsonl"):
+        load_benchmark("sub/alpha.jsonl")
     assert load_benchmark("beta").report.loaded == 0
 
 

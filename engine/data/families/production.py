@@ -119,7 +119,7 @@ def build(rng: random.Random, level: int, infeasible: bool) -> Instance:
     if style == 0:
         per = " ".join(f"{_each(theme, p).capitalize()} needs {usage[j]} and earns a profit of {cur(profit[j])}."
                        for j, p in enumerate(products))
-        q = (f"{company} runs a {theme.business} that makes {text.join(names)}. {per} Each {theme.period}, "
+        q = (f"{company} runs {text.a(theme.business)} that makes {text.join(names)}. {per} Each {theme.period}, "
              f"{avail} are available. {tail} How much of each product should be made to maximize total profit? "
              f"What is the maximum total profit?")
     elif style == 1:
