@@ -41,8 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m engine.data", description="EVOM problems: generate, check, list.")
     sub = p.add_subparsers(required=True, metavar="COMMAND")
     g = sub.add_parser("generate", help="write generated problems to a JSONL file")
-    g.add_argument("--family", action="append", default=[],
-                   help=f"family (repeatable or comma-separated; default: all): {', '.join(available_families())}")
+    g.add_argument(
+        "--family",
+        action="append",
+        default=[],
+        help=f"family (repeatable or comma-separated; default: all): {', '.join(available_families())}",
+    )
     g.add_argument("--difficulty", default="easy", choices=DIFFICULTIES)
     g.add_argument("--n", type=int, required=True, help="number of problems")
     g.add_argument("--seed", type=int, default=0)
@@ -64,13 +68,19 @@ def _generate(args: argparse.Namespace) -> int:
         get_family(name)  # fail on a typo before writing anything
     start = time.monotonic()
     problems: list[Problem] = []
-    lines = (_remember(problems, p).to_json() for p in iter_generated(
-        args.n, families=families, difficulty=args.difficulty, seed=args.seed, infeasible_rate=args.infeasible_rate))
+    lines = (
+        _remember(problems, p).to_json()
+        for p in iter_generated(
+            args.n, families=families, difficulty=args.difficulty, seed=args.seed, infeasible_rate=args.infeasible_rate
+        )
+    )
     write_atomic(args.output, lines)
     by_family = Counter(p.family for p in problems)
     no_opt = sum(p.answer is None for p in problems)
-    print(f"wrote {len(problems)} {args.difficulty} problems ({no_opt} without an optimum) to {args.output} in "
-          f"{time.monotonic() - start:.1f} s; per family: {dict(sorted(by_family.items()))}")
+    print(
+        f"wrote {len(problems)} {args.difficulty} problems ({no_opt} without an optimum) to {args.output} in "
+        f"{time.monotonic() - start:.1f} s; per family: {dict(sorted(by_family.items()))}"
+    )
     return 0
 
 

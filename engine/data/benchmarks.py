@@ -64,8 +64,10 @@ class LoadReport:
         return self.loaded - self.numeric
 
     def summary(self) -> str:
-        return (f"{self.source}: {self.loaded} problems ({self.numeric} with an optimum, {self.null} without), "
-                f"{len(self.bad)} bad rows skipped")
+        return (
+            f"{self.source}: {self.loaded} problems ({self.numeric} with an optimum, {self.null} without), "
+            f"{len(self.bad)} bad rows skipped"
+        )
 
     def bad_lines(self) -> list[str]:
         return [f"{self.source}:{b.line}: {b.reason}" for b in self.bad]
@@ -108,11 +110,13 @@ def resolve_benchmark(spec: str, benchmarks_dir: str | Path | None = None) -> Pa
     if d is None:
         raise BenchmarkNotFound(
             f"benchmark {spec!r} is neither a file nor a known name: no benchmark folder found; pass a path, "
-            f"set ${ENV_DIR}, or give the folder explicitly")
+            f"set ${ENV_DIR}, or give the folder explicitly"
+        )
     candidate = d / f"{spec.removesuffix('.jsonl')}.jsonl"
     if not candidate.is_file():
-        raise BenchmarkNotFound(f"no benchmark named {spec!r} (looked for {candidate}); known names: "
-                                f"{known_benchmarks(d)}")
+        raise BenchmarkNotFound(
+            f"no benchmark named {spec!r} (looked for {candidate}); known names: {known_benchmarks(d)}"
+        )
     return candidate
 
 
@@ -157,8 +161,13 @@ def parse_rows(lines: Iterable[tuple[int, str]], *, source: str, name: str) -> B
             continue
         seen.add(problem.id)
         problems.append(problem)
-    report = LoadReport(source=source, rows=rows, loaded=len(problems),
-                        numeric=sum(p.answer is not None for p in problems), bad=tuple(bad))
+    report = LoadReport(
+        source=source,
+        rows=rows,
+        loaded=len(problems),
+        numeric=sum(p.answer is not None for p in problems),
+        bad=tuple(bad),
+    )
     return Benchmark(name=name, problems=tuple(problems), report=report)
 
 
@@ -215,8 +224,9 @@ def _looks_like_hub_name(spec: str) -> bool:
     return spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not spec.endswith((".jsonl", ".json"))
 
 
-def load_hf_dataset(name: str, *, split: str = "test", endpoint: str | None = None,
-                    revision: str | None = None) -> Benchmark:
+def load_hf_dataset(
+    name: str, *, split: str = "test", endpoint: str | None = None, revision: str | None = None
+) -> Benchmark:
     """A Hugging Face dataset made of JSON/JSONL files: picks the file for `split` and parses it as above.
 
     Only the hub client is used (no `datasets` package): parquet-only datasets need pyarrow, which this
@@ -225,21 +235,27 @@ def load_hf_dataset(name: str, *, split: str = "test", endpoint: str | None = No
     try:
         from huggingface_hub import HfApi, hf_hub_download
     except ImportError:
-        raise DataError(f"loading {name!r} from Hugging Face needs huggingface_hub (pip install huggingface_hub); "
-                        f"or download the file and pass its local JSONL path") from None
+        raise DataError(
+            f"loading {name!r} from Hugging Face needs huggingface_hub (pip install huggingface_hub); "
+            f"or download the file and pass its local JSONL path"
+        ) from None
     try:
         # dataset_info makes one request (list_repo_files retries for ~25 s when the hub is unreachable).
         info = HfApi(endpoint=endpoint).dataset_info(name, revision=revision, timeout=_HUB_TIMEOUT_S)
         files = [s.rfilename for s in info.siblings or []]
     except Exception as e:  # offline, DNS, HTTP 401/404: all mean "cannot use the hub for this name"
-        raise DataError(f"could not read Hugging Face dataset {name!r} ({type(e).__name__}: {_first_line(e)}); "
-                        f"download it and pass a local JSONL path instead") from None
+        raise DataError(
+            f"could not read Hugging Face dataset {name!r} ({type(e).__name__}: {_first_line(e)}); "
+            f"download it and pass a local JSONL path instead"
+        ) from None
     filename = _pick_file(name, files, split)
     try:
         local = hf_hub_download(name, filename, repo_type="dataset", revision=revision, endpoint=endpoint)
     except Exception as e:
-        raise DataError(f"could not download {filename!r} of Hugging Face dataset {name!r} "
-                        f"({type(e).__name__}: {_first_line(e)}); pass a local JSONL path instead") from None
+        raise DataError(
+            f"could not download {filename!r} of Hugging Face dataset {name!r} "
+            f"({type(e).__name__}: {_first_line(e)}); pass a local JSONL path instead"
+        ) from None
     with open(local, encoding="utf-8") as f:
         content = f.read()
     source = f"hf:{name}/{filename}"
@@ -255,13 +271,18 @@ def _pick_file(name: str, files: list[str], split: str) -> str:
     if len(for_split) == 1 or (for_split and split in Path(for_split[0]).name):
         return sorted(for_split)[0]
     if for_split:
-        raise DataError(f"Hugging Face dataset {name!r} has several JSON files and none is named for split "
-                        f"{split!r}: {sorted(for_split)}; pass split=... or a local path")
+        raise DataError(
+            f"Hugging Face dataset {name!r} has several JSON files and none is named for split "
+            f"{split!r}: {sorted(for_split)}; pass split=... or a local path"
+        )
     if any(f.endswith(".parquet") for f in files):
-        raise DataError(f"Hugging Face dataset {name!r} is stored as parquet, which needs pyarrow (not installed); "
-                        f"convert it to JSONL and pass the local path")
-    raise DataError(f"Hugging Face dataset {name!r} has no JSON/JSONL data files ({len(files)} files); "
-                    f"pass a local JSONL path")
+        raise DataError(
+            f"Hugging Face dataset {name!r} is stored as parquet, which needs pyarrow (not installed); "
+            f"convert it to JSONL and pass the local path"
+        )
+    raise DataError(
+        f"Hugging Face dataset {name!r} has no JSON/JSONL data files ({len(files)} files); pass a local JSONL path"
+    )
 
 
 def _first_line(e: BaseException) -> str:

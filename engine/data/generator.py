@@ -47,8 +47,7 @@ def register_family(family: Family) -> None:
     FAMILIES[family.name] = family
 
 
-def generate_problem(family: str, difficulty: str, *, seed: int, index: int,
-                     infeasible_rate: float = 0.05) -> Problem:
+def generate_problem(family: str, difficulty: str, *, seed: int, index: int, infeasible_rate: float = 0.05) -> Problem:
     """Problem number `index` of `family` at `difficulty` for `seed`; a pure function of its arguments."""
     fam = get_family(family)
     level = _level(difficulty)
@@ -80,15 +79,16 @@ def generate_problem(family: str, difficulty: str, *, seed: int, index: int,
     )
 
 
-def generate_problems(n: int, *, families: Sequence[str] = (), difficulty: str = "easy", seed: int = 0,
-                      infeasible_rate: float = 0.05) -> list[Problem]:
+def generate_problems(
+    n: int, *, families: Sequence[str] = (), difficulty: str = "easy", seed: int = 0, infeasible_rate: float = 0.05
+) -> list[Problem]:
     """n problems, families taken in turn (all of them when `families` is empty)."""
-    return list(iter_generated(n, families=families, difficulty=difficulty, seed=seed,
-                               infeasible_rate=infeasible_rate))
+    return list(iter_generated(n, families=families, difficulty=difficulty, seed=seed, infeasible_rate=infeasible_rate))
 
 
-def iter_generated(n: int, *, families: Sequence[str] = (), difficulty: str = "easy", seed: int = 0,
-                   infeasible_rate: float = 0.05) -> Iterator[Problem]:
+def iter_generated(
+    n: int, *, families: Sequence[str] = (), difficulty: str = "easy", seed: int = 0, infeasible_rate: float = 0.05
+) -> Iterator[Problem]:
     if n < 0:
         raise ValueError(f"the number of problems must be >= 0, got {n}")
     if not 0.0 <= infeasible_rate <= 1.0:
@@ -98,8 +98,9 @@ def iter_generated(n: int, *, families: Sequence[str] = (), difficulty: str = "e
         get_family(name)
     _level(difficulty)
     for i in range(n):
-        yield generate_problem(names[i % len(names)], difficulty, seed=seed, index=i // len(names),
-                               infeasible_rate=infeasible_rate)
+        yield generate_problem(
+            names[i % len(names)], difficulty, seed=seed, index=i // len(names), infeasible_rate=infeasible_rate
+        )
 
 
 def _draw(fam: Family, rng: random.Random, level: int, infeasible: bool) -> tuple[Instance, Solution]:

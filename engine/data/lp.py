@@ -134,8 +134,13 @@ def snap(x: float) -> float:
 
 def _highs() -> highspy.Highs:
     h = highspy.Highs()
-    for key, value in (("output_flag", False), ("threads", 1), ("mip_rel_gap", 0.0), ("mip_abs_gap", 0.0),
-                       ("random_seed", 0)):
+    for key, value in (
+        ("output_flag", False),
+        ("threads", 1),
+        ("mip_rel_gap", 0.0),
+        ("mip_abs_gap", 0.0),
+        ("random_seed", 0),
+    ):
         h.setOptionValue(key, value)
     return h
 

@@ -37,8 +37,9 @@ def iter_epoch(items: Sequence[T], *, seed: int, epoch: int) -> Iterator[T]:
         yield items[i]
 
 
-def batch_at(items: Sequence[T], batch_size: int, step: int, *, seed: int, rank: int = 0,
-             world_size: int = 1) -> list[T]:
+def batch_at(
+    items: Sequence[T], batch_size: int, step: int, *, seed: int, rank: int = 0, world_size: int = 1
+) -> list[T]:
     """This rank's batch for `step`."""
     _check(items, batch_size, rank, world_size)
     n = len(items)
@@ -48,8 +49,9 @@ def batch_at(items: Sequence[T], batch_size: int, step: int, *, seed: int, rank:
     return [items[order[(k * size + pos) % n]] for pos in range(rank, size, world_size)]
 
 
-def iter_batches(items: Sequence[T], batch_size: int, *, seed: int, start_step: int = 0, rank: int = 0,
-                 world_size: int = 1) -> Iterator[list[T]]:
+def iter_batches(
+    items: Sequence[T], batch_size: int, *, seed: int, start_step: int = 0, rank: int = 0, world_size: int = 1
+) -> Iterator[list[T]]:
     """Endless batches from `start_step` on; stop with `itertools.islice` or the training loop."""
     _check(items, batch_size, rank, world_size)
     step = start_step

@@ -11,18 +11,75 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 COMPANY = (
-    "Northwind", "Bluebird", "Oakridge", "Silverline", "Redwood", "Summit", "Riverside", "Maple Leaf", "Harbor",
-    "Evergreen", "Cedar Point", "Golden Gate", "Lakeshore", "Ironworks", "Sunrise", "Highland", "Crescent",
-    "Pinecrest", "Westfield", "Brightwater",
+    "Northwind",
+    "Bluebird",
+    "Oakridge",
+    "Silverline",
+    "Redwood",
+    "Summit",
+    "Riverside",
+    "Maple Leaf",
+    "Harbor",
+    "Evergreen",
+    "Cedar Point",
+    "Golden Gate",
+    "Lakeshore",
+    "Ironworks",
+    "Sunrise",
+    "Highland",
+    "Crescent",
+    "Pinecrest",
+    "Westfield",
+    "Brightwater",
 )
 PEOPLE = (
-    "Alice", "Bob", "Carmen", "Dmitri", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jamal", "Keiko", "Liam",
-    "Maya", "Noah", "Olga", "Pedro", "Quinn", "Rosa", "Sven", "Tara", "Umar", "Vera", "Wen", "Yusuf", "Zoe",
+    "Alice",
+    "Bob",
+    "Carmen",
+    "Dmitri",
+    "Elena",
+    "Farid",
+    "Grace",
+    "Hiro",
+    "Ines",
+    "Jamal",
+    "Keiko",
+    "Liam",
+    "Maya",
+    "Noah",
+    "Olga",
+    "Pedro",
+    "Quinn",
+    "Rosa",
+    "Sven",
+    "Tara",
+    "Umar",
+    "Vera",
+    "Wen",
+    "Yusuf",
+    "Zoe",
 )
 CITIES = (
-    "Springfield", "Riverton", "Lakeview", "Fairmont", "Brookside", "Hillcrest", "Ashford", "Kingsport",
-    "Millbrook", "Easton", "Westbury", "Clearwater", "Stonebridge", "Greenville", "Oakdale", "Bayside",
-    "Marlow", "Denton", "Northgate", "Elmwood",
+    "Springfield",
+    "Riverton",
+    "Lakeview",
+    "Fairmont",
+    "Brookside",
+    "Hillcrest",
+    "Ashford",
+    "Kingsport",
+    "Millbrook",
+    "Easton",
+    "Westbury",
+    "Clearwater",
+    "Stonebridge",
+    "Greenville",
+    "Oakdale",
+    "Bayside",
+    "Marlow",
+    "Denton",
+    "Northgate",
+    "Elmwood",
 )
 LETTERS = "ABCDEFGHIJKLMNOP"
 
@@ -36,8 +93,11 @@ class Currency:
         return f"{self.symbol}{fmt(amount)}"
 
 
-CURRENCIES = (Currency(symbol="$", word="dollars"), Currency(symbol="€", word="euros"),
-              Currency(symbol="£", word="pounds"))
+CURRENCIES = (
+    Currency(symbol="$", word="dollars"),
+    Currency(symbol="€", word="euros"),
+    Currency(symbol="£", word="pounds"),
+)
 
 
 def currency(rng: random.Random) -> Currency:
@@ -87,12 +147,33 @@ def integrality(integer: bool, noun: str) -> str:
     return f"{noun[0].upper()}{noun[1:]} {'must be whole numbers' if integer else 'may be fractional'}."
 
 
-_SINGULAR = {"hours": "hour", "liters": "liter", "minutes": "minute", "seconds": "second", "units": "unit",
-             "board feet": "board foot", "grams": "gram", "milligrams": "milligram", "servings": "serving",
-             "days": "day", "acres": "acre", "tons": "ton", "points": "point", "calories": "calorie",
-             "boxes": "box", "crates": "crate", "pallets": "pallet", "workers": "worker", "orders": "order",
-             "kegs": "keg", "trays": "tray", "parcels": "parcel", "supply boxes": "supply box",
-             "square meters": "square meter", "weeks": "week"}
+_SINGULAR = {
+    "hours": "hour",
+    "liters": "liter",
+    "minutes": "minute",
+    "seconds": "second",
+    "units": "unit",
+    "board feet": "board foot",
+    "grams": "gram",
+    "milligrams": "milligram",
+    "servings": "serving",
+    "days": "day",
+    "acres": "acre",
+    "tons": "ton",
+    "points": "point",
+    "calories": "calorie",
+    "boxes": "box",
+    "crates": "crate",
+    "pallets": "pallet",
+    "workers": "worker",
+    "orders": "order",
+    "kegs": "keg",
+    "trays": "tray",
+    "parcels": "parcel",
+    "supply boxes": "supply box",
+    "square meters": "square meter",
+    "weeks": "week",
+}
 
 
 def singular(unit: str) -> str:

@@ -32,8 +32,10 @@ from engine.data.benchmarks import _pick_file
 
 REPO = Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO / ".." / "shared" / "data" / "benchmarks"
-needs_benchmarks = pytest.mark.skipif(not (BENCHMARKS / "PROVENANCE.md").is_file(),
-                                      reason=f"benchmark folder {BENCHMARKS} is absent (it lives beside the repo)")
+needs_benchmarks = pytest.mark.skipif(
+    not (BENCHMARKS / "PROVENANCE.md").is_file(),
+    reason=f"benchmark folder {BENCHMARKS} is absent (it lives beside the repo)",
+)
 
 
 def _provenance_counts() -> dict[str, tuple[int, int]]:
@@ -82,7 +84,7 @@ def test_bad_rows_are_skipped_and_reported_with_their_line_numbers(tmp_path: Pat
         '{"id": "g", "question": "infeasible one", "answer": null}',
         '{"id": "h", "question": "string number", "answer": "2.5"}',
         '{"id": "i", "question": "no answer field"}',
-        '[1, 2]',
+        "[1, 2]",
         '{"id": "j", "question": "q", "answer": NaN}',
     ]
     path = tmp_path / "bad.jsonl"
@@ -137,7 +139,8 @@ def test_load_train_and_eval_follow_the_data_config(tmp_path: Path):
     write_atomic(path, (p.to_json() for p in gen.problems))
     from_file = load_train(DataConfig(train=str(path), eval=[str(path)]))
     assert [p.to_row() for p in from_file.problems] == [
-        {**p.to_row(), "meta": {**p.meta, "answer_raw": p.to_row()["answer_raw"]}} for p in gen.problems]
+        {**p.to_row(), "meta": {**p.meta, "answer_raw": p.to_row()["answer_raw"]}} for p in gen.problems
+    ]
     assert [b.report.loaded for b in load_eval(DataConfig(eval=[str(path), str(path)]))] == [9, 9]
 
 
@@ -161,16 +164,29 @@ def test_batches_are_a_pure_function_of_seed_and_step_and_cover_each_epoch():
 
 def test_cli_generate_is_atomic_and_reproducible_and_check_reports(tmp_path: Path, capsys):
     out1, out2 = tmp_path / "a.jsonl", tmp_path / "sub" / "b.jsonl"
-    args = ["generate", "--family", "knapsack,staffing", "--family", "facility", "--difficulty", "medium",
-            "--n", "6", "--seed", "4"]
+    args = [
+        "generate",
+        "--family",
+        "knapsack,staffing",
+        "--family",
+        "facility",
+        "--difficulty",
+        "medium",
+        "--n",
+        "6",
+        "--seed",
+        "4",
+    ]
     assert main([*args, "--output", str(out1)]) == 0
     assert main([*args, "--output", str(out2)]) == 0
     assert out1.read_bytes() == out2.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "sub"]  # no temporary file left
     rows = [json.loads(line) for line in out1.read_text(encoding="utf-8").splitlines()]
     assert [r["family"] for r in rows] == ["knapsack", "staffing", "facility"] * 2
-    assert [r["question"] for r in rows] == [p.question for p in generate_problems(
-        6, families=["knapsack", "staffing", "facility"], difficulty="medium", seed=4)]
+    assert [r["question"] for r in rows] == [
+        p.question
+        for p in generate_problems(6, families=["knapsack", "staffing", "facility"], difficulty="medium", seed=4)
+    ]
     capsys.readouterr()
     assert main(["check", str(out1)]) == 0
     assert "6 problems" in capsys.readouterr().out
@@ -199,7 +215,12 @@ def test_write_atomic_leaves_nothing_when_writing_fails(tmp_path: Path):
 
 
 def test_module_entry_point_runs_as_a_subprocess(tmp_path: Path):
-    done = subprocess.run([sys.executable, "-m", "engine.data", "check", str(tmp_path / "none.jsonl")],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.data", "check", str(tmp_path / "none.jsonl")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "error: benchmark file not found" in done.stderr
     assert "Traceback" not in done.stderr

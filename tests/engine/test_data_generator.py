@@ -69,8 +69,10 @@ def test_difficulty_grows_size_and_integrality_and_easy_stays_small():
     stats = {}
     for d in DIFFICULTIES:
         ps = generate_problems(28, difficulty=d, seed=2, infeasible_rate=0.0)
-        stats[d] = (sum(p.meta["num_vars"] for p in ps) / len(ps),
-                    sum(p.meta["num_integer_vars"] / p.meta["num_vars"] for p in ps) / len(ps))
+        stats[d] = (
+            sum(p.meta["num_vars"] for p in ps) / len(ps),
+            sum(p.meta["num_integer_vars"] / p.meta["num_vars"] for p in ps) / len(ps),
+        )
         if d == "easy":
             assert max(p.meta["num_vars"] for p in ps) <= 4
     assert stats["easy"][0] < stats["medium"][0] < stats["hard"][0]
@@ -204,11 +206,19 @@ def _facility(m: scip.Model, d: dict):
     if d["max_open"]:
         m.addCons(quicksum(y) <= d["max_open"])
     return quicksum(f * v for f, v in zip(d["fixed"], y, strict=True)) + quicksum(
-        d["cost"][i][j] * v for (i, j), v in x.items())
+        d["cost"][i][j] * v for (i, j), v in x.items()
+    )
 
 
-_MODELS = {"production": _production, "diet": _diet, "transportation": _transportation, "assignment": _assignment,
-           "knapsack": _knapsack, "staffing": _staffing, "facility": _facility}
+_MODELS = {
+    "production": _production,
+    "diet": _diet,
+    "transportation": _transportation,
+    "assignment": _assignment,
+    "knapsack": _knapsack,
+    "staffing": _staffing,
+    "facility": _facility,
+}
 
 # Data keys that hold indices or flags rather than numbers the question states.
 _NOT_STATED = {"banned", "conflict", "requires", "must", "integer", "span", "kind", "sense"}

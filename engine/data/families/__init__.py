@@ -7,6 +7,13 @@ from engine.data.families.base import Family
 
 FAMILIES: dict[str, Family] = {
     f.name: f
-    for f in (production.FAMILY, diet.FAMILY, transport.FAMILY, assignment.FAMILY, knapsack.FAMILY,
-              staffing.FAMILY, facility.FAMILY)
+    for f in (
+        production.FAMILY,
+        diet.FAMILY,
+        transport.FAMILY,
+        assignment.FAMILY,
+        knapsack.FAMILY,
+        staffing.FAMILY,
+        facility.FAMILY,
+    )
 }

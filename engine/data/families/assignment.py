@@ -31,29 +31,82 @@ class Theme:
 
 
 THEMES = (
-    Theme(setting="A consulting firm", workers="consultants", task_word="project", score="cost", unit="{cur}",
-          sense="min", lo=5, hi=40,
-          tasks=("the audit", "the website redesign", "the market study", "the tax review", "the data migration",
-                 "the training program")),
-    Theme(setting="A machine shop", workers="machines", task_word="job", score="processing time", unit="minutes",
-          sense="min", lo=10, hi=60,
-          tasks=("job J1", "job J2", "job J3", "job J4", "job J5", "job J6")),
-    Theme(setting="A translation agency", workers="translators", task_word="document", score="quality score",
-          unit="points", sense="max", lo=40, hi=99,
-          tasks=("the contract", "the user manual", "the press release", "the brochure", "the patent",
-                 "the annual report")),
-    Theme(setting="A delivery company", workers="drivers", task_word="route", score="delivery time",
-          unit="minutes", sense="min", lo=20, hi=90,
-          tasks=("the north route", "the south route", "the east route", "the west route", "the airport route",
-                 "the harbor route")),
+    Theme(
+        setting="A consulting firm",
+        workers="consultants",
+        task_word="project",
+        score="cost",
+        unit="{cur}",
+        sense="min",
+        lo=5,
+        hi=40,
+        tasks=(
+            "the audit",
+            "the website redesign",
+            "the market study",
+            "the tax review",
+            "the data migration",
+            "the training program",
+        ),
+    ),
+    Theme(
+        setting="A machine shop",
+        workers="machines",
+        task_word="job",
+        score="processing time",
+        unit="minutes",
+        sense="min",
+        lo=10,
+        hi=60,
+        tasks=("job J1", "job J2", "job J3", "job J4", "job J5", "job J6"),
+    ),
+    Theme(
+        setting="A translation agency",
+        workers="translators",
+        task_word="document",
+        score="quality score",
+        unit="points",
+        sense="max",
+        lo=40,
+        hi=99,
+        tasks=(
+            "the contract",
+            "the user manual",
+            "the press release",
+            "the brochure",
+            "the patent",
+            "the annual report",
+        ),
+    ),
+    Theme(
+        setting="A delivery company",
+        workers="drivers",
+        task_word="route",
+        score="delivery time",
+        unit="minutes",
+        sense="min",
+        lo=20,
+        hi=90,
+        tasks=(
+            "the north route",
+            "the south route",
+            "the east route",
+            "the west route",
+            "the airport route",
+            "the harbor route",
+        ),
+    ),
 )
 
 
 def build(rng: random.Random, level: int, infeasible: bool) -> Instance:
     theme = rng.choice(THEMES)
     n_w, n_t = ((2, 2), (rng.choice((3, 4)), 3), (rng.randint(3, 4), rng.randint(5, 6)))[level]
-    workers = text.sample(rng, text.PEOPLE, n_w) if theme.workers != "machines" else [
-        f"machine M{k}" for k in range(1, n_w + 1)]
+    workers = (
+        text.sample(rng, text.PEOPLE, n_w)
+        if theme.workers != "machines"
+        else [f"machine M{k}" for k in range(1, n_w + 1)]
+    )
     tasks = rng.sample(list(theme.tasks), n_t)
     score = [[rng.randint(theme.lo, theme.hi) for _ in tasks] for _ in workers]
     banned: set[tuple[int, int]] = set()
@@ -83,13 +136,29 @@ def build(rng: random.Random, level: int, infeasible: bool) -> Instance:
 
     style = rng.randrange(3)
     q = _words(rng, style, theme, workers, tasks, score, banned, hours, budget)
-    data = {"workers": workers, "tasks": tasks, "score": score, "sense": theme.sense,
-            "banned": sorted([i, j] for i, j in banned), "hours": hours if budget else [], "budget": budget}
+    data = {
+        "workers": workers,
+        "tasks": tasks,
+        "score": score,
+        "sense": theme.sense,
+        "banned": sorted([i, j] for i, j in banned),
+        "hours": hours if budget else [],
+        "budget": budget,
+    }
     return Instance(question=q, model=m, data=data, template=f"{theme.workers}/{style}")
 
 
-def _words(rng: random.Random, style: int, theme: Theme, workers: list[str], tasks: list[str],
-           score: list[list[int]], banned: set[tuple[int, int]], hours: list[int], budget: list[int]) -> str:
+def _words(
+    rng: random.Random,
+    style: int,
+    theme: Theme,
+    workers: list[str],
+    tasks: list[str],
+    score: list[list[int]],
+    banned: set[tuple[int, int]],
+    hours: list[int],
+    budget: list[int],
+) -> str:
     cur = text.currency(rng)
     val = (lambda v: cur(v)) if theme.unit == "{cur}" else (lambda v: text.qty(v, theme.unit))
     best = "lowest" if theme.sense == "min" else "highest"
@@ -99,26 +168,37 @@ def _words(rng: random.Random, style: int, theme: Theme, workers: list[str], tas
         one = theme.workers[:-1]
         work = text.join([f"{t} {text.qty(h, 'hours')}" for t, h in zip(tasks, hours, strict=True)])
         avail = text.join([f"{w} {text.qty(b, 'hours')}" for w, b in zip(workers, budget, strict=True)])
-        rules.append(f"Each {one} may take several {theme.task_word}s, as long as the workload of the "
-                     f"{theme.task_word}s it is given fits in its available hours. Workload: {work}. "
-                     f"Available hours: {avail}.")
+        rules.append(
+            f"Each {one} may take several {theme.task_word}s, as long as the workload of the "
+            f"{theme.task_word}s it is given fits in its available hours. Workload: {work}. "
+            f"Available hours: {avail}."
+        )
     else:
         rules.append(f"Each of the {theme.workers} can take at most one {theme.task_word}.")
     rules.append(f"Every {theme.task_word} must be given to exactly one of the {theme.workers}.")
     if style == 0:
-        per = " ".join(f"If {w} takes {t}, the {theme.score} is {val(score[i][j])}."
-                       for i, w in enumerate(workers) for j, t in enumerate(tasks))
+        per = " ".join(
+            f"If {w} takes {t}, the {theme.score} is {val(score[i][j])}."
+            for i, w in enumerate(workers)
+            for j, t in enumerate(tasks)
+        )
         head = f"{theme.setting} must assign {text.join(tasks)} to its {theme.workers} {text.join(workers)}."
         return f"{head} {per} {' '.join(rules)} What is the {best} possible total {theme.score}?"
-    table = text.bullets([f"{w}: " + ", ".join(f"{t} {val(score[i][j])}" for j, t in enumerate(tasks))
-                          for i, w in enumerate(workers)])
+    table = text.bullets(
+        [f"{w}: " + ", ".join(f"{t} {val(score[i][j])}" for j, t in enumerate(tasks)) for i, w in enumerate(workers)]
+    )
     if style == 1:
-        return (f"{theme.setting} has {len(workers)} {theme.workers} and {len(tasks)} {theme.task_word}s. The "
-                f"{theme.score} of each pairing is:\n{table}\n{' '.join(rules)}\n"
-                f"Find the assignment that {aim}s the total {theme.score}, and report that total.")
-    return (f"Assign {theme.task_word}s to {theme.workers} for {theme.setting[0].lower()}{theme.setting[1:]} so as "
-            f"to {aim} the total {theme.score}.\n{table}\n{' '.join(rules)}\nWhat is the optimal total?")
+        return (
+            f"{theme.setting} has {len(workers)} {theme.workers} and {len(tasks)} {theme.task_word}s. The "
+            f"{theme.score} of each pairing is:\n{table}\n{' '.join(rules)}\n"
+            f"Find the assignment that {aim}s the total {theme.score}, and report that total."
+        )
+    return (
+        f"Assign {theme.task_word}s to {theme.workers} for {theme.setting[0].lower()}{theme.setting[1:]} so as "
+        f"to {aim} the total {theme.score}.\n{table}\n{' '.join(rules)}\nWhat is the optimal total?"
+    )
 
 
-FAMILY = FunctionFamily(name="assignment", summary="assign tasks to workers (binary), min cost or max score",
-                        builder=build)
+FAMILY = FunctionFamily(
+    name="assignment", summary="assign tasks to workers (binary), min cost or max score", builder=build
+)

@@ -29,28 +29,53 @@ class Theme:
 
 
 THEMES = (
-    Theme(who="A student on a budget", goal="a daily meal plan", item_word="food",
-          items=("oatmeal", "milk", "eggs", "brown rice", "lentils", "chicken", "spinach", "yogurt", "peanut butter"),
-          unit=("serving", "servings"),
-          nutrients=(("protein", "grams", 2), ("fiber", "grams", 1), ("calcium", "milligrams", 20),
-                     ("vitamin C", "milligrams", 5), ("iron", "milligrams", 1)),
-          limited=("sodium", "milligrams", 50)),
-    Theme(who="A poultry farm", goal="a feed blend for its chickens", item_word="ingredient",
-          items=("corn", "soybean meal", "oats", "fish meal", "alfalfa", "barley", "wheat bran"),
-          unit=("kg", "kg"),
-          nutrients=(("protein", "units", 3), ("fat", "units", 1), ("fiber", "units", 2), ("minerals", "units", 1)),
-          limited=("salt", "grams", 2)),
-    Theme(who="A pharmacy", goal="a daily supplement pack", item_word="tablet type",
-          items=("Vitamax", "NutriPlus", "DailyCore", "OmegaOne", "ZincBoost", "IronMax"),
-          unit=("tablet", "tablets"),
-          nutrients=(("vitamin A", "units", 5), ("vitamin D", "units", 4), ("zinc", "milligrams", 2),
-                     ("iron", "milligrams", 3)),
-          limited=("sugar", "grams", 1)),
-    Theme(who="A garden center", goal="a fertilizer blend for a large lawn", item_word="fertilizer",
-          items=("GrowFast", "GreenMax", "TurfPro", "RootRich", "LeafPlus", "SoilBoost"),
-          unit=("bag", "bags"),
-          nutrients=(("nitrogen", "kg", 2), ("phosphate", "kg", 1), ("potash", "kg", 2), ("sulfur", "kg", 1)),
-          limited=("chloride", "kg", 1)),
+    Theme(
+        who="A student on a budget",
+        goal="a daily meal plan",
+        item_word="food",
+        items=("oatmeal", "milk", "eggs", "brown rice", "lentils", "chicken", "spinach", "yogurt", "peanut butter"),
+        unit=("serving", "servings"),
+        nutrients=(
+            ("protein", "grams", 2),
+            ("fiber", "grams", 1),
+            ("calcium", "milligrams", 20),
+            ("vitamin C", "milligrams", 5),
+            ("iron", "milligrams", 1),
+        ),
+        limited=("sodium", "milligrams", 50),
+    ),
+    Theme(
+        who="A poultry farm",
+        goal="a feed blend for its chickens",
+        item_word="ingredient",
+        items=("corn", "soybean meal", "oats", "fish meal", "alfalfa", "barley", "wheat bran"),
+        unit=("kg", "kg"),
+        nutrients=(("protein", "units", 3), ("fat", "units", 1), ("fiber", "units", 2), ("minerals", "units", 1)),
+        limited=("salt", "grams", 2),
+    ),
+    Theme(
+        who="A pharmacy",
+        goal="a daily supplement pack",
+        item_word="tablet type",
+        items=("Vitamax", "NutriPlus", "DailyCore", "OmegaOne", "ZincBoost", "IronMax"),
+        unit=("tablet", "tablets"),
+        nutrients=(
+            ("vitamin A", "units", 5),
+            ("vitamin D", "units", 4),
+            ("zinc", "milligrams", 2),
+            ("iron", "milligrams", 3),
+        ),
+        limited=("sugar", "grams", 1),
+    ),
+    Theme(
+        who="A garden center",
+        goal="a fertilizer blend for a large lawn",
+        item_word="fertilizer",
+        items=("GrowFast", "GreenMax", "TurfPro", "RootRich", "LeafPlus", "SoilBoost"),
+        unit=("bag", "bags"),
+        nutrients=(("nitrogen", "kg", 2), ("phosphate", "kg", 1), ("potash", "kg", 2), ("sulfur", "kg", 1)),
+        limited=("chloride", "kg", 1),
+    ),
 )
 
 
@@ -92,18 +117,41 @@ def build(rng: random.Random, level: int, infeasible: bool) -> Instance:
         m.add(dict(zip(xs, limit_row, strict=True)), "<=", limit_cap)
     m.objective(dict(zip(xs, cost, strict=True)))
     style = rng.randrange(3)
-    return Instance(question=_words(rng, style, theme, items, nutrients, cost, content, need, limit_row, limit_cap,
-                                    max_buy, integer),
-                    model=m, template=f"{theme.item_word}/{style}",
-                    data={"items": items, "nutrients": [n[0] for n in nutrients], "cost": cost, "content": content,
-                          "need": need, "limited": theme.limited[0] if limit_row else None, "limit_row": limit_row,
-                          "limit_cap": limit_cap, "max": {items[j]: v for j, v in sorted(max_buy.items())},
-                          "integer": integer})
+    return Instance(
+        question=_words(
+            rng, style, theme, items, nutrients, cost, content, need, limit_row, limit_cap, max_buy, integer
+        ),
+        model=m,
+        template=f"{theme.item_word}/{style}",
+        data={
+            "items": items,
+            "nutrients": [n[0] for n in nutrients],
+            "cost": cost,
+            "content": content,
+            "need": need,
+            "limited": theme.limited[0] if limit_row else None,
+            "limit_row": limit_row,
+            "limit_cap": limit_cap,
+            "max": {items[j]: v for j, v in sorted(max_buy.items())},
+            "integer": integer,
+        },
+    )
 
 
-def _words(rng: random.Random, style: int, theme: Theme, items: list[str], nutrients: list, cost: list[int],
-           content: list[list[int]], need: list[int], limit_row: list[int], limit_cap: int,
-           max_buy: dict[int, int], integer: bool) -> str:
+def _words(
+    rng: random.Random,
+    style: int,
+    theme: Theme,
+    items: list[str],
+    nutrients: list,
+    cost: list[int],
+    content: list[list[int]],
+    need: list[int],
+    limit_row: list[int],
+    limit_cap: int,
+    max_buy: dict[int, int],
+    integer: bool,
+) -> str:
     cur = text.currency(rng)
     one, many = theme.unit
 
@@ -122,22 +170,28 @@ def _words(rng: random.Random, style: int, theme: Theme, items: list[str], nutri
     rules.append(text.integrality(integer, f"the amounts bought (in {many})"))
     if style == 0:
         per = " ".join(f"One {one} of {it} costs {cur(cost[j])} and provides {has(j)}." for j, it in enumerate(items))
-        return (f"{theme.who} is putting together {theme.goal} from {text.join(items)}. {per} "
-                f"{' '.join(rules)} What is the minimum cost of a plan that meets these requirements?")
+        return (
+            f"{theme.who} is putting together {theme.goal} from {text.join(items)}. {per} "
+            f"{' '.join(rules)} What is the minimum cost of a plan that meets these requirements?"
+        )
     if style == 1:
         rows = [f"{it}: {cur(cost[j])} per {one}; {has(j)}" for j, it in enumerate(items)]
-        return (f"{theme.who} needs {theme.goal}. The available {theme.item_word}s are:\n{text.bullets(rows)}\n"
-                f"{' '.join(rules)}\nMinimize the total cost and report the minimum cost.")
-    per = " ".join(f"Each {one} of {it} contains {has(j)}, at a price of {cur(cost[j])}."
-                   for j, it in enumerate(items))
-    return (f"To prepare {theme.goal}, {theme.who[0].lower()}{theme.who[1:]} can combine {len(items)} "
-            f"{theme.item_word}s. {per} {' '.join(rules)} How many {many} of each {theme.item_word} should be "
-            f"bought to keep the total cost as low as possible, and what is that minimum total cost?")
+        return (
+            f"{theme.who} needs {theme.goal}. The available {theme.item_word}s are:\n{text.bullets(rows)}\n"
+            f"{' '.join(rules)}\nMinimize the total cost and report the minimum cost."
+        )
+    per = " ".join(f"Each {one} of {it} contains {has(j)}, at a price of {cur(cost[j])}." for j, it in enumerate(items))
+    return (
+        f"To prepare {theme.goal}, {theme.who[0].lower()}{theme.who[1:]} can combine {len(items)} "
+        f"{theme.item_word}s. {per} {' '.join(rules)} How many {many} of each {theme.item_word} should be "
+        f"bought to keep the total cost as low as possible, and what is that minimum total cost?"
+    )
 
 
 def _dot(a: list[int], b: list[int]) -> int:
     return sum(x * y for x, y in zip(a, b, strict=True))
 
 
-FAMILY = FunctionFamily(name="diet", summary="diet / blending: cheapest mix meeting nutrient bounds (min cost)",
-                        builder=build)
+FAMILY = FunctionFamily(
+    name="diet", summary="diet / blending: cheapest mix meeting nutrient bounds (min cost)", builder=build
+)

@@ -14,9 +14,13 @@ from engine.data import text
 from engine.data.families.base import FunctionFamily, Instance, integer_share
 from engine.data.lp import LinearModel
 
-BUSINESS = (("an online retailer", "warehouse", "orders"), ("a brewery", "depot", "kegs"),
-            ("a hospital network", "supply hub", "supply boxes"), ("a bakery chain", "kitchen", "trays"),
-            ("a parcel company", "sorting center", "parcels"))
+BUSINESS = (
+    ("an online retailer", "warehouse", "orders"),
+    ("a brewery", "depot", "kegs"),
+    ("a hospital network", "supply hub", "supply boxes"),
+    ("a bakery chain", "kitchen", "trays"),
+    ("a parcel company", "sorting center", "parcels"),
+)
 
 
 def build(rng: random.Random, level: int, infeasible: bool) -> Instance:
@@ -48,47 +52,79 @@ def build(rng: random.Random, level: int, infeasible: bool) -> Instance:
         m.add({**{x[i][j]: 1 for j in range(n_c)}, y[i]: -cap[i]}, "<=", 0)
     if max_open:
         m.add({v: 1 for v in y}, "<=", max_open)
-    m.objective({**dict(zip(y, fixed, strict=True)),
-                 **{x[i][j]: cost[i][j] for i in range(n_s) for j in range(n_c)}})
+    m.objective({**dict(zip(y, fixed, strict=True)), **{x[i][j]: cost[i][j] for i in range(n_s) for j in range(n_c)}})
 
+    style = rng.randrange(3) if n_c == 1 else rng.randrange(1, 3)  # style 0 describes a single customer
+    q = _words(rng, style, who, site, unit, sites, customers, demand, cap, fixed, cost, max_open, integer)
+    data = {
+        "sites": sites,
+        "customers": customers,
+        "demand": demand,
+        "capacity": cap,
+        "fixed": fixed,
+        "cost": cost,
+        "max_open": max_open,
+        "integer": integer,
+    }
+    return Instance(question=q, model=m, data=data, template=f"{site}/{style}")
+
+
+def _words(
+    rng: random.Random,
+    style: int,
+    who: str,
+    site: str,
+    unit: str,
+    sites: list[str],
+    customers: list[str],
+    demand: list[int],
+    cap: list[int],
+    fixed: list[int],
+    cost: list[list[int]],
+    max_open: int,
+    integer: bool,
+) -> str:
     cur = text.currency(rng)
-    style = rng.randrange(3) if n_c == 1 else rng.randrange(1, 3)
-    sites_s = text.bullets([f"{s}: opening cost {cur(fixed[i])}, capacity {text.qty(cap[i], unit)}"
-                            for i, s in enumerate(sites)])
+    sites_s = text.bullets(
+        [f"{s}: opening cost {cur(fixed[i])}, capacity {text.qty(cap[i], unit)}" for i, s in enumerate(sites)]
+    )
     rules = [f"A {site} that is not opened cannot ship anything, and an open {site} ships at most its capacity."]
     if max_open:
         rules.append(f"At most {max_open} {site}s may be opened.")
     rules.append(text.integrality(integer, f"the numbers of {unit} shipped"))
     if style == 0:
-        per = " ".join(f"Opening a {site} in {s} costs {cur(fixed[i])}; it can handle up to "
-                       f"{text.qty(cap[i], unit)}, and each of the {unit} it handles costs {cur(cost[i][0])} to "
-                       f"deliver." for i, s in enumerate(sites))
-        q = (f"{who[0].upper()}{who[1:]} must deliver {text.qty(demand[0], unit)} to customers in "
-             f"{customers[0]} and is deciding where to open a {site}: {text.join(sites, 'or')} (one or both). "
-             f"{per} {' '.join(rules)} Which {site}s should be opened, and how much should each handle, to "
-             f"minimize the total of opening and delivery costs? What is that minimum total cost?")
-        return _instance(q, m, style, site, sites, customers, demand, cap, fixed, cost, max_open, integer)
-    ship = text.bullets([f"from {s}: " + ", ".join(f"to {c} {cur(cost[i][j])}" for j, c in enumerate(customers))
-                         for i, s in enumerate(sites)])
+        per = " ".join(
+            f"Opening a {site} in {s} costs {cur(fixed[i])}; it can handle up to "
+            f"{text.qty(cap[i], unit)}, and each of the {unit} it handles costs {cur(cost[i][0])} to "
+            f"deliver."
+            for i, s in enumerate(sites)
+        )
+        return (
+            f"{text.capital(who)} must deliver {text.qty(demand[0], unit)} to customers in "
+            f"{customers[0]} and is deciding where to open a {site}: {text.join(sites, 'or')} (one or both). "
+            f"{per} {' '.join(rules)} Which {site}s should be opened, and how much should each handle, to "
+            f"minimize the total of opening and delivery costs? What is that minimum total cost?"
+        )
+    ship = text.bullets(
+        [
+            f"from {s}: " + ", ".join(f"to {c} {cur(cost[i][j])}" for j, c in enumerate(customers))
+            for i, s in enumerate(sites)
+        ]
+    )
     dem = text.join([f"{c} {text.qty(d, unit)}" for c, d in zip(customers, demand, strict=True)])
     if style == 1:
-        q = (f"{who[0].upper()}{who[1:]} is choosing {site} locations. Candidates:\n{sites_s}\nCustomer demand "
-             f"(must be met exactly): {dem}. Delivery cost per {text.singular(unit)}:\n{ship}\n{' '.join(rules)}\n"
-             f"Minimize the opening costs plus delivery costs, and report the minimum total cost.")
-    else:
-        q = (f"Where should {who} open {site}s? Demands: {dem}; each demand must be fully served. Possible "
-             f"{site}s (one-time opening cost and capacity):\n{sites_s}\nDelivery cost per {text.singular(unit)}:\n"
-             f"{ship}\n{' '.join(rules)}\nWhat is the minimum total cost of opening and delivery?")
-    return _instance(q, m, style, site, sites, customers, demand, cap, fixed, cost, max_open, integer)
+        return (
+            f"{text.capital(who)} is choosing {site} locations. Candidates:\n{sites_s}\nCustomer demand "
+            f"(must be met exactly): {dem}. Delivery cost per {text.singular(unit)}:\n{ship}\n{' '.join(rules)}\n"
+            f"Minimize the opening costs plus delivery costs, and report the minimum total cost."
+        )
+    return (
+        f"Where should {who} open {site}s? Demands: {dem}; each demand must be fully served. Possible "
+        f"{site}s (one-time opening cost and capacity):\n{sites_s}\nDelivery cost per {text.singular(unit)}:\n"
+        f"{ship}\n{' '.join(rules)}\nWhat is the minimum total cost of opening and delivery?"
+    )
 
 
-def _instance(q: str, m: LinearModel, style: int, site: str, sites: list[str], customers: list[str],
-              demand: list[int], cap: list[int], fixed: list[int], cost: list[list[int]], max_open: int,
-              integer: bool) -> Instance:
-    data = {"sites": sites, "customers": customers, "demand": demand, "capacity": cap, "fixed": fixed,
-            "cost": cost, "max_open": max_open, "integer": integer}
-    return Instance(question=q, model=m, data=data, template=f"{site}/{style}")
-
-
-FAMILY = FunctionFamily(name="facility", summary="capacitated facility location: open sites, serve demand",
-                        builder=build)
+FAMILY = FunctionFamily(
+    name="facility", summary="capacitated facility location: open sites, serve demand", builder=build
+)

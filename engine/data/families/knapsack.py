@@ -28,24 +28,94 @@ class Theme:
 
 
 THEMES = (
-    Theme(intro="A hiker is packing for a trip", holder="backpack", value="usefulness", value_unit="points",
-          weight=("weight", "kg"), second=("volume", "liters"),
-          items=("a tent", "a stove", "a camera", "a water filter", "a first-aid kit", "a sleeping bag",
-                 "a rain jacket", "a book", "binoculars", "a lantern", "a fishing rod", "a hammock")),
-    Theme(intro="A city council is choosing projects for next year", holder="budget", value="expected benefit",
-          value_unit="{cur}k", weight=("cost", "{cur}k"), second=("staff time", "weeks"),
-          items=("a bike lane", "a park renovation", "new street lights", "a library upgrade", "a playground",
-                 "a bus shelter program", "a recycling center", "a sports field", "a community garden",
-                 "a clinic extension", "a bridge repair", "a solar roof")),
-    Theme(intro="A cargo plane is being loaded", holder="plane", value="revenue", value_unit="{cur}",
-          weight=("weight", "tons"), second=("floor space", "square meters"),
-          items=("container A", "container B", "container C", "container D", "container E", "container F",
-                 "container G", "container H", "container I", "container J", "container K", "container L")),
-    Theme(intro="A marketing team is choosing ad campaigns", holder="budget", value="expected reach",
-          value_unit="thousand people", weight=("cost", "{cur}k"), second=("design hours", "hours"),
-          items=("a TV spot", "a radio ad", "a billboard", "a podcast sponsorship", "a newspaper ad",
-                 "a social media push", "an email campaign", "a magazine ad", "a cinema ad", "a bus wrap",
-                 "a search ad", "a trade show booth")),
+    Theme(
+        intro="A hiker is packing for a trip",
+        holder="backpack",
+        value="usefulness",
+        value_unit="points",
+        weight=("weight", "kg"),
+        second=("volume", "liters"),
+        items=(
+            "a tent",
+            "a stove",
+            "a camera",
+            "a water filter",
+            "a first-aid kit",
+            "a sleeping bag",
+            "a rain jacket",
+            "a book",
+            "binoculars",
+            "a lantern",
+            "a fishing rod",
+            "a hammock",
+        ),
+    ),
+    Theme(
+        intro="A city council is choosing projects for next year",
+        holder="budget",
+        value="expected benefit",
+        value_unit="{cur}k",
+        weight=("cost", "{cur}k"),
+        second=("staff time", "weeks"),
+        items=(
+            "a bike lane",
+            "a park renovation",
+            "new street lights",
+            "a library upgrade",
+            "a playground",
+            "a bus shelter program",
+            "a recycling center",
+            "a sports field",
+            "a community garden",
+            "a clinic extension",
+            "a bridge repair",
+            "a solar roof",
+        ),
+    ),
+    Theme(
+        intro="A cargo plane is being loaded",
+        holder="plane",
+        value="revenue",
+        value_unit="{cur}",
+        weight=("weight", "tons"),
+        second=("floor space", "square meters"),
+        items=(
+            "container A",
+            "container B",
+            "container C",
+            "container D",
+            "container E",
+            "container F",
+            "container G",
+            "container H",
+            "container I",
+            "container J",
+            "container K",
+            "container L",
+        ),
+    ),
+    Theme(
+        intro="A marketing team is choosing ad campaigns",
+        holder="budget",
+        value="expected reach",
+        value_unit="thousand people",
+        weight=("cost", "{cur}k"),
+        second=("design hours", "hours"),
+        items=(
+            "a TV spot",
+            "a radio ad",
+            "a billboard",
+            "a podcast sponsorship",
+            "a newspaper ad",
+            "a social media push",
+            "an email campaign",
+            "a magazine ad",
+            "a cinema ad",
+            "a bus wrap",
+            "a search ad",
+            "a trade show booth",
+        ),
+    ),
 )
 
 
@@ -82,13 +152,34 @@ def build(rng: random.Random, level: int, infeasible: bool) -> Instance:
 
     style = rng.randrange(3)
     q = _words(rng, style, theme, items, weight, value, cap, weight2, cap2, conflict, requires, must)
-    data = {"items": items, "weight": weight, "value": value, "capacity": cap, "weight2": weight2,
-            "capacity2": cap2, "conflict": list(conflict), "requires": list(requires), "must": must}
+    data = {
+        "items": items,
+        "weight": weight,
+        "value": value,
+        "capacity": cap,
+        "weight2": weight2,
+        "capacity2": cap2,
+        "conflict": list(conflict),
+        "requires": list(requires),
+        "must": must,
+    }
     return Instance(question=q, model=m, data=data, template=f"{theme.holder}/{style}")
 
 
-def _words(rng: random.Random, style: int, theme: Theme, items: list[str], weight: list[int], value: list[int],
-           cap: int, weight2: list[int], cap2: int, conflict: tuple, requires: tuple, must: list[int]) -> str:
+def _words(
+    rng: random.Random,
+    style: int,
+    theme: Theme,
+    items: list[str],
+    weight: list[int],
+    value: list[int],
+    cap: int,
+    weight2: list[int],
+    cap2: int,
+    conflict: tuple,
+    requires: tuple,
+    must: list[int],
+) -> str:
     cur = text.currency(rng)
 
     def unit(u: str, v: int) -> str:
@@ -105,22 +196,29 @@ def _words(rng: random.Random, style: int, theme: Theme, items: list[str], weigh
         limits.append(f"The total {theme.second[0]} may not exceed {unit(theme.second[1], cap2)}.")
     if conflict:
         limits.append(f"At most one of {items[conflict[0]]} and {items[conflict[1]]} can be chosen.")
-        limits.append(f"{items[requires[0]][0].upper()}{items[requires[0]][1:]} can only be chosen if "
-                      f"{items[requires[1]]} is chosen too.")
+        limits.append(
+            f"{items[requires[0]][0].upper()}{items[requires[0]][1:]} can only be chosen if "
+            f"{items[requires[1]]} is chosen too."
+        )
     if must:
         limits.append(f"{text.join(items[j] for j in must)} must be included.")
     limits.append("Each option is either taken once or not at all.")
     table = text.bullets([f"{it}: {has(j)}" for j, it in enumerate(items)])
     if style == 0:
-        return (f"{theme.intro}. The options are:\n{table}\n{' '.join(limits)}\n"
-                f"Which options should be chosen to maximize the total {theme.value}? Give the maximum total.")
+        return (
+            f"{theme.intro}. The options are:\n{table}\n{' '.join(limits)}\n"
+            f"Which options should be chosen to maximize the total {theme.value}? Give the maximum total."
+        )
     if style == 1:
         per = " ".join(f"Choosing {it} gives {has(j)}." for j, it in enumerate(items))
-        return (f"{theme.intro}, with {len(items)} candidates. {per} {' '.join(limits)} "
-                f"What is the largest total {theme.value} that can be achieved?")
-    return (f"Select a subset of the following options to maximize total {theme.value} ({theme.intro.lower()}).\n"
-            f"{table}\nConstraints: {' '.join(limits)}\nWhat is the optimal total {theme.value}?")
+        return (
+            f"{theme.intro}, with {len(items)} candidates. {per} {' '.join(limits)} "
+            f"What is the largest total {theme.value} that can be achieved?"
+        )
+    return (
+        f"Select a subset of the following options to maximize total {theme.value} ({theme.intro.lower()}).\n"
+        f"{table}\nConstraints: {' '.join(limits)}\nWhat is the optimal total {theme.value}?"
+    )
 
 
-FAMILY = FunctionFamily(name="knapsack", summary="choose items (binary) of most value within capacities",
-                        builder=build)
+FAMILY = FunctionFamily(name="knapsack", summary="choose items (binary) of most value within capacities", builder=build)

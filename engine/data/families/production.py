@@ -26,35 +26,99 @@ class Theme:
 
 
 THEMES = (
-    Theme(business="furniture workshop", discrete=True, period="week",
-          products=(("chair", "chairs"), ("table", "tables"), ("desk", "desks"), ("bookshelf", "bookshelves"),
-                    ("cabinet", "cabinets"), ("stool", "stools")),
-          resources=(("carpentry time", "hours"), ("finishing time", "hours"), ("oak wood", "board feet"),
-                     ("varnish", "liters"))),
-    Theme(business="bakery", discrete=True, period="day",
-          products=(("loaf of bread", "loaves of bread"), ("cake", "cakes"), ("tray of muffins", "trays of muffins"),
-                    ("pie", "pies"), ("box of cookies", "boxes of cookies")),
-          resources=(("flour", "kg"), ("oven time", "minutes"), ("baker labor", "minutes"), ("sugar", "kg"))),
-    Theme(business="electronics plant", discrete=True, period="week",
-          products=(("smartphone", "smartphones"), ("tablet", "tablets"), ("laptop", "laptops"),
-                    ("smartwatch", "smartwatches"), ("router", "routers")),
-          resources=(("assembly time", "hours"), ("testing time", "hours"), ("circuit board capacity", "units"),
-                     ("packaging time", "minutes"))),
-    Theme(business="chemical plant", discrete=False, period="day",
-          products=(("industrial cleaner", "liter"), ("paint thinner", "liter"), ("degreaser", "liter"),
-                    ("floor polish", "liter"), ("sealant", "liter")),
-          resources=(("reactor time", "minutes"), ("base solvent", "liters"), ("mixing time", "minutes"),
-                     ("bottling time", "seconds"))),
-    Theme(business="farm", discrete=False, period="season",
-          products=(("wheat", "acre"), ("corn", "acre"), ("soybeans", "acre"), ("barley", "acre"),
-                    ("oats", "acre")),
-          resources=(("water", "thousand gallons"), ("labor", "hours"), ("fertilizer", "kg"),
-                     ("machine time", "hours"))),
-    Theme(business="coffee roastery", discrete=False, period="week",
-          products=(("house blend", "kg"), ("espresso roast", "kg"), ("decaf blend", "kg"), ("single origin", "kg"),
-                    ("cold brew mix", "kg")),
-          resources=(("roaster time", "minutes"), ("green beans", "kg"), ("packing time", "minutes"),
-                     ("grinder time", "minutes"))),
+    Theme(
+        business="furniture workshop",
+        discrete=True,
+        period="week",
+        products=(
+            ("chair", "chairs"),
+            ("table", "tables"),
+            ("desk", "desks"),
+            ("bookshelf", "bookshelves"),
+            ("cabinet", "cabinets"),
+            ("stool", "stools"),
+        ),
+        resources=(
+            ("carpentry time", "hours"),
+            ("finishing time", "hours"),
+            ("oak wood", "board feet"),
+            ("varnish", "liters"),
+        ),
+    ),
+    Theme(
+        business="bakery",
+        discrete=True,
+        period="day",
+        products=(
+            ("loaf of bread", "loaves of bread"),
+            ("cake", "cakes"),
+            ("tray of muffins", "trays of muffins"),
+            ("pie", "pies"),
+            ("box of cookies", "boxes of cookies"),
+        ),
+        resources=(("flour", "kg"), ("oven time", "minutes"), ("baker labor", "minutes"), ("sugar", "kg")),
+    ),
+    Theme(
+        business="electronics plant",
+        discrete=True,
+        period="week",
+        products=(
+            ("smartphone", "smartphones"),
+            ("tablet", "tablets"),
+            ("laptop", "laptops"),
+            ("smartwatch", "smartwatches"),
+            ("router", "routers"),
+        ),
+        resources=(
+            ("assembly time", "hours"),
+            ("testing time", "hours"),
+            ("circuit board capacity", "units"),
+            ("packaging time", "minutes"),
+        ),
+    ),
+    Theme(
+        business="chemical plant",
+        discrete=False,
+        period="day",
+        products=(
+            ("industrial cleaner", "liter"),
+            ("paint thinner", "liter"),
+            ("degreaser", "liter"),
+            ("floor polish", "liter"),
+            ("sealant", "liter"),
+        ),
+        resources=(
+            ("reactor time", "minutes"),
+            ("base solvent", "liters"),
+            ("mixing time", "minutes"),
+            ("bottling time", "seconds"),
+        ),
+    ),
+    Theme(
+        business="farm",
+        discrete=False,
+        period="season",
+        products=(("wheat", "acre"), ("corn", "acre"), ("soybeans", "acre"), ("barley", "acre"), ("oats", "acre")),
+        resources=(("water", "thousand gallons"), ("labor", "hours"), ("fertilizer", "kg"), ("machine time", "hours")),
+    ),
+    Theme(
+        business="coffee roastery",
+        discrete=False,
+        period="week",
+        products=(
+            ("house blend", "kg"),
+            ("espresso roast", "kg"),
+            ("decaf blend", "kg"),
+            ("single origin", "kg"),
+            ("cold brew mix", "kg"),
+        ),
+        resources=(
+            ("roaster time", "minutes"),
+            ("green beans", "kg"),
+            ("packing time", "minutes"),
+            ("grinder time", "minutes"),
+        ),
+    ),
 )
 
 
@@ -97,17 +161,46 @@ def build(rng: random.Random, level: int, infeasible: bool) -> Instance:
         max_qty.pop(j, None)
 
     m = LinearModel(sense="max")
-    xs = [m.var(f"x{j}", integer=integer, lb=min_qty.get(j, 0), ub=max_qty.get(j, float("inf")))
-          for j in range(n_prod)]
+    xs = [m.var(f"x{j}", integer=integer, lb=min_qty.get(j, 0), ub=max_qty.get(j, float("inf"))) for j in range(n_prod)]
     for row, b in zip(use, cap, strict=True):
         m.add(dict(zip(xs, row, strict=True)), "<=", b)
     m.objective(dict(zip(xs, profit, strict=True)))
 
+    style = rng.randrange(3)
+    names = [p[1] if theme.discrete else p[0] for p in products]
+    q = _words(rng, style, theme, products, resources, profit, use, cap, min_qty, max_qty, integer)
+    data = {
+        "products": names,
+        "resources": [r[0] for r in resources],
+        "profit": profit,
+        "use": use,
+        "capacity": cap,
+        "min": {names[j]: v for j, v in sorted(min_qty.items())},
+        "max": {names[j]: v for j, v in sorted(max_qty.items())},
+        "integer": integer,
+    }
+    return Instance(question=q, model=m, data=data, template=f"{theme.business}/{style}")
+
+
+def _words(
+    rng: random.Random,
+    style: int,
+    theme: Theme,
+    products: list[tuple[str, str]],
+    resources: list[tuple[str, str]],
+    profit: list[int],
+    use: list[list[int]],
+    cap: list[int],
+    min_qty: dict[int, int],
+    max_qty: dict[int, int],
+    integer: bool,
+) -> str:
     cur = text.currency(rng)
     company = rng.choice(text.COMPANY)
-    style = rng.randrange(3)
-    usage = [text.join([f"{text.qty(use[i][j], r[1])} of {r[0]}" for i, r in enumerate(resources)])
-             for j in range(n_prod)]
+    n_prod = len(products)
+    usage = [
+        text.join([f"{text.qty(use[i][j], r[1])} of {r[0]}" for i, r in enumerate(resources)]) for j in range(n_prod)
+    ]
     avail = text.join([f"{text.qty(b, r[1])} of {r[0]}" for b, r in zip(cap, resources, strict=True)])
     bounds = []
     for j in sorted(min_qty):
@@ -117,27 +210,35 @@ def build(rng: random.Random, level: int, infeasible: bool) -> Instance:
     tail = " ".join([*bounds, text.integrality(integer, "production quantities")])
     names = [p[1] if theme.discrete else p[0] for p in products]
     if style == 0:
-        per = " ".join(f"{_each(theme, p).capitalize()} needs {usage[j]} and earns a profit of {cur(profit[j])}."
-                       for j, p in enumerate(products))
-        q = (f"{company} runs {text.a(theme.business)} that makes {text.join(names)}. {per} Each {theme.period}, "
-             f"{avail} are available. {tail} How much of each product should be made to maximize total profit? "
-             f"What is the maximum total profit?")
-    elif style == 1:
-        rows = [f"{names[j]}: profit {cur(profit[j])} per {products[j][0] if theme.discrete else products[j][1]}; "
-                f"uses {usage[j]}" for j in range(n_prod)]
-        q = (f"A {theme.business} ({company}) plans its production for the coming {theme.period}.\n"
-             f"{text.bullets(rows)}\nAvailable per {theme.period}: {avail}.\n{tail}\n"
-             f"Maximize the total profit and report the optimal profit.")
-    else:
-        per = " ".join(f"Producing {_each(theme, p)} uses {usage[j]}, and it brings in {cur(profit[j])} of profit."
-                       for j, p in enumerate(products))
-        q = (f"The manager of the {company} {theme.business} has {avail} available per {theme.period}. {per} "
-             f"{tail} The manager wants the production plan with the highest total profit. "
-             f"What is the largest total profit that can be achieved?")
-    data = {"products": names, "resources": [r[0] for r in resources], "profit": profit, "use": use,
-            "capacity": cap, "min": {names[j]: v for j, v in sorted(min_qty.items())},
-            "max": {names[j]: v for j, v in sorted(max_qty.items())}, "integer": integer}
-    return Instance(question=q, model=m, data=data, template=f"{theme.business}/{style}")
+        per = " ".join(
+            f"{_each(theme, p).capitalize()} needs {usage[j]} and earns a profit of {cur(profit[j])}."
+            for j, p in enumerate(products)
+        )
+        return (
+            f"{company} runs {text.a(theme.business)} that makes {text.join(names)}. {per} Each "
+            f"{theme.period}, {avail} are available. {tail} How much of each product should be made to maximize "
+            f"total profit? What is the maximum total profit?"
+        )
+    if style == 1:
+        rows = [
+            f"{names[j]}: profit {cur(profit[j])} per {products[j][0] if theme.discrete else products[j][1]}; "
+            f"uses {usage[j]}"
+            for j in range(n_prod)
+        ]
+        return (
+            f"{text.capital(text.a(theme.business))} ({company}) plans its production for the coming "
+            f"{theme.period}.\n{text.bullets(rows)}\nAvailable per {theme.period}: {avail}.\n{tail}\n"
+            f"Maximize the total profit and report the optimal profit."
+        )
+    per = " ".join(
+        f"Producing {_each(theme, p)} uses {usage[j]}, and it brings in {cur(profit[j])} of profit."
+        for j, p in enumerate(products)
+    )
+    return (
+        f"The manager of the {company} {theme.business} has {avail} available per {theme.period}. {per} "
+        f"{tail} The manager wants the production plan with the highest total profit. "
+        f"What is the largest total profit that can be achieved?"
+    )
 
 
 FAMILY = FunctionFamily(name="production", summary="product mix under resource limits (max profit)", builder=build)

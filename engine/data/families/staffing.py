@@ -17,8 +17,16 @@ from engine.data.families.base import FunctionFamily, Instance
 from engine.data.lp import LinearModel
 
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-PLACES = ("hospital ward", "call center", "restaurant", "warehouse", "airport security checkpoint", "hotel",
-          "police dispatch center", "supermarket")
+PLACES = (
+    "hospital ward",
+    "call center",
+    "restaurant",
+    "warehouse",
+    "airport security checkpoint",
+    "hotel",
+    "police dispatch center",
+    "supermarket",
+)
 
 
 def build(rng: random.Random, level: int, infeasible: bool) -> Instance:
@@ -46,23 +54,39 @@ def _two_types(rng: random.Random, infeasible: bool) -> Instance:
     rule = f"At least {min_full} full-time employees must be on staff."
     cap = f" The weekly wage budget is {cur(budget)}." if budget else ""
     if style == 0:
-        q = (f"{the_place} needs at least {need} staff hours per week. A full-time employee works {h_full} hours a "
-             f"week and is paid {cur(w_full)} per week; a part-time employee works {h_part} hours and is paid "
-             f"{cur(w_part)}. {rule}{cap} Employees are hired in whole numbers. How many of each should be hired "
-             f"to minimize the weekly wage bill, and what is the minimum weekly wage bill?")
+        q = (
+            f"{the_place} needs at least {need} staff hours per week. A full-time employee works {h_full} hours a "
+            f"week and is paid {cur(w_full)} per week; a part-time employee works {h_part} hours and is paid "
+            f"{cur(w_part)}. {rule}{cap} Employees are hired in whole numbers. How many of each should be hired "
+            f"to minimize the weekly wage bill, and what is the minimum weekly wage bill?"
+        )
     elif style == 1:
-        q = (f"Staffing plan for {text.a(place)}:\n"
-             + text.bullets([f"full-time: {h_full} hours/week, {cur(w_full)}/week",
-                             f"part-time: {h_part} hours/week, {cur(w_part)}/week"])
-             + f"\nThe {place} must be covered for at least {need} hours each week. {rule}{cap} The numbers of "
-               f"employees must be whole numbers.\nMinimize the total weekly wages and report the minimum.")
+        q = (
+            f"Staffing plan for {text.a(place)}:\n"
+            + text.bullets(
+                [
+                    f"full-time: {h_full} hours/week, {cur(w_full)}/week",
+                    f"part-time: {h_part} hours/week, {cur(w_part)}/week",
+                ]
+            )
+            + f"\nThe {place} must be covered for at least {need} hours each week. {rule}{cap} The numbers of "
+            f"employees must be whole numbers.\nMinimize the total weekly wages and report the minimum."
+        )
     else:
-        q = (f"The manager of {text.a(place)} can hire full-time staff ({h_full} h/week at {cur(w_full)}) and "
-             f"part-time staff ({h_part} h/week at {cur(w_part)}). Together they must provide {need} or more hours "
-             f"of work per week. {rule}{cap} Only whole employees can be hired. What is the smallest possible weekly "
-             f"wage cost?")
-    data = {"kind": "two_types", "hours": [h_full, h_part], "wage": [w_full, w_part], "need": need,
-            "min_full": min_full, "budget": budget}
+        q = (
+            f"The manager of {text.a(place)} can hire full-time staff ({h_full} h/week at {cur(w_full)}) and "
+            f"part-time staff ({h_part} h/week at {cur(w_part)}). Together they must provide {need} or more hours "
+            f"of work per week. {rule}{cap} Only whole employees can be hired. What is the smallest possible weekly "
+            f"wage cost?"
+        )
+    data = {
+        "kind": "two_types",
+        "hours": [h_full, h_part],
+        "wage": [w_full, w_part],
+        "need": need,
+        "min_full": min_full,
+        "budget": budget,
+    }
     return Instance(question=q, model=m, data=data, template=f"two_types/{style}")
 
 
@@ -89,25 +113,35 @@ def _shifts(rng: random.Random, infeasible: bool) -> Instance:
     pay = text.join([f"{cur(w)} for a shift starting at {s}" for s, w in zip(starts, wage, strict=True)])
     cap_s = f" No more than {cap} workers are available in total." if cap else ""
     if style == 0:
-        q = (f"{the_place} operates around the clock. The day is divided into {k} periods of {length} hours, with "
-             f"these minimum staffing levels:\n{reqs}\nEach worker works one shift of two consecutive periods "
-             f"({2 * length} hours), starting at the beginning of any period; a shift that starts in the last "
-             f"period continues into the first period of the next day, and the schedule repeats daily. A shift "
-             f"costs {pay}.{cap_s} The numbers of workers must be whole numbers. How many workers should start at "
-             f"each time to minimize the daily cost? What is the minimum daily cost?")
+        q = (
+            f"{the_place} operates around the clock. The day is divided into {k} periods of {length} hours, with "
+            f"these minimum staffing levels:\n{reqs}\nEach worker works one shift of two consecutive periods "
+            f"({2 * length} hours), starting at the beginning of any period; a shift that starts in the last "
+            f"period continues into the first period of the next day, and the schedule repeats daily. A shift "
+            f"costs {pay}.{cap_s} The numbers of workers must be whole numbers. How many workers should start at "
+            f"each time to minimize the daily cost? What is the minimum daily cost?"
+        )
     elif style == 1:
-        q = (f"Shift planning at {text.a(place)}: every worker is on duty for {2 * length} consecutive hours, i.e. "
-             f"two consecutive {length}-hour periods (the last period wraps around to the first; the plan repeats "
-             f"every day). Required workers on duty per period:\n{reqs}\nWages per shift: {pay}.{cap_s} "
-             f"Choose whole numbers of workers starting in each period to cover all periods at least cost, and "
-             f"report the minimum total daily wage cost.")
+        q = (
+            f"Shift planning at {text.a(place)}: every worker is on duty for {2 * length} consecutive hours, i.e. "
+            f"two consecutive {length}-hour periods (the last period wraps around to the first; the plan repeats "
+            f"every day). Required workers on duty per period:\n{reqs}\nWages per shift: {pay}.{cap_s} "
+            f"Choose whole numbers of workers starting in each period to cover all periods at least cost, and "
+            f"report the minimum total daily wage cost."
+        )
     else:
-        rows = text.bullets([f"start {s}: on duty {periods[t]} and {periods[(t + 1) % k]}, wage {cur(wage[t])}"
-                             for t, s in enumerate(starts)])
-        q = (f"{the_place} schedules workers in {2 * length}-hour shifts. The possible shifts are:\n{rows}\n"
-             f"Each period needs a minimum number of workers on duty:\n{reqs}\n{cap_s.strip()} Workers are whole "
-             f"people. Find the number of workers on each shift that meets every requirement at the lowest total "
-             f"wage cost. What is that cost?").replace("\n Workers", "\nWorkers")
+        rows = text.bullets(
+            [
+                f"start {s}: on duty {periods[t]} and {periods[(t + 1) % k]}, wage {cur(wage[t])}"
+                for t, s in enumerate(starts)
+            ]
+        )
+        q = (
+            f"{the_place} schedules workers in {2 * length}-hour shifts. The possible shifts are:\n{rows}\n"
+            f"Each period needs a minimum number of workers on duty:\n{reqs}\n{cap_s.strip()} Workers are whole "
+            f"people. Find the number of workers on each shift that meets every requirement at the lowest total "
+            f"wage cost. What is that cost?"
+        ).replace("\n Workers", "\nWorkers")
     data = {"kind": "shifts", "need": need, "wage": wage, "span": 2, "cap": cap}
     return Instance(question=q, model=m, data=data, template=f"shifts/{style}")
 
@@ -134,29 +168,41 @@ def _week(rng: random.Random, infeasible: bool) -> Instance:
     reqs = ", ".join(f"{day} {n}" for day, n in zip(DAYS, need, strict=True))
     cap_s = f" At most {cap} employees can be hired in total." if cap else ""
     by_day = ", ".join(f"{day} {cur(w)}" for day, w in zip(DAYS, wage, strict=True))
-    pay = (f"The weekly wage is {cur(base)} plus {cur(premium)} for each Saturday or Sunday in the employee's "
-           f"five-day block, so by start day it is: {by_day}.")
+    pay = (
+        f"The weekly wage is {cur(base)} plus {cur(premium)} for each Saturday or Sunday in the employee's "
+        f"five-day block, so by start day it is: {by_day}."
+    )
     if style == 0:
-        q = (f"{the_place} needs the following numbers of employees on duty each day of the week: {reqs}. Every "
-             f"employee works five consecutive days and then has two days off, and the same schedule repeats "
-             f"every week (a block starting Saturday covers Saturday to Wednesday). {pay}{cap_s} Employees are "
-             f"whole people. How many employees should start on each day to minimize the weekly payroll? Give "
-             f"the minimum weekly payroll.")
+        q = (
+            f"{the_place} needs the following numbers of employees on duty each day of the week: {reqs}. Every "
+            f"employee works five consecutive days and then has two days off, and the same schedule repeats "
+            f"every week (a block starting Saturday covers Saturday to Wednesday). {pay}{cap_s} Employees are "
+            f"whole people. How many employees should start on each day to minimize the weekly payroll? Give "
+            f"the minimum weekly payroll."
+        )
     elif style == 1:
-        q = (f"Weekly rostering for {text.a(place)}. Minimum staff on duty: {reqs}. Each employee is assigned a "
-             f"start day and then works 5 days in a row followed by 2 days off, repeating weekly (so the days wrap "
-             f"around from Sunday to Monday). {pay}{cap_s} Decide the whole number of employees per start day "
-             f"so that every day is covered at minimum total weekly cost, and report that cost.")
+        q = (
+            f"Weekly rostering for {text.a(place)}. Minimum staff on duty: {reqs}. Each employee is assigned a "
+            f"start day and then works 5 days in a row followed by 2 days off, repeating weekly (so the days wrap "
+            f"around from Sunday to Monday). {pay}{cap_s} Decide the whole number of employees per start day "
+            f"so that every day is covered at minimum total weekly cost, and report that cost."
+        )
     else:
-        rows = text.bullets([f"{day}: at least {n} on duty; an employee starting that day costs {cur(w)} per week"
-                             for day, n, w in zip(DAYS, need, wage, strict=True)])
-        q = (f"{the_place} uses a repeating weekly schedule in which every employee works 5 consecutive days, then "
-             f"rests 2 (a Friday start works Friday to Tuesday).\n{rows}\n{cap_s.strip()} Only whole employees "
-             f"can be hired. What is the minimum total weekly wage cost that covers every day?"
-             ).replace("\n Only", "\nOnly")
+        rows = text.bullets(
+            [
+                f"{day}: at least {n} on duty; an employee starting that day costs {cur(w)} per week"
+                for day, n, w in zip(DAYS, need, wage, strict=True)
+            ]
+        )
+        q = (
+            f"{the_place} uses a repeating weekly schedule in which every employee works 5 consecutive days, then "
+            f"rests 2 (a Friday start works Friday to Tuesday).\n{rows}\n{cap_s.strip()} Only whole employees "
+            f"can be hired. What is the minimum total weekly wage cost that covers every day?"
+        ).replace("\n Only", "\nOnly")
     data = {"kind": "week", "need": need, "wage": wage, "span": 5, "cap": cap}
     return Instance(question=q, model=m, data=data, template=f"week/{style}")
 
 
-FAMILY = FunctionFamily(name="staffing", summary="staffing and cyclic shift scheduling, whole workers (min cost)",
-                        builder=build)
+FAMILY = FunctionFamily(
+    name="staffing", summary="staffing and cyclic shift scheduling, whole workers (min cost)", builder=build
+)

@@ -28,14 +28,38 @@ class Theme:
 
 
 THEMES = (
-    Theme(company="A retail chain", sources="warehouses", dests="stores", unit="boxes", goods="merchandise",
-          named_by_city=True),
-    Theme(company="A cement producer", sources="plants", dests="construction sites", unit="tons", goods="cement",
-          named_by_city=False),
-    Theme(company="A farming cooperative", sources="farms", dests="markets", unit="crates", goods="produce",
-          named_by_city=True),
-    Theme(company="A fuel distributor", sources="depots", dests="gas stations", unit="thousand liters",
-          goods="fuel", named_by_city=False),
+    Theme(
+        company="A retail chain",
+        sources="warehouses",
+        dests="stores",
+        unit="boxes",
+        goods="merchandise",
+        named_by_city=True,
+    ),
+    Theme(
+        company="A cement producer",
+        sources="plants",
+        dests="construction sites",
+        unit="tons",
+        goods="cement",
+        named_by_city=False,
+    ),
+    Theme(
+        company="A farming cooperative",
+        sources="farms",
+        dests="markets",
+        unit="crates",
+        goods="produce",
+        named_by_city=True,
+    ),
+    Theme(
+        company="A fuel distributor",
+        sources="depots",
+        dests="gas stations",
+        unit="thousand liters",
+        goods="fuel",
+        named_by_city=False,
+    ),
 )
 
 
@@ -63,8 +87,10 @@ def build(rng: random.Random, level: int, infeasible: bool) -> Instance:
         demand[rng.randrange(n_dst)] += short
 
     m = LinearModel(sense="min")
-    x = [[m.var(f"x{i}_{j}", integer=integer, ub=route_cap.get((i, j), float("inf"))) for j in range(n_dst)]
-         for i in range(m_src)]
+    x = [
+        [m.var(f"x{i}_{j}", integer=integer, ub=route_cap.get((i, j), float("inf"))) for j in range(n_dst)]
+        for i in range(m_src)
+    ]
     for i in range(m_src):
         m.add({x[i][j]: 1 for j in range(n_dst)}, "<=", supply[i])
     for j in range(n_dst):
@@ -80,15 +106,32 @@ def build(rng: random.Random, level: int, infeasible: bool) -> Instance:
 
     style = rng.randrange(3) if m_src * n_dst <= 4 else rng.randrange(1, 3)  # sentences only for 4 routes
     q = _words(rng, style, theme, src, dst, supply, demand, cost, route_cap, truck_size, integer)
-    data = {"sources": src, "destinations": dst, "supply": supply, "demand": demand, "cost": cost,
-            "route_cap": [[i, j, c] for (i, j), c in sorted(route_cap.items())], "truck_size": truck_size,
-            "integer": integer}
+    data = {
+        "sources": src,
+        "destinations": dst,
+        "supply": supply,
+        "demand": demand,
+        "cost": cost,
+        "route_cap": [[i, j, c] for (i, j), c in sorted(route_cap.items())],
+        "truck_size": truck_size,
+        "integer": integer,
+    }
     return Instance(question=q, model=m, data=data, template=f"{theme.sources}/{style}")
 
 
-def _words(rng: random.Random, style: int, theme: Theme, src: list[str], dst: list[str], supply: list[int],
-           demand: list[int], cost: list[list[int]], route_cap: dict[tuple[int, int], int], truck_size: int,
-           integer: bool) -> str:
+def _words(
+    rng: random.Random,
+    style: int,
+    theme: Theme,
+    src: list[str],
+    dst: list[str],
+    supply: list[int],
+    demand: list[int],
+    cost: list[list[int]],
+    route_cap: dict[tuple[int, int], int],
+    truck_size: int,
+    integer: bool,
+) -> str:
     cur = text.currency(rng)
     u = theme.unit
     what = "per truck sent from" if truck_size else f"per {text.singular(u)} shipped from"
@@ -98,26 +141,38 @@ def _words(rng: random.Random, style: int, theme: Theme, src: list[str], dst: li
     for (i, j), c in sorted(route_cap.items()):
         rules.append(f"The route from {src[i]} to {dst[j]} can carry at most {text.qty(c, u)}.")
     if truck_size:
-        rules.append(f"Goods travel in trucks that each carry at most {text.qty(truck_size, u)}; the cost is paid "
-                     f"per truck, and the number of trucks on each route must be a whole number.")
+        rules.append(
+            f"Goods travel in trucks that each carry at most {text.qty(truck_size, u)}; the cost is paid "
+            f"per truck, and the number of trucks on each route must be a whole number."
+        )
     rules.append(text.integrality(integer, f"the amounts shipped (in {u})"))
     if style == 0:
-        costs = " ".join(f"Shipping from {s} to {d} costs {cur(cost[i][j])} {what.split(' from')[0]}."
-                         for i, s in enumerate(src) for j, d in enumerate(dst))
-        return (f"{theme.company} moves {theme.goods} from its {theme.sources} to its {theme.dests}. This week "
-                f"{avail}, while {need}. {costs} {' '.join(rules)} How should the {theme.goods} be shipped to "
-                f"meet every demand at minimum total shipping cost? What is that minimum cost?")
-    table = text.bullets([f"from {s}: " + ", ".join(f"to {d} {cur(cost[i][j])}" for j, d in enumerate(dst))
-                          for i, s in enumerate(src)])
+        costs = " ".join(
+            f"Shipping from {s} to {d} costs {cur(cost[i][j])} {what.split(' from')[0]}."
+            for i, s in enumerate(src)
+            for j, d in enumerate(dst)
+        )
+        return (
+            f"{theme.company} moves {theme.goods} from its {theme.sources} to its {theme.dests}. This week "
+            f"{avail}, while {need}. {costs} {' '.join(rules)} How should the {theme.goods} be shipped to "
+            f"meet every demand at minimum total shipping cost? What is that minimum cost?"
+        )
+    table = text.bullets(
+        [f"from {s}: " + ", ".join(f"to {d} {cur(cost[i][j])}" for j, d in enumerate(dst)) for i, s in enumerate(src)]
+    )
     if style == 1:
-        return (f"{theme.company} supplies {len(dst)} {theme.dests} from {len(src)} {theme.sources}. "
-                f"Supplies: {avail}. Demands: {need}. The cost {what} a {theme.sources[:-1]} to a "
-                f"{theme.dests[:-1]} is:\n{table}\n{' '.join(rules)}\n"
-                f"Every demand must be met and no {theme.sources[:-1]} may ship more than it has. "
-                f"Minimize the total transportation cost and give its optimal value.")
-    return (f"Plan the distribution of {theme.goods} for {theme.company[0].lower()}{theme.company[1:]}. "
-            f"{avail}; {need}. Costs {what} each {theme.sources[:-1]} to each {theme.dests[:-1]}:\n{table}\n"
-            f"{' '.join(rules)}\nWhat is the lowest total cost at which all demands can be satisfied?")
+        return (
+            f"{theme.company} supplies {len(dst)} {theme.dests} from {len(src)} {theme.sources}. "
+            f"Supplies: {avail}. Demands: {need}. The cost {what} a {theme.sources[:-1]} to a "
+            f"{theme.dests[:-1]} is:\n{table}\n{' '.join(rules)}\n"
+            f"Every demand must be met and no {theme.sources[:-1]} may ship more than it has. "
+            f"Minimize the total transportation cost and give its optimal value."
+        )
+    return (
+        f"Plan the distribution of {theme.goods} for {theme.company[0].lower()}{theme.company[1:]}. "
+        f"{avail}; {need}. Costs {what} each {theme.sources[:-1]} to each {theme.dests[:-1]}:\n{table}\n"
+        f"{' '.join(rules)}\nWhat is the lowest total cost at which all demands can be satisfied?"
+    )
 
 
 def _split(rng: random.Random, total: int, parts: int) -> list[int]:
