@@ -75,6 +75,8 @@ def shard_model(model: nn.Module, *, param_dtype: torch.dtype) -> None:
     for unit in units:
         assert isinstance(unit, FSDPModule)
         unit.set_gradient_divide_factor(1.0)
+        # plain SUM collectives: gloo has no PREMUL_SUM, and with a divide factor of 1 there is nothing to scale
+        unit.set_force_sum_reduction_for_comms(True)
 
 
 def split_across_ranks(lengths: dict[int, int], world_size: int) -> list[list[int]]:
