@@ -1,0 +1,675 @@
+"""The asyncio rollout pipeline: problems -> G samples each -> verified on arrival -> filtered groups -> a batch.
+
+    async with SandboxPool(workers=2, preload=solver.preload) as pool, create_backend("local", model=m) as gen:
+        rollout = Rollout(backend=gen, verifier=SolverVerifier(pool, solver), prompts=prompt_builder,
+                          problems=problems, settings=RolloutSettings(...), sampling=SamplingParams(...),
+                          recorder=recorder)
+        async with rollout:
+            for step in range(steps):
+                result = await rollout.next_batch()      # RolloutResult: kept groups, per-sample columns, metrics
+                train = learner.step(result.learner_batch()) if len(result) else {}
+                recorder.metrics({**result.metrics, **train})
+                await rollout.update_weights(learner_state_dict)
+
+How one batch is made (`_collect`): a generation round sends `prompts_per_step` prompts with group size G to
+the backend; every completion is put on a bounded queue the moment the backend yields it, and
+`verify_concurrency` workers (one per sandbox worker) verify them while the rest of the round still decodes.
+A group is judged by the filters (`engine.filters`) the moment its G-th outcome lands. Another round starts
+as soon as the kept groups plus the groups still undecided cannot fill the batch, up to `max_gen_batches`
+rounds; groups judged after the batch is full are surplus. Infrastructure failures (sandbox_error, backend
+errors, aborts, verifier timeouts) are excluded from training and counted, never scored 0.
+
+Overlap with the learner: a producer task makes batches ahead of the learner. Batch k may start generating
+once the learner has made k - max_staleness weight updates (`update_weights`), so `max_staleness: 0` is
+strictly on-policy and 1 lets batch k+1 generate while the learner trains on batch k. At hand-over each
+sample's staleness (backend version now minus the version that generated it) is measured, and groups over the
+bound are dropped as "stale".
+
+Memory is bounded: the verify queue holds at most `queue_size` completions (a slow sandbox stalls the reading
+of the generation stream, not the heap), one finished batch waits for the learner, and a round holds at most
+prompts_per_step * G completions. Cancelling (Ctrl-C) cancels the producer, the round and the verifications
+(the sandbox kills their programs), writes the unfinished batch's metrics row marked "interrupted" and flushes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import torch
+
+from engine.data import epoch_order
+from engine.filters import Group, Sample, build_filters, judge
+from engine.generation import Completion, GenerationBackend, GenerationError, SamplingParams, WeightSource
+from engine.prompts import Prompt, PromptBuilder
+from engine.records import RunRecorder
+from learner.config import RolloutBatch as LearnerBatch
+from learner.losses import overlong_penalty
+
+log = logging.getLogger("engine.rollout")
+
+# Verifier statuses that say the infrastructure failed, not the program: excluded, never scored.
+INFRA_STATUSES = frozenset({"sandbox_error"})
+
+
+class ProblemLike(Protocol):
+    """What the rollout reads of a problem (`engine.data.problem.Problem` fits)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def question(self) -> str: ...
+    @property
+    def answer(self) -> float | None: ...
+
+
+class OutcomeLike(Protocol):
+    """What the rollout reads of a verification (`solvers.Outcome` fits)."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def reward(self) -> float: ...
+    @property
+    def correct(self) -> bool: ...
+    @property
+    def objective(self) -> float | None: ...
+
+
+class Verifier(Protocol):
+    async def verify(self, problem: ProblemLike, text: str) -> OutcomeLike: ...
+
+
+class SolverVerifier:
+    """The execution verifier: `solvers.verify` of the completion text in a sandbox pool."""
+
+    def __init__(self, pool: Any, solver: Any, *, reward: Any = None, limits: Any = None, extract: Any = None) -> None:
+        self.pool, self.solver = pool, solver
+        self.reward, self.limits, self.extract = reward, limits, extract
+
+    async def verify(self, problem: ProblemLike, text: str) -> OutcomeLike:
+        from solvers import verify
+
+        return await verify(
+            self.pool, text, self.solver, problem.answer, reward=self.reward, limits=self.limits, extract=self.extract
+        )
+
+
+class ProblemStream:
+    """Problems one at a time in `engine.data`'s training order: a fresh permutation per (seed, epoch).
+
+    One at a time because dynamic sampling takes as many problems as it needs; `state` resumes a run.
+    """
+
+    def __init__(self, problems: Sequence[ProblemLike], *, seed: int, epoch: int = 0, position: int = 0) -> None:
+        if not problems:
+            raise ValueError("the rollout needs at least one problem; check data.train")
+        self.problems, self.seed = problems, seed
+        self.epoch, self.position = epoch, position
+        self._order = epoch_order(len(problems), seed=seed, epoch=epoch)
+
+    def __len__(self) -> int:
+        return len(self.problems)
+
+    @property
+    def state(self) -> tuple[int, int]:
+        return self.epoch, self.position
+
+    def next(self) -> tuple[int, ProblemLike]:
+        if self.position >= len(self._order):
+            self.epoch, self.position = self.epoch + 1, 0
+            self._order = epoch_order(len(self.problems), seed=self.seed, epoch=self.epoch)
+        epoch, problem = self.epoch, self.problems[self._order[self.position]]
+        self.position += 1
+        return epoch, problem
+
+
+@dataclass(frozen=True, kw_only=True)
+class RolloutSettings:
+    """The rollout's knobs (config sections `rollout` and `algorithm.overlong_*`); see the module docstring."""
+
+    group_size: int
+    prompts_per_step: int
+    dynamic_sampling: bool
+    max_gen_batches: int
+    max_staleness: int
+    queue_size: int
+    verify_concurrency: int  # concurrent verifications; give it the sandbox pool's worker count
+    filters: tuple[str, ...] = ()  # extra group filters (engine.filters); dynamic_sampling adds "zero_variance"
+    overlong_buffer: int = 0  # DAPO soft overlong punishment over the last tokens of max_new_tokens; 0 = off
+    overlong_factor: float = 1.0
+    seed: int = 0  # data order and per-round sampling seeds
+    verify_timeout_s: float = 600.0  # a verification taking longer counts as an infrastructure failure
+
+    def __post_init__(self) -> None:
+        for name in ("group_size", "prompts_per_step", "max_gen_batches", "queue_size", "verify_concurrency"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"RolloutSettings.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_staleness < 0 or self.overlong_buffer < 0:
+            raise ValueError("RolloutSettings.max_staleness and overlong_buffer must be >= 0")
+        object.__setattr__(self, "filters", tuple(self.filters))
+
+    @property
+    def filter_names(self) -> tuple[str, ...]:
+        return (*self.filters, "zero_variance") if self.dynamic_sampling else self.filters
+
+
+@dataclass(frozen=True, kw_only=True)
+class RolloutResult:
+    """One step's rollout: the kept groups (flattened into per-sample columns for the learner) and metrics."""
+
+    step: int
+    groups: tuple[Group, ...]
+    metrics: Mapping[str, Any]
+
+    @property
+    def samples(self) -> list[Sample]:
+        return [s for g in self.groups for s in g.samples]
+
+    def __len__(self) -> int:
+        return sum(len(g.samples) for g in self.groups)
+
+    @property
+    def prompt_ids(self) -> list[tuple[int, ...]]:
+        return [s.prompt_ids for s in self.samples]
+
+    @property
+    def response_ids(self) -> list[tuple[int, ...]]:
+        return [s.response_ids for s in self.samples]
+
+    @property
+    def old_logprobs(self) -> list[tuple[float, ...]]:
+        return [s.logprobs for s in self.samples]
+
+    @property
+    def rewards(self) -> list[float]:
+        return [s.reward for s in self.samples]  # type: ignore[misc]  (kept samples are always scored)
+
+    @property
+    def group_ids(self) -> list[int]:
+        return [s.group_id for s in self.samples]
+
+    @property
+    def response_lengths(self) -> list[int]:
+        return [len(s.response_ids) for s in self.samples]
+
+    @property
+    def weight_versions(self) -> list[int]:
+        return [s.weight_version for s in self.samples]
+
+    def learner_batch(self) -> LearnerBatch:
+        """The learner's input. Check `len(result)` first: a step whose groups were all dropped has nothing."""
+        if not self.groups:
+            raise ValueError(f"step {self.step} kept no group (see its filtered/* metrics); skip the update")
+        return LearnerBatch(
+            prompts=self.prompt_ids, responses=self.response_ids, rewards=self.rewards, group_ids=self.group_ids,
+            old_logprobs=self.old_logprobs,
+        )  # fmt: skip
+
+
+@dataclass(eq=False, kw_only=True)
+class _OpenGroup:
+    """Working state of a group being generated and verified."""
+
+    group_id: int
+    problem: ProblemLike
+    epoch: int
+    round: int
+    prompt_ids: tuple[int, ...]
+    batch: _BatchState
+    samples: dict[int, Sample] = field(default_factory=dict)
+    arrived: set[int] = field(default_factory=set)
+    verdict: str = ""  # set when the group is closed: "kept", a filter reason, "surplus", "interrupted"
+
+
+@dataclass(eq=False, kw_only=True)
+class _BatchState:
+    """Working state and counters of the batch being collected."""
+
+    step: int
+    started: float
+    busy_at_start: float
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    kept: list[Group] = field(default_factory=list)
+    open: set[_OpenGroup] = field(default_factory=set)
+    rounds: int = 0
+    counts: Counter[str] = field(default_factory=Counter)  # "status/...", "filtered/...", "excluded/...", ...
+    tokens: int = 0
+    generating_s: float = 0.0
+    scores: list[float] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    queue_wait_s: list[float] = field(default_factory=list)
+    queue_depths: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class _Job:
+    group: _OpenGroup
+    completion: Completion
+    arrived_s: float
+
+
+class Rollout:
+    """Makes training batches from problems; see the module docstring. Use as `async with rollout:`."""
+
+    def __init__(
+        self,
+        *,
+        backend: GenerationBackend,
+        verifier: Verifier,
+        prompts: PromptBuilder,
+        problems: Sequence[ProblemLike],
+        settings: RolloutSettings,
+        sampling: SamplingParams,
+        recorder: RunRecorder | None = None,
+        start_step: int = 0,
+        data_state: tuple[int, int] = (0, 0),
+    ) -> None:
+        self.backend, self.verifier, self.prompts = backend, verifier, prompts
+        self.settings, self.sampling, self.recorder = settings, sampling, recorder
+        self.stream = ProblemStream(problems, seed=settings.seed, epoch=data_state[0], position=data_state[1])
+        self._filters = build_filters(settings.filter_names, group_size=settings.group_size)
+        self._prompt_cache: dict[str, Prompt] = {}
+        self._start_step = start_step
+        self._verify_q: asyncio.Queue[_Job] = asyncio.Queue(settings.queue_size)
+        self._ready: asyncio.Queue[RolloutResult] = asyncio.Queue(1)
+        self._updates, self._gate = 0, -settings.max_staleness
+        self._updated = asyncio.Event()
+        self._next_group_id, self._rounds_total = 0, 0
+        self._inflight, self._busy_since, self._busy_total = 0, 0.0, 0.0
+        self._current: _BatchState | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._verifying: set[_Job] = set()
+        self._producer: asyncio.Task[None] | None = None
+        self._t0 = time.monotonic()
+        self._state = "new"
+
+    # ----- lifecycle -------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Rollout:
+        if self._state != "new":
+            raise RuntimeError(f"Rollout is {self._state}; make a new Rollout")
+        self._state = "open"
+        self._t0 = time.monotonic()
+        self._tasks = [asyncio.create_task(self._verify_worker()) for _ in range(self.settings.verify_concurrency)]
+        self._producer = asyncio.create_task(self._produce())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Cancel everything this rollout started; flush an unfinished batch's metrics (marked interrupted)."""
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        tasks = [t for t in (self._producer, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._record_unverified()
+        if self._current is not None and self.recorder is not None and not self.recorder.closed:
+            self.recorder.metrics({**self._metrics(self._current), "interrupted": True})
+        if self.recorder is not None and not self.recorder.closed:
+            self.recorder.flush()
+
+    # ----- the learner's side ----------------------------------------------------------------------------
+
+    async def next_batch(self) -> RolloutResult:
+        """The next training batch (waiting for it if needed); raises what made the producer fail."""
+        if self._state != "open" or self._producer is None:
+            raise RuntimeError(f"Rollout.next_batch(): the rollout is {self._state}; use `async with rollout:`")
+        if self._ready.empty() and self._updates < self._gate:
+            raise RuntimeError(
+                f"Rollout.next_batch(): the next batch needs {self._gate} weight update(s) but got {self._updates} "
+                f"(max_staleness={self.settings.max_staleness}); call update_weights() or mark_policy_updated() "
+                "after each training step"
+            )
+        waited = time.monotonic()
+        get = asyncio.ensure_future(self._ready.get())
+        try:
+            done, _ = await asyncio.wait({get, self._producer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not get.done():
+                get.cancel()
+        if get not in done:
+            self._producer.result()  # raises the producer's error
+            raise RuntimeError("the rollout producer stopped without an error")
+        return self._hand_over(get.result(), waited_s=time.monotonic() - waited)
+
+    async def update_weights(self, source: WeightSource, *, version: int | None = None) -> int:
+        """Send new policy weights to the backend and let the producer go on; returns the new version."""
+        new_version = await self.backend.update_weights(source, version=version)
+        self.mark_policy_updated()
+        return new_version
+
+    def mark_policy_updated(self) -> None:
+        """Count a weight update made without `update_weights` (e.g. a backend sharing the learner's model)."""
+        self._updates += 1
+        self._updated.set()
+
+    @property
+    def batches_ready(self) -> int:
+        """Finished batches waiting for the learner (at most one)."""
+        return self._ready.qsize()
+
+    def _hand_over(self, batch: RolloutResult, *, waited_s: float) -> RolloutResult:
+        """Measure staleness against the backend's version now; drop groups over the bound."""
+        now_version = self.backend.weight_version
+        bound = self.settings.max_staleness
+        fresh = tuple(g for g in batch.groups if all(now_version - s.weight_version <= bound for s in g.samples))
+        staleness = [now_version - s.weight_version for g in fresh for s in g.samples]
+        metrics = {
+            **batch.metrics,
+            "filtered/stale": len(batch.groups) - len(fresh),
+            "groups_kept": len(fresh),
+            "weight_version": now_version,
+            "staleness_max": max(staleness, default=0),
+            "staleness_mean": sum(staleness) / len(staleness) if staleness else 0.0,
+            "time_waiting_for_batch_s": waited_s,
+            "ready_queue_depth": self._ready.qsize(),
+        }
+        return replace(batch, groups=fresh, metrics=metrics)
+
+    # ----- producing batches -----------------------------------------------------------------------------
+
+    async def _produce(self) -> None:
+        step = self._start_step
+        while True:
+            self._gate = step - self._start_step - self.settings.max_staleness
+            while self._updates < self._gate:
+                self._updated.clear()
+                await self._updated.wait()
+            batch = await self._collect(step)
+            await self._ready.put(batch)
+            step += 1
+
+    async def _collect(self, step: int) -> RolloutResult:
+        """Run generation rounds until the batch has prompts_per_step kept groups or the rounds run out."""
+        now = time.monotonic()
+        batch = _BatchState(step=step, started=now, busy_at_start=self._busy_time(now))
+        self._current = batch
+        need, max_rounds = self.settings.prompts_per_step, self.settings.max_gen_batches
+        round_task: asyncio.Task[None] | None = None
+        try:
+            while len(batch.kept) < need:
+                if round_task is not None and round_task.done():
+                    round_task.result()  # backend errors are handled inside; anything else is a bug to surface
+                    round_task = None
+                if round_task is None and batch.rounds < max_rounds and len(batch.kept) + len(batch.open) < need:
+                    round_task = asyncio.create_task(self._generate(batch, self._open_groups(batch)))
+                    batch.rounds += 1
+                    continue
+                if round_task is None and not batch.open:
+                    break  # out of rounds: hand over a short batch
+                batch.changed.clear()
+                await batch.changed.wait()
+        finally:
+            if round_task is not None and not round_task.done():
+                round_task.cancel()  # the batch is full (or we are cancelled): abort what is still decoding
+                with contextlib.suppress(asyncio.CancelledError, GenerationError):
+                    await round_task
+            full = len(batch.kept) >= need
+            for group in list(batch.open):
+                self._close(group, "surplus" if full else "interrupted")
+        self._current = None
+        return RolloutResult(step=step, groups=tuple(batch.kept), metrics=self._metrics(batch))
+
+    def _open_groups(self, batch: _BatchState) -> list[_OpenGroup]:
+        """The next prompts_per_step problems whose prompts fit, as new open groups."""
+        groups: list[_OpenGroup] = []
+        misses = 0
+        while len(groups) < self.settings.prompts_per_step:
+            epoch, problem = self.stream.next()
+            prompt = self._prompt_cache.get(problem.id)
+            if prompt is None:
+                prompt = self._prompt_cache[problem.id] = self.prompts.build(problem.question)
+            batch.counts[f"prompts/{prompt.status}"] += 1
+            if prompt.ids is None:
+                misses += 1
+                if misses > len(self.stream):
+                    raise RuntimeError(
+                        "every problem's prompt is over max_prompt_tokens; raise data.max_prompt_tokens or "
+                        "use truncation (PromptSettings.overlong='truncate')"
+                    )
+                continue
+            group = _OpenGroup(
+                group_id=self._next_group_id, problem=problem, epoch=epoch, round=batch.rounds,
+                prompt_ids=prompt.ids, batch=batch,
+            )  # fmt: skip
+            self._next_group_id += 1
+            batch.open.add(group)
+            groups.append(group)
+        return groups
+
+    async def _generate(self, batch: _BatchState, groups: list[_OpenGroup]) -> None:
+        """One generation round: hand every completion on as it arrives; backend failures fill the gaps."""
+        seed = self.sampling.seed
+        params = replace(self.sampling, seed=None if seed is None else (seed * 1_000_003 + self._rounds_total))
+        self._rounds_total += 1
+        started = time.monotonic()
+        failure = "the backend ended the stream without this sample"
+        try:
+            stream = self.backend.generate([g.prompt_ids for g in groups], params, n=self.settings.group_size)
+            async for c in stream:
+                group = groups[c.prompt_index]
+                group.arrived.add(c.sample_index)
+                batch.tokens += len(c.token_ids)
+                if c.failed or c.finish_reason == "abort":
+                    status = "backend_error" if c.failed else "aborted"
+                    self._deliver(group, self._unscored(group, c, status, c.error or "aborted by the backend"))
+                    continue
+                await self._verify_q.put(_Job(group=group, completion=c, arrived_s=time.monotonic()))
+                batch.queue_depths.append(self._verify_q.qsize())
+        except GenerationError as exc:
+            log.warning("generation round failed; its missing samples count as backend errors: %s", exc)
+            failure = f"generation failed: {exc}"
+        finally:
+            batch.generating_s += time.monotonic() - started
+            batch.changed.set()
+        for group in groups:
+            for j in sorted(set(range(self.settings.group_size)) - group.arrived):
+                self._deliver(group, self._missing(group, j, failure))
+
+    # ----- verification ----------------------------------------------------------------------------------
+
+    async def _verify_worker(self) -> None:
+        while True:
+            job = await self._verify_q.get()
+            group = job.group
+            if group.verdict:  # the group was closed while this waited: do not spend the sandbox on it
+                self._deliver(group, self._unscored(group, job.completion, "not_verified", "group closed first"))
+                continue
+            self._verifying.add(job)
+            sample = await self._verify(job)
+            self._verifying.discard(job)
+            self._deliver(group, sample)
+
+    def _record_unverified(self) -> None:
+        """After cancellation: write the completions still queued or being verified, so none goes unrecorded."""
+        jobs = list(self._verifying)
+        while not self._verify_q.empty():
+            jobs.append(self._verify_q.get_nowait())
+        self._verifying.clear()
+        for job in jobs:
+            self._deliver(job.group, self._unscored(job.group, job.completion, "not_verified", "interrupted"))
+
+    async def _verify(self, job: _Job) -> Sample:
+        c, group = job.completion, job.group
+        text = c.text if c.text is not None else self.prompts.decode(c.token_ids)
+        start = self._busy_enter()
+        group.batch.queue_wait_s.append(start - job.arrived_s)
+        status, detail, outcome = "", "", None
+        try:
+            async with asyncio.timeout(self.settings.verify_timeout_s):
+                outcome = await self.verifier.verify(group.problem, text)
+        except TimeoutError:
+            status, detail = "verify_timeout", f"verification took over {self.settings.verify_timeout_s} s"
+        except Exception as exc:  # a verifier bug must not kill the rollout; it is counted and logged
+            log.exception("verifier raised on problem %s", group.problem.id)
+            status, detail = "verify_error", f"{type(exc).__name__}: {exc}"
+        finally:
+            end = self._busy_exit()
+        base = self._sample_fields(group, c, text)
+        times = {"verify_start_s": start - self._t0, "verify_end_s": end - self._t0}
+        if outcome is None:
+            return Sample(**base, **times, status=status, infra_failure=True, detail=detail)
+        if outcome.status in INFRA_STATUSES:
+            return Sample(**base, **times, status=outcome.status, infra_failure=True, detail=_reason(outcome))
+        score = float(outcome.reward)
+        return Sample(
+            **base, **times, status=outcome.status, infra_failure=False, score=score,
+            reward=score + self._shaping(len(c.token_ids)), correct=bool(outcome.correct),
+            objective=outcome.objective, detail=_reason(outcome),
+        )  # fmt: skip
+
+    def _shaping(self, length: int) -> float:
+        if not self.settings.overlong_buffer:
+            return 0.0
+        lengths = torch.tensor([length])
+        return float(
+            overlong_penalty(
+                lengths, max_len=self.sampling.max_new_tokens, buffer=self.settings.overlong_buffer,
+                factor=self.settings.overlong_factor,
+            )[0]
+        )  # fmt: skip
+
+    def _sample_fields(self, group: _OpenGroup, c: Completion, text: str) -> dict[str, Any]:
+        return {
+            "problem_id": group.problem.id, "group_id": group.group_id, "sample_index": c.sample_index,
+            "prompt_ids": group.prompt_ids, "response_ids": tuple(c.token_ids), "logprobs": tuple(c.logprobs),
+            "finish_reason": c.finish_reason, "weight_version": c.weight_version, "text": text,
+            "generated_s": c.timings.finished_s - self._t0,
+        }  # fmt: skip
+
+    def _unscored(self, group: _OpenGroup, c: Completion, status: str, detail: str) -> Sample:
+        text = c.text if c.text is not None else self.prompts.decode(c.token_ids)
+        return Sample(**self._sample_fields(group, c, text), status=status, infra_failure=True, detail=detail)
+
+    def _missing(self, group: _OpenGroup, sample_index: int, detail: str) -> Sample:
+        return Sample(
+            problem_id=group.problem.id, group_id=group.group_id, sample_index=sample_index,
+            prompt_ids=group.prompt_ids, response_ids=(), logprobs=(), finish_reason="abort",
+            weight_version=self.backend.weight_version, text="", status="backend_error", infra_failure=True,
+            detail=detail, generated_s=time.monotonic() - self._t0,
+        )  # fmt: skip
+
+    def _busy_enter(self) -> float:
+        now = time.monotonic()
+        if self._inflight == 0:
+            self._busy_since = now
+        self._inflight += 1
+        return now
+
+    def _busy_exit(self) -> float:
+        now = time.monotonic()
+        self._inflight -= 1
+        if self._inflight == 0:
+            self._busy_total += now - self._busy_since
+        return now
+
+    def _busy_time(self, now: float) -> float:
+        """Seconds so far during which at least one verification was running."""
+        return self._busy_total + (now - self._busy_since if self._inflight else 0.0)
+
+    # ----- groups ----------------------------------------------------------------------------------------
+
+    def _deliver(self, group: _OpenGroup, sample: Sample) -> None:
+        group.batch.counts[f"status/{sample.status}"] += 1
+        if group.verdict:
+            self._write(group, sample)
+            return
+        group.samples[sample.sample_index] = sample
+        if len(group.samples) == self.settings.group_size:
+            self._judge(group)
+
+    def _judge(self, group: _OpenGroup) -> None:
+        batch = group.batch
+        complete = Group(
+            group_id=group.group_id, problem_id=group.problem.id, size=self.settings.group_size,
+            samples=tuple(group.samples[j] for j in sorted(group.samples)),
+        )  # fmt: skip
+        scored = [s for s in complete.samples if not s.infra_failure]
+        batch.scores += [s.score for s in scored]  # type: ignore[misc]
+        batch.rewards += [s.reward for s in scored]  # type: ignore[misc]
+        batch.counts["correct"] += sum(s.correct for s in scored)
+        if scored and all(s.correct for s in scored):
+            batch.counts["groups_solve_all"] += 1
+        elif scored and not any(s.correct for s in scored):
+            batch.counts["groups_solve_none"] += 1
+        judgement = judge(complete, self._filters)
+        for reason, n in judgement.excluded.items():
+            batch.counts[f"excluded/{reason}"] += n
+        if judgement.group is None:
+            batch.counts[f"filtered/{judgement.reason}"] += 1
+            self._close(group, judgement.reason)
+        elif len(batch.kept) >= self.settings.prompts_per_step:
+            batch.counts["groups_surplus"] += 1
+            self._close(group, "surplus")
+        else:
+            batch.kept.append(judgement.group)
+            self._close(group, "kept")
+
+    def _close(self, group: _OpenGroup, verdict: str) -> None:
+        group.verdict = verdict
+        group.batch.open.discard(group)
+        group.batch.changed.set()
+        for j in sorted(group.samples):
+            self._write(group, group.samples[j])
+
+    def _write(self, group: _OpenGroup, s: Sample) -> None:
+        if self.recorder is None or self.recorder.closed:
+            return
+        self.recorder.sample({
+            "step": group.batch.step, "round": group.round, "epoch": group.epoch, "problem_id": s.problem_id,
+            "group_id": s.group_id, "sample_index": s.sample_index, "verdict": group.verdict, "status": s.status,
+            "infra_failure": s.infra_failure, "score": s.score, "reward": s.reward, "correct": s.correct,
+            "objective": s.objective, "detail": s.detail, "weight_version": s.weight_version,
+            "prompt_tokens": len(s.prompt_ids), "response_tokens": len(s.response_ids),
+            "finish_reason": s.finish_reason, "t_generated_s": s.generated_s, "t_verify_start_s": s.verify_start_s,
+            "t_verify_end_s": s.verify_end_s, "text": s.text,
+        })  # fmt: skip
+
+    # ----- metrics ---------------------------------------------------------------------------------------
+
+    def _metrics(self, batch: _BatchState) -> dict[str, Any]:
+        now = time.monotonic()
+        elapsed = now - batch.started
+        scored = len(batch.scores)
+        kept = [s for g in batch.kept for s in g.samples]
+        return {
+            "step": batch.step,
+            "rounds": batch.rounds,
+            "groups_kept": len(batch.kept),
+            "samples_trained": len(kept),
+            "reward_mean": _mean(batch.rewards),
+            "score_mean": _mean(batch.scores),
+            "accuracy": batch.counts["correct"] / scored if scored else None,
+            "batch_reward_mean": _mean([s.reward for s in kept]),  # type: ignore[misc]
+            "response_length_mean": _mean([len(s.response_ids) for s in kept]),
+            "gen_tokens": batch.tokens,
+            "gen_tokens_per_s": batch.tokens / batch.generating_s if batch.generating_s else None,
+            "time_rollout_s": elapsed,
+            "time_generating_s": batch.generating_s,
+            "time_verifying_s": self._busy_time(now) - batch.busy_at_start,
+            "time_waiting_verify_s": max(0.0, elapsed - batch.generating_s),
+            "verify_queue_wait_mean_s": _mean(batch.queue_wait_s),
+            "verify_queue_depth_max": max(batch.queue_depths, default=0),
+            "verify_queue_depth_mean": _mean(batch.queue_depths),
+            "data_epoch": self.stream.epoch,
+            **dict(sorted(batch.counts.items())),
+        }
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _reason(outcome: OutcomeLike) -> str:
+    return str(getattr(outcome, "reason", ""))
