@@ -9,7 +9,9 @@ Rows follow the schema of `shared/data/benchmarks/PROVENANCE.md`: `{"id", "quest
 ...}`. A row that is not JSON, has no question, has an answer that is not a finite number or null, or
 repeats an id is skipped and recorded in `report.bad` with its line number. Top-level fields beyond the
 schema (e.g. `code` in reference_programs.jsonl) are kept in `Problem.meta`. Hugging Face-style field names
-`en_question` / `en_answer` are accepted, and so is an answer written as a numeric string.
+`en_question` / `en_answer` are accepted, and so is an answer written as a numeric string or as one of
+`NO_OPTIMUM_WORDS` ("No Best Solution", "infeasible", ...), which means null. Numeric sentinels such as
+-99999 are kept as numbers: whether they mean "no optimum" depends on the source (see PROVENANCE.md).
 
 Short names resolve against, in order: the `benchmarks_dir` argument, `$EVOM_BENCHMARKS`, and the
 `shared/data/benchmarks/` folder beside the repository checkout.
@@ -29,6 +31,8 @@ from engine.data.problem import Problem
 
 ENV_DIR = "EVOM_BENCHMARKS"
 _HUB_TIMEOUT_S = 15.0
+# Strings some sources (e.g. the Hugging Face copies of NL4OPT) write instead of null for "no optimum".
+NO_OPTIMUM_WORDS = frozenset({"no best solution", "no solution", "infeasible", "unbounded", "none", "null"})
 _SHARED_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "benchmarks"
 _SCHEMA_KEYS = {"id", "benchmark", "question", "en_question", "answer", "en_answer", "meta", "family", "difficulty"}
 
@@ -209,6 +213,8 @@ def _answer(value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, str):
+        if value.strip().lower() in NO_OPTIMUM_WORDS:
+            return None
         try:
             value = float(value.strip())
         except ValueError:

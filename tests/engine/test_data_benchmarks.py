@@ -4,6 +4,7 @@ path), the training order, and the `python -m engine.data` command line."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -86,11 +87,12 @@ def test_bad_rows_are_skipped_and_reported_with_their_line_numbers(tmp_path: Pat
         '{"id": "i", "question": "no answer field"}',
         "[1, 2]",
         '{"id": "j", "question": "q", "answer": NaN}',
+        '{"id": "k", "en_question": "hub-style fields", "en_answer": "No Best Solution"}',
     ]
     path = tmp_path / "bad.jsonl"
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     bench = read_benchmark(path)
-    assert [(p.id, p.answer) for p in bench.problems] == [("a", 3.0), ("g", None), ("h", 2.5)]
+    assert [(p.id, p.answer) for p in bench.problems] == [("a", 3.0), ("g", None), ("h", 2.5), ("k", None)]
     assert [b.line for b in bench.report.bad] == [2, 4, 5, 6, 7, 8, 11, 12, 13]
     reasons = dict((b.line, b.reason) for b in bench.report.bad)
     assert reasons[2].startswith("invalid JSON")
@@ -99,7 +101,7 @@ def test_bad_rows_are_skipped_and_reported_with_their_line_numbers(tmp_path: Pat
     assert reasons[8] == "duplicate id 'a'"
     assert "no 'answer' field" in reasons[11]
     assert "not finite" in reasons[13]
-    assert bench.report.rows == 12 and bench.report.null == 1
+    assert bench.report.rows == 13 and bench.report.null == 2
     assert bench.report.bad_lines()[0] == f"{path}:2: {reasons[2]}"
 
 
@@ -214,13 +216,16 @@ def test_write_atomic_leaves_nothing_when_writing_fails(tmp_path: Path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
 
 
-def test_module_entry_point_runs_as_a_subprocess(tmp_path: Path):
-    done = subprocess.run(
-        [sys.executable, "-m", "engine.data", "check", str(tmp_path / "none.jsonl")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 2 and "error: benchmark file not found" in done.stderr
-    assert "Traceback" not in done.stderr
+def test_module_entry_point_matches_in_process_bytes_under_another_hash_seed(tmp_path: Path):
+    out = tmp_path / "sub.jsonl"
+    cmd = [sys.executable, "-m", "engine.data", "generate", "--n", "7", "--seed", "9", "--difficulty", "hard",
+           "--infeasible-rate", "0.3", "--output", str(out)]  # fmt: skip
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}  # set and dict order must not leak into the problems
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    here = "".join(p.to_json() + "\n" for p in generate_problems(7, difficulty="hard", seed=9, infeasible_rate=0.3))
+    assert out.read_text(encoding="utf-8") == here
+    missing = subprocess.run([sys.executable, "-m", "engine.data", "check", str(tmp_path / "none.jsonl")],
+                             cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert missing.returncode == 2 and "error: benchmark file not found" in missing.stderr
+    assert "Traceback" not in missing.stderr
