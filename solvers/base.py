@@ -98,5 +98,6 @@ def get_solver(name: str, *, require_installed: bool = True) -> Solver:
 
 
 def available_solvers() -> list[str]:
-    """Names of the registered solvers whose Python package is installed here."""
+    """Names of the registered solvers whose Python package is installed here (found, not imported:
+    importing coptpy or gurobipy prints license banners and takes seconds)."""
     return [name for name in solver_names() if is_installed(_REGISTRY[name])]

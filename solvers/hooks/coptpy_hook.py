@@ -24,7 +24,9 @@ def install(capture, flip_sense):
             "status": status,
             "objective": objective,
             "variables": int(get(model, "Cols")),
-            "constraints": int(get(model, "Rows")) + int(get(model, "QConstrs")) + int(get(model, "Indicators"))
+            "constraints": int(get(model, "Rows"))
+            + int(get(model, "QConstrs"))
+            + int(get(model, "Indicators"))
             + int(get(model, "Soss")),
             "integers": int(get(model, "Ints")) + int(get(model, "Bins")),
             "maximize": int(get(model, "ObjSense")) == coptpy.COPT.MAXIMIZE,

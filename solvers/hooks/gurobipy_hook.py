@@ -14,8 +14,10 @@ def install(capture, flip_sense):
             "status": int(get(model, "Status")),
             "objective": float(get(model, "ObjVal")) if sol_count > 0 else None,
             "variables": int(get(model, "NumVars")),
-            "constraints": int(get(model, "NumConstrs")) + int(get(model, "NumQConstrs"))
-            + int(get(model, "NumGenConstrs")) + int(get(model, "NumSOS")),
+            "constraints": int(get(model, "NumConstrs"))
+            + int(get(model, "NumQConstrs"))
+            + int(get(model, "NumGenConstrs"))
+            + int(get(model, "NumSOS")),
             "integers": int(get(model, "NumIntVars")),
             "maximize": int(get(model, "ModelSense")) == -1,
         }
