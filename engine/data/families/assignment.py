@@ -169,8 +169,8 @@ def _words(
         work = text.join([f"{t} {text.qty(h, 'hours')}" for t, h in zip(tasks, hours, strict=True)])
         avail = text.join([f"{w} {text.qty(b, 'hours')}" for w, b in zip(workers, budget, strict=True)])
         rules.append(
-            f"Each {one} may take several {theme.task_word}s, as long as the workload of the "
-            f"{theme.task_word}s it is given fits in its available hours. Workload: {work}. "
+            f"Each {one} may take several {theme.task_word}s, as long as the total workload of the "
+            f"{theme.task_word}s given to one {one} fits within that {one}'s available hours. Workload: {work}. "
             f"Available hours: {avail}."
         )
     else:

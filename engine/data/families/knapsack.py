@@ -201,7 +201,7 @@ def _words(
             f"{items[requires[1]]} is chosen too."
         )
     if must:
-        limits.append(f"{text.join(items[j] for j in must)} must be included.")
+        limits.append(f"{text.capital(text.join([items[j] for j in must]))} must be included.")
     limits.append("Each option is either taken once or not at all.")
     table = text.bullets([f"{it}: {has(j)}" for j, it in enumerate(items)])
     if style == 0:
