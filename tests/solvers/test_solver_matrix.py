@@ -50,6 +50,9 @@ async def test_program_is_judged_right(pools: Any, program: Callable[[str], str]
         wrong = MILP if case == "lp" else LP  # the MILP's optimum for the LP and its relaxation for the MILP
         outcome = await verify_code(pool, program(name), solver, wrong)
         assert (outcome.status, outcome.reward) == ("wrong", 0.0), outcome
+        printed = program(name) + f"\nprint('Optimal value: {wrong!r}')\n"  # solve one model, print another's value
+        outcome = await verify_code(pool, printed, solver, wrong)
+        assert (outcome.status, outcome.reward) == ("wrong", 0.0), outcome
         flipped = await verify_code(pool, program(name), solver, ANSWERS[case], flip_sense=True)
         assert (flipped.status, flipped.objective) == ("wrong", 0.0), flipped
     else:
