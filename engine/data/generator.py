@@ -93,7 +93,7 @@ def iter_generated(
         raise ValueError(f"the number of problems must be >= 0, got {n}")
     if not 0.0 <= infeasible_rate <= 1.0:
         raise ValueError(f"infeasible_rate must be in [0, 1], got {infeasible_rate}")
-    names = list(families) or available_families()
+    names = list(dict.fromkeys(families)) or available_families()  # a repeated name would repeat problems
     for name in names:
         get_family(name)
     _level(difficulty)

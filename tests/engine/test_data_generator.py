@@ -33,10 +33,15 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs():
     assert len({p["question"] for p in map(_row, a)}) == 14
 
 
-def test_a_prefix_does_not_depend_on_n():
+def test_a_prefix_does_not_depend_on_n_and_ids_are_unique():
     short = generate_problems(7, seed=3)
     long = generate_problems(21, seed=3)
     assert [p.to_json() for p in short] == [p.to_json() for p in long[:7]]
+    assert len({p.id for p in long}) == 21
+    twice = generate_problems(4, families=["diet", "diet", "knapsack"], seed=3)
+    assert [p.id for p in twice] == [
+        f"gen-{f}-easy-s3-{i}" for f, i in [("diet", 0), ("knapsack", 0), ("diet", 1), ("knapsack", 1)]
+    ]
 
 
 @pytest.mark.parametrize("difficulty", DIFFICULTIES)
