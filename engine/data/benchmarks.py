@@ -263,23 +263,31 @@ def load_hf_dataset(
             f"({type(e).__name__}: {_first_line(e)}); pass a local JSONL path instead"
         ) from None
     with open(local, encoding="utf-8") as f:
-        content = f.read()
-    source = f"hf:{name}/{filename}"
-    if filename.endswith(".json") and content.lstrip().startswith("["):
-        items = json.loads(content)
+        return parse_text(f.read(), source=f"hf:{name}/{filename}", name=name)
+
+
+def parse_text(content: str, *, source: str, name: str) -> Benchmark:
+    """JSON Lines, or one JSON array of rows (as some hub datasets ship; rows are then numbered from 1)."""
+    if content.lstrip().startswith("["):
+        try:
+            items = json.loads(content)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{source} is not valid JSON ({e}); pass a local JSONL path instead") from None
         return parse_rows(((i, json.dumps(r)) for i, r in enumerate(items, 1)), source=source, name=name)
     return parse_rows(enumerate(content.splitlines(), 1), source=source, name=name)
 
 
 def _pick_file(name: str, files: list[str], split: str) -> str:
     data = [f for f in files if f.endswith((".jsonl", ".json")) and not f.endswith("dataset_infos.json")]
-    for_split = [f for f in data if split in Path(f).name] or data
-    if len(for_split) == 1 or (for_split and split in Path(for_split[0]).name):
-        return sorted(for_split)[0]
-    if for_split:
+    named = sorted(f for f in data if split in Path(f).name)
+    if named:
+        return named[0]
+    if len(data) == 1:
+        return data[0]
+    if data:
         raise DataError(
             f"Hugging Face dataset {name!r} has several JSON files and none is named for split "
-            f"{split!r}: {sorted(for_split)}; pass split=... or a local path"
+            f"{split!r}: {sorted(data)}; pass split=... or a local path"
         )
     if any(f.endswith(".parquet") for f in files):
         raise DataError(

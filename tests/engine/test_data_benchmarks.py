@@ -29,7 +29,7 @@ from engine.data import (
     read_benchmark,
 )
 from engine.data.__main__ import main, write_atomic
-from engine.data.benchmarks import _pick_file
+from engine.data.benchmarks import _pick_file, parse_text
 
 REPO = Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO / ".." / "shared" / "data" / "benchmarks"
@@ -123,6 +123,19 @@ def test_missing_files_and_unknown_names_say_what_was_looked_for(tmp_path: Path,
 def test_an_unreachable_hub_is_a_clear_error_that_says_to_pass_a_path():
     with pytest.raises(DataError, match=r"could not read Hugging Face dataset 'org/set' .*local JSONL path"):
         load_hf_dataset("org/set", endpoint="http://127.0.0.1:9")
+
+
+def test_a_json_array_file_parses_like_jsonl_with_item_numbers():
+    content = json.dumps([
+        {"id": 1, "en_question": "q1", "en_answer": "12.5"},
+        {"id": 2, "en_question": "", "en_answer": "3"},
+        {"id": 3, "en_question": "q3", "en_answer": "No Best Solution"},
+    ])  # fmt: skip
+    bench = parse_text(content, source="hf:o/d/test.json", name="o/d")
+    assert [(p.id, p.answer) for p in bench.problems] == [("1", 12.5), ("3", None)]
+    assert bench.report.bad_lines() == ["hf:o/d/test.json:2: missing or empty 'question'"]
+    with pytest.raises(DataError, match="is not valid JSON"):
+        parse_text("[{", source="x.json", name="x")
 
 
 def test_hub_file_choice_prefers_the_split_and_refuses_parquet():
