@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from solvers.base import SolveState, SolveStateName, register
+from solvers.harness import RUNTIME_MODULES
 
 _COMMON = (
     "Write one complete, self-contained Python program that builds the whole model from the data in the "
@@ -82,6 +83,11 @@ class ApiAdapter:
         )
 
 
+def _preload(*modules: str) -> tuple[str, ...]:
+    """The solver's modules, then the harness runtime's, for the sandbox workers to import once."""
+    return (*modules, *RUNTIME_MODULES)
+
+
 def _table(api: str, states: Mapping[str | int, SolveStateName]) -> dict[tuple[str, str], SolveStateName]:
     return {(api, str(raw)): state for raw, state in states.items()}
 
@@ -112,7 +118,7 @@ GUROBIPY = ApiAdapter(
         "variables and constraints, set the objective with `model.setObjective(..., GRB.MINIMIZE or "
         "GRB.MAXIMIZE)` and call `model.optimize()`. " + _COMMON
     ),
-    preload=("gurobipy",),
+    preload=_preload("gurobipy"),
     hook="gurobipy_hook",
     statuses=_table("", {2: "optimal", 3: "infeasible", 4: "inf_or_unbd", 5: "unbounded"}),
     status_names={("", str(code)): name for code, name in GUROBI_STATUS_NAMES.items()},
@@ -129,7 +135,7 @@ COPTPY = ApiAdapter(
         "`model = env.createModel()`, add variables and constraints, set the objective with "
         "`model.setObjective(..., sense=COPT.MINIMIZE or COPT.MAXIMIZE)` and call `model.solve()`. " + _COMMON
     ),
-    preload=("coptpy",),
+    preload=_preload("coptpy"),
     hook="coptpy_hook",
     statuses=_table("", {1: "optimal", 2: "infeasible", 3: "unbounded", 4: "inf_or_unbd"}),
     status_names={("", str(code)): name for code, name in COPT_STATUS_NAMES.items()},
@@ -149,7 +155,9 @@ ORTOOLS = ApiAdapter(
         "`cp_model.CpSolver().Solve(model)`), or MathOpt (`from ortools.math_opt.python import mathopt`, "
         "`mathopt.solve(model, mathopt.SolverType.GSCIP)`). " + _COMMON
     ),
-    preload=("ortools.linear_solver.pywraplp", "ortools.sat.python.cp_model", "ortools.math_opt.python.mathopt"),
+    preload=_preload(
+        "ortools.linear_solver.pywraplp", "ortools.sat.python.cp_model", "ortools.math_opt.python.mathopt"
+    ),
     hook="ortools_hook",
     statuses={
         **_table("pywraplp", {0: "optimal", 2: "infeasible", 3: "unbounded"}),
@@ -179,7 +187,7 @@ PYSCIPOPT = ApiAdapter(
         "with `model.addVar(...)` and constraints with `model.addCons(...)`, set the objective with "
         "`model.setObjective(..., sense='minimize' or 'maximize')` and call `model.optimize()`. " + _COMMON
     ),
-    preload=("pyscipopt",),
+    preload=_preload("pyscipopt"),
     hook="pyscipopt_hook",
     statuses=_table("", {"optimal": "optimal", "infeasible": "infeasible", "unbounded": "unbounded",
                          "inforunbd": "inf_or_unbd"}),
@@ -195,7 +203,7 @@ HIGHSPY = ApiAdapter(
         "`h.minimize(objective)` or `h.maximize(objective)` (or set the objective and sense and call "
         "`h.run()`). " + _COMMON
     ),
-    preload=("highspy",),
+    preload=_preload("highspy"),
     hook="highspy_hook",
     statuses=_table("", {"kOptimal": "optimal", "kModelEmpty": "optimal", "kInfeasible": "infeasible",
                          "kUnbounded": "unbounded", "kUnboundedOrInfeasible": "inf_or_unbd"}),
@@ -210,7 +218,7 @@ PULP = ApiAdapter(
         "add variables with `pulp.LpVariable(...)`, the objective with `prob += expression` and constraints "
         "with `prob += constraint`, then call `prob.solve(pulp.PULP_CBC_CMD(msg=False))`. " + _COMMON
     ),
-    preload=("pulp",),
+    preload=_preload("pulp"),
     hook="pulp_hook",
     # PuLP's `status` says "Optimal" for any integer-feasible CBC answer; `sol_status` tells the two apart.
     status_key="solution_status",
@@ -228,7 +236,7 @@ PYOMO = ApiAdapter(
         "`results.solver.termination_condition` and call `model.solutions.load_from(results)` only when it "
         "is optimal. " + _COMMON
     ),
-    preload=("pyomo.environ", "highspy"),
+    preload=_preload("pyomo.environ", "highspy"),
     hook="pyomo_hook",
     statuses=_table("", {"optimal": "optimal", "globallyOptimal": "optimal", "infeasible": "infeasible",
                          "unbounded": "unbounded", "infeasibleOrUnbounded": "inf_or_unbd"}),

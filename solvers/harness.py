@@ -39,6 +39,9 @@ from typing import Any
 from solvers.base import Solver
 
 HOOKS_DIR = Path(__file__).resolve().parent / "hooks"
+# The standard-library modules hooks/runtime.py imports; every adapter preloads them so that a run does not
+# pay ~25 ms importing hashlib/OpenSSL before the program starts.
+RUNTIME_MODULES = ("builtins", "contextlib", "hashlib", "hmac", "json", "linecache", "threading", "traceback", "types")
 KEY_BYTES = 32
 NO_KEY_EXIT = 97  # the runtime's exit code when stdin did not start with a key (a sandbox plumbing fault)
 

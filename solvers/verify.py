@@ -58,6 +58,7 @@ async def verify(
     limits: Any = None,
     extract: ExtractConfig | None = None,
     flip_sense: bool = False,
+    sandbox_retries: int = 1,
 ) -> Outcome:
     """Extract the program from `completion`, run it, and judge it against `answer` (None: no optimum)."""
     config = reward or RewardConfig()
@@ -68,7 +69,9 @@ async def verify(
             reason="no python code block in the completion",
             reward=reward_of("no_code", False, code_found=False, executed=False, config=config),
         )
-    return await verify_code(pool, code, solver, answer, reward=config, limits=limits, flip_sense=flip_sense)
+    return await verify_code(
+        pool, code, solver, answer, reward=config, limits=limits, flip_sense=flip_sense, sandbox_retries=sandbox_retries
+    )
 
 
 async def verify_code(
@@ -80,13 +83,22 @@ async def verify_code(
     reward: RewardConfig | None = None,
     limits: Any = None,
     flip_sense: bool = False,
+    sandbox_retries: int = 1,
 ) -> Outcome:
-    """Run an already extracted program under the harness and judge it against `answer`."""
+    """Run an already extracted program under the harness and judge it against `answer`.
+
+    A run the sandbox itself failed (`sandbox_error`: not the program's doing) is retried up to
+    `sandbox_retries` times, each with a fresh key.
+    """
     config = reward or RewardConfig()
     adapter = get_solver(solver) if isinstance(solver, str) else solver
     answer = _check_answer(answer)
-    key = new_key()
-    result = await pool.run(build_program(code, adapter, flip_sense=flip_sense), stdin=key + "\n", limits=limits)
+    script = build_program(code, adapter, flip_sense=flip_sense)
+    for _ in range(sandbox_retries + 1):
+        key = new_key()
+        result = await pool.run(script, stdin=key + "\n", limits=limits)
+        if result.status != "sandbox_error":
+            break
     report = parse_channel(result.channel, key)
     if result.channel_truncated:
         report = Report(solves=report.solves, problem="the channel was truncated (Limits.channel_bytes)")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import hmac
 import json
 
 from solvers import get_solver, parse_channel
-from solvers.harness import build_program, new_key
+from solvers.harness import HOOKS_DIR, RUNTIME_MODULES, build_program, new_key
 
 
 def _frame(key: str, record: dict) -> bytes:
@@ -52,3 +53,11 @@ def test_script_holds_no_key_and_embeds_the_program_verbatim() -> None:
     script = build_program(code, get_solver("gurobipy"))
     assert repr(code) in script and "main(" in script
     compile(script, "harness", "exec")
+
+
+def test_every_adapter_preloads_what_the_runtime_imports() -> None:
+    tree = ast.parse((HOOKS_DIR / "runtime.py").read_text())
+    imported = {alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
+    assert imported - {"os", "sys"} <= set(RUNTIME_MODULES)  # os and sys are always loaded
+    for name in ("gurobipy", "ortools", "coptpy", "pyscipopt", "highspy", "pulp", "pyomo"):
+        assert set(RUNTIME_MODULES) <= set(get_solver(name).preload)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from sandbox import Result
 from solvers import RewardConfig, get_solver, verify, verify_code
 from solvers.harness import build_program
 
@@ -74,3 +75,25 @@ async def test_harness_without_its_key_is_a_sandbox_error(pools: Any) -> None:
 async def test_bad_answer_is_rejected_before_running(pools: Any) -> None:
     with pytest.raises(ValueError, match="finite number or None"):
         await verify_code(await pools.get("gurobipy"), "pass", "gurobipy", True)  # type: ignore[arg-type]
+
+
+class FirstRunFailsPool:
+    """Fault injection: the real pool, except that the first run reports a sandbox failure."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool, self.calls = pool, 0
+
+    async def run(self, code: str, stdin: str = "", limits: Any = None) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            return Result(status="sandbox_error", reason="injected")
+        return await self.pool.run(code, stdin=stdin, limits=limits)
+
+
+async def test_a_sandbox_failure_is_retried_once(pools: Any) -> None:
+    code = KNAPSACK.format(params="")
+    flaky = FirstRunFailsPool(await pools.get("gurobipy"))
+    assert (await verify_code(flaky, code, "gurobipy", OPTIMUM)).status == "correct"
+    assert flaky.calls == 2
+    flaky = FirstRunFailsPool(await pools.get("gurobipy"))
+    assert (await verify_code(flaky, code, "gurobipy", OPTIMUM, sandbox_retries=0)).status == "sandbox_error"
