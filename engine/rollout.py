@@ -47,7 +47,7 @@ import torch
 from engine.data import epoch_order
 from engine.filters import Group, Sample, build_filters, judge
 from engine.generation import Completion, GenerationBackend, GenerationError, SamplingParams, WeightSource
-from engine.prompts import Prompt, PromptBuilder
+from engine.prompts import PromptBuilder
 from engine.records import RunRecorder
 from learner.config import RolloutBatch as LearnerBatch
 from learner.losses import overlong_penalty
@@ -130,6 +130,14 @@ class ProblemStream:
         return epoch, problem
 
 
+def round_sampling(params: SamplingParams, round_index: int) -> SamplingParams:
+    """The sampling parameters of the rollout's `round_index`-th generation round: a seeded run draws fresh
+    samples each round (the local backend seeds each sample from (seed, prompt position, sample index))."""
+    if params.seed is None:
+        return params
+    return replace(params, seed=(params.seed * 1_000_003 + round_index) % (1 << 62))
+
+
 @dataclass(frozen=True, kw_only=True)
 class RolloutSettings:
     """The rollout's knobs (config sections `rollout` and `algorithm.overlong_*`); see the module docstring."""
@@ -167,6 +175,7 @@ class RolloutResult:
     step: int
     groups: tuple[Group, ...]
     metrics: Mapping[str, Any]
+    data_state: tuple[int, int]  # (epoch, position) of the problem stream after this step: checkpoint it to resume
 
     @property
     def samples(self) -> list[Sample]:
@@ -275,7 +284,6 @@ class Rollout:
         self.settings, self.sampling, self.recorder = settings, sampling, recorder
         self.stream = ProblemStream(problems, seed=settings.seed, epoch=data_state[0], position=data_state[1])
         self._filters = build_filters(settings.filter_names, group_size=settings.group_size)
-        self._prompt_cache: dict[str, Prompt] = {}
         self._start_step = start_step
         self._verify_q: asyncio.Queue[_Job] = asyncio.Queue(settings.queue_size)
         self._ready: asyncio.Queue[RolloutResult] = asyncio.Queue(1)
@@ -419,7 +427,9 @@ class Rollout:
             for group in list(batch.open):
                 self._close(group, "surplus" if full else "interrupted")
         self._current = None
-        return RolloutResult(step=step, groups=tuple(batch.kept), metrics=self._metrics(batch))
+        return RolloutResult(
+            step=step, groups=tuple(batch.kept), metrics=self._metrics(batch), data_state=self.stream.state
+        )
 
     def _open_groups(self, batch: _BatchState) -> list[_OpenGroup]:
         """The next prompts_per_step problems whose prompts fit, as new open groups."""
@@ -427,9 +437,7 @@ class Rollout:
         misses = 0
         while len(groups) < self.settings.prompts_per_step:
             epoch, problem = self.stream.next()
-            prompt = self._prompt_cache.get(problem.id)
-            if prompt is None:
-                prompt = self._prompt_cache[problem.id] = self.prompts.build(problem.question)
+            prompt = self.prompts.build(problem.question)  # not cached: ids of a large data set would fill memory
             batch.counts[f"prompts/{prompt.status}"] += 1
             if prompt.ids is None:
                 misses += 1
@@ -450,23 +458,25 @@ class Rollout:
 
     async def _generate(self, batch: _BatchState, groups: list[_OpenGroup]) -> None:
         """One generation round: hand every completion on as it arrives; backend failures fill the gaps."""
-        seed = self.sampling.seed
-        params = replace(self.sampling, seed=None if seed is None else (seed * 1_000_003 + self._rounds_total))
+        params = round_sampling(self.sampling, self._rounds_total)
         self._rounds_total += 1
         started = time.monotonic()
         failure = "the backend ended the stream without this sample"
+        stream = self.backend.generate([g.prompt_ids for g in groups], params, n=self.settings.group_size)
         try:
-            stream = self.backend.generate([g.prompt_ids for g in groups], params, n=self.settings.group_size)
-            async for c in stream:
-                group = groups[c.prompt_index]
-                group.arrived.add(c.sample_index)
-                batch.tokens += len(c.token_ids)
-                if c.failed or c.finish_reason == "abort":
-                    status = "backend_error" if c.failed else "aborted"
-                    self._deliver(group, self._unscored(group, c, status, c.error or "aborted by the backend"))
-                    continue
-                await self._verify_q.put(_Job(group=group, completion=c, arrived_s=time.monotonic()))
-                batch.queue_depths.append(self._verify_q.qsize())
+            # aclosing: a round cancelled while it waits on the verify queue must still abort its decoding now,
+            # not whenever the generator is garbage-collected.
+            async with contextlib.aclosing(stream):
+                async for c in stream:
+                    group = groups[c.prompt_index]
+                    group.arrived.add(c.sample_index)
+                    batch.tokens += len(c.token_ids)
+                    if c.failed or c.finish_reason == "abort":
+                        status = "backend_error" if c.failed else "aborted"
+                        self._deliver(group, self._unscored(group, c, status, c.error or "aborted by the backend"))
+                        continue
+                    await self._verify_q.put(_Job(group=group, completion=c, arrived_s=time.monotonic()))
+                    batch.queue_depths.append(self._verify_q.qsize())
         except GenerationError as exc:
             log.warning("generation round failed; its missing samples count as backend errors: %s", exc)
             failure = f"generation failed: {exc}"

@@ -149,13 +149,18 @@ async def test_max_gen_batches_bounds_the_refill(pool, tmp_path):
     assert m["reward_mean"] == 0.0 and m["samples_trained"] == 0
     with pytest.raises(ValueError, match="kept no group"):
         batch.learner_batch()
-    # The same data without dynamic sampling: one round, and the useless groups go to the learner.
+    # The same data without dynamic sampling: one round, and the useless groups go to the learner. With DAPO's
+    # soft overlong punishment over the last 3 of 6 tokens, each reward is 0 minus (length - 3) / 3, capped at 1.
     async with LocalBackend(policy.model) as backend:
         rollout = make_rollout(pool, backend, policy, problems([IMPOSSIBLE] * 6), tmp_path / "plain",
-                               max_gen_batches=3)  # fmt: skip
+                               max_gen_batches=3, overlong_buffer=3)  # fmt: skip
         async with rollout:
             plain = await rollout.next_batch()
     assert plain.metrics["rounds"] == 1 and len(plain.groups) == 2 and "filtered/zero_variance" not in plain.metrics
+    expected = {1: 0.0, 2: 0.0, 3: 0.0, 4: -1 / 3, 5: -2 / 3, 6: -1.0}
+    assert {len(s.response_ids) for s in plain.samples} & {4, 5, 6}
+    for s in plain.samples:
+        assert s.score == 0.0 and s.reward == pytest.approx(expected[len(s.response_ids)], abs=1e-6)
 
 
 @pytest.mark.slow
@@ -178,7 +183,7 @@ async def test_staleness_bound_gates_generation_and_drops_stale_groups(pool, tmp
             await rollout.update_weights(state)
             await rollout.update_weights(state)
             stale = await rollout.next_batch()
-    assert set(first.weight_versions) == {1}
+    assert set(first.weight_versions) == {1} and first.data_state == (0, 2)
     # Batch 1 was made by version 1; the backend is at 3 now: two versions old, over the bound of one.
     assert stale.metrics["filtered/stale"] == 2 and stale.groups == () and stale.metrics["weight_version"] == 3
 
