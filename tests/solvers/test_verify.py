@@ -97,3 +97,14 @@ async def test_a_sandbox_failure_is_retried_once(pools: Any) -> None:
     assert flaky.calls == 2
     flaky = FirstRunFailsPool(await pools.get("gurobipy"))
     assert (await verify_code(flaky, code, "gurobipy", OPTIMUM, sandbox_retries=0)).status == "sandbox_error"
+
+
+async def test_many_solves_the_last_counts_and_the_channel_stays_bounded(pools: Any) -> None:
+    code = (
+        "import gurobipy as gp\nfrom gurobipy import GRB\n"
+        "for k in range(150):\n"
+        "    m = gp.Model()\n    m.Params.OutputFlag = 0\n    x = m.addVar(ub=k)\n"
+        "    m.setObjective(x, GRB.MAXIMIZE)\n    m.optimize()\n"
+    )
+    outcome = await verify_code(await pools.get("gurobipy"), code, "gurobipy", 149.0)
+    assert (outcome.status, outcome.solves, outcome.objective) == ("correct", 150, 149.0), outcome
