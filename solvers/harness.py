@@ -21,8 +21,14 @@ program that raises, calls `sys.exit(1)` or `os._exit()` earns nothing either.
 What is NOT defended: the prelude and the program share one interpreter, so a program that deliberately
 introspects its own address space (walks `gc.get_objects()` or stack frames to find the `Capture` object and
 its key, or re-wraps the hooked methods with `ctypes`) can forge any record. Closing that would need the
-capture in another process that reads the solver's memory, which no pip solver offers. The sandbox bounds
-what such a program can do to the host; the `wrong answer -> no reward` path does not depend on this.
+capture in another process; the next step would be a trusted parent process that re-solves the last model
+from a file the hook exports (every API here can write MPS or its proto), so that a forged record would need
+a real model with the right optimum. The sandbox bounds what such a program can do to the host.
+Two further limits, by construction: a program that computes the optimum itself (in plain Python) and then
+solves a dummy model whose objective is that constant is rewarded (a model with no variables is not:
+`RewardConfig.min_variables`); and solve entry points the hooks do not wrap (gurobipy's optimizeAsync,
+Pyomo's appsi/contrib solver classes used without SolverFactory) leave no record, so such programs earn
+`no_solve`, never a false reward.
 """
 
 from __future__ import annotations
