@@ -3,6 +3,7 @@
     python -m engine.data generate --family knapsack --family diet --difficulty easy --n 100 --seed 0 \\
         --output problems.jsonl              # atomic: written to a temporary file, then renamed
     python -m engine.data check FILE.jsonl   # or a short benchmark name; exit 1: bad rows, 2: missing file
+    python -m engine.data show --family diet --difficulty medium --n 3   # print problems and answers
     python -m engine.data families           # the generator's families
 
 Exit codes: 0 success, 1 bad rows found (check), 2 bad input (missing file, unknown family, bad argument).
@@ -57,15 +58,40 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("benchmark", help="a JSONL path or a short benchmark name")
     c.add_argument("--benchmarks-dir", default=None, help="folder short names resolve against")
     c.set_defaults(run=_check)
+    s = sub.add_parser("show", help="print generated problems with their answers (nothing written)")
+    s.add_argument("--family", action="append", default=[], help="family (repeatable or comma-separated)")
+    s.add_argument("--difficulty", default="easy", choices=DIFFICULTIES)
+    s.add_argument("--n", type=int, default=1)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--infeasible-rate", type=float, default=0.05)
+    s.set_defaults(run=_show)
     f = sub.add_parser("families", help="list the generator's problem families")
     f.set_defaults(run=_families)
     return p
 
 
-def _generate(args: argparse.Namespace) -> int:
-    families = [name.strip() for item in args.family for name in item.split(",") if name.strip()]
+def _families_arg(values: list[str]) -> list[str]:
+    families = [name.strip() for item in values for name in item.split(",") if name.strip()]
     for name in families:
         get_family(name)  # fail on a typo before writing anything
+    return families
+
+
+def _show(args: argparse.Namespace) -> int:
+    for p in iter_generated(
+        args.n,
+        families=_families_arg(args.family),
+        difficulty=args.difficulty,
+        seed=args.seed,
+        infeasible_rate=args.infeasible_rate,
+    ):
+        answer = "no optimum (infeasible)" if p.answer is None else repr(p.answer)
+        print(f"== {p.id}  [{p.meta['template']}, {p.meta['num_vars']} variables]\n{p.question}\nanswer: {answer}\n")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    families = _families_arg(args.family)
     start = time.monotonic()
     problems: list[Problem] = []
     lines = (

@@ -211,6 +211,9 @@ def test_cli_generate_is_atomic_and_reproducible_and_check_reports(tmp_path: Pat
     assert f"bad row: {bad}:7: missing or empty 'question'" in capsys.readouterr().out
     assert main(["check", str(tmp_path / "missing.jsonl")]) == 2
     assert "benchmark file not found" in capsys.readouterr().err
+    assert main(["show", "--family", "knapsack", "--n", "2", "--seed", "4"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.count("== gen-knapsack-easy-s4-") == 2 and "answer: " in shown
     assert main(["generate", "--family", "nope", "--n", "1", "--output", str(tmp_path / "c.jsonl")]) == 2
     assert "unknown problem family 'nope'" in capsys.readouterr().err
     assert not (tmp_path / "c.jsonl").exists()
