@@ -22,8 +22,9 @@ from solvers.harness import RUNTIME_MODULES
 _COMMON = (
     "Write one complete, self-contained Python program that builds the whole model from the data in the "
     "problem and solves it. It is run as a script with no arguments and no input; you do not need to print "
-    "the result in any particular format. If the problem has no optimal solution, let the solver say so: "
-    "the solver's own status is what counts."
+    "the result in any particular format: the solver's own status and objective are read, and if the "
+    "program solves several models, the last one solved is the one judged. If the problem has no optimal "
+    "solution, let the solver say so."
 )
 
 
