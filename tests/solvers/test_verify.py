@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -108,3 +109,21 @@ async def test_many_solves_the_last_counts_and_the_channel_stays_bounded(pools: 
     )
     outcome = await verify_code(await pools.get("gurobipy"), code, "gurobipy", 149.0)
     assert (outcome.status, outcome.solves, outcome.objective) == ("correct", 150, 149.0), outcome
+
+
+@pytest.mark.parametrize(
+    ("tail", "limit_changes"),
+    [
+        ("print('x' * 5000)", {"output_bytes": 1000}),  # output limit after a correct solve
+        ("junk = bytearray(3 << 30)", {"memory_mb": 512}),  # out of memory after a correct solve
+    ],
+    ids=["output_limit", "memory"],
+)
+async def test_sandbox_limits_after_a_correct_solve_earn_nothing(
+    pools: Any, tail: str, limit_changes: dict[str, int]
+) -> None:
+    pool = await pools.get("gurobipy")
+    limits = dataclasses.replace(pool.limits, **limit_changes)
+    outcome = await verify_code(pool, KNAPSACK.format(params="") + tail, "gurobipy", OPTIMUM, limits=limits)
+    assert (outcome.status, outcome.reward) == ("error", 0.0), outcome
+    assert "sandbox stopped" in outcome.reason or "MemoryError" in outcome.reason
