@@ -1,8 +1,10 @@
 """The run directory's JSONL records: `samples.jsonl` (every completion) and `metrics.jsonl` (one row per step).
 
     with RunRecorder(run_dir) as recorder:
-        recorder.sample({"problem_id": "p1", "text": "...", "status": "correct", "reward": 1.0, ...})
-        recorder.metrics({"step": 0, "reward_mean": 0.4, ...})      # writes the row and flushes both files
+        recorder.sample(sample_row(sample, step=0, round=0, epoch=0, verdict="kept"))
+        recorder.metrics({**step_stats.row(time.monotonic(), ...), **learner_metrics})   # flushes both files
+
+`sample_row` and `StepStats.row` define the two row schemas (the rollout fills them; see engine.rollout).
 
 Rows are appended (a resumed run continues its files). Samples are buffered and reach the disk with the
 step's metrics row, or on `flush()` / `close()`, so a killed step loses at most its own samples. orjson
@@ -14,9 +16,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from engine.filters import Sample
 
 try:
     import orjson
@@ -94,3 +100,65 @@ class RunRecorder:
         if f is None:
             raise RuntimeError(f"RunRecorder for {self.run_dir} is closed; open a new one to write more rows")
         return f
+
+
+def sample_row(s: Sample, *, step: int, round: int, epoch: int, verdict: str) -> dict[str, Any]:
+    """The samples.jsonl row of one completion. Times are seconds since the rollout started."""
+    return {
+        "step": step, "round": round, "epoch": epoch, "problem_id": s.problem_id, "group_id": s.group_id,
+        "sample_index": s.sample_index, "verdict": verdict, "status": s.status, "infra_failure": s.infra_failure,
+        "score": s.score, "reward": s.reward, "correct": s.correct, "objective": s.objective, "detail": s.detail,
+        "weight_version": s.weight_version, "prompt_tokens": len(s.prompt_ids),
+        "response_tokens": len(s.response_ids), "finish_reason": s.finish_reason, "t_generated_s": s.generated_s,
+        "t_verify_start_s": s.verify_start_s, "t_verify_end_s": s.verify_end_s, "text": s.text,
+    }  # fmt: skip
+
+
+@dataclass(eq=False, kw_only=True)
+class StepStats:
+    """Counters and timings of one rollout step, accumulated while it runs; `row()` makes its metrics row.
+
+    counts keys: "status/<outcome status>" per completion, "filtered/<reason>" per dropped group,
+    "excluded/<reason>" per sample left out of a kept group, "prompts/<ok|truncated|too_long>",
+    "groups_solve_all" / "groups_solve_none", "groups_surplus", "samples_correct".
+    """
+
+    started_s: float  # time.monotonic() at the start of the step
+    counts: Counter[str] = field(default_factory=Counter)
+    tokens: int = 0
+    generating_s: float = 0.0
+    scores: list[float] = field(default_factory=list)  # verifier rewards of scored samples of judged groups
+    rewards: list[float] = field(default_factory=list)  # the same after reward shaping
+    queue_wait_s: list[float] = field(default_factory=list)  # completion arrived -> its verification started
+    queue_depths: list[int] = field(default_factory=list)  # verify queue length after each completion arrived
+
+    def row(
+        self, now: float, *, step: int, rounds: int, kept: Sequence[Sample], verifying_s: float, data_epoch: int
+    ) -> dict[str, Any]:
+        elapsed = now - self.started_s
+        return {
+            "step": step,
+            "rounds": rounds,
+            "groups_kept": len({s.group_id for s in kept}),
+            "samples_trained": len(kept),
+            "reward_mean": _mean(self.rewards),
+            "score_mean": _mean(self.scores),
+            "accuracy": self.counts["samples_correct"] / len(self.scores) if self.scores else None,
+            "batch_reward_mean": _mean([s.reward for s in kept if s.reward is not None]),
+            "response_length_mean": _mean([len(s.response_ids) for s in kept]),
+            "gen_tokens": self.tokens,
+            "gen_tokens_per_s": self.tokens / self.generating_s if self.generating_s else None,
+            "time_rollout_s": elapsed,
+            "time_generating_s": self.generating_s,
+            "time_verifying_s": verifying_s,  # wall time with at least one verification running
+            "time_waiting_verify_s": max(0.0, elapsed - self.generating_s),  # generator idle, sandbox still busy
+            "verify_queue_wait_mean_s": _mean(self.queue_wait_s),
+            "verify_queue_depth_max": max(self.queue_depths, default=0),
+            "verify_queue_depth_mean": _mean(self.queue_depths),
+            "data_epoch": data_epoch,
+            **dict(sorted(self.counts.items())),
+        }
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None

@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -48,7 +47,7 @@ from engine.data import epoch_order
 from engine.filters import Group, Sample, build_filters, judge
 from engine.generation import Completion, GenerationBackend, GenerationError, SamplingParams, WeightSource
 from engine.prompts import PromptBuilder
-from engine.records import RunRecorder
+from engine.records import RunRecorder, StepStats, sample_row
 from learner.config import RolloutBatch as LearnerBatch
 from learner.losses import overlong_penalty
 
@@ -239,22 +238,15 @@ class _OpenGroup:
 
 @dataclass(eq=False, kw_only=True)
 class _BatchState:
-    """Working state and counters of the batch being collected."""
+    """Working state of the batch being collected; its counters and timings are in `stats`."""
 
     step: int
-    started: float
+    stats: StepStats
     busy_at_start: float
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     kept: list[Group] = field(default_factory=list)
     open: set[_OpenGroup] = field(default_factory=set)
     rounds: int = 0
-    counts: Counter[str] = field(default_factory=Counter)  # "status/...", "filtered/...", "excluded/...", ...
-    tokens: int = 0
-    generating_s: float = 0.0
-    scores: list[float] = field(default_factory=list)
-    rewards: list[float] = field(default_factory=list)
-    queue_wait_s: list[float] = field(default_factory=list)
-    queue_depths: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -401,7 +393,7 @@ class Rollout:
     async def _collect(self, step: int) -> RolloutResult:
         """Run generation rounds until the batch has prompts_per_step kept groups or the rounds run out."""
         now = time.monotonic()
-        batch = _BatchState(step=step, started=now, busy_at_start=self._busy_time(now))
+        batch = _BatchState(step=step, stats=StepStats(started_s=now), busy_at_start=self._busy_time(now))
         self._current = batch
         need, max_rounds = self.settings.prompts_per_step, self.settings.max_gen_batches
         round_task: asyncio.Task[None] | None = None
@@ -438,7 +430,7 @@ class Rollout:
         while len(groups) < self.settings.prompts_per_step:
             epoch, problem = self.stream.next()
             prompt = self.prompts.build(problem.question)  # not cached: ids of a large data set would fill memory
-            batch.counts[f"prompts/{prompt.status}"] += 1
+            batch.stats.counts[f"prompts/{prompt.status}"] += 1
             if prompt.ids is None:
                 misses += 1
                 if misses > len(self.stream):
@@ -470,18 +462,18 @@ class Rollout:
                 async for c in stream:
                     group = groups[c.prompt_index]
                     group.arrived.add(c.sample_index)
-                    batch.tokens += len(c.token_ids)
+                    batch.stats.tokens += len(c.token_ids)
                     if c.failed or c.finish_reason == "abort":
                         status = "backend_error" if c.failed else "aborted"
                         self._deliver(group, self._unscored(group, c, status, c.error or "aborted by the backend"))
                         continue
                     await self._verify_q.put(_Job(group=group, completion=c, arrived_s=time.monotonic()))
-                    batch.queue_depths.append(self._verify_q.qsize())
+                    batch.stats.queue_depths.append(self._verify_q.qsize())
         except GenerationError as exc:
             log.warning("generation round failed; its missing samples count as backend errors: %s", exc)
             failure = f"generation failed: {exc}"
         finally:
-            batch.generating_s += time.monotonic() - started
+            batch.stats.generating_s += time.monotonic() - started
             batch.changed.set()
         for group in groups:
             for j in sorted(set(range(self.settings.group_size)) - group.arrived):
@@ -514,7 +506,7 @@ class Rollout:
         c, group = job.completion, job.group
         text = c.text if c.text is not None else self.prompts.decode(c.token_ids)
         start = self._busy_enter()
-        group.batch.queue_wait_s.append(start - job.arrived_s)
+        group.batch.stats.queue_wait_s.append(start - job.arrived_s)
         status, detail, outcome = "", "", None
         try:
             async with asyncio.timeout(self.settings.verify_timeout_s):
@@ -591,7 +583,7 @@ class Rollout:
     # ----- groups ----------------------------------------------------------------------------------------
 
     def _deliver(self, group: _OpenGroup, sample: Sample) -> None:
-        group.batch.counts[f"status/{sample.status}"] += 1
+        group.batch.stats.counts[f"status/{sample.status}"] += 1
         if group.verdict:
             self._write(group, sample)
             return
@@ -606,21 +598,21 @@ class Rollout:
             samples=tuple(group.samples[j] for j in sorted(group.samples)),
         )  # fmt: skip
         scored = [s for s in complete.samples if not s.infra_failure]
-        batch.scores += [s.score for s in scored]  # type: ignore[misc]
-        batch.rewards += [s.reward for s in scored]  # type: ignore[misc]
-        batch.counts["correct"] += sum(s.correct for s in scored)
+        batch.stats.scores += [s.score for s in scored]  # type: ignore[misc]
+        batch.stats.rewards += [s.reward for s in scored]  # type: ignore[misc]
+        batch.stats.counts["samples_correct"] += sum(s.correct for s in scored)
         if scored and all(s.correct for s in scored):
-            batch.counts["groups_solve_all"] += 1
+            batch.stats.counts["groups_solve_all"] += 1
         elif scored and not any(s.correct for s in scored):
-            batch.counts["groups_solve_none"] += 1
+            batch.stats.counts["groups_solve_none"] += 1
         judgement = judge(complete, self._filters)
         for reason, n in judgement.excluded.items():
-            batch.counts[f"excluded/{reason}"] += n
+            batch.stats.counts[f"excluded/{reason}"] += n
         if judgement.group is None:
-            batch.counts[f"filtered/{judgement.reason}"] += 1
+            batch.stats.counts[f"filtered/{judgement.reason}"] += 1
             self._close(group, judgement.reason)
         elif len(batch.kept) >= self.settings.prompts_per_step:
-            batch.counts["groups_surplus"] += 1
+            batch.stats.counts["groups_surplus"] += 1
             self._close(group, "surplus")
         else:
             batch.kept.append(judgement.group)
@@ -634,51 +626,19 @@ class Rollout:
             self._write(group, group.samples[j])
 
     def _write(self, group: _OpenGroup, s: Sample) -> None:
-        if self.recorder is None or self.recorder.closed:
-            return
-        self.recorder.sample({
-            "step": group.batch.step, "round": group.round, "epoch": group.epoch, "problem_id": s.problem_id,
-            "group_id": s.group_id, "sample_index": s.sample_index, "verdict": group.verdict, "status": s.status,
-            "infra_failure": s.infra_failure, "score": s.score, "reward": s.reward, "correct": s.correct,
-            "objective": s.objective, "detail": s.detail, "weight_version": s.weight_version,
-            "prompt_tokens": len(s.prompt_ids), "response_tokens": len(s.response_ids),
-            "finish_reason": s.finish_reason, "t_generated_s": s.generated_s, "t_verify_start_s": s.verify_start_s,
-            "t_verify_end_s": s.verify_end_s, "text": s.text,
-        })  # fmt: skip
+        if self.recorder is not None and not self.recorder.closed:
+            self.recorder.sample(
+                sample_row(s, step=group.batch.step, round=group.round, epoch=group.epoch, verdict=group.verdict)
+            )
 
     # ----- metrics ---------------------------------------------------------------------------------------
 
     def _metrics(self, batch: _BatchState) -> dict[str, Any]:
         now = time.monotonic()
-        elapsed = now - batch.started
-        scored = len(batch.scores)
-        kept = [s for g in batch.kept for s in g.samples]
-        return {
-            "step": batch.step,
-            "rounds": batch.rounds,
-            "groups_kept": len(batch.kept),
-            "samples_trained": len(kept),
-            "reward_mean": _mean(batch.rewards),
-            "score_mean": _mean(batch.scores),
-            "accuracy": batch.counts["correct"] / scored if scored else None,
-            "batch_reward_mean": _mean([s.reward for s in kept]),  # type: ignore[misc]
-            "response_length_mean": _mean([len(s.response_ids) for s in kept]),
-            "gen_tokens": batch.tokens,
-            "gen_tokens_per_s": batch.tokens / batch.generating_s if batch.generating_s else None,
-            "time_rollout_s": elapsed,
-            "time_generating_s": batch.generating_s,
-            "time_verifying_s": self._busy_time(now) - batch.busy_at_start,
-            "time_waiting_verify_s": max(0.0, elapsed - batch.generating_s),
-            "verify_queue_wait_mean_s": _mean(batch.queue_wait_s),
-            "verify_queue_depth_max": max(batch.queue_depths, default=0),
-            "verify_queue_depth_mean": _mean(batch.queue_depths),
-            "data_epoch": self.stream.epoch,
-            **dict(sorted(batch.counts.items())),
-        }
-
-
-def _mean(values: Sequence[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+        return batch.stats.row(
+            now, step=batch.step, rounds=batch.rounds, kept=[s for g in batch.kept for s in g.samples],
+            verifying_s=self._busy_time(now) - batch.busy_at_start, data_epoch=self.stream.epoch,
+        )  # fmt: skip
 
 
 def _reason(outcome: OutcomeLike) -> str:
