@@ -50,6 +50,8 @@ from engine.prompts import PromptBuilder
 from engine.records import RunRecorder, StepStats, sample_row
 from learner.config import RolloutBatch as LearnerBatch
 from learner.losses import overlong_penalty
+from solvers import ExtractConfig, RewardConfig, Solver, verify
+from solvers.verify import Runner
 
 log = logging.getLogger("engine.rollout")
 
@@ -86,15 +88,21 @@ class Verifier(Protocol):
 
 
 class SolverVerifier:
-    """The execution verifier: `solvers.verify` of the completion text in a sandbox pool."""
+    """The execution verifier: `solvers.verify` of the completion text in a sandbox pool (or any `Runner`)."""
 
-    def __init__(self, pool: Any, solver: Any, *, reward: Any = None, limits: Any = None, extract: Any = None) -> None:
+    def __init__(
+        self,
+        pool: Runner,
+        solver: Solver | str,
+        *,
+        reward: RewardConfig | None = None,
+        limits: Any = None,
+        extract: ExtractConfig | None = None,
+    ) -> None:
         self.pool, self.solver = pool, solver
         self.reward, self.limits, self.extract = reward, limits, extract
 
     async def verify(self, problem: ProblemLike, text: str) -> OutcomeLike:
-        from solvers import verify
-
         return await verify(
             self.pool, text, self.solver, problem.answer, reward=self.reward, limits=self.limits, extract=self.extract
         )
@@ -369,6 +377,7 @@ class Rollout:
             **batch.metrics,
             "filtered/stale": len(batch.groups) - len(fresh),
             "groups_kept": len(fresh),
+            "samples_trained": sum(len(g.samples) for g in fresh),
             "weight_version": now_version,
             "staleness_max": max(staleness, default=0),
             "staleness_mean": sum(staleness) / len(staleness) if staleness else 0.0,

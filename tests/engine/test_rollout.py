@@ -57,9 +57,9 @@ async def pool():
         yield p
 
 
-def make_rollout(pool, backend, policy, items, run_dir, *, max_new_tokens=6, **overrides) -> Rollout:
+def make_rollout(pool, backend, policy, items, run_dir, *, max_new_tokens=6, max_prompt_tokens=512, **overrides):
     prompts = PromptBuilder(policy.tokenizer, instructions=SOLVER.instructions,
-                            settings=PromptSettings(max_prompt_tokens=512))  # fmt: skip
+                            settings=PromptSettings(max_prompt_tokens=max_prompt_tokens))  # fmt: skip
     return Rollout(
         backend=backend, verifier=SolverVerifier(pool, SOLVER), prompts=prompts, problems=items,
         settings=settings(**overrides), sampling=SamplingParams(max_new_tokens=max_new_tokens, seed=7),
@@ -217,6 +217,26 @@ async def test_infrastructure_failures_are_counted_and_never_scored(tmp_path):
         empty = await rollout.next_batch()
     assert empty.metrics["status/backend_error"] == 16 and empty.metrics["filtered/no_trainable_samples"] == 4
     assert empty.metrics["reward_mean"] is None and len(empty) == 0
+
+
+@pytest.mark.slow
+async def test_over_long_prompts_are_skipped_and_counted(pool, tmp_path):
+    policy = toy.toy_policy(seed=6)
+    items = problems([toy.ANSWER] * 4)
+    first = epoch_order(4, seed=0, epoch=0)[0]
+    items[first] = Problem(id="long", question="word " * 300, answer=toy.ANSWER)  # the first in the data order
+    unbounded = PromptSettings(max_prompt_tokens=4096)
+    short = len(PromptBuilder(policy.tokenizer, instructions=SOLVER.instructions, settings=unbounded).render("x"))
+    async with LocalBackend(policy.model) as backend:
+        rollout = make_rollout(pool, backend, policy, items, tmp_path, max_prompt_tokens=short + 40)
+        async with rollout:
+            result = await rollout.next_batch()
+        rollout = make_rollout(pool, backend, policy, items[first : first + 1], tmp_path, max_prompt_tokens=short + 40)
+        async with rollout:
+            with pytest.raises(RuntimeError, match="over max_prompt_tokens"):
+                await rollout.next_batch()
+    assert result.metrics["prompts/too_long"] == 1 and result.metrics["prompts/ok"] == 2
+    assert len(result.groups) == 2 and "long" not in {g.problem_id for g in result.groups}
 
 
 def test_settings_and_filter_names_are_validated():
