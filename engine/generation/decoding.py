@@ -99,12 +99,40 @@ def left_pad(prompts: Sequence[list[int]], device: torch.device) -> tuple[torch.
     return ids.to(device), mask.to(device)
 
 
-def _new_cache(model: torch.nn.Module, kind: CacheKind, max_len: int) -> DynamicCache | StaticCache:
-    if kind == "static":
-        return StaticCache(config=model.config, max_cache_len=max_len)
-    if kind == "dynamic":
-        return DynamicCache(config=model.config)
-    raise ValueError(f"unknown cache kind {kind!r}; valid: ['dynamic', 'static']")
+def prefill(
+    model: torch.nn.Module, rows: list[Row], cache: CacheKind, max_new_tokens: int
+) -> tuple[torch.Tensor, DynamicCache | StaticCache, torch.Tensor, torch.Tensor]:
+    """Run each distinct prompt once and give every row a copy of its prompt's KV cache.
+
+    GRPO sends each prompt G times; the G rows of a prompt are adjacent (make_rows order), so the prompt is
+    prefilled once and its cache rows repeated. Returns last-position logits (B, V), the cache, the
+    attention mask (B, L) and the position of each row's last prompt token (B,).
+    """
+    device = next(model.parameters()).device
+    starts = [b for b, r in enumerate(rows) if b == 0 or r.prompt_index != rows[b - 1].prompt_index]
+    owner = torch.tensor([len([s for s in starts if s <= b]) - 1 for b in range(len(rows))], device=device)
+    ids, mask = left_pad([rows[b].prompt for b in starts], device)
+    width = ids.shape[1]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    shared = DynamicCache(config=model.config)
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=shared,
+        cache_position=torch.arange(width, device=device),
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    shared.batch_select_indices(owner)
+    kv: DynamicCache | StaticCache = shared
+    if cache == "static":
+        kv = StaticCache(config=model.config, max_cache_len=width + max_new_tokens)
+        for layer, source in zip(kv.layers, shared.layers, strict=True):
+            layer.update(source.keys, source.values)
+    elif cache != "dynamic":
+        raise ValueError(f"unknown cache kind {cache!r}; valid: ['dynamic', 'static']")
+    return out.logits[owner, -1, :], kv, mask[owner], positions[owner, -1]
 
 
 @torch.inference_mode()
@@ -127,23 +155,11 @@ def decode_batch(
     if cache == "static" and finished == "compact":
         raise ValueError("a static KV cache has a fixed batch size: use finished='mask' with cache='static'")
     device = next(model.parameters()).device
-    ids, mask = left_pad([r.prompt for r in rows], device)
-    width = ids.shape[1]
-    kv = _new_cache(model, cache, width + params.max_new_tokens)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=positions,
-        past_key_values=kv,
-        cache_position=torch.arange(width, device=device),
-        use_cache=True,
-        logits_to_keep=1,
-    )
+    logits, kv, mask, last_pos = prefill(model, rows, cache, params.max_new_tokens)
+    width = mask.shape[1]
     live: list[Row | None] = list(rows)
-    last_pos = positions[:, -1]
     for step in range(params.max_new_tokens):
-        logits = out.logits[:, -1, :].float()
+        logits = logits.float()
         tokens = sample_tokens(logits, live, params)
         chosen = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None])[:, 0]
         done = _record_step(live, tokens.tolist(), chosen.tolist(), stop_ids, params.max_new_tokens, on_finish)
@@ -168,6 +184,7 @@ def decode_batch(
             cache_position=torch.tensor([width + step], device=device),
             use_cache=True,
         )
+        logits = out.logits[:, -1, :]
 
 
 def _record_step(

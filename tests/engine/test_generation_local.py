@@ -49,7 +49,8 @@ async def test_greedy_matches_transformers_generate(cache, finished):
     model = tiny_model()
     params = SamplingParams(max_new_tokens=12, temperature=0.0)
     async with LocalBackend(model, LocalConfig(cache=cache, finished_rows=finished)) as backend:
-        got = by_key(await collect(backend, PROMPTS, params))
+        # n=2: both samples of a prompt decode from one shared prefill and must match generate's row.
+        got = by_key(await collect(backend, PROMPTS, params, n=2))
     width = max(map(len, PROMPTS))
     ids = torch.tensor([[0] * (width - len(p)) + p for p in PROMPTS])
     mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(p) for p in PROMPTS])[:, None]).long()
@@ -60,8 +61,9 @@ async def test_greedy_matches_transformers_generate(cache, finished):
         expected = ref[i, width:].tolist()
         if EOS in expected:
             expected = expected[: expected.index(EOS) + 1]
-        assert list(got[(i, 0)].token_ids) == expected
-        assert got[(i, 0)].finish_reason == ("stop" if expected[-1] == EOS else "length")
+        for j in range(2):
+            assert list(got[(i, j)].token_ids) == expected
+            assert got[(i, j)].finish_reason == ("stop" if expected[-1] == EOS else "length")
 
 
 async def test_logprobs_equal_teacher_forced_forward():

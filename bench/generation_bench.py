@@ -1,0 +1,158 @@
+"""Tokens/s of the local generation backend against `model.generate` on the same batch and settings.
+
+Both sides get the same left-padded prompts (each repeated n times), the same sampling (temperature, top-p,
+top-k), the same stop ids and max_new_tokens; tokens/s counts the tokens each sample really produced (up to
+and including its stop token). Runs alternate between the variants, so drift on a shared machine hits all of
+them alike; the report gives the median, min and max over repeats and the ratio of medians to generate.
+Variants: the local backend with finished rows dropped from the batch (compact) or masked, dynamic or
+static KV cache.
+
+    python bench/generation_bench.py                          # tiny random Llama, stop ids so lengths vary
+    python bench/generation_bench.py --model smollm2-135m     # the embedded model (learner.models)
+    python bench/generation_bench.py --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from engine.generation import SamplingParams
+from engine.generation.local import LocalBackend, LocalConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class Workload:
+    prompts: list[list[int]]
+    n: int
+    params: SamplingParams
+
+
+def tiny_model(vocab: int) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=vocab, hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=2048, eos_token_id=None, bos_token_id=1, pad_token_id=0,
+    )  # fmt: skip
+    return LlamaForCausalLM(config).eval()
+
+
+def workload(model: torch.nn.Module, args: argparse.Namespace) -> Workload:
+    """Random prompts of mixed lengths; stop ids chosen so a near-uniform model stops at ~1/stop_every."""
+    vocab = model.config.vocab_size
+    gen = torch.Generator().manual_seed(1)
+    lengths = torch.randint(args.prompt_len // 2, args.prompt_len + 1, (args.batch,), generator=gen)
+    prompts = [torch.randint(3, vocab, (int(n),), generator=gen).tolist() for n in lengths]
+    stops = tuple(range(3, 3 + max(1, vocab // args.stop_every))) if args.stop_every else ()
+    eos = model.generation_config.eos_token_id
+    stops += tuple(eos if isinstance(eos, list) else [eos]) if eos is not None else ()
+    params = SamplingParams(
+        max_new_tokens=args.max_new_tokens, temperature=1.0, top_p=0.95, top_k=50, stop_token_ids=stops, seed=0
+    )
+    return Workload(prompts=prompts, n=args.n, params=params)
+
+
+def useful_tokens(rows: list[list[int]], stops: set[int]) -> int:
+    total = 0
+    for row in rows:
+        cut = next((k + 1 for k, t in enumerate(row) if t in stops), len(row))
+        total += cut
+    return total
+
+
+def run_generate(model: torch.nn.Module, w: Workload) -> int:
+    rows = [p for p in w.prompts for _ in range(w.n)]
+    width = max(map(len, rows))
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in rows])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in rows])
+    p = w.params
+    out = model.generate(
+        input_ids=ids, attention_mask=mask, do_sample=True, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
+        max_new_tokens=p.max_new_tokens, eos_token_id=list(p.stop_token_ids) or None, pad_token_id=0,
+    )  # fmt: skip
+    return useful_tokens(out[:, width:].tolist(), set(p.stop_token_ids))
+
+
+def run_local(model: torch.nn.Module, w: Workload, config: LocalConfig) -> int:
+    async def go() -> int:
+        async with LocalBackend(model, config) as backend:
+            return sum([len(c.token_ids) async for c in backend.generate(w.prompts, w.params, n=w.n)])
+
+    return asyncio.run(go())
+
+
+def measure(variants: dict[str, Callable[[], int]], repeats: int) -> dict[str, list[float]]:
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for r in range(repeats):
+        order = names if r % 2 == 0 else names[::-1]
+        for name in order:
+            start = time.perf_counter()
+            tokens = variants[name]()
+            rates[name].append(tokens / (time.perf_counter() - start))
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="tiny", help="'tiny' (random Llama) or a name for learner.models.load_model")
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--batch", type=int, default=8, help="prompts per call")
+    parser.add_argument("--n", type=int, default=4, help="samples per prompt")
+    parser.add_argument("--prompt-len", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--stop-every", type=int, default=48, help="tiny model: stop ids cover vocab/this (0: none)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    parser.add_argument("--json", default="", help="also write the results here")
+    parser.add_argument(
+        "--variants",
+        default="local_compact,local_mask,local_static_mask",
+        help="local variants to run besides generate",
+    )
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.model == "tiny":
+        model = tiny_model(args.vocab)
+    else:
+        from learner.models import load_model
+
+        model = load_model(args.model).eval()
+        args.stop_every = 0
+    w = workload(model, args)
+    variants = {
+        "hf_generate": lambda: run_generate(model, w),
+        "local_compact": lambda: run_local(model, w, LocalConfig(finished_rows="compact")),
+        "local_mask": lambda: run_local(model, w, LocalConfig(finished_rows="mask")),
+        "local_static_mask": lambda: run_local(model, w, LocalConfig(cache="static", finished_rows="mask")),
+    }
+    unknown = set(args.variants.split(",")) - set(variants)
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {sorted(unknown)}; valid: {sorted(variants)}")
+    variants = {k: v for k, v in variants.items() if k == "hf_generate" or k in args.variants.split(",")}
+    run_generate(model, w)  # warm-up: first-call allocations and lazy imports
+    rates = measure(variants, args.repeats)
+    base = statistics.median(rates["hf_generate"])
+    print(f"model={args.model} rows={args.batch}x{args.n} max_new_tokens={args.max_new_tokens} "
+          f"threads={torch.get_num_threads()} repeats={args.repeats}")  # fmt: skip
+    report = {}
+    for name, values in rates.items():
+        med = statistics.median(values)
+        report[name] = {"median_tok_s": med, "min": min(values), "max": max(values), "vs_generate": med / base}
+        print(f"{name:>18}: {med:8.1f} tok/s  [{min(values):.1f} .. {max(values):.1f}]  x{med / base:.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "results": report}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
