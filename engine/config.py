@@ -9,6 +9,7 @@ Defaults live on the dataclass fields below and nowhere else. Every error raised
 
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import dataclasses
 import difflib
@@ -20,6 +21,12 @@ from typing import Any, Literal
 
 import yaml
 
+from engine.generation import SamplingParams
+from engine.generation.local import LocalConfig
+from learner.config import AlgorithmConfig, LearnerConfig
+from sandbox import Limits
+from solvers import ExtractConfig, RewardConfig
+
 
 class ConfigError(ValueError):
     """Bad configuration input (file, key, or value); the message is meant for the user as is."""
@@ -28,17 +35,18 @@ class ConfigError(ValueError):
 @dataclass(kw_only=True)
 class ModelConfig:
     path: str = "smollm2-135m"  # HF directory, hub name, or the embedded alias
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
-    gradient_checkpointing: bool = False
 
 
 @dataclass(kw_only=True)
 class DataConfig:
-    train: str = "generated"  # "generated" (the project's own problems), a JSONL path, or a HF dataset name
+    train: str = "generated"  # "generated" (the project's own problems), a JSONL path/name, or a HF dataset
     eval: list[str] = field(default_factory=list)
     families: list[str] = field(default_factory=list)  # generated problem families; empty = all
     difficulty: Literal["easy", "medium", "hard"] = "easy"
     num_problems: int = 256
+    infeasible_rate: float = 0.05  # share of generated problems with no optimum (answer null)
+    benchmarks_dir: str | None = None  # where short benchmark names are looked up ($EVOM_BENCHMARKS otherwise)
+    hf_split: str = "test"  # split of a Hugging Face dataset
     max_prompt_tokens: int = 1024
     seed: int = 0
 
@@ -46,33 +54,24 @@ class DataConfig:
 @dataclass(kw_only=True)
 class SolverConfig:
     name: str = "gurobipy"
-    extract: Literal["last", "first", "concat"] = "last"
-    compare: Literal["rel", "orlm"] = "rel"  # |pred-gt|/(|gt|+1) < tol, or ORLM's round-then-5%
-    tolerance: float = 1e-6
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
 
 
 @dataclass(kw_only=True)
 class SandboxConfig:
-    isolation: Literal["nsjail", "process"] = "nsjail"
+    isolation: Literal["nsjail", "process"] = "nsjail"  # process = no jail, development only
     workers: int = 2
-    wall_s: float = 30.0
-    cpu_s: float = 30.0
-    memory_mb: int = 2048
-    max_procs: int = 32
-    output_bytes: int = 1 << 20
-    tmp_mb: int = 64
-    recycle_after: int = 200
+    recycle_after: int = 200  # runs per warm worker before it is replaced
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass(kw_only=True)
 class GenerationConfig:
     backend: Literal["local", "sglang", "openai"] = "local"
     urls: list[str] = field(default_factory=list)  # sglang / openai servers (or one router URL)
-    max_new_tokens: int = 512
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = -1
-    timeout_s: float = 600.0
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    local: LocalConfig = field(default_factory=LocalConfig)
 
 
 @dataclass(kw_only=True)
@@ -83,34 +82,8 @@ class RolloutConfig:
     max_gen_batches: int = 3  # give up refilling the batch after this many generation rounds
     max_staleness: int = 0  # 0 = strictly on-policy
     queue_size: int = 64
-
-
-@dataclass(kw_only=True)
-class AlgorithmConfig:
-    name: Literal["grpo", "dapo"] = "grpo"
-    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"] = (
-        "token-mean"
-    )
-    advantage_scale: Literal["group", "none"] = "group"
-    clip_low: float = 0.2
-    clip_high: float = 0.2
-    dual_clip: float | None = None
-    kl_coef: float = 0.0
-    kl_kind: Literal["k1", "k2", "k3"] = "k3"
-    overlong_buffer: int = 0  # DAPO soft overlong punishment; 0 = off
+    overlong_buffer: int = 0  # DAPO soft overlong punishment over the last tokens of max_new_tokens; 0 = off
     overlong_factor: float = 1.0
-
-
-@dataclass(kw_only=True)
-class LearnerConfig:
-    lr: float = 1e-6
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    grad_clip: float = 1.0
-    ppo_epochs: int = 1
-    mini_batches: int = 1
-    micro_batch_tokens: int = 4096
-    device: str = "auto"  # auto: cuda when available, else cpu
 
 
 @dataclass(kw_only=True)
@@ -120,11 +93,14 @@ class RunConfig:
     steps: int = 10
     seed: int = 0
     save_every: int = 5
-    log_every: int = 1
 
 
 @dataclass(kw_only=True)
 class Config:
+    """The whole run. `algorithm` and `learner` are the learner's own dataclasses (`learner.config`),
+    `solver.reward`/`solver.extract` the solvers', `sandbox.limits` the sandbox's, `generation.sampling` and
+    `generation.local` the generation backends': their defaults live there."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
@@ -134,6 +110,10 @@ class Config:
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        # The learner's config nests the algorithm; the run config keeps it as its own section.
+        self.learner = dataclasses.replace(self.learner, algorithm=self.algorithm)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -196,8 +176,13 @@ def build(cls: type, raw: Any, *, where: str) -> Any:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f"; did you mean {_join(where, close[0])}?" if close else f"; valid keys: {', '.join(names)}"
             raise ConfigError(f"unknown key {_join(where, key)}{hint}")
+    if cls is LearnerConfig and "algorithm" in raw:
+        raise ConfigError(f"{_join(where, 'algorithm')}: set the top-level algorithm section instead")
     values = {key: _coerce(hints[key], value, where=_join(where, key)) for key, value in raw.items()}
-    return cls(**values)
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _coerce(hint: Any, value: Any, *, where: str) -> Any:
@@ -224,6 +209,18 @@ def _coerce(hint: Any, value: Any, *, where: str) -> Any:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: expected a list, got {_show(value)}")
         return [_coerce(args[0], v, where=f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {_show(value)}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            args = (args[0],) * len(value)
+        if len(args) != len(value):
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {_show(value)}")
+        return tuple(_coerce(a, v, where=f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+    if origin in (dict, collections.abc.Mapping):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {_show(value)}")
+        return {_coerce(args[0], k, where=where): _coerce(args[1], v, where=f"{where}.{k}") for k, v in value.items()}
     if hint is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
@@ -250,7 +247,20 @@ def _show(value: Any) -> str:
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    """Plain YAML-safe data: tuples become lists, mappings dicts; the learner's nested algorithm is omitted
+    because it is the top-level `algorithm` section."""
+    data = _plain(dataclasses.asdict(cfg))
+    if isinstance(cfg, Config):
+        del data["learner"]["algorithm"]
+    return data
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def write_config(cfg: Config, path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,7 +80,7 @@ def check_solver(cfg: Config) -> Check:
 
 def check_sandbox(cfg: Config) -> Check:
     """Start a one-worker pool with the solver's preload and run a trivial program in it."""
-    from sandbox import Limits, SandboxPool, SandboxUnavailable
+    from sandbox import SandboxPool, SandboxUnavailable
     from solvers import SolverUnavailableError, get_solver
 
     try:
@@ -88,7 +89,7 @@ def check_sandbox(cfg: Config) -> Check:
         preload = ()
 
     async def probe() -> str:
-        limits = Limits(wall_s=10.0, memory_mb=cfg.sandbox.memory_mb)
+        limits = dataclasses.replace(cfg.sandbox.limits, wall_s=min(cfg.sandbox.limits.wall_s, 10.0))
         async with SandboxPool(workers=1, limits=limits, preload=preload, isolation=cfg.sandbox.isolation) as pool:
             result = await pool.run("print(6 * 7)")
         return result.stdout.strip() if result.status == "ok" else f"{result.status}: {result.stderr.strip()[-200:]}"

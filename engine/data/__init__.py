@@ -39,8 +39,6 @@ from engine.data.problem import DIFFICULTIES, Problem
 from engine.data.stream import batch_at, epoch_order, iter_batches, iter_epoch
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from engine.config import DataConfig
 
 __all__ = [
@@ -75,26 +73,24 @@ __all__ = [
 GENERATED = "generated"
 
 
-def load_train(
-    cfg: DataConfig, *, benchmarks_dir: str | Path | None = None, infeasible_rate: float = 0.05
-) -> Benchmark:
+def load_train(cfg: DataConfig) -> Benchmark:
     """The training set of a `data` config section: generated problems, or every valid row of a file/dataset.
 
     `num_problems`, `families` and `difficulty` apply to generated problems only; a file is used whole.
     """
     if cfg.train != GENERATED:
-        return load_benchmark(cfg.train, benchmarks_dir=benchmarks_dir)
+        return load_benchmark(cfg.train, benchmarks_dir=cfg.benchmarks_dir)
     problems = generate_problems(
         cfg.num_problems,
         families=cfg.families,
         difficulty=cfg.difficulty,
         seed=cfg.seed,
-        infeasible_rate=infeasible_rate,
+        infeasible_rate=cfg.infeasible_rate,
     )
     numeric = sum(p.answer is not None for p in problems)
     report = LoadReport(source=GENERATED, rows=len(problems), loaded=len(problems), numeric=numeric, bad=())
     return Benchmark(name=GENERATED, problems=tuple(problems), report=report)
 
 
-def load_eval(cfg: DataConfig, *, benchmarks_dir: str | Path | None = None) -> list[Benchmark]:
-    return [load_benchmark(spec, benchmarks_dir=benchmarks_dir) for spec in cfg.eval]
+def load_eval(cfg: DataConfig) -> list[Benchmark]:
+    return [load_benchmark(spec, benchmarks_dir=cfg.benchmarks_dir) for spec in cfg.eval]
