@@ -11,6 +11,8 @@ pipelined to spread machine noise; medians are reported, and ratio = pipelined /
 The gain depends on the balance of the two phases: overlap can at best hide the shorter one, so the output
 also gives that bound, max(gen, verify) / (gen + verify), from the synchronous run. The defaults (a 2-layer,
 64-wide model, 8 rows per decode batch, decoding on one thread) make the phases comparable on a 2-core box.
+On such a box both phases compete for the same cores, which the production split (generation on GPUs, the
+sandbox on CPUs) does not; `--program-sleep-s` adds verification time that uses no CPU here, to show that case.
 
     .venv/bin/python bench/rollout_bench.py                       # defaults below, prints one JSON object
     .venv/bin/python bench/rollout_bench.py --prompts 16 --max-batch-size 64 --repeats 5
@@ -57,7 +59,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="sandbox workers = verification concurrency")
     p.add_argument("--torch-threads", type=int, default=1, help="decode threads (leaves cores to the sandbox)")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--program-sleep-s", type=float, default=0.0,
+                   help="each program sleeps this long in the sandbox first: solver time spent off this box's "
+                   "cores, as when the sandbox has its own CPUs and the generator a GPU")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="event loop implementation")
     return p.parse_args(argv)
 
 
@@ -113,7 +119,7 @@ class Bench:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     toy = load_toy()
-    policy = toy.toy_policy(seed=args.seed, hidden=args.hidden, layers=args.layers)
+    policy = toy.toy_policy(seed=args.seed, hidden=args.hidden, layers=args.layers, slow_s=args.program_sleep_s)
     local = LocalConfig(max_batch_size=args.max_batch_size, torch_threads=args.torch_threads)
     solver = get_solver("gurobipy")
     async with (
@@ -153,7 +159,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    print(json.dumps(asyncio.run(run(parse_args(argv))), indent=2))
+    args = parse_args(argv)
+    factory = None
+    if args.loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        print(json.dumps(runner.run(run(args)), indent=2))
 
 
 if __name__ == "__main__":
