@@ -175,11 +175,12 @@ class LocalBackend:
         """Copy new weights into the model in place (a state dict, or a directory of *.safetensors)."""
         executor = self._require_open()
         new_version = self._version + 1 if version is None else int(version)
-        await asyncio.get_running_loop().run_in_executor(executor, self._load, source)
-        self._version = new_version
+        await asyncio.get_running_loop().run_in_executor(executor, self._load, source, new_version)
         return new_version
 
-    def _load(self, source: WeightSource) -> None:
+    def _load(self, source: WeightSource, version: int) -> None:
+        """Worker-thread body of update_weights. The version moves here, on the decode thread, so a generate
+        call queued right behind the update already reports the new version."""
         state = source if isinstance(source, Mapping) else _read_safetensors_dir(Path(source))
         # keep_vars: the live Parameters, tied names (lm_head / embed_tokens) included, so copy_ lands in place.
         params = self.model.state_dict(keep_vars=True)
@@ -192,6 +193,7 @@ class LocalBackend:
         with torch.no_grad():
             for name, tensor in state.items():
                 params[name].copy_(tensor.to(device=params[name].device, dtype=params[name].dtype))
+        self._version = version
 
     def _require_open(self) -> ThreadPoolExecutor:
         if self._executor is None:

@@ -12,6 +12,8 @@ Written against SGLang 0.5.23 (`sglang/srt/entrypoints/http_server.py`, `sglang/
   they are deltas. The client tells them apart by `completion_tokens` (the running total in both modes).
   `output_ids` keep the matched stop token (only `text` is trimmed). An error mid-stream is a chunk
   `{"error": {"message", "code", "retryable"}}`.
+- `sampling_params.sampling_seed` (our per-sample seed) is honoured only by servers started with
+  `--enable-deterministic-inference`; other servers ignore it, so seeded runs are reproducible only there.
 - `POST /abort_request` {"rid"} (or {"abort_all": true}); the aborted stream ends with finish type "abort".
 - `GET /health` (200 when up, 503 while starting), `GET /model_info` (`/get_model_info` is deprecated in
   0.5.23).

@@ -156,6 +156,14 @@ async def test_weight_update_changes_outputs_and_version(tmp_path):
         assert sorted((c.prompt_index, c.token_ids) for c in restored) == sorted(
             (c.prompt_index, c.token_ids) for c in before
         )
+        # An update queued ahead of a generate call lands first, and that call reports the new version.
+        update = asyncio.create_task(backend.update_weights(new_state))
+        await asyncio.sleep(0)
+        queued = await collect(backend, PROMPTS, params)
+        assert await update == 8 and {c.weight_version for c in queued} == {8}
+        assert sorted((c.prompt_index, c.token_ids) for c in queued) == sorted(
+            (c.prompt_index, c.token_ids) for c in after
+        )
         with pytest.raises(GenerationError, match="not in the generation model"):
             await backend.update_weights({"no.such.weight": torch.zeros(1)})
 
