@@ -12,7 +12,10 @@ half-written checkpoint. Resuming restores all of it; the next step then matches
 
 from __future__ import annotations
 
+import contextlib
 import random
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +40,15 @@ def _barrier(learner: Learner) -> None:
         dist.barrier()
 
 
+@contextlib.contextmanager
+def _quiet_single_process(learner: Learner) -> Iterator[None]:
+    """DCP warns that it 'assumes' a single process even when told so (no_dist=True); that is our intent."""
+    with warnings.catch_warnings():
+        if not learner.ctx.distributed:
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
 def _rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
@@ -56,7 +68,12 @@ def save_checkpoint(learner: Learner, directory: str | Path, *, data_state: dict
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model_state, optim_state = get_state_dict(learner.model, learner.optimizer)
-    dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=str(directory / "dcp"))
+    with _quiet_single_process(learner):
+        dcp.save(
+            {"model": model_state, "optimizer": optim_state},
+            checkpoint_id=str(directory / "dcp"),
+            no_dist=not learner.ctx.distributed,
+        )
     extra = {
         "scheduler": learner.scheduler.state_dict(),
         "global_step": learner.global_step,
@@ -86,7 +103,8 @@ def load_checkpoint(learner: Learner, directory: str | Path) -> dict[str, Any]:
         )
     model_state, optim_state = get_state_dict(learner.model, learner.optimizer)
     state = {"model": model_state, "optimizer": optim_state}
-    dcp.load(state, checkpoint_id=str(directory / "dcp"))
+    with _quiet_single_process(learner):
+        dcp.load(state, checkpoint_id=str(directory / "dcp"), no_dist=not learner.ctx.distributed)
     set_state_dict(
         learner.model, learner.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"]
     )

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+ENTROPY_CHUNK = 1024  # response tokens per entropy chunk
+
 
 @dataclass(frozen=True, kw_only=True)
 class PackedMicroBatch:
@@ -172,6 +174,11 @@ def response_logprobs(
     entropy = None
     if with_entropy:
         with torch.no_grad():
-            probs = torch.softmax(logits, dim=-1)
-            entropy = log_norm - (probs * logits).sum(-1)
+            # in row chunks: a (R, V) fp32 softmax on a 150k vocabulary would double the logits' memory
+            entropy = torch.cat(
+                [
+                    norm - (torch.softmax(chunk, dim=-1) * chunk).sum(-1)
+                    for chunk, norm in zip(logits.split(ENTROPY_CHUNK), log_norm.split(ENTROPY_CHUNK), strict=True)
+                ]
+            )
     return TokenOutput(logprobs=logprobs, entropy=entropy)

@@ -89,8 +89,9 @@ class Learner:
         """Load the policy (and, when KL is on, a second copy as the reference) through ``learner.models``."""
         from learner.models import load_model
 
-        ref = load_model(name_or_path) if config.algorithm.kl_coef > 0 else None
-        return cls(load_model(name_or_path), config, ref_model=ref, **kwargs)
+        # fp32 master weights whatever the device: compute dtype is applied by autocast / FSDP mixed precision
+        ref = load_model(name_or_path, dtype="float32") if config.algorithm.kl_coef > 0 else None
+        return cls(load_model(name_or_path, dtype="float32"), config, ref_model=ref, **kwargs)
 
     def _prepare(self, model: nn.Module, *, trainable: bool) -> nn.Module:
         model.to(device=self.ctx.device, dtype=torch.float32)

@@ -1,0 +1,151 @@
+"""Learner.step against the floor: a plain forward + backward + AdamW over exactly the same response tokens.
+
+Both sides start from the same weights and train on the same batch (random prompts and responses of varied
+lengths, advantages +-1): the floor right-pads the batch, runs one forward with an attention mask and full
+logits, takes the advantage-weighted token-mean of the response log-probs, backward, gradient clipping, AdamW.
+The learner runs its real step (on-policy GRPO, one update: packing, response-only logits, clipped loss,
+entropy metric, clipping, AdamW, schedule). Runs alternate between the two, so drift on a shared machine hits
+both alike; the report gives medians, min/max and the ratio of medians (target: learner <= 1.15x the floor).
+
+    python bench/learner_bench.py                        # the embedded SmolLM2-135M (learner.models)
+    python bench/learner_bench.py --model tiny --repeats 5
+    python bench/learner_bench.py --json bench/out/learner.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from learner.config import LearnerConfig, RolloutBatch
+from learner.trainer import Learner
+
+
+def make_batch(
+    vocab: int, *, sequences: int, prompt_len: tuple[int, int], response_len: tuple[int, int], seed: int
+) -> RolloutBatch:
+    g = torch.Generator().manual_seed(seed)
+
+    def draw(lo_hi: tuple[int, int]) -> list[int]:
+        n = int(torch.randint(lo_hi[0], lo_hi[1] + 1, (1,), generator=g))
+        return torch.randint(0, vocab, (n,), generator=g).tolist()
+
+    prompts = [draw(prompt_len) for _ in range(sequences)]
+    responses = [draw(response_len) for _ in range(sequences)]
+    advantages = [1.0 if i % 2 == 0 else -1.0 for i in range(sequences)]
+    return RolloutBatch(prompts=prompts, responses=responses, advantages=advantages)
+
+
+def floor_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: RolloutBatch, grad_clip: float) -> None:
+    """The plain way: padded batch, one forward, full logits, masked advantage-weighted log-probs, AdamW."""
+    width = max(len(p) + len(r) for p, r in zip(batch.prompts, batch.responses, strict=True))
+    n = len(batch)
+    ids = torch.zeros(n, width, dtype=torch.long)
+    attention = torch.zeros(n, width, dtype=torch.long)
+    weights = torch.zeros(n, width)
+    assert batch.advantages is not None
+    for i, (p, r, a) in enumerate(zip(batch.prompts, batch.responses, batch.advantages, strict=True)):
+        ids[i, : len(p) + len(r)] = torch.tensor([*p, *r])
+        attention[i, : len(p) + len(r)] = 1
+        weights[i, len(p) : len(p) + len(r)] = a
+    logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
+    logprobs = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    tokens = sum(len(r) for r in batch.responses)
+    loss = -(logprobs * weights[:, 1:]).sum() / tokens
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def load(name: str) -> nn.Module:
+    if name == "tiny":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        torch.manual_seed(0)
+        config = LlamaConfig(
+            vocab_size=4096,
+            hidden_size=256,
+            intermediate_size=768,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            attn_implementation="sdpa",
+        )
+        return LlamaForCausalLM(config)
+    from learner.models import load_model
+
+    return load_model(name, dtype="float32")
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m", help="a learner.models name, or 'tiny' (random Llama)")
+    parser.add_argument("--sequences", type=int, default=4)
+    parser.add_argument("--prompt-len", type=int, nargs=2, default=(24, 64))
+    parser.add_argument("--response-len", type=int, nargs=2, default=(16, 96))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--json", default=None, help="also write the report here")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    base = load(args.model)
+    vocab = base.config.vocab_size
+    batch = make_batch(
+        vocab,
+        sequences=args.sequences,
+        prompt_len=tuple(args.prompt_len),
+        response_len=tuple(args.response_len),
+        seed=0,
+    )
+    config = LearnerConfig(lr=1e-6, micro_batch_tokens=1 << 20, device="cpu")
+    floor_model = copy.deepcopy(base)
+    floor_opt = torch.optim.AdamW(floor_model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    learner = Learner(base, config)
+
+    arms: dict[str, Callable[[], object]] = {
+        "floor": lambda: floor_step(floor_model, floor_opt, batch, config.grad_clip),
+        "learner": lambda: learner.step(batch),
+    }
+    for fn in arms.values():  # warm-up: allocator, optimizer state
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in arms}
+    for _ in range(args.repeats):
+        for name, fn in arms.items():
+            times[name].append(timed(fn))
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    response_tokens = sum(len(r) for r in batch.responses)
+    report = {
+        "model": args.model,
+        "sequences": len(batch),
+        "response_tokens": response_tokens,
+        "input_tokens": sum(len(p) + len(r) for p, r in zip(batch.prompts, batch.responses, strict=True)),
+        "padded_tokens": len(batch) * max(len(p) + len(r) for p, r in zip(batch.prompts, batch.responses, strict=True)),
+        "threads": torch.get_num_threads(),
+        "seconds": {name: {"median": medians[name], "min": min(t), "max": max(t)} for name, t in times.items()},
+        "response_tokens_per_s": {name: response_tokens / m for name, m in medians.items()},
+        "ratio_learner_to_floor": medians["learner"] / medians["floor"],
+    }
+    print(json.dumps(report, indent=2))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
