@@ -159,7 +159,7 @@ class RolloutSettings:
     filters: tuple[str, ...] = ()  # extra group filters (engine.filters); dynamic_sampling adds "zero_variance"
     overlong_buffer: int = 0  # DAPO soft overlong punishment over the last tokens of max_new_tokens; 0 = off
     overlong_factor: float = 1.0
-    seed: int = 0  # data order and per-round sampling seeds
+    seed: int = 0  # data order (sampling seeds come from SamplingParams.seed, see round_sampling)
     verify_timeout_s: float = 600.0  # a verification taking longer counts as an infrastructure failure
 
     def __post_init__(self) -> None:
@@ -341,14 +341,17 @@ class Rollout:
             )
         waited = time.monotonic()
         get = asyncio.ensure_future(self._ready.get())
+        # The producer and the verify workers only end by failing (a bug, a filter raising): surface that here
+        # rather than wait forever for a batch that cannot come.
         try:
-            done, _ = await asyncio.wait({get, self._producer}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({get, self._producer, *self._tasks}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             if not get.done():
                 get.cancel()
         if get not in done:
-            self._producer.result()  # raises the producer's error
-            raise RuntimeError("the rollout producer stopped without an error")
+            failed = done.pop()
+            failed.result()  # raises the task's error
+            raise RuntimeError(f"rollout task {failed.get_name()} stopped without an error")
         return self._hand_over(get.result(), waited_s=time.monotonic() - waited)
 
     async def update_weights(self, source: WeightSource, *, version: int | None = None) -> int:

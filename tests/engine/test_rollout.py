@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import sys
+import types
 from collections import Counter
 from pathlib import Path
 
@@ -237,6 +238,23 @@ async def test_over_long_prompts_are_skipped_and_counted(pool, tmp_path):
                 await rollout.next_batch()
     assert result.metrics["prompts/too_long"] == 1 and result.metrics["prompts/ok"] == 2
     assert len(result.groups) == 2 and "long" not in {g.problem_id for g in result.groups}
+
+
+class MalformedVerifier:
+    """A verifier plug-in with a bug: its reward is not a number."""
+
+    async def verify(self, problem, text):
+        return types.SimpleNamespace(status="correct", reward="high", correct=True, objective=3.0, reason="")
+
+
+async def test_a_broken_verifier_plugin_fails_next_batch_instead_of_hanging(tmp_path):
+    policy = toy.toy_policy(seed=7)
+    async with LocalBackend(policy.model) as backend:
+        rollout = make_rollout(None, backend, policy, problems([toy.ANSWER] * 2), tmp_path)
+        rollout.verifier = MalformedVerifier()
+        async with rollout:
+            with pytest.raises(ValueError, match="could not convert string to float"):
+                await asyncio.wait_for(rollout.next_batch(), 60)
 
 
 def test_settings_and_filter_names_are_validated():
