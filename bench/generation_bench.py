@@ -19,7 +19,7 @@ import asyncio
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -45,12 +45,33 @@ def tiny_model(vocab: int) -> LlamaForCausalLM:
     return LlamaForCausalLM(config).eval()
 
 
+QUESTIONS = (
+    "A bakery makes bread and cake earning 3 and 5 dollars each; flour limits output to 40 units. Maximise profit.",
+    "Minimise the cost of a diet with two foods costing 2 and 3 that must supply at least 10 units of protein.",
+    "A factory ships goods from two plants to three stores. Formulate the transportation problem.",
+    "Choose projects with costs 4, 6, 3 and values 7, 9, 5 under a budget of 10 to maximise total value.",
+    "Schedule three jobs on one machine to minimise total completion time given times 3, 1 and 2.",
+    "Write a linear program that maximises x + 2y subject to x + y <= 4 and x, y >= 0.",
+    "A farmer has 100 acres for wheat and corn with a labour limit of 120 hours. Maximise revenue.",
+    "Assign four workers to four tasks at minimum total cost, given a cost matrix.",
+)
+
+
 def workload(model: torch.nn.Module, args: argparse.Namespace) -> Workload:
-    """Random prompts of mixed lengths; stop ids chosen so a near-uniform model stops at ~1/stop_every."""
+    """Tiny model: random prompts of mixed lengths, and stop ids that a near-uniform model hits at about
+    1/stop_every per token. A real model: chat prompts from its tokenizer; it stops at its own EOS."""
     vocab = model.config.vocab_size
     gen = torch.Generator().manual_seed(1)
-    lengths = torch.randint(args.prompt_len // 2, args.prompt_len + 1, (args.batch,), generator=gen)
-    prompts = [torch.randint(3, vocab, (int(n),), generator=gen).tolist() for n in lengths]
+    if args.model == "tiny":
+        lengths = torch.randint(args.prompt_len // 2, args.prompt_len + 1, (args.batch,), generator=gen)
+        prompts = [torch.randint(3, vocab, (int(n),), generator=gen).tolist() for n in lengths]
+    else:
+        from learner.models import load_tokenizer
+
+        tokenizer = load_tokenizer(args.model)
+        chats = [[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}] for i in range(args.batch)]
+        encoded = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=True) for c in chats]
+        prompts = [list(e["input_ids"]) if isinstance(e, Mapping) else list(e) for e in encoded]
     stops = tuple(range(3, 3 + max(1, vocab // args.stop_every))) if args.stop_every else ()
     eos = model.generation_config.eos_token_id
     stops += tuple(eos if isinstance(eos, list) else [eos]) if eos is not None else ()

@@ -59,33 +59,37 @@ def make_rows(prompts: Sequence[list[int]], n: int, params: SamplingParams, devi
     return rows
 
 
-def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
-    """Temperature, then top-k, then top-p (nucleus) on (B, V) float logits; removed entries become -inf."""
-    logits = logits / params.temperature
-    if params.top_k != -1 and params.top_k < logits.shape[-1]:
-        kth = torch.topk(logits, params.top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+def candidates(logits: torch.Tensor, params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The tokens a row may sample and their probabilities, after temperature, top-k and top-p.
+
+    logits: (B, V) float. Returns probs (B, K) with removed candidates at 0 and ids (B, K) mapping candidate
+    columns to token ids (None when K = V in vocabulary order). With top-k the work shrinks to K columns.
+    """
+    scaled = logits / params.temperature
+    ids = None
+    if params.top_k != -1 and params.top_k < scaled.shape[-1]:
+        scaled, ids = torch.topk(scaled, params.top_k, dim=-1)  # sorted, largest first
+    elif params.top_p < 1.0:
+        scaled, ids = torch.sort(scaled, dim=-1, descending=True)
+    probs = torch.softmax(scaled, dim=-1)
     if params.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        # Drop a token when the mass strictly before it already reaches top_p; the top token always stays.
-        drop_sorted = (probs.cumsum(dim=-1) - probs) >= params.top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    return logits
+        # Drop a candidate when the mass strictly before it already reaches top_p; the top one always stays.
+        probs = probs.masked_fill((probs.cumsum(dim=-1) - probs) >= params.top_p, 0.0)
+    return probs, ids
 
 
 def sample_tokens(logits: torch.Tensor, rows: Sequence[Row | None], params: SamplingParams) -> torch.Tensor:
     """(B, V) logits -> (B,) token ids. `None` rows (finished, masked) get a token nobody reads."""
     if params.greedy:
         return logits.argmax(dim=-1)
-    probs = torch.softmax(filter_logits(logits, params), dim=-1)
+    probs, ids = candidates(logits, params)
     race = torch.ones_like(probs)
     for b, row in enumerate(rows):
         if row is not None:
             u = torch.rand(probs.shape[-1], generator=row.generator, device=probs.device, dtype=probs.dtype)
             race[b] = -torch.log(u.clamp_min(1e-20))
-    return (probs / race).argmax(dim=-1)
+    choice = (probs / race).argmax(dim=-1)
+    return choice if ids is None else ids.gather(-1, choice[:, None])[:, 0]
 
 
 def left_pad(prompts: Sequence[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

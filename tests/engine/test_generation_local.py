@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from engine.generation import GenerationError, SamplingParams, available_backends, create_backend
-from engine.generation.decoding import filter_logits
+from engine.generation.decoding import candidates
 from engine.generation.local import LocalBackend, LocalConfig
 
 EOS = 2
@@ -188,15 +188,29 @@ async def test_abort_and_early_break():
         await collect(backend, PROMPTS, params)
 
 
-def test_filter_logits_top_k_top_p_by_hand():
-    logits = torch.log(torch.tensor([[0.5, 0.25, 0.15, 0.10]]))
-    top_k = filter_logits(logits, SamplingParams(top_k=2))
-    assert torch.isinf(top_k[0, 2:]).all() and torch.isfinite(top_k[0, :2]).all()
-    # Mass before token 2 is 0.75 >= 0.7, so tokens 2 and 3 go; 0.5 < 0.7 keeps token 1.
-    top_p = filter_logits(logits, SamplingParams(top_p=0.7))
-    assert torch.isfinite(top_p[0, :2]).all() and torch.isinf(top_p[0, 2:]).all()
-    hot = filter_logits(logits, SamplingParams(temperature=2.0))
-    assert torch.allclose(hot, logits / 2.0)
+def test_candidates_top_k_top_p_temperature_by_hand():
+    logits = torch.log(torch.tensor([[0.10, 0.5, 0.15, 0.25]]))
+    probs, ids = candidates(logits, SamplingParams(top_k=2))
+    assert ids.tolist() == [[1, 3]] and probs.tolist()[0] == pytest.approx([0.5 / 0.75, 0.25 / 0.75])
+    # Sorted 0.5, 0.25, 0.15, 0.10: the mass before 0.15 is 0.75 >= 0.7, so 0.15 and 0.10 go.
+    probs, ids = candidates(logits, SamplingParams(top_p=0.7))
+    assert ids.tolist() == [[1, 3, 2, 0]] and probs.tolist()[0] == pytest.approx([0.5, 0.25, 0.0, 0.0])
+    probs, ids = candidates(logits, SamplingParams(temperature=0.5))
+    hot = torch.tensor([0.10, 0.5, 0.15, 0.25]) ** 2
+    assert ids is None and probs[0].tolist() == pytest.approx((hot / hot.sum()).tolist())
+
+
+async def test_top_k_top_p_sampling_stays_in_the_nucleus():
+    model = tiny_model()
+    params = SamplingParams(max_new_tokens=1, temperature=1.0, top_k=5, top_p=0.5, seed=0)
+    async with LocalBackend(model, LocalConfig(stop_at_eos=False)) as backend:
+        got = await collect(backend, [PROMPTS[0]], params, n=64)
+    with torch.no_grad():
+        probs = torch.softmax(model(torch.tensor([PROMPTS[0]])).logits[0, -1], dim=-1)
+    top = torch.argsort(probs, descending=True)[:5].tolist()
+    mass = torch.cumsum(probs[top], 0) - probs[top]
+    allowed = {t for t, m in zip(top, mass.tolist(), strict=True) if m < 0.5 * probs[top].sum().item()}
+    assert {c.token_ids[0] for c in got} <= allowed
 
 
 def test_registry_and_options_errors():
