@@ -10,6 +10,7 @@ Run: .venv/bin/pytest tests/engine/test_rollout.py
 from __future__ import annotations
 
 import asyncio
+import copy
 import importlib.util
 import sys
 import types
@@ -17,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 
 from engine.data import Problem, epoch_order
 from engine.generation import SamplingParams
@@ -24,6 +26,8 @@ from engine.generation.local import LocalBackend, LocalConfig
 from engine.prompts import PromptBuilder, PromptSettings
 from engine.records import RunRecorder, read_jsonl
 from engine.rollout import ProblemStream, Rollout, RolloutSettings, SolverVerifier
+from learner.config import AlgorithmConfig, LearnerConfig
+from learner.trainer import Learner
 from sandbox import Limits, SandboxPool
 from solvers import get_solver
 
@@ -238,6 +242,35 @@ async def test_over_long_prompts_are_skipped_and_counted(pool, tmp_path):
                 await rollout.next_batch()
     assert result.metrics["prompts/too_long"] == 1 and result.metrics["prompts/ok"] == 2
     assert len(result.groups) == 2 and "long" not in {g.problem_id for g in result.groups}
+
+
+@pytest.mark.slow
+async def test_one_rl_step_closes_the_loop_with_the_learner(pool, tmp_path):
+    policy = toy.toy_policy(seed=8)
+    learner_model = copy.deepcopy(policy.model)  # the learner trains its own copy, as on separate devices
+    algo = AlgorithmConfig(use_generator_logprobs=True)
+    learner = Learner(learner_model, LearnerConfig(lr=1e-2, device="cpu", algorithm=algo))
+    items = problems([toy.ANSWER] * 4)
+    async with (
+        LocalBackend(policy.model) as backend,
+        make_rollout(pool, backend, policy, items, tmp_path, max_staleness=0) as rollout,
+    ):
+        result = await rollout.next_batch()
+        assert len(result) == 8
+        for prompt, response, old in zip(result.prompt_ids, result.response_ids, result.old_logprobs, strict=True):
+            with torch.no_grad():
+                logits = learner_model(torch.tensor([prompt + response])).logits[0, len(prompt) - 1 : -1]
+            expected = torch.log_softmax(logits.float(), -1).gather(-1, torch.tensor(response)[:, None])[:, 0]
+            assert old == pytest.approx(expected.tolist(), abs=1e-4)
+        train = learner.step(result.learner_batch())
+        # Old log-probs come from the generator: at the first update the policy is the generating one, so
+        # their KL is ~0 only if every log-prob lines up with its response token.
+        assert abs(train["approx_kl"]) < 1e-6
+        assert await rollout.update_weights(learner.model.state_dict()) == 1
+        after = await rollout.next_batch()
+    assert set(after.weight_versions) == {1}
+    for name, tensor in learner.model.state_dict().items():
+        assert torch.equal(policy.model.state_dict()[name], tensor), name
 
 
 class MalformedVerifier:
