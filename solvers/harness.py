@@ -24,11 +24,15 @@ its key, or re-wraps the hooked methods with `ctypes`) can forge any record. Clo
 capture in another process; the next step would be a trusted parent process that re-solves the last model
 from a file the hook exports (every API here can write MPS or its proto), so that a forged record would need
 a real model with the right optimum. The sandbox bounds what such a program can do to the host.
-Two further limits, by construction: a program that computes the optimum itself (in plain Python) and then
-solves a dummy model whose objective is that constant is rewarded (a model with no variables is not:
-`RewardConfig.min_variables`); and solve entry points the hooks do not wrap (gurobipy's optimizeAsync,
-Pyomo's appsi/contrib solver classes used without SolverFactory) leave no record, so such programs earn
-`no_solve`, never a false reward.
+Two further limits, by construction: a program that computes the optimum itself (in plain Python, or in
+the model's reasoning) and then solves a dummy model whose objective is that constant is rewarded (a model
+with no variables is not: `RewardConfig.min_variables`); and solve entry points the hooks do not wrap
+(gurobipy's optimizeAsync, Pyomo's appsi/contrib solver classes used without SolverFactory) leave no record,
+so such programs earn `no_solve`, never a false reward.
+Why the introspection gap matters less than it looks: a forged record must still carry the ground-truth
+number (or "infeasible"), so a forger must already know the answer, and then the dummy model above is the
+easier route. What the harness guarantees is that the judged number came out of a solver call in the
+program's own run, not that the formulation is the intended one.
 """
 
 from __future__ import annotations
