@@ -5,7 +5,8 @@ lengths, advantages +-1): the floor right-pads the batch, runs one forward with 
 logits, takes the advantage-weighted token-mean of the response log-probs, backward, gradient clipping, AdamW.
 The learner runs its real step (on-policy GRPO, one update: packing, response-only logits, clipped loss,
 entropy metric, clipping, AdamW, schedule). Runs alternate between the two, so drift on a shared machine hits
-both alike; the report gives medians, min/max and the ratio of medians (target: learner <= 1.15x the floor).
+both alike; the report gives wall and CPU-time medians, min/max and the ratios of medians (target: learner <= 1.15x
+the floor). On a machine shared with other jobs, use --threads 1 and read the CPU-time ratio.
 
     python bench/learner_bench.py                        # the embedded SmolLM2-135M (learner.models)
     python bench/learner_bench.py --model tiny --repeats 5
@@ -85,10 +86,11 @@ def load(name: str) -> nn.Module:
     return load_model(name, dtype="float32")
 
 
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """Wall and CPU seconds of one call. On a shared machine CPU time is the steadier measure of the work."""
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def main() -> None:
@@ -124,11 +126,15 @@ def main() -> None:
     }
     for fn in arms.values():  # warm-up: allocator, optimizer state
         fn()
-    times: dict[str, list[float]] = {name: [] for name in arms}
+    wall: dict[str, list[float]] = {name: [] for name in arms}
+    cpu: dict[str, list[float]] = {name: [] for name in arms}
     for _ in range(args.repeats):
         for name, fn in arms.items():
-            times[name].append(timed(fn))
-    medians = {name: statistics.median(t) for name, t in times.items()}
+            w, c = timed(fn)
+            wall[name].append(w)
+            cpu[name].append(c)
+    medians = {name: statistics.median(t) for name, t in wall.items()}
+    cpu_medians = {name: statistics.median(t) for name, t in cpu.items()}
     response_tokens = sum(len(r) for r in batch.responses)
     report = {
         "model": args.model,
@@ -137,9 +143,11 @@ def main() -> None:
         "input_tokens": sum(len(p) + len(r) for p, r in zip(batch.prompts, batch.responses, strict=True)),
         "padded_tokens": len(batch) * max(len(p) + len(r) for p, r in zip(batch.prompts, batch.responses, strict=True)),
         "threads": torch.get_num_threads(),
-        "seconds": {name: {"median": medians[name], "min": min(t), "max": max(t)} for name, t in times.items()},
+        "wall_s": {name: {"median": medians[name], "min": min(t), "max": max(t)} for name, t in wall.items()},
+        "cpu_s": {name: {"median": cpu_medians[name], "min": min(t), "max": max(t)} for name, t in cpu.items()},
         "response_tokens_per_s": {name: response_tokens / m for name, m in medians.items()},
-        "ratio_learner_to_floor": medians["learner"] / medians["floor"],
+        "ratio_learner_to_floor_wall": medians["learner"] / medians["floor"],
+        "ratio_learner_to_floor_cpu": cpu_medians["learner"] / cpu_medians["floor"],
     }
     print(json.dumps(report, indent=2))
     if args.json:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from learner import losses
+from learner.checkpoint import full_state_dict
 from learner.config import LearnerConfig, RolloutBatch
 from learner.distributed import DistContext, all_reduce_sum, init_distributed, shard_model, split_across_ranks
 from learner.policy import PackedMicroBatch, pack, response_logprobs
@@ -298,3 +299,10 @@ class Learner:
         if self.ref_model is None:
             metrics.pop("kl")
         return metrics
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Unsharded HF-named weights on CPU for the in-process generator (rank 0; ``{}`` elsewhere).
+
+        Every rank must call it under FSDP (the shards are gathered).
+        """
+        return full_state_dict(self)

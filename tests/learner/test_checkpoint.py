@@ -57,6 +57,7 @@ def test_export_hf_round_trip(tmp_path, make_model, make_sequences, tied):
     export_hf(learner, tmp_path / "hf")
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
     state = full_state_dict(learner)
+    assert state.keys() == learner.state_dict().keys()
     assert set(loaded.state_dict()) == set(state)
     for name, value in loaded.state_dict().items():
         assert torch.equal(value, state[name]), name
