@@ -3,11 +3,13 @@
 that already imported the solver (the physical limit of this work).
 
 Suites: the gurobipy reference programs in ../shared/data/benchmarks/reference_programs.jsonl (those whose
-exec check passed), and generated OR-Tools programs (CP-SAT and pywraplp). Programs run one at a time in
-every mode; the modes alternate per program and round (rotated order), so machine noise spreads evenly.
-Reported: median and interquartile range of the per-program latency, programs/second, ratios.
+exec check passed), and generated OR-Tools programs: CP-SAT (knapsack + assignment) and pywraplp
+(a GLOP transportation LP + a SCIP facility-location MIP). Each suite gets a pool preloading its solver.
+Programs run one at a time in every mode; the modes alternate per program and round (rotated order), so
+machine noise spreads evenly. Reported: median and interquartile range of the per-program latency,
+programs/second, ratios.
 
-    .venv/bin/python bench/sandbox_bench.py [--gurobi 30] [--ortools 20] [--rounds 2] [--out bench/sandbox_results.md]
+    .venv/bin/python bench/sandbox_bench.py [--gurobi 30] [--ortools 10] [--rounds 3] [--out bench/sandbox_results.md]
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from sandbox.jail import JailSpec  # noqa: E402
 
 BENCHMARKS = REPO / ".." / "shared" / "data" / "benchmarks"
 LIMITS = Limits(wall_s=60, cpu_s=60, memory_mb=4096, max_procs=64, output_bytes=1 << 20, tmp_mb=64)
-ORTOOLS_PRELOAD = ("ortools.sat.python.cp_model", "ortools.linear_solver.pywraplp")
 MODES = ("warm pool", "cold nsjail", "plain python", "bare warm fork")
 
 FORKER = r"""
@@ -130,24 +131,28 @@ print("facility", mip.Solve(), mip.Objective().Value())
 """
 
 
-def ortools_programs(n: int, seed: int) -> list[str]:
+def cpsat_programs(n: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     programs = []
-    for k in range(n):
-        if k % 2 == 0:
-            items = rng.randint(15, 30)
-            w = [rng.randint(1, 30) for _ in range(items)]
-            size = rng.randint(5, 8)
-            programs.append(CPSAT.format(
-                w=w, v=[rng.randint(1, 50) for _ in range(items)], cap=sum(w) // 3,
-                cost=[[rng.randint(1, 99) for _ in range(size)] for _ in range(size)],
-            ))  # fmt: skip
-        else:
-            s, d = rng.randint(4, 8), rng.randint(6, 12)
-            demand = [rng.randint(10, 40) for _ in range(d)]
-            supply = [sum(demand) // s + rng.randint(5, 30) for _ in range(s)]
-            cost = [[rng.randint(1, 20) for _ in range(d)] for _ in range(s)]
-            programs.append(LINEAR.format(supply=supply, demand=demand, cost=cost))
+    for _ in range(n):
+        items, size = rng.randint(15, 30), rng.randint(5, 8)
+        w = [rng.randint(1, 30) for _ in range(items)]
+        programs.append(CPSAT.format(
+            w=w, v=[rng.randint(1, 50) for _ in range(items)], cap=sum(w) // 3,
+            cost=[[rng.randint(1, 99) for _ in range(size)] for _ in range(size)],
+        ))  # fmt: skip
+    return programs
+
+
+def linear_programs(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    programs = []
+    for _ in range(n):
+        s, d = rng.randint(4, 8), rng.randint(6, 12)
+        demand = [rng.randint(10, 40) for _ in range(d)]
+        supply = [sum(demand) // s + rng.randint(5, 30) for _ in range(s)]
+        cost = [[rng.randint(1, 20) for _ in range(d)] for _ in range(s)]
+        programs.append(LINEAR.format(supply=supply, demand=demand, cost=cost))
     return programs
 
 
@@ -246,37 +251,48 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
 def table(title: str, n: int, data: dict[str, dict[str, list[float]]]) -> list[str]:
     warm_median = statistics.median(data["warm pool"]["latency"])
     lines = [f"### {title} ({n} programs)", "",
-             "| mode | median ms/program | IQR ms | programs/s | clean exits | median vs warm pool |",
-             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+             "| mode | median ms/program | IQR ms | programs/s at the median | total s (all programs) | "
+             "clean exits | median vs warm pool |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for mode in MODES:
         lat = data[mode]["latency"]
         q1, med, q3 = _quartiles(lat)
-        rate = len(lat) / sum(lat)
         lines.append(
-            f"| {mode} | {med * 1e3:.1f} | {q1 * 1e3:.1f}-{q3 * 1e3:.1f} | {rate:.1f} | "
+            f"| {mode} | {med * 1e3:.1f} | {q1 * 1e3:.1f}-{q3 * 1e3:.1f} | {1 / med:.1f} | {sum(lat):.2f} | "
             f"{data[mode]['ok'][0]:.0f}/{n} | {med / warm_median:.2f}x |"
         )
     cold = statistics.median(data["cold nsjail"]["latency"]) / warm_median
     fork = warm_median / statistics.median(data["bare warm fork"]["latency"])
-    per_program = [w / f for w, f in zip(data["warm pool"]["latency"], data["bare warm fork"]["latency"], strict=True)]
-    lines += ["", f"- warm pool is **{cold:.1f}x** faster than one cold nsjail per program (median).",
-              f"- warm pool / bare warm fork = **{fork:.2f}x** (median latency); per-program ratio median "
-              f"{statistics.median(per_program):.2f}x.", ""]  # fmt: skip
+    per_cold = [c / w for c, w in zip(data["cold nsjail"]["latency"], data["warm pool"]["latency"], strict=True)]
+    per_fork = [w / f for w, f in zip(data["warm pool"]["latency"], data["bare warm fork"]["latency"], strict=True)]
+    lines += ["", f"- cold nsjail / warm pool: **{cold:.1f}x** on the median latency; per program, median "
+              f"{statistics.median(per_cold):.1f}x (IQR {_iqr(per_cold)}).",
+              f"- warm pool / bare warm fork: **{fork:.2f}x** on the median latency; per program, median "
+              f"{statistics.median(per_fork):.2f}x (IQR {_iqr(per_fork)}).", ""]  # fmt: skip
     return lines
+
+
+def _iqr(values: list[float]) -> str:
+    q1, _, q3 = _quartiles(values)
+    return f"{q1:.2f}-{q3:.2f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gurobi", type=int, default=30, help="gurobipy reference programs to run")
-    parser.add_argument("--ortools", type=int, default=20, help="generated OR-Tools programs (half CP-SAT)")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--ortools", type=int, default=10, help="generated programs each for CP-SAT and pywraplp")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "sandbox_results.md")
     args = parser.parse_args()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     suites = [
         ("gurobipy reference programs", gurobi_programs(args.gurobi, args.seed), ("gurobipy",)),
-        ("OR-Tools programs (CP-SAT + pywraplp)", ortools_programs(args.ortools, args.seed), ORTOOLS_PRELOAD),
+        ("OR-Tools CP-SAT programs", cpsat_programs(args.ortools, args.seed), ("ortools.sat.python.cp_model",)),
+        (
+            "OR-Tools pywraplp programs (GLOP + SCIP)",
+            linear_programs(args.ortools, args.seed),
+            ("ortools.linear_solver.pywraplp",),
+        ),
     ]
     lines = [
         "# Sandbox throughput", "",

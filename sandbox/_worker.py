@@ -41,6 +41,7 @@ SETUP_FAILED = 125  # exit code a child uses when the sandbox itself failed to p
 SETUP_MARK = "evom-sandbox setup failed: "
 CTL_FD = 4  # a waiting child reads its run (limits, code) here, then closes it
 CHUNK = 65536
+DRAIN_CHUNKS = 64  # 4 MiB: more than any pipe buffer holds (at most 1 MiB unprivileged)
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 NOBODY = 65534
@@ -92,9 +93,11 @@ def read_msg(fd: int) -> tuple[dict, list[bytes]] | None:
 # ----- small helpers -----------------------------------------------------------------------------------
 
 
+LIBC = ctypes.CDLL(None, use_errno=True)
+
+
 def _prctl(option: int, value: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(option, ctypes.c_ulong(value), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+    LIBC.prctl(option, ctypes.c_ulong(value), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
 
 
 def _high_fd(fd: int) -> int:
@@ -181,11 +184,10 @@ def install_seccomp() -> None:
 
     insns = seccomp_program()
     table = (Filter * len(insns))(*(Filter(*i) for i in insns))
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+    if LIBC.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
     prog = Program(len(insns), table)
-    if libc.prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+    if LIBC.prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")
 
 
@@ -430,10 +432,10 @@ class Run:
         """Every writer is dead now: read what is left in the pipes (bounded by the pipe buffers)."""
         for fd, capture in readers.items():
             os.set_blocking(fd, False)
-            while True:
+            for _ in range(DRAIN_CHUNKS):  # bounded even if a writer escaped the kill (isolation="process")
                 try:
                     data = os.read(fd, CHUNK)
-                except (BlockingIOError, OSError):
+                except OSError:
                     break
                 if not data:
                     break

@@ -78,7 +78,10 @@ class Worker:
         return self.proc.returncode is None and not self._tasks[0].done()
 
     def expect(self) -> asyncio.Future[tuple[dict[str, Any], list[bytes]]]:
+        """The future of the next message; fails at once when the worker is already gone."""
         self._pending = asyncio.get_running_loop().create_future()
+        if self._tasks[0].done():
+            self._pending.set_exception(WorkerDied(f"worker {self.slot} is gone"))
         return self._pending
 
     async def _read_loop(self) -> None:

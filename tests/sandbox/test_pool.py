@@ -261,3 +261,13 @@ def test_process_mode_seccomp_numbers_cover_the_jail_policy() -> None:
 
     assert set(_worker.X86_64_DENIED) == set(DENIED_SYSCALLS)
     assert "clone3" in seccomp_policy() and "domain != 1" in seccomp_policy()
+
+
+def test_the_package_imports_nothing_heavy_and_nothing_else_of_the_project() -> None:
+    probe = (
+        "import sys, sandbox, sandbox.__main__\n"
+        "bad = {'torch', 'transformers', 'numpy', 'engine', 'solvers', 'learner', 'gurobipy', 'ortools'}\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in bad))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
+    assert done.stdout == "[]\n"
