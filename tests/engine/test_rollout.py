@@ -138,7 +138,10 @@ async def test_dynamic_sampling_drops_and_replaces_zero_variance_groups(pool, tm
     assert verdicts["zero_variance"] == m["filtered/zero_variance"]
     assert verdicts["kept"] == 2
     assert m.get("status/correct", 0) >= 1
-    assert sum(v for k, v in m.items() if k.startswith("status/")) == len(rows)
+    counted = sum(v for k, v in m.items() if k.startswith("status/"))
+    # Surplus groups (judged after the batch was full) may still land samples after the step's row was made.
+    surplus = any(r["verdict"] == "surplus" for r in rows)
+    assert counted == len(rows) or (surplus and counted < len(rows))
 
 
 @pytest.mark.slow
@@ -183,8 +186,9 @@ async def test_staleness_bound_gates_generation_and_drops_stale_groups(pool, tmp
             assert set(batch.weight_versions) == {1} and batch.metrics["staleness_max"] == 0
         async with make_rollout(pool, backend, policy, items, tmp_path / "s1", max_staleness=1) as rollout:
             first = await rollout.next_batch()
-            while rollout.batches_ready < 1:  # batch 1 is generated ahead, without any update
-                await asyncio.sleep(0.01)
+            async with asyncio.timeout(60):
+                while rollout.batches_ready < 1:  # batch 1 is generated ahead, without any update
+                    await asyncio.sleep(0.01)
             await rollout.update_weights(state)
             await rollout.update_weights(state)
             stale = await rollout.next_batch()
@@ -203,8 +207,9 @@ async def test_infrastructure_failures_are_counted_and_never_scored(tmp_path):
         make_rollout(pool, gen, policy, items, tmp_path) as rollout,
     ):
         next_batch = asyncio.create_task(rollout.next_batch())
-        while pool.stats["runs"] < 2:
-            await asyncio.sleep(0.01)
+        async with asyncio.timeout(60):
+            while pool.stats["runs"] < 2:
+                await asyncio.sleep(0.01)
         await pool.close()  # the sandbox goes away under running verifications
         batch = await next_batch
     m = batch.metrics
