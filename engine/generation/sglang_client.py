@@ -230,17 +230,26 @@ class SGLangBackend:
                 sampling = _sampling_params(params, None if seed is None else row_seed(seed, i, j))
                 coro = self._sample(call, i, j, prompt, sampling)
                 tasks[asyncio.create_task(coro, name=f"sglang-{call.prefix}-{i}-{j}")] = (i, j)
-        pending = set(tasks)
         call.tasks = set(tasks)
+        # Done-callbacks into a queue, not asyncio.wait in a loop: that re-arms every pending task per
+        # completion, quadratic in the thousands of samples one RL step sends.
+        finished: asyncio.Queue[asyncio.Task[Completion]] = asyncio.Queue()
+        for task in tasks:
+            task.add_done_callback(finished.put_nowait)
+        pending = set(tasks)
         try:
             while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    if task.cancelled():
-                        i, j = tasks[task]
-                        yield call.cut_short(i, j, self._version)
-                    else:
-                        yield task.result()
+                task = await finished.get()
+                pending.discard(task)
+                if task.cancelled():
+                    i, j = tasks[task]
+                    yield call.cut_short(i, j, self._version)
+                elif task.exception() is not None:
+                    raise GenerationError(
+                        f"sglang sample failed unexpectedly: {task.exception()!r}"
+                    ) from task.exception()
+                else:
+                    yield task.result()
         finally:
             self._calls.discard(call)
             if call.cutoff is not None:
