@@ -43,7 +43,7 @@ TOY_FILE = Path(__file__).resolve().parents[1] / "tests" / "engine" / "test_roll
 
 def load_toy() -> Any:
     spec = importlib.util.spec_from_file_location("rollout_toy", TOY_FILE)
-    module = sys.modules.setdefault("rollout_toy", importlib.util.module_from_spec(spec))
+    module = sys.modules["rollout_toy"] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 

@@ -31,9 +31,11 @@ from learner.trainer import Learner
 from sandbox import Limits, SandboxPool
 from solvers import get_solver
 
-_spec = importlib.util.spec_from_file_location("rollout_toy", Path(__file__).with_name("test_rollout_toy.py"))
-toy = sys.modules.setdefault("rollout_toy", importlib.util.module_from_spec(_spec))
-_spec.loader.exec_module(toy)
+toy = sys.modules.get("rollout_toy")
+if toy is None:  # shared with the other rollout tests and the bench; loaded by path (tests/ is no package)
+    _spec = importlib.util.spec_from_file_location("rollout_toy", Path(__file__).with_name("test_rollout_toy.py"))
+    toy = sys.modules["rollout_toy"] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(toy)
 
 SOLVER = get_solver("gurobipy")
 IMPOSSIBLE = 999.0  # no program of the toy vocabulary reaches it: every group on it scores all zeros
