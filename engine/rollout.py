@@ -290,6 +290,7 @@ class Rollout:
         self._updates, self._gate = 0, -settings.max_staleness
         self._updated = asyncio.Event()
         self._next_group_id, self._rounds_total = 0, 0
+        self._too_long: set[str] = set()  # ids of problems whose prompt does not fit (at most the data set)
         self._inflight, self._busy_since, self._busy_total = 0, 0.0, 0.0
         self._current: _BatchState | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -438,14 +439,13 @@ class Rollout:
     def _open_groups(self, batch: _BatchState) -> list[_OpenGroup]:
         """The next prompts_per_step problems whose prompts fit, as new open groups."""
         groups: list[_OpenGroup] = []
-        misses = 0
         while len(groups) < self.settings.prompts_per_step:
             epoch, problem = self.stream.next()
             prompt = self.prompts.build(problem.question)  # not cached: ids of a large data set would fill memory
             batch.stats.counts[f"prompts/{prompt.status}"] += 1
             if prompt.ids is None:
-                misses += 1
-                if misses > len(self.stream):
+                self._too_long.add(problem.id)
+                if len(self._too_long) >= len(self.stream):
                     raise RuntimeError(
                         "every problem's prompt is over max_prompt_tokens; raise data.max_prompt_tokens or "
                         "use truncation (PromptSettings.overlong='truncate')"

@@ -249,6 +249,14 @@ async def test_over_long_prompts_are_skipped_and_counted(pool, tmp_path):
                 await rollout.next_batch()
     assert result.metrics["prompts/too_long"] == 1 and result.metrics["prompts/ok"] == 2
     assert len(result.groups) == 2 and "long" not in {g.problem_id for g in result.groups}
+    # One problem of four fits: the stream goes round the epochs to fill the step with it.
+    fits = Problem(id="fits", question="maximise profit", answer=toy.ANSWER)
+    only = [Problem(id=f"long{i}", question="word " * 300, answer=toy.ANSWER) for i in range(3)] + [fits]
+    async with LocalBackend(policy.model) as backend:
+        rollout = make_rollout(pool, backend, policy, only, tmp_path, max_prompt_tokens=short + 40, max_new_tokens=2)
+        async with rollout:
+            sparse = await rollout.next_batch()
+    assert [g.problem_id for g in sparse.groups] == ["fits", "fits"] and sparse.metrics["prompts/too_long"] >= 3
 
 
 @pytest.mark.slow
