@@ -165,7 +165,7 @@ def decode_batch(
     for step in range(params.max_new_tokens):
         logits = logits.float()
         tokens = sample_tokens(logits, live, params)
-        chosen = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None])[:, 0]
+        chosen = logits.gather(-1, tokens[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
         done = _record_step(live, tokens.tolist(), chosen.tolist(), stop_ids, params.max_new_tokens, on_finish)
         if all(r is None for r in live):
             return
