@@ -10,9 +10,10 @@ programs), so every sample is a real program verified in the real nsjail sandbox
 pipelined to spread machine noise; medians are reported, and ratio = pipelined / synchronous (target <= 0.8).
 The gain depends on the balance of the two phases: overlap can at best hide the shorter one, so the output
 also gives that bound, max(gen, verify) / (gen + verify), from the synchronous run. The defaults (a 2-layer,
-64-wide model, 8 rows per decode batch, decoding on one thread) make the phases comparable on a 2-core box.
-On such a box both phases compete for the same cores, which the production split (generation on GPUs, the
-sandbox on CPUs) does not; `--program-sleep-s` adds verification time that uses no CPU here, to show that case.
+64-wide model, 8 rows per decode batch) make the phases comparable on a 2-core box, and give each phase one
+core (decoding on one thread, one sandbox worker), as production gives generation GPUs and the sandbox CPUs;
+overlap cannot create cores, so with `--workers 2` on 2 cores the phases slow each other down. With
+`--program-sleep-s` each program first sleeps in the sandbox: verification time that uses no core here.
 
     .venv/bin/python bench/rollout_bench.py                       # defaults below, prints one JSON object
     .venv/bin/python bench/rollout_bench.py --prompts 16 --max-batch-size 64 --repeats 5
@@ -56,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-batch-size", type=int, default=8, help="rows the local backend decodes together")
     p.add_argument("--hidden", type=int, default=64, help="toy model width (sets the generation cost)")
     p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--workers", type=int, default=2, help="sandbox workers = verification concurrency")
+    p.add_argument("--workers", type=int, default=1, help="sandbox workers = verification concurrency")
     p.add_argument("--torch-threads", type=int, default=1, help="decode threads (leaves cores to the sandbox)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--program-sleep-s", type=float, default=0.0,
