@@ -138,7 +138,7 @@ async def test_retries_then_reports_failure(peer):
 
 
 async def test_abort_and_no_weight_updates(peer):
-    peer.token_delay_s = 0.05
+    peer.token_delay_s = 0.2
     async with backend_for(peer) as backend:
         stream = backend.generate([[1], [2]], SamplingParams(max_new_tokens=50), n=2)
         first = await stream.__anext__()
@@ -147,7 +147,7 @@ async def test_abort_and_no_weight_updates(peer):
         with pytest.raises(GenerationError, match="cannot load weights"):
             await backend.update_weights({})
     assert len(got) == 4 and got[0].finish_reason == "stop"
-    # Choice 1 needs 5 tokens at 50 ms each: still streaming when the abort lands.
+    # Choice 1 needs 5 tokens at 200 ms each: still streaming when the abort lands.
     assert [c.finish_reason for c in got if c.sample_index == 1] == ["abort", "abort"]
     assert all(c.error is None for c in got)
 
