@@ -127,6 +127,7 @@ class StepStats:
     counts: Counter[str] = field(default_factory=Counter)
     tokens: int = 0
     generating_s: float = 0.0
+    blocked_s: float = 0.0  # part of generating_s spent waiting for room in the full verify queue
     scores: list[float] = field(default_factory=list)  # verifier rewards of scored samples of judged groups
     rewards: list[float] = field(default_factory=list)  # the same after reward shaping
     queue_wait_s: list[float] = field(default_factory=list)  # completion arrived -> its verification started
@@ -150,6 +151,7 @@ class StepStats:
             "gen_tokens_per_s": self.tokens / self.generating_s if self.generating_s else None,
             "time_rollout_s": elapsed,
             "time_generating_s": self.generating_s,
+            "time_generation_blocked_s": self.blocked_s,  # backpressure: the verify queue was full
             "time_verifying_s": verifying_s,  # wall time with at least one verification running
             "time_waiting_verify_s": max(0.0, elapsed - self.generating_s),  # generator idle, sandbox still busy
             "verify_queue_wait_mean_s": _mean(self.queue_wait_s),

@@ -479,7 +479,9 @@ class Rollout:
                         status = "backend_error" if c.failed else "aborted"
                         self._deliver(group, self._unscored(group, c, status, c.error or "aborted by the backend"))
                         continue
-                    await self._verify_q.put(_Job(group=group, completion=c, arrived_s=time.monotonic()))
+                    arrived = time.monotonic()
+                    await self._verify_q.put(_Job(group=group, completion=c, arrived_s=arrived))
+                    batch.stats.blocked_s += time.monotonic() - arrived  # the sandbox holding generation back
                     batch.stats.queue_depths.append(self._verify_q.qsize())
         except GenerationError as exc:
             log.warning("generation round failed; its missing samples count as backend errors: %s", exc)

@@ -288,6 +288,23 @@ async def test_one_rl_step_closes_the_loop_with_the_learner(pool, tmp_path):
         assert torch.equal(policy.model.state_dict()[name], tensor), name
 
 
+@pytest.mark.slow
+async def test_a_slow_sandbox_holds_generation_back_instead_of_queueing_without_bound(tmp_path):
+    policy = toy.toy_policy(seed=9, slow_s=0.3)
+    narrow = {"queue_size": 1, "verify_concurrency": 1, "max_new_tokens": 3}
+    async with (
+        SandboxPool(workers=1, limits=Limits(wall_s=20), preload=SOLVER.preload) as pool,
+        LocalBackend(policy.model) as backend,
+        make_rollout(pool, backend, policy, problems([toy.ANSWER] * 2), tmp_path, **narrow) as rollout,
+    ):
+        result = await rollout.next_batch()
+    m = result.metrics
+    # Eight completions finish within one short decode; one verification at a time takes >= 0.3 s each.
+    assert m["status/no_code"] < 7, "too few programs to exercise the sandbox"
+    assert m["verify_queue_depth_max"] <= 1 and m["time_generation_blocked_s"] > 0
+    assert len(result) + m.get("excluded/infrastructure", 0) == 8
+
+
 class MalformedVerifier:
     """A verifier plug-in with a bug: its reward is not a number."""
 
