@@ -4,9 +4,10 @@ Both sides start from the same weights and train on the same batch (random promp
 lengths, advantages +-1): the floor right-pads the batch, runs one forward with an attention mask and full
 logits, takes the advantage-weighted token-mean of the response log-probs, backward, gradient clipping, AdamW.
 The learner runs its real step (on-policy GRPO, one update: packing, response-only logits, clipped loss,
-entropy metric, clipping, AdamW, schedule). Runs alternate between the two, so drift on a shared machine hits
-both alike; the report gives wall and CPU-time medians, min/max and the ratios of medians (target: learner <= 1.15x
-the floor). On a machine shared with other jobs, use --threads 1 and read the CPU-time ratio.
+entropy metric, clipping, AdamW, schedule). A third arm, the packed floor, runs the learner's packed forward
+with a bare loss, to isolate the learner's own overhead. Runs alternate between the arms, so drift on a shared
+machine hits them alike; the report gives wall and CPU-time medians, min/max and the ratios of medians (target:
+learner <= 1.15x the floor). On a machine shared with other jobs, use --threads 1 and read the CPU-time ratio.
 
     python bench/learner_bench.py                        # the embedded SmolLM2-135M (learner.models)
     python bench/learner_bench.py --model tiny --repeats 5
@@ -66,6 +67,34 @@ def floor_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Rollou
     optimizer.zero_grad(set_to_none=True)
 
 
+def packed_floor_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, batch: RolloutBatch, grad_clip: float
+) -> None:
+    """The same packed row and response-only logits as the learner, with none of its RL machinery.
+
+    Measures what the learner adds on top of the forward/backward it runs (loss, clipping metrics, entropy,
+    bookkeeping); the padded floor above is what a plain implementation costs.
+    """
+    ids, pos, keep, targets, weights = [], [], [], [], []
+    assert batch.advantages is not None
+    for p, r, a in zip(batch.prompts, batch.responses, batch.advantages, strict=True):
+        seq = [*p, *r[:-1]]
+        ids += seq
+        pos += range(len(seq))
+        keep += [False] * (len(p) - 1) + [True] * len(r)
+        targets += r
+        weights += [a] * len(r)
+    logits = model(
+        input_ids=torch.tensor([ids]), position_ids=torch.tensor([pos]), logits_to_keep=torch.tensor([keep])
+    ).logits.reshape(len(targets), -1)
+    logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, torch.tensor(targets)[:, None]).squeeze(-1)
+    loss = -(logprobs * torch.tensor(weights)).sum() / len(targets)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def load(name: str) -> nn.Module:
     if name == "tiny":
         from transformers import LlamaConfig, LlamaForCausalLM
@@ -116,12 +145,14 @@ def main() -> None:
         seed=0,
     )
     config = LearnerConfig(lr=1e-6, micro_batch_tokens=1 << 20, device="cpu")
-    floor_model = copy.deepcopy(base)
+    floor_model, packed_model = copy.deepcopy(base), copy.deepcopy(base)
     floor_opt = torch.optim.AdamW(floor_model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    packed_opt = torch.optim.AdamW(packed_model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     learner = Learner(base, config)
 
     arms: dict[str, Callable[[], object]] = {
         "floor": lambda: floor_step(floor_model, floor_opt, batch, config.grad_clip),
+        "packed_floor": lambda: packed_floor_step(packed_model, packed_opt, batch, config.grad_clip),
         "learner": lambda: learner.step(batch),
     }
     for fn in arms.values():  # warm-up: allocator, optimizer state
@@ -148,6 +179,8 @@ def main() -> None:
         "response_tokens_per_s": {name: response_tokens / m for name, m in medians.items()},
         "ratio_learner_to_floor_wall": medians["learner"] / medians["floor"],
         "ratio_learner_to_floor_cpu": cpu_medians["learner"] / cpu_medians["floor"],
+        "ratio_learner_to_packed_floor_wall": medians["learner"] / medians["packed_floor"],
+        "ratio_learner_to_packed_floor_cpu": cpu_medians["learner"] / cpu_medians["packed_floor"],
     }
     print(json.dumps(report, indent=2))
     if args.json:
