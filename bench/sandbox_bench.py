@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import random
 import statistics
@@ -248,6 +249,15 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
     return q[0], statistics.median(values), q[2]
 
 
+def targets(title: str, data: dict[str, dict[str, list[float]]], cold_target: float) -> str:
+    """The issue's targets: warm pool >= cold_target x one cold nsjail, and within 1.15x of a bare warm fork."""
+    warm = statistics.median(data["warm pool"]["latency"])
+    cold = statistics.median(data["cold nsjail"]["latency"]) / warm
+    fork = warm / statistics.median(data["bare warm fork"]["latency"])
+    verdict = "met" if cold >= cold_target and fork <= 1.15 else "MISSED"
+    return f"| {title} | {cold:.1f}x (target >= {cold_target:g}x) | {fork:.2f}x (target <= 1.15x) | {verdict} |"
+
+
 def table(title: str, n: int, data: dict[str, dict[str, list[float]]]) -> list[str]:
     warm_median = statistics.median(data["warm pool"]["latency"])
     lines = [f"### {title} ({n} programs)", "",
@@ -304,11 +314,18 @@ def main() -> None:
         "**cold nsjail** = one nsjail process per program with the same jail; **plain python** = `python "
         "main.py`, no sandbox; **bare warm fork** = fork of an unsandboxed parent that imported the solver.", "",
     ]  # fmt: skip
+    verdicts = [
+        "### Targets (issue 3), from this run", "",
+        "| suite | cold nsjail / warm pool | warm pool / bare warm fork | |", "|---|---:|---:|---|",
+    ]  # fmt: skip
     for title, programs, preload in suites:
         print(f"measuring {title}: {len(programs)} programs x {len(MODES)} modes x {args.rounds} rounds", flush=True)
         data = asyncio.run(measure(programs, preload, args.rounds))
         lines += table(title, len(programs), data)
+        verdicts.append(targets(title, data, 3 if preload == ("gurobipy",) else 10))
         print("\n".join(lines[-12:]), flush=True)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines += [*verdicts, "", f"Load average (1, 5, 15 min) at the end of the run: {load} on {os.cpu_count()} CPUs.", ""]
     args.out.write_text("\n".join(lines))
     print(f"wrote {args.out}")
 
