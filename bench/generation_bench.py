@@ -36,11 +36,12 @@ class Workload:
     params: SamplingParams
 
 
-def tiny_model(vocab: int) -> LlamaForCausalLM:
+def tiny_model(vocab: int, hidden: int, layers: int) -> LlamaForCausalLM:
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=vocab, hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=2048, eos_token_id=None, bos_token_id=1, pad_token_id=0,
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 11 // 4, num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 64), num_key_value_heads=max(1, hidden // 128),
+        max_position_embeddings=2048, eos_token_id=None, bos_token_id=1, pad_token_id=0,
     )  # fmt: skip
     return LlamaForCausalLM(config).eval()
 
@@ -125,14 +126,16 @@ def measure(variants: dict[str, Callable[[], int]], repeats: int) -> dict[str, l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="tiny", help="'tiny' (random Llama) or a name for learner.models.load_model")
-    parser.add_argument("--vocab", type=int, default=32000)
-    parser.add_argument("--batch", type=int, default=8, help="prompts per call")
+    parser.add_argument("--vocab", type=int, default=4096, help="tiny model: vocabulary size")
+    parser.add_argument("--hidden", type=int, default=256, help="tiny model: hidden size")
+    parser.add_argument("--layers", type=int, default=4, help="tiny model: decoder layers")
+    parser.add_argument("--batch", type=int, default=4, help="prompts per call")
     parser.add_argument("--n", type=int, default=4, help="samples per prompt")
     parser.add_argument("--prompt-len", type=int, default=64)
-    parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--stop-every", type=int, default=48, help="tiny model: stop ids cover vocab/this (0: none)")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--stop-every", type=int, default=32, help="tiny model: stop ids cover vocab/this (0: none)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: leave torch's default)")
     parser.add_argument("--json", default="", help="also write the results here")
     parser.add_argument(
         "--variants",
@@ -143,7 +146,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.model == "tiny":
-        model = tiny_model(args.vocab)
+        model = tiny_model(args.vocab, args.hidden, args.layers)
     else:
         from learner.models import load_model
 
@@ -163,7 +166,8 @@ def main() -> None:
     run_generate(model, w)  # warm-up: first-call allocations and lazy imports
     rates = measure(variants, args.repeats)
     base = statistics.median(rates["hf_generate"])
-    print(f"model={args.model} rows={args.batch}x{args.n} max_new_tokens={args.max_new_tokens} "
+    shape = f"hidden={model.config.hidden_size} layers={model.config.num_hidden_layers} vocab={model.config.vocab_size}"
+    print(f"model={args.model} {shape} rows={args.batch}x{args.n} max_new_tokens={args.max_new_tokens} "
           f"threads={torch.get_num_threads()} repeats={args.repeats}")  # fmt: skip
     report = {}
     for name, values in rates.items():
