@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--json", default="", help="also write the results here")
     parser.add_argument(
         "--variants",
-        default="local_compact,local_mask,local_static_mask",
+        default="local_compact,local_mask,local_static_mask,local_static_compact",
         help="local variants to run besides generate",
     )
     args = parser.parse_args()
@@ -158,6 +158,7 @@ def main() -> None:
         "local_compact": lambda: run_local(model, w, LocalConfig(finished_rows="compact")),
         "local_mask": lambda: run_local(model, w, LocalConfig(finished_rows="mask")),
         "local_static_mask": lambda: run_local(model, w, LocalConfig(cache="static", finished_rows="mask")),
+        "local_static_compact": lambda: run_local(model, w, LocalConfig(cache="static", finished_rows="compact")),
     }
     unknown = set(args.variants.split(",")) - set(variants)
     if unknown:

@@ -139,6 +139,20 @@ def prefill(
     return out.logits[owner, -1, :], kv, mask[owner], positions[owner, -1]
 
 
+def select_rows(
+    model: torch.nn.Module, kv: DynamicCache | StaticCache, keep: torch.Tensor, max_len: int
+) -> DynamicCache | StaticCache:
+    """Keep only the batch rows `keep` (B',) of a KV cache."""
+    if not isinstance(kv, StaticCache):
+        kv.batch_select_indices(keep)
+        return kv
+    smaller = StaticCache(config=model.config, max_cache_len=max_len)
+    for target, source in zip(smaller.layers, kv.layers, strict=True):
+        used = int(source.cumulative_length)
+        target.update(source.keys[keep, :, :used], source.values[keep, :, :used])
+    return smaller
+
+
 @torch.inference_mode()
 def decode_batch(
     model: torch.nn.Module,
@@ -154,10 +168,9 @@ def decode_batch(
     """Decode `rows` together until each stops; call on_finish(row, "stop" | "length" | "abort") per row.
 
     finished="compact" drops finished rows from the batch (and the KV cache); "mask" keeps computing them
-    and ignores their output (the only choice with a static cache, whose batch size is fixed).
+    and ignores their output. A static cache has a fixed batch size, so compacting one copies the live rows
+    into a smaller static cache; a dynamic cache copies itself every step anyway (torch.cat).
     """
-    if cache == "static" and finished == "compact":
-        raise ValueError("a static KV cache has a fixed batch size: use finished='mask' with cache='static'")
     device = next(model.parameters()).device
     logits, kv, mask, last_pos = prefill(model, rows, cache, params.max_new_tokens)
     width = mask.shape[1]
@@ -176,7 +189,7 @@ def decode_batch(
             return
         if done and finished == "compact":
             keep = [b for b, r in enumerate(live) if r is not None]
-            kv.batch_select_indices(torch.tensor(keep, device=device))
+            kv = select_rows(model, kv, torch.tensor(keep, device=device), width + params.max_new_tokens)
             live, tokens, mask, last_pos = [live[b] for b in keep], tokens[keep], mask[keep], last_pos[keep]
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
         last_pos = last_pos + 1

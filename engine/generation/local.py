@@ -43,7 +43,7 @@ class LocalConfig:
 
     # Rows (prompt x sample) decoded together; larger calls are split into consecutive batches.
     max_batch_size: int = 64
-    # "dynamic" grows the KV cache per step; "static" preallocates prompt + max_new_tokens.
+    # "dynamic" grows the KV cache per step (a copy per step); "static" preallocates prompt + max_new_tokens.
     cache: CacheKind = "dynamic"
     # "compact" drops finished rows from the batch and KV cache; "mask" keeps computing them.
     finished_rows: FinishedRows = "compact"
@@ -55,8 +55,12 @@ class LocalConfig:
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
             raise ValueError(f"LocalConfig.max_batch_size must be >= 1, got {self.max_batch_size}")
-        if self.cache == "static" and self.finished_rows == "compact":
-            raise ValueError("LocalConfig: cache='static' has a fixed batch size; set finished_rows='mask'")
+        if self.cache not in ("dynamic", "static"):
+            raise ValueError(f"LocalConfig.cache must be one of ['dynamic', 'static'], got {self.cache!r}")
+        if self.finished_rows not in ("compact", "mask"):
+            raise ValueError(
+                f"LocalConfig.finished_rows must be one of ['compact', 'mask'], got {self.finished_rows!r}"
+            )
 
 
 class LocalBackend:
