@@ -48,6 +48,8 @@ class DataConfig:
     benchmarks_dir: str | None = None  # where short benchmark names are looked up ($EVOM_BENCHMARKS otherwise)
     hf_split: str = "test"  # split of a Hugging Face dataset
     max_prompt_tokens: int = 1024
+    prompt_overlong: Literal["skip", "truncate"] = "skip"  # a prompt over max_prompt_tokens: skip it, or cut it
+    system_prompt: str | None = None  # a system message, for chat templates that take one
     seed: int = 0
 
 
@@ -69,9 +71,12 @@ class SandboxConfig:
 @dataclass(kw_only=True)
 class GenerationConfig:
     backend: Literal["local", "sglang", "openai"] = "local"
-    urls: list[str] = field(default_factory=list)  # sglang / openai servers (or one router URL)
     sampling: SamplingParams = field(default_factory=SamplingParams)
     local: LocalConfig = field(default_factory=LocalConfig)
+    # Options of the remote backends, checked when the backend is built: see SGLangConfig (urls, retries,
+    # launch, ...) in engine/generation/sglang_client.py and OpenAIConfig in engine/generation/openai_compat.py.
+    sglang: dict[str, Any] = field(default_factory=dict)
+    openai: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
@@ -82,6 +87,8 @@ class RolloutConfig:
     max_gen_batches: int = 3  # give up refilling the batch after this many generation rounds
     max_staleness: int = 0  # 0 = strictly on-policy
     queue_size: int = 64
+    filters: list[str] = field(default_factory=list)  # extra group filters (engine.filters), e.g. overlong
+    verify_timeout_s: float = 600.0  # a verification taking longer is an infrastructure failure, not a 0
     overlong_buffer: int = 0  # DAPO soft overlong punishment over the last tokens of max_new_tokens; 0 = off
     overlong_factor: float = 1.0
 
@@ -93,6 +100,7 @@ class RunConfig:
     steps: int = 10
     seed: int = 0
     save_every: int = 5
+    keep_checkpoints: int = 2  # newest complete checkpoints kept; older ones are deleted (0 keeps all)
 
 
 @dataclass(kw_only=True)
@@ -186,6 +194,8 @@ def build(cls: type, raw: Any, *, where: str) -> Any:
 
 
 def _coerce(hint: Any, value: Any, *, where: str) -> Any:
+    if hint is Any:
+        return value
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if dataclasses.is_dataclass(hint):

@@ -278,13 +278,14 @@ class Rollout:
         sampling: SamplingParams,
         recorder: RunRecorder | None = None,
         start_step: int = 0,
+        end_step: int | None = None,
         data_state: tuple[int, int] = (0, 0),
     ) -> None:
         self.backend, self.verifier, self.prompts = backend, verifier, prompts
         self.settings, self.sampling, self.recorder = settings, sampling, recorder
         self.stream = ProblemStream(problems, seed=settings.seed, epoch=data_state[0], position=data_state[1])
         self._filters = build_filters(settings.filter_names, group_size=settings.group_size)
-        self._start_step = start_step
+        self._start_step, self._end_step = start_step, end_step  # no batch is made for end_step and later
         self._verify_q: asyncio.Queue[_Job] = asyncio.Queue(settings.queue_size)
         self._ready: asyncio.Queue[RolloutResult] = asyncio.Queue(1)
         self._updates, self._gate = 0, -settings.max_staleness
@@ -352,7 +353,12 @@ class Rollout:
         if get not in done:
             failed = done.pop()
             failed.result()  # raises the task's error
-            raise RuntimeError(f"rollout task {failed.get_name()} stopped without an error")
+            if failed is not self._producer:
+                raise RuntimeError(f"rollout task {failed.get_name()} stopped without an error")
+            # The producer ends cleanly at end_step, possibly in the same loop turn as it queued the last batch.
+            if self._ready.empty():
+                raise RuntimeError(f"Rollout.next_batch(): no batches after step {self._end_step}; end_step reached")
+            return self._hand_over(self._ready.get_nowait(), waited_s=time.monotonic() - waited)
         return self._hand_over(get.result(), waited_s=time.monotonic() - waited)
 
     async def update_weights(self, source: WeightSource, *, version: int | None = None) -> int:
@@ -394,7 +400,7 @@ class Rollout:
 
     async def _produce(self) -> None:
         step = self._start_step
-        while True:
+        while self._end_step is None or step < self._end_step:
             self._gate = step - self._start_step - self.settings.max_staleness
             while self._updates < self._gate:
                 self._updated.clear()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,8 +42,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--config", type=Path, default=None, help=f"YAML config (default: {DEFAULT_CONFIG.name})")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and check the setup")
+    parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (the per-step lines stay)")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def check_model(cfg: Config) -> Check:
@@ -122,10 +125,35 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    status = dry_run(cfg)
-    if args.dry_run or status != 0:
-        return status
-    print("training: the rollout loop is not built yet (see README, Status); the checks above passed.")
+    if args.dry_run:
+        return dry_run(cfg)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return train_cli(cfg, resume=args.resume, progress=not args.quiet)
+
+
+def train_cli(cfg: Config, *, resume: bool, progress: bool) -> int:
+    """Train, turning bad input and unusable environments into one line on stderr (exit 2 and 1)."""
+    from engine.data import DataError
+    from engine.train import RunError, train
+    from learner.models import ModelNotFoundError
+    from sandbox import SandboxUnavailable
+    from solvers import SolverUnavailableError
+
+    try:
+        run_dir = asyncio.run(train(cfg, resume=resume, progress=progress))
+    except KeyboardInterrupt:
+        print("interrupted: the run directory keeps every finished step; continue with --resume", file=sys.stderr)
+        return 130
+    except (RunError, DataError, ModelNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyError as exc:  # unknown solver: the message lists the valid names
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    except (SolverUnavailableError, SandboxUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"done: {run_dir} (metrics.jsonl, samples.jsonl, checkpoints/)")
     return 0
 
 

@@ -1,0 +1,112 @@
+"""The training loop end to end: a tiny random model, the real sandbox and solver, run directory, resume."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.config import load_config
+from engine.records import read_jsonl
+from engine.run import main
+from engine.train import RunError, train, truncate_records
+
+REPO = Path(__file__).resolve().parents[1].parent
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A 2-layer random Llama with the embedded model's tokenizer (so prompts use a real chat template)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from learner.models import load_tokenizer
+
+    tokenizer = load_tokenizer("smollm2-135m")
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=2048, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    path = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def overrides(model: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        f"model.path={model}", f"run.output_dir={out}", "run.name=t", "run.steps=2", "run.save_every=1",
+        "rollout.prompts_per_step=2", "rollout.group_size=2", "generation.sampling.max_new_tokens=12",
+        "sandbox.workers=1", "data.num_problems=8", "learner.lr=1e-3", *extra,
+    ]  # fmt: skip
+
+
+def test_two_steps_leave_config_metrics_samples_and_checkpoints(tiny_model, tmp_path):
+    cfg = load_config(REPO / "configs" / "default.yaml", overrides(tiny_model, tmp_path))
+    run_dir = asyncio.run(train(cfg, progress=False))
+    assert run_dir == tmp_path / "t"
+    assert load_config(run_dir / "config.yaml") == cfg
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [0, 1]
+    assert all(m["samples_trained"] == 4 for m in metrics)
+    assert all(m["train/response_tokens"] > 0 for m in metrics), "the learner trained on every step"
+    samples = read_jsonl(run_dir / "samples.jsonl")
+    assert len(samples) == 8 and {s["step"] for s in samples} == {0, 1}
+    assert {s["weight_version"] for s in samples if s["step"] == 1} == {1}, "step 1 sampled the updated weights"
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_000001", "step_000002"]
+
+    with pytest.raises(RunError, match="already holds a run; pass --resume"):
+        asyncio.run(train(cfg, progress=False))
+    assert [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")] == [0, 1], "nothing overwritten"
+
+
+def test_truncate_records_keeps_only_steps_before_the_checkpoint(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 0}\n{"step": 1}\n{"step": 2}\n')
+    (tmp_path / "samples.jsonl").write_text('{"step": 0, "i": 1}\n{"step": 2, "i": 2}\n')
+    truncate_records(tmp_path, keep_before_step=2)
+    assert read_jsonl(tmp_path / "metrics.jsonl") == [{"step": 0}, {"step": 1}]
+    assert read_jsonl(tmp_path / "samples.jsonl") == [{"step": 0, "i": 1}]
+
+
+def test_cli_reports_bad_input_in_one_line(tiny_model, tmp_path, capsys):
+    assert main([*overrides(tiny_model, tmp_path), "solver.name=cplex"]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown solver 'cplex'; valid solvers: ")
+    assert main([*overrides(tiny_model, tmp_path), "data.train=/nonexistent/problems.jsonl"]) == 2
+    assert "/nonexistent/problems.jsonl" in capsys.readouterr().err
+    assert main([*overrides(tiny_model, tmp_path), "--resume", "run.name=never-started"]) == 2
+    assert "holds no run" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists(), "a failed start leaves no half-made run directory"
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_checkpoint(tiny_model, tmp_path):
+    args = [sys.executable, "-m", "engine.run", "--quiet", *overrides(tiny_model, tmp_path, "run.steps=4")]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    marker = tmp_path / "t" / "checkpoints" / "step_000002" / "COMPLETE"
+    try:
+        deadline = time.monotonic() + 600
+        while not marker.exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no second checkpoint within 10 minutes"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = [m["step"] for m in read_jsonl(tmp_path / "t" / "metrics.jsonl")]
+    assert before[:2] == [0, 1] and len(before) < 4
+
+    done = subprocess.run([*args, "--resume"], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resumed from" in done.stderr and "step_000002" in done.stderr
+    assert [m["step"] for m in read_jsonl(tmp_path / "t" / "metrics.jsonl")] == [0, 1, 2, 3]
+    samples = read_jsonl(tmp_path / "t" / "samples.jsonl")
+    assert sorted({s["step"] for s in samples}) == [0, 1, 2, 3]
+    assert len(samples) == 16
