@@ -11,7 +11,7 @@ TARGET = 5
 VOCAB = 16
 PROMPTS = [[1, 2], [3, 4], [6, 7], [8, 9]]
 GROUP = 8
-RESPONSE_LEN = 6
+RESPONSE_LEN = 4
 
 
 @torch.no_grad()
@@ -29,13 +29,11 @@ def _sample(model, generator: torch.Generator) -> tuple[list[list[int]], list[li
 
 def test_grpo_raises_the_reward_of_a_tiny_model(make_model):
     model = make_model(seed=3, layers=2, hidden=32, vocab=VOCAB)
-    config = LearnerConfig(
-        lr=2e-2, mini_batches=2, algorithm=AlgorithmConfig(clip_high=0.28, use_generator_logprobs=True)
-    )
+    config = LearnerConfig(lr=3e-2, algorithm=AlgorithmConfig(clip_high=0.28, use_generator_logprobs=True))
     learner = Learner(model, config)
     generator = torch.Generator().manual_seed(0)
     mean_rewards = []
-    for _ in range(10):
+    for _ in range(8):
         model.eval()
         responses, logprobs = _sample(model, generator)
         rewards = [sum(t == TARGET for t in r) / RESPONSE_LEN for r in responses]
