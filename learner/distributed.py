@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
 
@@ -77,6 +78,20 @@ def shard_model(model: nn.Module, *, param_dtype: torch.dtype) -> None:
         unit.set_gradient_divide_factor(1.0)
         # plain SUM collectives: gloo has no PREMUL_SUM, and with a divide factor of 1 there is nothing to scale
         unit.set_force_sum_reduction_for_comms(True)
+
+
+def broadcast_from_rank0(model: nn.Module, full_state: dict[str, torch.Tensor], ctx: DistContext) -> None:
+    """Fill a sharded model whose ranks other than 0 were built on the meta device with rank 0's weights.
+
+    full_state: rank 0's unsharded state dict (``{}`` on the other ranks). Non-persistent buffers (rotary
+    frequencies) are not in any state dict, so they are broadcast as tensors.
+    """
+    if any(p.is_meta for p in model.parameters()) or any(b.is_meta for b in model.buffers()):
+        model.to_empty(device=ctx.device)
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_model_state_dict(model, full_state, options=options)
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)
 
 
 def split_across_ranks(lengths: dict[int, int], world_size: int) -> list[list[int]]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -23,7 +22,14 @@ from torch import nn
 from learner import losses
 from learner.checkpoint import full_state_dict
 from learner.config import LearnerConfig, RolloutBatch
-from learner.distributed import DistContext, all_reduce_sum, init_distributed, shard_model, split_across_ranks
+from learner.distributed import (
+    DistContext,
+    all_reduce_sum,
+    broadcast_from_rank0,
+    init_distributed,
+    shard_model,
+    split_across_ranks,
+)
 from learner.policy import PackedMicroBatch, pack, response_logprobs
 
 METRIC_KEYS = ("loss", "pg_loss", "kl", "entropy", "clip_frac_high", "clip_frac_low", "dual_clip_frac", "approx_kl")
@@ -50,6 +56,18 @@ def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
+
+
+def _load_on_rank0(name_or_path: str, ctx: DistContext) -> nn.Module:
+    """The real weights on rank 0 (or in a single process); an empty meta-device model on the other ranks."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from learner.models import load_model, resolve_model_path
+
+    if ctx.rank == 0:
+        return load_model(name_or_path, dtype="float32")
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolve_model_path(name_or_path)))
 
 
 class Learner:
@@ -85,23 +103,35 @@ class Learner:
         self.global_step = 0
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, config: LearnerConfig, **kwargs: Any) -> Learner:
-        """Load the policy (and, when KL is on, a second copy as the reference) through ``learner.models``."""
-        from learner.models import load_model
+    def from_pretrained(cls, name_or_path: str, config: LearnerConfig, *, ctx: DistContext | None = None) -> Learner:
+        """Load the policy (and, when KL is on, a second copy as the reference) through ``learner.models``.
 
-        # fp32 master weights whatever the device: compute dtype is applied by autocast / FSDP mixed precision
-        ref = load_model(name_or_path, dtype="float32") if config.algorithm.kl_coef > 0 else None
-        return cls(load_model(name_or_path, dtype="float32"), config, ref_model=ref, **kwargs)
+        Under torchrun only rank 0 reads the weights (fp32, on CPU); the other ranks build the model on the meta
+        device and receive their shards from rank 0, so host memory holds one full copy, not one per rank.
+        """
+        ctx = ctx or init_distributed(config.device)
+        ref = _load_on_rank0(name_or_path, ctx) if config.algorithm.kl_coef > 0 else None
+        return cls(_load_on_rank0(name_or_path, ctx), config, ref_model=ref, ctx=ctx)
 
     def _prepare(self, model: nn.Module, *, trainable: bool) -> nn.Module:
-        model.to(device=self.ctx.device, dtype=torch.float32)
+        on_meta = any(p.is_meta for p in model.parameters())
+        if on_meta and not self.ctx.distributed:
+            raise ValueError("a model on the meta device needs torchrun (rank 0 supplies the weights)")
+        model.to(dtype=torch.float32)  # master weights; compute dtype comes from autocast / FSDP mixed precision
         model.config.use_cache = False
         model.train(trainable)
         model.requires_grad_(trainable)
         if trainable and self.config.gradient_checkpointing:
             model.activation_checkpointing_enable({"use_reentrant": False})
-        if self.ctx.distributed:
-            shard_model(model, param_dtype=self.compute_dtype)
+        if not self.ctx.distributed:
+            return model.to(self.ctx.device)
+        # rank 0 holds the weights when from_pretrained left the other ranks on meta: every rank must then join
+        weights_on_rank0 = torch.tensor([float(on_meta)], device=self.ctx.device)
+        all_reduce_sum(weights_on_rank0, self.ctx)
+        full_state = model.state_dict() if weights_on_rank0.item() > 0 and self.ctx.rank == 0 else None
+        shard_model(model, param_dtype=self.compute_dtype)  # moves each unit to the device as it shards it
+        if weights_on_rank0.item() > 0:
+            broadcast_from_rank0(model, full_state or {}, self.ctx)
         return model
 
     def _autocast(self) -> contextlib.AbstractContextManager[None]:

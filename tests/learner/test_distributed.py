@@ -71,6 +71,12 @@ def test_two_ranks_match_one_process(tmp_path, worker):
     # the HF export gathered from the shards loads with transformers and holds the trained weights
     exported = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").state_dict()
     assert _max_diff(exported, results["weights_uninterrupted"]) == 0.0
+    # from_pretrained under torchrun: rank 1 starts on the meta device and gets rank 0's weights and buffers
+    single = Learner.from_pretrained(str(tmp_path / "hf"), worker.dist_config(10_000))
+    loaded_metrics = single.step(worker.dist_batch())
+    assert _max_diff(results["weights_loaded"], single.state_dict()) < 1e-5
+    assert results["loaded_step"]["grad_norm"] == pytest.approx(loaded_metrics["grad_norm"], rel=1e-6)
+    assert results["loaded_step"]["entropy"] == pytest.approx(loaded_metrics["entropy"], rel=1e-6)
 
 
 def _train(ckpt: Path, steps: int, *extra: str) -> subprocess.Popen[str]:

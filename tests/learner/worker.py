@@ -93,6 +93,10 @@ def run_dist(out: Path) -> None:
     results["step2_resumed"] = resumed.step(dist_batch())
     results["weights_resumed"] = full_state_dict(resumed)
     results["weights_uninterrupted"] = full_state_dict(learner)
+    # rank 0 reads the exported weights, rank 1 starts on the meta device and receives its shards
+    loaded = Learner.from_pretrained(str(out / "hf"), dist_config(12))
+    results["loaded_step"] = loaded.step(dist_batch())
+    results["weights_loaded"] = full_state_dict(loaded)
     if learner.ctx.rank == 0:
         torch.save(results, out / "results.pt")
 
