@@ -185,7 +185,9 @@ class Learner:
             for mb in plan.micro:
                 with self._autocast():
                     lp = response_logprobs(
-                        model, (mb or self._noop_batch()).to(self.ctx.device), temperature=self._temperature
+                        model,
+                        (mb or self._noop_batch()).to(self.ctx.device),
+                        temperature=self.config.algorithm.temperature,
                     ).logprobs
                 row.append(None if mb is None else lp)
             out.append(row)
@@ -202,10 +204,6 @@ class Learner:
             ]
             for plan in plans
         ]
-
-    @property
-    def _temperature(self) -> float:
-        return self.config.algorithm.temperature
 
     def _old_logprobs(self, batch: RolloutBatch, plans: list[_MiniBatch]) -> list[list[torch.Tensor | None]] | None:
         """None means on-policy with a single update: the current log-probs (detached) are the old ones."""
