@@ -99,9 +99,12 @@ def prune_checkpoints(root: Path, *, keep: int) -> None:
 
 
 def learner_config(cfg: Config) -> Any:
-    """The learner's config; the generator's sampling temperature is the one log-probs must use."""
-    algorithm = dataclasses.replace(cfg.algorithm, temperature=max(cfg.generation.sampling.temperature, 1e-6))
-    return dataclasses.replace(cfg.learner, algorithm=algorithm)
+    """The learner's config with the run's algorithm section.
+
+    Log-probs stay at temperature 1 (`algorithm.temperature` default): the generation protocol reports the
+    model's own distribution whatever the sampling temperature, and old and new log-probs must agree.
+    """
+    return dataclasses.replace(cfg.learner, algorithm=cfg.algorithm)
 
 
 def rollout_settings(cfg: Config) -> Any:
@@ -138,44 +141,120 @@ def make_backend(cfg: Config) -> Any:
     return create_backend(gen.backend, getattr(gen, gen.backend))
 
 
-async def sync_weights(cfg: Config, rollout: Any, learner: Any, run_dir: Path, step: int) -> None:
-    """Hand the updated policy to the generator: in memory for the local backend, as a HF directory otherwise."""
+def generator_weights(cfg: Config, learner: Any, run_dir: Path) -> Any:
+    """The current policy for the generator: full tensors in memory for the local backend (on every rank),
+    otherwise a HF directory the servers load (`/update_weights_from_disk`). Every rank must call this."""
     from learner.checkpoint import export_hf, full_state_dict
 
-    if cfg.generation.backend == "local":
-        await rollout.update_weights(full_state_dict(learner), version=step + 1)
-    else:
-        directory = export_hf(learner, run_dir / "weights" / "latest")
-        await rollout.update_weights(str(directory.resolve()), version=step + 1)
+    if cfg.generation.backend != "local":
+        return str(export_hf(learner, run_dir / "weights" / "latest").resolve())
+    if not learner.ctx.distributed:
+        return full_state_dict(learner)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    # Each rank decodes with its own copy, so every rank needs the unsharded weights (not only rank 0).
+    state = get_model_state_dict(learner.model, options=StateDictOptions(full_state_dict=True))
+    return {name: tensor.detach().cpu() for name, tensor in state.items()}
+
+
+def gather_batch(result: Any, ctx: Any) -> Any:
+    """The GLOBAL training batch: every rank's kept samples, in rank order (identical on all ranks).
+
+    Group ids are made unique across ranks (id * world_size + rank). Returns None when no rank kept a sample.
+    """
+    from learner.config import RolloutBatch
+
+    local = (
+        result.prompt_ids, result.response_ids, result.rewards,
+        [g * ctx.world_size + ctx.rank for g in result.group_ids], result.old_logprobs,
+    )  # fmt: skip
+    parts = [local]
+    if ctx.distributed:
+        import torch.distributed as dist
+
+        parts = [None] * ctx.world_size
+        dist.all_gather_object(parts, local)
+    columns = [[row for part in parts for row in part[i]] for i in range(5)]
+    if not columns[0]:
+        return None
+    prompts, responses, rewards, group_ids, old_logprobs = columns
+    return RolloutBatch(
+        prompts=prompts, responses=responses, rewards=rewards, group_ids=group_ids, old_logprobs=old_logprobs
+    )
+
+
+def barrier(ctx: Any) -> None:
+    if ctx.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def shard_problems(problems: Any, cfg: Config, ctx: Any) -> tuple[Any, Config]:
+    """This rank's problems (every world_size-th) and a config whose per-step prompts are this rank's share."""
+    if not ctx.distributed:
+        return problems, cfg
+    if cfg.rollout.prompts_per_step % ctx.world_size:
+        raise RunError(
+            f"rollout.prompts_per_step={cfg.rollout.prompts_per_step} must be a multiple of the {ctx.world_size} "
+            "ranks (each rank generates its share of the groups)"
+        )
+    local = dataclasses.replace(cfg.rollout, prompts_per_step=cfg.rollout.prompts_per_step // ctx.world_size)
+    return problems[ctx.rank :: ctx.world_size], dataclasses.replace(cfg, rollout=local)
 
 
 async def train(cfg: Config, *, resume: bool = False, progress: bool = True) -> Path:
-    """Run (or resume) training as configured; returns the run directory."""
+    """Run (or resume) training as configured; returns the run directory.
+
+    Under torchrun every rank drives rollouts for its shard of the problems (its own generator and sandbox
+    pool), the kept samples of all ranks form one global batch, and the ranks train one FSDP2 model. Rank 0
+    writes config.yaml and metrics.jsonl; rank r > 0 writes its samples and rollout metrics to rank<r>/.
+    """
     from engine.data import load_train
-    from engine.prompts import PromptBuilder, PromptSettings
-    from engine.rollout import Rollout, SolverVerifier
     from learner.checkpoint import latest_checkpoint, load_checkpoint
-    from learner.models import load_tokenizer
+    from learner.distributed import init_distributed
     from learner.trainer import Learner
-    from sandbox import SandboxPool
     from solvers import get_solver
 
     solver = get_solver(cfg.solver.name)
-    problems = load_train(cfg.data).problems
-    run_dir = prepare_run_dir(cfg, resume=resume)
-    tokenizer = load_tokenizer(cfg.model.path)
-    learner = Learner.from_pretrained(cfg.model.path, learner_config(cfg))
+    ctx = init_distributed(cfg.learner.device)
+    problems, local_cfg = shard_problems(load_train(cfg.data).problems, cfg, ctx)
+    run_dir = Path(cfg.run.output_dir) / cfg.run.name
+    if ctx.rank == 0:
+        prepare_run_dir(cfg, resume=resume)
+    barrier(ctx)
+    learner = Learner.from_pretrained(cfg.model.path, learner_config(cfg), ctx=ctx)
     start_step, data_state = 0, (0, 0)
     checkpoint = latest_checkpoint(run_dir / CHECKPOINTS) if resume else None
     if checkpoint is not None:
         saved = load_checkpoint(learner, checkpoint)
         start_step, data_state = int(saved["step"]), (int(saved["epoch"]), int(saved["position"]))
         log.info("resumed from %s at step %d", checkpoint, start_step)
-    truncate_records(run_dir, keep_before_step=start_step)
+    records_dir = run_dir if ctx.rank == 0 else run_dir / f"rank{ctx.rank}"
+    records_dir.mkdir(parents=True, exist_ok=True)
+    truncate_records(records_dir, keep_before_step=start_step)
     if start_step >= cfg.run.steps:
         log.info("run %s already has %d steps (run.steps=%d): nothing to do", run_dir, start_step, cfg.run.steps)
         return run_dir
+    async with AsyncExitStack() as stack:
+        recorder = stack.enter_context(RunRecorder(records_dir))
+        rollout = await _open_rollout(stack, local_cfg, solver, problems, recorder, start_step, data_state)
+        if start_step:
+            await rollout.backend.update_weights(generator_weights(cfg, learner, run_dir), version=start_step)
+        await _loop(cfg, run_dir, rollout, learner, recorder, start_step=start_step, progress=progress)
+    return run_dir
 
+
+async def _open_rollout(
+    stack: AsyncExitStack, cfg: Config, solver: Any, problems: Any, recorder: Any, start_step: int, data_state: Any
+) -> Any:
+    """Sandbox pool, generation backend and rollout, entered on `stack` so they close in reverse order."""
+    from engine.prompts import PromptBuilder, PromptSettings
+    from engine.rollout import Rollout, SolverVerifier
+    from learner.models import load_tokenizer
+    from sandbox import SandboxPool
+
+    tokenizer = load_tokenizer(cfg.model.path)
     prompts = PromptBuilder(
         tokenizer, instructions=solver.instructions,
         settings=PromptSettings(
@@ -183,33 +262,19 @@ async def train(cfg: Config, *, resume: bool = False, progress: bool = True) -> 
             system=cfg.data.system_prompt,
         ),
     )  # fmt: skip
-    async with AsyncExitStack() as stack:
-        recorder = stack.enter_context(RunRecorder(run_dir))
-        pool = SandboxPool(
-            workers=cfg.sandbox.workers, limits=cfg.sandbox.limits, preload=solver.preload,
-            isolation=cfg.sandbox.isolation, recycle_after=cfg.sandbox.recycle_after,
-        )  # fmt: skip
-        await stack.enter_async_context(pool)
-        backend = await stack.enter_async_context(make_backend(cfg))
-        if start_step:
-            await backend.update_weights(_full_state(learner, cfg), version=start_step)
-        verifier = SolverVerifier(pool, solver, reward=cfg.solver.reward, extract=cfg.solver.extract)
-        rollout = Rollout(
-            backend=backend, verifier=verifier, prompts=prompts, problems=problems,
-            settings=rollout_settings(cfg), sampling=sampling_params(cfg, tokenizer), recorder=recorder,
-            start_step=start_step, end_step=cfg.run.steps, data_state=data_state,
-        )  # fmt: skip
-        await stack.enter_async_context(rollout)
-        await _loop(cfg, run_dir, rollout, learner, recorder, start_step=start_step, progress=progress)
-    return run_dir
-
-
-def _full_state(learner: Any, cfg: Config) -> Any:
-    from learner.checkpoint import export_hf, full_state_dict
-
-    if cfg.generation.backend == "local":
-        return full_state_dict(learner)
-    return str(export_hf(learner, Path(cfg.run.output_dir) / cfg.run.name / "weights" / "latest").resolve())
+    pool = SandboxPool(
+        workers=cfg.sandbox.workers, limits=cfg.sandbox.limits, preload=solver.preload,
+        isolation=cfg.sandbox.isolation, recycle_after=cfg.sandbox.recycle_after,
+    )  # fmt: skip
+    await stack.enter_async_context(pool)
+    backend = await stack.enter_async_context(make_backend(cfg))
+    verifier = SolverVerifier(pool, solver, reward=cfg.solver.reward, extract=cfg.solver.extract)
+    rollout = Rollout(
+        backend=backend, verifier=verifier, prompts=prompts, problems=problems,
+        settings=rollout_settings(cfg), sampling=sampling_params(cfg, tokenizer), recorder=recorder,
+        start_step=start_step, end_step=cfg.run.steps, data_state=data_state,
+    )  # fmt: skip
+    return await stack.enter_async_context(rollout)
 
 
 async def _loop(
@@ -217,30 +282,31 @@ async def _loop(
 ) -> None:
     from learner.checkpoint import save_checkpoint
 
-    bar = _progress(cfg.run.steps, start_step, enabled=progress)
+    lead = learner.ctx.rank == 0
+    bar = _progress(cfg.run.steps, start_step, enabled=progress and lead)
     try:
         for step in range(start_step, cfg.run.steps):
             result = await rollout.next_batch()
             started = time.monotonic()
-            train_metrics: dict[str, Any] = {}
-            if len(result):
-                # The update is CPU/GPU-bound: run it off the event loop so verifications of a batch that is
-                # already generating (max_staleness > 0) keep flowing.
-                train_metrics = await asyncio.to_thread(learner.step, result.learner_batch())
+            batch = gather_batch(result, learner.ctx)
+            # The update is CPU/GPU-bound: run it off the event loop so verifications of a batch that is
+            # already generating (max_staleness > 0) keep flowing.
+            train_metrics = {} if batch is None else await asyncio.to_thread(learner.step, batch)
             train_s = time.monotonic() - started
-            await sync_weights(cfg, rollout, learner, run_dir, step)
+            await rollout.update_weights(generator_weights(cfg, learner, run_dir), version=step + 1)
             row = {**result.metrics, **{f"train/{k}": v for k, v in train_metrics.items()}, "time_train_s": train_s}
             row["step"] = step
             recorder.metrics(row)
-            report = StepReport(step=step, row=row)
-            bar.write(report.line(cfg.run.steps))
-            bar.update(1)
+            if lead:
+                bar.write(StepReport(step=step, row=row).line(cfg.run.steps))
+                bar.update(1)
             if (step + 1) % cfg.run.save_every == 0 or step + 1 == cfg.run.steps:
                 epoch, position = result.data_state
                 data = {"step": step + 1, "epoch": epoch, "position": position}
                 directory = run_dir / CHECKPOINTS / f"step_{step + 1:06d}"
                 await asyncio.to_thread(save_checkpoint, learner, directory, data_state=data)
-                prune_checkpoints(run_dir / CHECKPOINTS, keep=cfg.run.keep_checkpoints)
+                if lead:
+                    prune_checkpoints(run_dir / CHECKPOINTS, keep=cfg.run.keep_checkpoints)
     finally:
         bar.close()
 

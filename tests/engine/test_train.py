@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -110,3 +111,27 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_model, tmp_path):
     samples = read_jsonl(tmp_path / "t" / "samples.jsonl")
     assert sorted({s["step"] for s in samples}) == [0, 1, 2, 3]
     assert len(samples) == 16
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_train_one_model_on_the_global_batch(tiny_model, tmp_path):
+    torchrun = Path(sys.executable).parent / "torchrun"
+    with socket.socket() as s:  # a free port for the rendezvous (port 0 makes the ranks wait for each other forever)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(port),
+            "-m", "engine.run", "--quiet", *overrides(tiny_model, tmp_path)]  # fmt: skip
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600, start_new_session=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = tmp_path / "t"
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [0, 1]
+    rank0, rank1 = read_jsonl(run_dir / "samples.jsonl"), read_jsonl(run_dir / "rank1" / "samples.jsonl")
+    assert len(rank0) == len(rank1) == 4, "each rank generated its share: 1 group of 2 per step"
+    assert not {s["problem_id"] for s in rank0} & {s["problem_id"] for s in rank1}, "ranks hold disjoint shards"
+    for m in metrics:
+        tokens = sum(s["response_tokens"] for s in rank0 + rank1 if s["step"] == m["step"])
+        assert m["train/response_tokens"] == tokens, "the learner trained on both ranks' samples"
+    assert {s["weight_version"] for s in rank1 if s["step"] == 1} == {1}, "rank 1's generator got the update"
+    assert sorted(p.name for p in (run_dir / "checkpoints" / "step_000002").glob("extra_rank*.pt")) == [
+        "extra_rank0.pt", "extra_rank1.pt"]  # fmt: skip
