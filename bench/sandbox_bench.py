@@ -254,8 +254,12 @@ def targets(title: str, data: dict[str, dict[str, list[float]]], cold_target: fl
     warm = statistics.median(data["warm pool"]["latency"])
     cold = statistics.median(data["cold nsjail"]["latency"]) / warm
     fork = warm / statistics.median(data["bare warm fork"]["latency"])
+    limit = statistics.median(data["cold nsjail"]["latency"]) / statistics.median(data["bare warm fork"]["latency"])
     verdict = "met" if cold >= cold_target and fork <= 1.15 else "MISSED"
-    return f"| {title} | {cold:.1f}x (target >= {cold_target:g}x) | {fork:.2f}x (target <= 1.15x) | {verdict} |"
+    return (
+        f"| {title} | {cold:.1f}x (target >= {cold_target:g}x) | {fork:.2f}x (target <= 1.15x) | {limit:.1f}x "
+        f"| {verdict} |"
+    )
 
 
 def table(title: str, n: int, data: dict[str, dict[str, list[float]]]) -> list[str]:
@@ -316,7 +320,8 @@ def main() -> None:
     ]  # fmt: skip
     verdicts = [
         "### Targets (issue 3), from this run", "",
-        "| suite | cold nsjail / warm pool | warm pool / bare warm fork | |", "|---|---:|---:|---|",
+        "| suite | cold nsjail / warm pool | warm pool / bare warm fork | cold nsjail / bare warm fork "
+        "(the most any warm design can gain) | |", "|---|---:|---:|---:|---|",
     ]  # fmt: skip
     for title, programs, preload in suites:
         print(f"measuring {title}: {len(programs)} programs x {len(MODES)} modes x {args.rounds} rounds", flush=True)
