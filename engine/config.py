@@ -128,7 +128,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     """Defaults, then the YAML file (if any), then `section.key=value` overrides, all validated."""
     raw: dict[str, Any] = {}
     if path is not None:
-        raw = read_yaml(Path(path))
+        raw = read_layered(Path(path))
     for item in overrides:
         dotted, value = parse_override(item)
         _set_dotted(raw, dotted, value)
@@ -149,6 +149,29 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must be a mapping of sections, got {type(data).__name__}")
     return data
+
+
+def read_layered(path: Path, *, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML config whose optional top-level `base: FILE` (relative to it) is read first and overlaid."""
+    if path.resolve() in seen:
+        raise ConfigError(f"config file {path} includes itself through `base:`")
+    raw = read_yaml(path)
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"config file {path}: base must be a file name, got {_show(base)}")
+    return _merge(read_layered(path.parent / base, seen=(*seen, path.resolve())), raw)
+
+
+def _merge(under: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(under)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def parse_override(item: str) -> tuple[str, Any]:

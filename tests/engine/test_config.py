@@ -29,7 +29,7 @@ def test_overrides_apply_after_the_file_with_yaml_typed_values():
             "rollout.group_size=8",
             "learner.lr=3e-6",
             "algorithm.dual_clip=3",
-            "generation.urls=[http://a:1, http://b:2]",
+            "generation.sglang={urls: [http://a:1, http://b:2]}",
             "rollout.dynamic_sampling=true",
             "run.name=exp 1",
             "learner.betas=[0.9, 0.95]",
@@ -40,7 +40,7 @@ def test_overrides_apply_after_the_file_with_yaml_typed_values():
     assert cfg.rollout.group_size == 8
     assert cfg.learner.lr == pytest.approx(3e-6)
     assert cfg.algorithm.dual_clip == 3.0 and isinstance(cfg.algorithm.dual_clip, float)
-    assert cfg.generation.urls == ["http://a:1", "http://b:2"]
+    assert cfg.generation.sglang == {"urls": ["http://a:1", "http://b:2"]}
     assert cfg.rollout.dynamic_sampling is True
     assert cfg.run.name == "exp 1"
     assert cfg.learner.betas == (0.9, 0.95)
@@ -70,7 +70,7 @@ def test_int_is_accepted_for_float_but_not_the_reverse():
         (["algorithm.dual_clip=0.5"], "algorithm: algorithm.dual_clip must be > 1 (or None), got 0.5"),
         (["learner.betas=[0.9]"], "learner.betas: expected a list of 2 values, got list [0.9]"),
         (["learner.algorithm.kl_coef=1"], "learner.algorithm: set the top-level algorithm section instead"),
-        (["generation.urls=[1]"], "generation.urls[0]: expected str, got int 1"),
+        (["data.eval=[1]"], "data.eval[0]: expected str, got int 1"),
         (["group_size=8"], "override 'group_size=8' must look like section.key=value (e.g. rollout.group_size=8)"),
         (["rollout.group_size.x=1"], "cannot set rollout.group_size.x: group_size is a value, not a section"),
     ],
@@ -150,3 +150,29 @@ def test_resolved_config_round_trips(tmp_path):
 
 def test_defaults_live_on_the_dataclasses():
     assert load_config(None) == Config()
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "configs" / "recipes").glob("[gd]*.yaml")), ids=lambda p: p.stem)
+def test_every_recipe_loads_over_its_base(recipe):
+    cfg = load_config(recipe)
+    assert cfg.model.path == "Qwen/Qwen2.5-7B-Instruct"
+    assert cfg.generation.backend == "sglang"
+    assert cfg.solver.name in recipe.stem
+    algorithm, solver = recipe.stem.split("-", 1)
+    assert cfg.run.name == f"{algorithm}-{solver}-qwen2.5-7b"
+    if algorithm == "dapo":
+        assert (cfg.algorithm.clip_high, cfg.rollout.dynamic_sampling, cfg.algorithm.kl_coef) == (0.28, True, 0.0)
+    assert cfg.sandbox.limits.wall_s == 60.0, "the base's nested sections are merged, not replaced"
+
+
+def test_base_chains_merge_and_cycles_are_reported(tmp_path):
+    (tmp_path / "a.yaml").write_text("rollout:\n  group_size: 3\n  prompts_per_step: 5\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\nrollout:\n  group_size: 7\n")
+    cfg = load_config(tmp_path / "b.yaml")
+    assert (cfg.rollout.group_size, cfg.rollout.prompts_per_step) == (7, 5)
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    with pytest.raises(ConfigError, match="includes itself"):
+        load_config(tmp_path / "b.yaml")
+    (tmp_path / "c.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(ConfigError, match=r"missing\.yaml not found"):
+        load_config(tmp_path / "c.yaml")
