@@ -94,6 +94,7 @@ def read_msg(fd: int) -> tuple[dict, list[bytes]] | None:
 
 
 LIBC = ctypes.CDLL(None, use_errno=True)
+SECCOMP = None  # isolation="process": the sibling _seccomp.py, loaded at start (a jail has nsjail's filter)
 
 
 def _prctl(option: int, value: int) -> None:
@@ -129,66 +130,6 @@ class Capture:
 
     def value(self) -> bytes:
         return b"".join(self.parts)
-
-
-# ----- seccomp for isolation="process" (in a jail nsjail installs the same policy for the whole jail) ------
-
-# x86_64 numbers of the calls jail.DENIED_SYSCALLS names (kept in step with it; a test checks the names)
-X86_64_DENIED = {
-    "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "pidfd_getfd": 438, "mount": 165,
-    "umount": 166, "pivot_root": 155, "chroot": 161, "move_mount": 429, "open_tree": 428, "fsopen": 430,
-    "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442, "unshare": 272, "setns": 308,
-    "bpf": 321, "perf_event_open": 298, "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426,
-    "io_uring_register": 427, "keyctl": 250, "add_key": 248, "request_key": 249, "kexec_load": 246,
-    "kexec_file_load": 320, "init_module": 175, "finit_module": 313, "delete_module": 176,
-    "open_by_handle_at": 304, "name_to_handle_at": 303, "fanotify_init": 300, "lookup_dcookie": 212, "acct": 163,
-    "quotactl": 179, "swapon": 167, "swapoff": 168, "reboot": 169, "syslog": 103, "iopl": 172, "ioperm": 173,
-    "personality": 135, "vhangup": 153, "settimeofday": 164, "clock_settime": 227, "adjtimex": 159,
-    "clock_adjtime": 305,
-}  # fmt: skip
-SYS_CLONE, SYS_CLONE3, SYS_SOCKET, X32_BIT = 56, 435, 41, 0x40000000
-AUDIT_ARCH_X86_64 = 0xC000003E
-CLONE_NAMESPACE_FLAGS = 0x7E020000
-LD_ABS, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06
-ALLOW, KILL = 0x7FFF0000, 0x80000000
-
-
-def _errno(code: int) -> int:
-    return 0x00050000 | code
-
-
-def seccomp_program() -> list[tuple[int, int, int, int]]:
-    """The deny-list filter as classic BPF (code, jt, jf, k) over struct seccomp_data (nr @0, arch @4, args @16)."""
-    prog = [(LD_ABS, 0, 0, 4), (JEQ, 1, 0, AUDIT_ARCH_X86_64), (RET, 0, 0, KILL), (LD_ABS, 0, 0, 0),
-            (JGE, 0, 1, X32_BIT), (RET, 0, 0, _errno(errno.EPERM))]  # fmt: skip
-    for nr in X86_64_DENIED.values():
-        prog += [(JEQ, 0, 1, nr), (RET, 0, 0, _errno(errno.EPERM))]
-    prog += [(JEQ, 0, 1, SYS_CLONE3), (RET, 0, 0, _errno(errno.ENOSYS))]
-    prog += [(JEQ, 0, 4, SYS_CLONE), (LD_ABS, 0, 0, 16), (JSET, 0, 1, CLONE_NAMESPACE_FLAGS),
-             (RET, 0, 0, _errno(errno.EPERM)), (RET, 0, 0, ALLOW)]  # fmt: skip
-    prog += [(JEQ, 0, 4, SYS_SOCKET), (LD_ABS, 0, 0, 16), (JEQ, 1, 0, 1),
-             (RET, 0, 0, _errno(errno.EAFNOSUPPORT)), (RET, 0, 0, ALLOW)]  # fmt: skip
-    return [*prog, (RET, 0, 0, ALLOW)]
-
-
-def install_seccomp() -> None:
-    """no_new_privs + the filter above, on x86_64 (elsewhere the process-mode child runs without one)."""
-    if os.uname().machine != "x86_64":
-        return
-
-    class Filter(ctypes.Structure):
-        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
-
-    class Program(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Filter))]
-
-    insns = seccomp_program()
-    table = (Filter * len(insns))(*(Filter(*i) for i in insns))
-    if LIBC.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
-    prog = Program(len(insns), table)
-    if LIBC.prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")
 
 
 # ----- the child: becomes the program ----------------------------------------------------------------
@@ -281,8 +222,8 @@ def child_main(cfg: dict, fds: tuple[int, int, int, int], ctl: int, run_dir: str
         with open(path, "wb") as f:
             f.write(code)
         _child_limits(header["limits"], cfg)
-        if cfg["mode"] == "process":
-            install_seccomp()
+        if SECCOMP is not None:
+            SECCOMP.install()
     except BaseException as exc:
         _setup_failed(exc)
     os._exit(_run_program(code, path, sys.modules["__main__"].__dict__))
@@ -596,8 +537,21 @@ def _remove(path: str) -> None:
             os.unlink(path)
 
 
+def _load_seccomp() -> None:
+    global SECCOMP
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "_evom_seccomp", os.path.join(os.path.dirname(__file__), "_seccomp.py")
+    )
+    SECCOMP = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(SECCOMP)
+
+
 def main() -> None:
     cfg = json.loads(sys.argv[1])
+    if cfg["mode"] == "process":
+        _load_seccomp()
     worker = Worker(cfg)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _prctl(PR_SET_DUMPABLE, 0)  # keeps /proc/1/fd and /proc/1/mem out of the children's reach

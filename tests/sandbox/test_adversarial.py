@@ -355,3 +355,15 @@ async def test_no_processes_or_cgroups_left_after_close() -> None:
     assert not [d for d in cgroup_dirs if d.exists()]
     if pool._cgroups is not None:
         assert not [d for d in pool._cgroups.dirs.values() if d.exists()]
+
+
+async def test_concurrent_runs_in_different_workers_cannot_see_each_other() -> None:
+    code = """import os, sys, time
+open("/tmp/mine-" + sys.stdin.read(), "w").write("x")
+time.sleep(0.5)
+print(sorted(os.listdir("/tmp")), len([p for p in os.listdir("/proc") if p.isdigit()]))
+"""
+    async with SandboxPool(workers=2, limits=LIMITS, preload=()) as pool:
+        a, b = await asyncio.gather(pool.run(code, stdin="a"), pool.run(code, stdin="b"))
+        assert (a.stdout, b.stdout) == ("['mine-a', 'run'] 2\n", "['mine-b', 'run'] 2\n"), (a, b)
+        await next_run_works(pool)

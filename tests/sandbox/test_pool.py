@@ -256,10 +256,10 @@ def test_cli_missing_file_is_a_one_line_error_with_exit_2(tmp_path: Path) -> Non
 
 
 def test_process_mode_seccomp_numbers_cover_the_jail_policy() -> None:
-    from sandbox import _worker
+    from sandbox import _seccomp
     from sandbox.jail import DENIED_SYSCALLS, seccomp_policy
 
-    assert set(_worker.X86_64_DENIED) == set(DENIED_SYSCALLS)
+    assert set(_seccomp.X86_64_DENIED) == set(DENIED_SYSCALLS)
     assert "clone3" in seccomp_policy() and "domain != 1" in seccomp_policy()
 
 
