@@ -1,0 +1,301 @@
+"""Evaluate a model on benchmarks x solvers: `python -m engine.eval --model M --benchmark B... --solver S...`.
+
+    python -m engine.eval --model smollm2-135m --benchmark nl4opt_clean_llmopt --solver gurobipy --limit 20
+    python -m engine.eval --model runs/x/checkpoints/step_000010 --benchmark mamo_easylp --solver gurobipy ortools
+    python -m engine.eval --model sglang:http://gpu0:30000 --benchmark nl4opt --solver gurobipy --samples 8
+    python -m engine.eval --model openai:http://localhost:8000/v1 --api-model qwen --benchmark nl4opt --solver ortools
+    python -m engine.eval --completions outputs.jsonl --benchmark nl4opt --solver gurobipy     # score, no model
+    python -m engine.eval --completions shared/data/benchmarks/reference_programs.jsonl --solver gurobipy
+
+--model: the embedded alias, a HF directory or hub name, a training checkpoint (runs/<name>/checkpoints/step_N,
+weights loaded into the run's `model.path`), `sglang:URL[,URL...]`, or `openai:URL` (+ --api-model).
+Every problem gets k samples under each solver's instructions (greedy by default when k = 1), each is verified
+in the sandbox, and the table prints pass@1, pass@k (Chen et al. 2021), the execution rate and the status mix;
+zero-shot solver transfer is one more name after --solver.
+
+--completions FILE scores rows {"id", "completion" | "code", ["sample"], ["answer"], ["benchmark"]} instead of
+generating: with --benchmark the ids are matched to its problems and the answers come from it; without, each row
+carries its own answer (null: no optimum).
+
+Writes DIR/items.jsonl (one row per sample), DIR/summary.json and DIR/summary.md, all at once at the end (the
+directory appears whole or not at all). Bad input exits 2 and a broken environment 1, with one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from engine.evaluation.metrics import Cell, Item, format_markdown, format_table, summarize
+from engine.evaluation.models import ModelError, ModelSpec, open_model, parse_model
+from engine.evaluation.runner import Entry, EvalSettings, generate_and_score, score_completions
+
+ITEMS_FILE, SUMMARY_JSON, SUMMARY_MD = "items.jsonl", "summary.json", "summary.md"
+
+
+class EvalInputError(ValueError):
+    """Bad command-line input; the message says what and what to do (exit 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m engine.eval", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help="alias, HF directory, checkpoint dir, sglang:URL or openai:URL")
+    p.add_argument("--benchmark", nargs="+", default=[], metavar="B", help="benchmark paths or short names")
+    p.add_argument("--solver", nargs="+", default=[], metavar="S", help="solver names (see python -m solvers list)")
+    p.add_argument("--completions", type=Path, help="score this JSONL of completions/programs instead of generating")
+    p.add_argument("--samples", type=int, default=1, help="samples per problem, k of pass@k (default 1)")
+    p.add_argument("--temperature", type=float, help="default: 0 (greedy) for 1 sample, 1.0 for more")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=int, default=1024)
+    p.add_argument("--max-prompt-tokens", type=int, default=4096, help="longer prompts are skipped and counted")
+    p.add_argument("--limit", type=int, help="first N problems of each benchmark (or of the completions file)")
+    p.add_argument("--output", type=Path, help="results directory, new or empty (default runs/eval/<UTC time>)")
+    p.add_argument("--api-model", help="openai: the served model name (default: the only one listed)")
+    p.add_argument("--tokenizer", help="tokenizer for the prompts (default: the model's own)")
+    p.add_argument("--batch-size", type=int, default=64, help="local backend: rows decoded together")
+    p.add_argument("--workers", type=int, default=2, help="sandbox workers per pool (default 2)")
+    p.add_argument("--wall-s", type=float, default=30.0, help="wall and CPU seconds per program (default 30)")
+    p.add_argument("--memory-mb", type=int, default=2048)
+    p.add_argument("--isolation", choices=("nsjail", "process"), default="nsjail")
+    p.add_argument("--comparison", choices=("relative", "orlm"), default="relative", help="answer matching rule")
+    p.add_argument("--tolerance", type=float, default=1e-6, help="relative tolerance of the answer match")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def settings_from(args: argparse.Namespace) -> EvalSettings:
+    from solvers import RewardConfig
+
+    if args.samples < 1:
+        raise EvalInputError(f"--samples must be >= 1, got {args.samples}")
+    if args.limit is not None and args.limit < 1:
+        raise EvalInputError(f"--limit must be >= 1, got {args.limit}")
+    temperature = args.temperature if args.temperature is not None else (0.0 if args.samples == 1 else 1.0)
+    return EvalSettings(
+        samples=args.samples, temperature=temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+        max_prompt_tokens=args.max_prompt_tokens, seed=args.seed, workers=args.workers, wall_s=args.wall_s,
+        memory_mb=args.memory_mb, isolation=args.isolation, progress=not args.quiet,
+        reward=RewardConfig(comparison=args.comparison, tolerance=args.tolerance),
+    )  # fmt: skip
+
+
+def pip_extra(package: str) -> str | None:
+    """The optional-dependency group of this project that installs `package`, if any."""
+    import importlib.metadata
+    import re
+
+    try:
+        requirements = importlib.metadata.requires("evom") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for requirement in requirements:
+        name = re.split(r"[\s;<>=!~\[]", requirement, maxsplit=1)[0].lower().replace("-", "_")
+        extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", requirement)
+        if extra and name == package.lower().replace("-", "_"):
+            return extra.group(1)
+    return None
+
+
+def load_solvers(names: Sequence[str]) -> list[Any]:
+    """Adapters for `names`; KeyError lists the valid names, SolverUnavailableError names the pip extra."""
+    from solvers import SolverUnavailableError, get_solver
+
+    solvers = []
+    for name in dict.fromkeys(names):
+        try:
+            solvers.append(get_solver(name))
+        except KeyError as exc:  # the message lists the valid names
+            raise EvalInputError(exc.args[0]) from None
+        except SolverUnavailableError as exc:
+            extra = pip_extra(get_solver(name, require_installed=False).package)
+            hint = f" (or the project's extra: pip install 'evom[{extra}]')" if extra else ""
+            raise SolverUnavailableError(f"{exc}{hint}") from None
+    return solvers
+
+
+def load_benchmarks(specs: Sequence[str], limit: int | None) -> list[Any]:
+    """Benchmarks by path or short name, first `limit` problems each; bad rows are reported on stderr."""
+    import dataclasses
+
+    from engine.data import load_benchmark
+
+    benchmarks = []
+    for spec in specs:
+        bench = load_benchmark(spec)
+        for line in bench.report.bad_lines():
+            print(f"warning: {line} (row skipped)", file=sys.stderr)
+        if not bench.problems:
+            raise EvalInputError(f"benchmark {spec!r} has no usable problems ({bench.report.summary()})")
+        benchmarks.append(dataclasses.replace(bench, problems=bench.problems[:limit]))
+    if len({b.name for b in benchmarks}) < len(benchmarks):
+        raise EvalInputError(f"two benchmarks share a name: {[b.name for b in benchmarks]}; pass each once")
+    return benchmarks
+
+
+def _answer(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise EvalInputError(f"{where}: 'answer' must be a finite number or null, got {value!r}")
+    return float(value)
+
+
+def read_completions(path: Path, benchmarks: Sequence[Any], limit: int | None) -> list[Entry]:
+    """Entries of a completions file; rows that cannot be scored are reported on stderr and skipped."""
+    if not path.is_file():
+        raise EvalInputError(f"completions file not found: {path}")
+    problems = {p.id: (b.name, p) for b in benchmarks for p in b.problems}
+    entries: list[Entry] = []
+    seen: Counter[tuple[str, str]] = Counter()
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = _entry(json.loads(line), problems, bool(benchmarks), path.stem, seen)
+            except (json.JSONDecodeError, EvalInputError) as exc:
+                print(f"warning: {path}:{number}: {exc} (row skipped)", file=sys.stderr)
+                continue
+            entries.append(entry)
+    if limit is not None:
+        keep = set(list(dict.fromkeys((e.benchmark, e.id) for e in entries))[:limit])
+        entries = [e for e in entries if (e.benchmark, e.id) in keep]
+    if not entries:
+        raise EvalInputError(f"{path} has no row that can be scored (see the warnings above)")
+    return entries
+
+
+def _entry(row: Any, problems: dict[str, Any], matched: bool, default_name: str, seen: Counter) -> Entry:
+    if not isinstance(row, dict):
+        raise EvalInputError(f"expected a JSON object, got {type(row).__name__}")
+    if row.get("id") is None:
+        raise EvalInputError("no 'id'")
+    row_id = str(row["id"])
+    text = row.get("completion", row.get("code"))
+    if not isinstance(text, str):
+        raise EvalInputError("needs a string 'completion' (model output) or 'code' (a program)")
+    if matched:
+        if row_id not in problems:
+            raise EvalInputError(f"id {row_id!r} is not in the given benchmark(s)")
+        name, problem = problems[row_id]
+        answer = problem.answer
+    else:
+        if "answer" not in row:
+            raise EvalInputError("no 'answer' (without --benchmark every row must carry its own; null: no optimum)")
+        name = row["benchmark"] if isinstance(row.get("benchmark"), str) else default_name
+        answer = _answer(row["answer"], f"id {row_id!r}")
+    sample = row.get("sample", row.get("sample_index"))
+    if not isinstance(sample, int) or isinstance(sample, bool):
+        sample = seen[(name, row_id)]
+    seen[(name, row_id)] += 1
+    return Entry(benchmark=name, id=row_id, sample=sample, text=text, is_code="completion" not in row, answer=answer)
+
+
+def write_results(output: Path, items: Sequence[Item], cells: Sequence[Cell], meta: dict[str, Any]) -> None:
+    """items.jsonl, summary.json and summary.md, built in a temporary sibling directory and renamed into place."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        with (tmp / ITEMS_FILE).open("w", encoding="utf-8") as f:
+            for item in items:
+                f.write(json.dumps(item.row(), ensure_ascii=False, allow_nan=False) + "\n")
+        summary = {**meta, "cells": [c.row() for c in cells]}
+        (tmp / SUMMARY_JSON).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        notes = [f"- {key}: {value}" for key, value in meta.items() if not isinstance(value, dict | list)]
+        (tmp / SUMMARY_MD).write_text(format_markdown(cells, title="EVOM evaluation", notes=notes), encoding="utf-8")
+        os.rename(tmp, output)  # also replaces an empty directory
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def check_output(output: Path) -> None:
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise EvalInputError(f"--output {output} already exists and is not an empty directory; pick a new one")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if args.completions is None and not args.model:
+        raise EvalInputError("give --model (to generate) or --completions FILE (to score existing outputs)")
+    if args.completions is not None and args.model:
+        raise EvalInputError("--model and --completions exclude each other: --completions scores without a model")
+    if args.completions is None and not args.benchmark:
+        raise EvalInputError("give at least one --benchmark (a path or a short name such as nl4opt_clean_llmopt)")
+    if not args.solver:
+        raise EvalInputError("give at least one --solver (python -m solvers list shows them)")
+
+
+async def evaluate(args: argparse.Namespace) -> tuple[list[Item], dict[str, Any]]:
+    """Everything is validated (solvers, benchmarks, completions, model/server) before the first sample runs."""
+    settings = settings_from(args)
+    solvers = load_solvers(args.solver)
+    benchmarks = load_benchmarks(args.benchmark, None if args.completions else args.limit)
+    meta: dict[str, Any] = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "solvers": [s.name for s in solvers],
+        "benchmarks": [b.report.source for b in benchmarks], "comparison": args.comparison,
+        "tolerance": args.tolerance,
+    }  # fmt: skip
+    if args.completions is not None:
+        entries = read_completions(args.completions, benchmarks, args.limit)
+        meta.update(mode="completions", completions=str(args.completions))
+        return await score_completions(entries, solvers, settings), meta
+    spec: ModelSpec = parse_model(args.model, api_model=args.api_model)
+    meta.update(
+        mode="generate", model=spec.label, samples=settings.samples, temperature=settings.temperature,
+        top_p=settings.top_p, max_new_tokens=settings.max_new_tokens, seed=settings.seed, limit=args.limit,
+    )  # fmt: skip
+    async with open_model(spec, tokenizer=args.tokenizer, batch_size=args.batch_size) as served:
+        return await generate_and_score(served, benchmarks, solvers, settings), meta
+
+
+def run(args: argparse.Namespace) -> int:
+    check_args(args)
+    output = args.output or Path("runs") / "eval" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    check_output(output)
+    started = time.monotonic()
+    items, meta = asyncio.run(evaluate(args))
+    cells = summarize(items, k=args.samples)
+    meta["wall_s"] = round(time.monotonic() - started, 1)
+    write_results(output, items, cells, meta)
+    print(format_table(cells))
+    print(f"wrote {output / ITEMS_FILE}, {SUMMARY_JSON}, {SUMMARY_MD}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Bad input -> exit 2, unusable environment (solver missing, sandbox, server error) -> exit 1; one line each.
+
+    Nothing here imports torch: scoring completions does not need it (and the import costs seconds)."""
+    from engine.data import DataError
+    from engine.generation import GenerationError
+    from sandbox import SandboxUnavailable
+    from solvers import SolverUnavailableError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written", file=sys.stderr)
+        return 130
+    except (EvalInputError, DataError, ModelError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (SolverUnavailableError, SandboxUnavailable, GenerationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""Score samples: generate them (benchmark x solver, k per problem) or read them from a file, verify each in the
+sandbox, and return `Item`s. The CLI around this is `engine/eval.py`.
+
+    items = await generate_and_score(served, benchmarks, solvers, settings)
+    items = await score_completions(entries, solvers, settings)
+
+One sandbox pool per distinct preload set (solvers that import the same modules share it). Each
+(benchmark, solver) is one generate call with n=k over all its prompts, so the backend batches them; every
+completion is verified the moment it arrives, while the rest still decode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from engine.evaluation.metrics import GENERATION_ERROR, PROMPT_TOO_LONG, Item
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalSettings:
+    samples: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 1024
+    max_prompt_tokens: int = 4096
+    seed: int = 0
+    workers: int = 2
+    wall_s: float = 30.0
+    memory_mb: int = 2048
+    isolation: str = "nsjail"
+    reward: Any = None  # solvers.RewardConfig; None = the default binary reward
+    progress: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class Entry:
+    """One sample to score from a completions file: text is model output, or a program when is_code."""
+
+    benchmark: str
+    id: str
+    sample: int
+    text: str
+    is_code: bool
+    answer: float | None
+
+
+def _pools_by_preload(solvers: Sequence[Any]) -> dict[tuple[str, ...], list[Any]]:
+    groups: dict[tuple[str, ...], list[Any]] = {}
+    for solver in solvers:
+        groups.setdefault(tuple(solver.preload), []).append(solver)
+    return groups
+
+
+async def _with_pools(
+    solvers: Sequence[Any], settings: EvalSettings, work: Callable[[Any, Any], Awaitable[list[Item]]]
+) -> list[Item]:
+    """Run work(pool, solver) for every solver, opening one sandbox pool per preload set, in solver order."""
+    from sandbox import Limits, SandboxPool
+
+    limits = Limits(wall_s=settings.wall_s, cpu_s=settings.wall_s, memory_mb=settings.memory_mb)
+    done: dict[str, list[Item]] = {}
+    for preload, group in _pools_by_preload(solvers).items():
+        pool = SandboxPool(workers=settings.workers, limits=limits, preload=preload, isolation=settings.isolation)
+        async with pool:
+            for solver in group:
+                done[solver.name] = await work(pool, solver)
+    return [item for solver in solvers for item in done[solver.name]]
+
+
+def _bar(total: int, desc: str, settings: EvalSettings) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="sample", file=sys.stderr, disable=not settings.progress, leave=False)
+
+
+async def _verify(pool: Any, solver: Any, text: str, answer: float | None, *, is_code: bool, settings: EvalSettings):
+    from solvers import verify, verify_code
+
+    if is_code:
+        return await verify_code(pool, text, solver, answer, reward=settings.reward)
+    return await verify(pool, text, solver, answer, reward=settings.reward)
+
+
+async def score_completions(entries: Sequence[Entry], solvers: Sequence[Any], settings: EvalSettings) -> list[Item]:
+    """Verify existing completions/programs under every solver; items keep the entries' order per solver."""
+
+    async def work(pool: Any, solver: Any) -> list[Item]:
+        with _bar(len(entries), f"verify[{solver.name}]", settings) as bar:
+
+            async def one(entry: Entry) -> Item:
+                text, answer = entry.text, entry.answer
+                outcome = await _verify(pool, solver, text, answer, is_code=entry.is_code, settings=settings)
+                bar.update(1)
+                return _item(entry.benchmark, entry.id, solver.name, entry.sample, entry.answer, entry.text, outcome)
+
+            return list(await asyncio.gather(*(one(e) for e in entries)))
+
+    return await _with_pools(solvers, settings, work)
+
+
+def _item(
+    benchmark: str, id: str, solver: str, sample: int, answer: float | None, text: str, outcome: Any,
+    finish_reason: str | None = None,
+) -> Item:  # fmt: skip
+    return Item(
+        benchmark=benchmark, id=id, solver=solver, sample=sample, status=outcome.status, objective=outcome.objective,
+        answer=answer, correct=outcome.correct, reward=outcome.reward, reason=outcome.reason, completion=text,
+        finish_reason=finish_reason,
+    )  # fmt: skip
+
+
+def _unscored(benchmark: str, problem: Any, solver: str, sample: int, status: str, reason: str) -> Item:
+    return Item(
+        benchmark=benchmark, id=problem.id, solver=solver, sample=sample, status=status, objective=None,
+        answer=problem.answer, correct=False, reward=0.0, reason=reason, completion="",
+    )  # fmt: skip
+
+
+def sampling_params(settings: EvalSettings, tokenizer: Any | None) -> Any:
+    """Greedy when temperature is 0; stops at the tokenizer's end-of-turn token besides the model's EOS."""
+    from engine.generation import SamplingParams
+
+    stops = () if tokenizer is None or tokenizer.eos_token_id is None else (int(tokenizer.eos_token_id),)
+    return SamplingParams(
+        max_new_tokens=settings.max_new_tokens, temperature=settings.temperature, top_p=settings.top_p,
+        stop_token_ids=stops, seed=settings.seed,
+    )  # fmt: skip
+
+
+class _Prompts:
+    """Prompts for one solver: token ids through the chat template, or chat messages (openai chat endpoint)."""
+
+    def __init__(self, tokenizer: Any | None, solver: Any, settings: EvalSettings) -> None:
+        from engine.prompts import PromptBuilder, PromptSettings
+
+        self.prompt_settings = PromptSettings(max_prompt_tokens=settings.max_prompt_tokens)
+        self.instructions = solver.instructions
+        self.builder = (
+            PromptBuilder(tokenizer, instructions=solver.instructions, settings=self.prompt_settings)
+            if tokenizer is not None
+            else None
+        )
+
+    def build(self, question: str) -> Any | None:
+        if self.builder is not None:
+            return self.builder.build(question).ids
+        user = self.prompt_settings.template.format(instructions=self.instructions, question=question)
+        return [{"role": "user", "content": user}]
+
+    def text(self, completion: Any) -> str:
+        if completion.text is not None:
+            return completion.text
+        return self.builder.decode(completion.token_ids) if self.builder is not None else ""
+
+
+async def generate_and_score(
+    served: Any, benchmarks: Sequence[Any], solvers: Sequence[Any], settings: EvalSettings
+) -> list[Item]:
+    """k samples per problem of every benchmark under every solver's instructions, each verified on arrival."""
+    params = sampling_params(settings, served.tokenizer)
+
+    async def work(pool: Any, solver: Any) -> list[Item]:
+        prompts = _Prompts(served.tokenizer, solver, settings)
+        items: list[Item] = []
+        for benchmark in benchmarks:
+            items += await _generate_cell(served.backend, pool, solver, benchmark, prompts, params, settings)
+        return items
+
+    return await _with_pools(solvers, settings, work)
+
+
+async def _generate_cell(
+    backend: Any, pool: Any, solver: Any, benchmark: Any, prompts: _Prompts, params: Any, settings: EvalSettings
+) -> list[Item]:
+    k, name = settings.samples, benchmark.name
+    built = [(problem, prompts.build(problem.question)) for problem in benchmark.problems]
+    usable = [(problem, prompt) for problem, prompt in built if prompt is not None]
+    items = [
+        _unscored(name, problem, solver.name, j, PROMPT_TOO_LONG, f"prompt over {settings.max_prompt_tokens} tokens")
+        for problem, prompt in built
+        if prompt is None
+        for j in range(k)
+    ]
+    tasks: list[asyncio.Task[Item]] = []
+    with _bar(len(benchmark.problems) * k, f"{name}/{solver.name}", settings) as bar:
+        bar.update(len(items))
+
+        async def one(problem: Any, completion: Any) -> Item:
+            text = prompts.text(completion)
+            if completion.failed:
+                item = dataclasses.replace(
+                    _unscored(name, problem, solver.name, completion.sample_index, GENERATION_ERROR, completion.error),
+                    completion=text,
+                )
+            else:
+                outcome = await _verify(pool, solver, text, problem.answer, is_code=False, settings=settings)
+                item = _item(
+                    name, problem.id, solver.name, completion.sample_index, problem.answer, text, outcome,
+                    finish_reason=completion.finish_reason,
+                )  # fmt: skip
+            bar.update(1)
+            return item
+
+        try:
+            if usable:
+                async for completion in backend.generate([p for _, p in usable], params, n=k):
+                    problem = usable[completion.prompt_index][0]
+                    tasks.append(asyncio.create_task(one(problem, completion)))
+            items += await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+    return _ordered(items, [p.id for p in benchmark.problems])
+
+
+def _ordered(items: Iterable[Item], ids: Sequence[str]) -> list[Item]:
+    rank = {problem_id: i for i, problem_id in enumerate(ids)}
+    return sorted(items, key=lambda item: (rank[item.id], item.sample))

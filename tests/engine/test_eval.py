@@ -1,0 +1,274 @@
+"""engine.eval end to end: a tiny random Llama generating for a 3-problem benchmark under real solvers in the real
+sandbox, scoring existing completions and reference programs, checkpoints as models, and bad input."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.eval import main
+from engine.records import read_jsonl
+
+REPO = Path(__file__).resolve().parents[2]
+BENCHMARKS = REPO / ".." / "shared" / "data" / "benchmarks"
+
+# Three small problems written for these tests, with answers worked out by hand.
+PROBLEMS = [
+    {"id": "p1", "question": "Bread earns 3 and cake 2 per unit. Oven: bread 1 h, cake 1 h, 4 h in all. Labour: "
+     "bread 1 h, cake 3 h, 6 h in all. Quantities may be fractional. Maximise profit.", "answer": 12.0},
+    {"id": "p2", "question": "Buy x and y, x + y >= 10, x <= 6, costs 2 and 3 per unit, fractional amounts allowed. "
+     "Minimise the cost.", "answer": 24.0},
+    {"id": "p3", "question": "Choose x with x >= 5 and x <= 3. Minimise x.", "answer": None},
+]  # fmt: skip
+P1_CODE = """import gurobipy as gp
+from gurobipy import GRB
+m = gp.Model()
+x, y = m.addVar(), m.addVar()
+m.setObjective(3 * x + 2 * y, GRB.MAXIMIZE)
+m.addConstr(x + y <= 4)
+m.addConstr(x + 3 * y <= 6)
+m.optimize()
+"""
+P2_CODE = """import gurobipy as gp
+m = gp.Model()
+x, y = m.addVar(ub=6), m.addVar()
+m.setObjective(2 * x + 3 * y)
+m.addConstr(x + y >= 10)
+m.optimize()
+"""
+P3_WRONG_CODE = """import gurobipy as gp
+m = gp.Model()
+x = m.addVar(lb=5)
+m.setObjective(x)
+m.optimize()
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A 2-layer random Llama (hidden 32) with the embedded model's tokenizer, so prompts use its chat template."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from learner.models import load_tokenizer
+
+    tokenizer = load_tokenizer("smollm2-135m")
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=2048, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    path = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.fixture
+def bench(tmp_path) -> Path:
+    """The three problems, then a row without a question (reported and skipped)."""
+    return write_jsonl(tmp_path / "three.jsonl", [*PROBLEMS, {"id": "p4", "answer": 1.0}])
+
+
+@pytest.fixture
+def clean_bench(tmp_path) -> Path:
+    return write_jsonl(tmp_path / "clean.jsonl", PROBLEMS)
+
+
+def summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_generate_prints_the_table_and_writes_every_sample(tiny_model, bench, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["--model", str(tiny_model), "--benchmark", str(bench), "--solver", "gurobipy", "ortools"]
+    assert main([*args, "--samples", "2", "--max-new-tokens", "8", "--output", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert f"{bench}:4: missing or empty 'question' (row skipped)" in captured.err
+    lines = captured.out.splitlines()
+    assert lines[0].split() == ["benchmark", "gurobipy", "ortools"]
+    assert lines[2].startswith("three ") and lines[2].count("/") == 4, "pass@1 / pass@k / exec per solver"
+    assert "cells: pass@1 / pass@2 / execution rate, in %" in captured.out
+
+    items = read_jsonl(out / "items.jsonl")
+    assert [(i["solver"], i["id"], i["sample"]) for i in items] == [
+        (s, p, j) for s in ("gurobipy", "ortools") for p in ("p1", "p2", "p3") for j in (0, 1)
+    ]
+    assert {i["answer"] for i in items if i["id"] == "p1"} == {12.0} and {
+        i["answer"] for i in items if i["id"] == "p3"
+    } == {None}
+    assert all(i["completion"] and i["finish_reason"] in ("stop", "length") for i in items)
+    assert all(set(i) >= {"status", "objective", "correct", "reward", "reason"} for i in items)
+    cells = summary(out)["cells"]
+    assert [(c["solver"], c["problems"], c["samples"], c["k"]) for c in cells] == [
+        ("gurobipy", 3, 6, 2), ("ortools", 3, 6, 2),
+    ]  # fmt: skip
+    for cell in cells:  # a random model writes no program: every sample is counted, none passes
+        assert sum(cell["statuses"].values()) == 6 and cell["pass@1"] == 0.0 and cell["exec_rate"] == 0.0
+    assert "| three | " in (out / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_prompts_over_the_limit_are_counted_not_generated(tiny_model, bench, tmp_path):
+    out = tmp_path / "out"
+    args = ["--model", str(tiny_model), "--benchmark", str(bench), "--solver", "gurobipy", "--quiet"]
+    assert main([*args, "--max-prompt-tokens", "10", "--output", str(out)]) == 0
+    assert {i["status"] for i in read_jsonl(out / "items.jsonl")} == {"prompt_too_long"}
+    assert summary(out)["cells"][0]["statuses"] == {"prompt_too_long": 3}
+
+
+def test_completions_are_matched_to_the_benchmark_and_scored(bench, tmp_path, capsys):
+    completions = write_jsonl(tmp_path / "c.jsonl", [
+        {"id": "p1", "completion": f"Here it is:\n```python\n{P1_CODE}```\n", "answer": 999},  # answer: benchmark's
+        {"id": "p1", "completion": "I cannot write code."},
+        {"id": "p2", "code": P2_CODE},
+        {"id": "p3", "code": P3_WRONG_CODE},
+        {"id": "p9", "code": P2_CODE},
+    ])  # fmt: skip
+    out = tmp_path / "out"
+    assert main(["--completions", str(completions), "--benchmark", str(bench), "--solver", "gurobipy",
+                 "--samples", "2", "--output", str(out), "--quiet"]) == 0  # fmt: skip
+    assert "c.jsonl:5: id 'p9' is not in the given benchmark(s) (row skipped)" in capsys.readouterr().err
+    items = read_jsonl(out / "items.jsonl")
+    assert [(i["id"], i["sample"], i["status"], i["correct"]) for i in items] == [
+        ("p1", 0, "correct", True), ("p1", 1, "no_code", False), ("p2", 0, "correct", True), ("p3", 0, "wrong", False),
+    ]  # fmt: skip
+    assert items[0]["objective"] == pytest.approx(12.0) and items[0]["answer"] == 12.0
+    (cell,) = summary(out)["cells"]
+    assert cell["k"] == 1, "pass@k needs k samples of every problem: p2 and p3 have one"
+    assert cell["pass@1"] == pytest.approx((1 / 2 + 1 + 0) / 3)
+    assert cell["exec_rate"] == pytest.approx(3 / 4)
+    assert cell["statuses"] == {"correct": 2, "no_code": 1, "wrong": 1}
+
+
+def test_reference_programs_score_their_accuracy_without_a_benchmark(tmp_path, capsys):
+    source = BENCHMARKS / "reference_programs.jsonl"
+    if not source.is_file():
+        pytest.skip(f"shared benchmark data not found at {source}")
+    rows = [json.loads(line) for line in source.open()]
+    known = [r for r in rows if r["meta"]["exec_check"]["result"] == "ok" and r["id"] != "ref-industryor-prob_026"]
+    known = sorted(known, key=lambda r: len(r["code"]))[:3]  # the shortest (fastest) programs
+    picked = [{"id": r["id"], "code": r["code"], "answer": r["answer"], "benchmark": "known"} for r in known]
+    perturbed = {**picked[0], "answer": picked[0]["answer"] + 1.0, "benchmark": "perturbed"}
+    completions = write_jsonl(tmp_path / "refs.jsonl", [*picked, perturbed])
+    out = tmp_path / "out"
+    assert main(["--completions", str(completions), "--solver", "gurobipy", "--output", str(out), "--quiet"]) == 0
+    cells = {c["benchmark"]: c for c in summary(out)["cells"]}
+    assert cells["known"]["pass@1"] == 1.0 and cells["known"]["statuses"] == {"correct": 3}
+    assert cells["perturbed"]["pass@1"] == 0.0 and cells["perturbed"]["statuses"] == {"wrong": 1}
+    assert "known      100.0 / 100.0 / 100.0" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_training_checkpoint_is_evaluated_with_its_trained_weights(tiny_model, bench, tmp_path):
+    import asyncio
+
+    import torch
+
+    from engine.config import load_config
+    from engine.evaluation import load_checkpoint_weights, parse_model
+    from engine.train import learner_config, train
+    from learner.checkpoint import load_checkpoint
+    from learner.models import load_model
+    from learner.trainer import Learner
+
+    overrides = [
+        f"model.path={tiny_model}", f"run.output_dir={tmp_path}", "run.name=r", "run.steps=1", "learner.lr=1e-2",
+        "rollout.prompts_per_step=2", "rollout.group_size=2", "generation.sampling.max_new_tokens=8",
+        "sandbox.workers=1", "data.num_problems=4", "learner.weight_decay=0.5",  # zero advantages: decay moves weights
+    ]  # fmt: skip
+    cfg = load_config(REPO / "configs" / "default.yaml", overrides)
+    checkpoint = asyncio.run(train(cfg, progress=False)) / "checkpoints" / "step_000001"
+    spec = parse_model(str(checkpoint))
+    assert (spec.kind, spec.base_model) == ("checkpoint", str(tiny_model))
+
+    model = load_model(spec.base_model)
+    load_checkpoint_weights(model, checkpoint)
+    learner = Learner.from_pretrained(str(tiny_model), learner_config(cfg))
+    load_checkpoint(learner, checkpoint)
+    initial = load_model(tiny_model).state_dict()
+    trained = learner.model.state_dict()
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(tensor, trained[name], rtol=0, atol=0)
+    assert any(not torch.equal(initial[n], t) for n, t in trained.items()), "the step changed some weights"
+
+    out = tmp_path / "out"
+    args = ["--model", str(checkpoint), "--benchmark", str(bench), "--solver", "gurobipy", "--max-new-tokens", "4"]
+    assert main([*args, "--output", str(out), "--quiet"]) == 0
+    assert summary(out)["model"] == str(checkpoint) and len(read_jsonl(out / "items.jsonl")) == 3
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _bad_cases(bench: Path, tmp_path: Path) -> list[tuple[list[str], int, str]]:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    with_model = ["--model", "smollm2-135m", "--benchmark", str(bench)]
+    return [
+        ([*with_model[:2], "--benchmark", "/nonexistent/b.jsonl", "--solver", "gurobipy"], 2,
+         "error: benchmark file not found: /nonexistent/b.jsonl"),
+        ([*with_model, "--solver", "gurobipy", "cplex"], 2, "error: unknown solver 'cplex'; valid solvers: coptpy, "),
+        (["--model", f"sglang:{url}", "--benchmark", str(bench), "--solver", "gurobipy"], 2,
+         f"error: SGLang server(s) ['{url}'] did not answer GET /health"),
+        (["--model", f"openai:{url}/v1", "--benchmark", str(bench), "--solver", "gurobipy"], 2,
+         f"error: OpenAI-compatible server at {url}/v1 is unreachable"),
+        (["--model", url, "--benchmark", str(bench), "--solver", "gurobipy"], 2, "say which protocol"),
+        (["--model", str(tmp_path / "nope"), "--benchmark", str(bench), "--solver", "gurobipy"], 2, "does not exist"),
+        (["--completions", str(tmp_path / "none.jsonl"), "--solver", "gurobipy"], 2, "completions file not found"),
+        ([*with_model], 2, "give at least one --solver"),
+        ([*with_model, "--solver", "gurobipy", "--samples", "0"], 2, "--samples must be >= 1"),
+    ]  # fmt: skip
+
+
+def test_bad_input_is_one_line_a_nonzero_exit_and_nothing_written(clean_bench, tmp_path, capsys):
+    out = tmp_path / "out"
+    for args, code, message in _bad_cases(clean_bench, tmp_path):
+        assert main([*args, "--output", str(out), "--quiet"]) == code, args
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, (args, err)
+        assert not out.exists(), args
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")], "no temporary output left behind"
+
+
+def test_a_solver_whose_package_is_missing_names_the_pip_install(clean_bench, tmp_path, capsys, monkeypatch):
+    import importlib.metadata
+
+    monkeypatch.setitem(sys.modules, "pyscipopt", None)  # find_spec now reports the package as not installed
+    out = tmp_path / "out"
+    assert (
+        main(
+            ["--model", "smollm2-135m", "--benchmark", str(clean_bench), "--solver", "pyscipopt", "--output", str(out)]
+        )
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert err.startswith("error: solver 'pyscipopt' needs the Python package 'pyscipopt'") and "pip install" in err
+    try:
+        importlib.metadata.requires("evom")
+    except importlib.metadata.PackageNotFoundError:
+        return  # the project is not installed as a distribution here: no extras to name
+    assert "pip install 'evom[solvers-extra]'" in err
+    assert not out.exists()
+
+
+def test_a_nonempty_output_directory_is_refused(bench, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["--completions", str(bench), "--solver", "gurobipy", "--output", str(out)]) == 2
+    assert "already exists and is not an empty directory" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
