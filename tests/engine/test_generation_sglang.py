@@ -233,7 +233,8 @@ async def test_two_servers_least_loaded_routing(peer, peer2):
     assert fast + slow == 24 and slow >= 1
     # Round-robin would split 12/12; the least-loaded router sends more to the server that frees up first.
     assert fast > slow
-    assert peer.max_inflight <= 4 and peer2.max_inflight <= 4
+    # Four client slots and least-loaded picks: neither server ever holds more than its share of two.
+    assert peer.max_inflight == 2 and peer2.max_inflight == 2
 
 
 async def test_health_and_registry(peer):
