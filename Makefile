@@ -11,8 +11,9 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP)
 
-# Re-installs only when pyproject.toml changes; the stamp makes a second `make setup` a no-op.
-$(STAMP): pyproject.toml
+# Re-installs only when pyproject.toml or a package list changes (an editable install maps the packages that
+# existed when it ran); the stamp makes a second `make setup` a no-op.
+$(STAMP): pyproject.toml $(wildcard */__init__.py)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "error: Python >= 3.11 is required (set PYTHON=...)" >&2; exit 2; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
