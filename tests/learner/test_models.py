@@ -31,7 +31,8 @@ def test_embedded_alias_converts_once_and_reloads_with_the_gguf_logits(tmp_path,
     assert not hasattr(reloaded.config, "quantization_config")
     original, tokenizer = load_gguf(gguf_location(EMBEDDED["smollm2-135m"]))
     text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "Maximize 3x + 2y subject to x + y <= 4."}], add_generation_prompt=True,
+        [{"role": "user", "content": "Maximize 3x + 2y subject to x + y <= 4."}],
+        add_generation_prompt=True,
         tokenize=False,
     )
     ids = load_tokenizer("smollm2-135m")(text, return_tensors="pt").input_ids
@@ -43,7 +44,7 @@ def test_embedded_alias_converts_once_and_reloads_with_the_gguf_logits(tmp_path,
 
     out = reloaded.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.eos_token_id)
     assert out.shape[1] > ids.shape[1]
-    assert tokenizer.decode(out[0, ids.shape[1]:]).strip()
+    assert tokenizer.decode(out[0, ids.shape[1] :]).strip()
 
 
 def test_local_directory_without_config_is_rejected(tmp_path):
