@@ -8,7 +8,8 @@
     python -m engine.eval --completions shared/data/benchmarks/reference_programs.jsonl --solver gurobipy
 
 --model: the embedded alias, a HF directory or hub name, a training checkpoint (runs/<name>/checkpoints/step_N,
-weights loaded into the run's `model.path`), `sglang:URL[,URL...]`, or `openai:URL` (+ --api-model).
+weights loaded into the run's `model.path`; a run directory means its newest one), `sglang:URL[,URL...]`, or
+`openai:URL` (+ --api-model; prompts go to its chat endpoint as messages).
 Every problem gets k samples under each solver's instructions (greedy by default when k = 1), each is verified
 in the sandbox, and the table prints pass@1, pass@k (Chen et al. 2021), the execution rate and the status mix;
 zero-shot solver transfer is one more name after --solver.
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="first N problems of each benchmark (or of the completions file)")
     p.add_argument("--output", type=Path, help="results directory, new or empty (default runs/eval/<UTC time>)")
     p.add_argument("--api-model", help="openai: the served model name (default: the only one listed)")
-    p.add_argument("--tokenizer", help="tokenizer for the prompts (default: the model's own)")
+    p.add_argument("--tokenizer", help="local/sglang: tokenizer for the prompts (default: the model's own)")
     p.add_argument("--batch-size", type=int, default=64, help="local backend: rows decoded together")
     p.add_argument("--workers", type=int, default=2, help="sandbox workers per pool (default 2)")
     p.add_argument("--wall-s", type=float, default=30.0, help="wall and CPU seconds per program (default 30)")

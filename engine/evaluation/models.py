@@ -2,6 +2,7 @@
 
     spec = parse_model("smollm2-135m")                         # kind "local": alias, HF directory, hub name
     spec = parse_model("runs/x/checkpoints/step_000010")       # kind "checkpoint": DCP weights + run config
+    spec = parse_model("runs/x")                               # the run's newest complete checkpoint
     spec = parse_model("sglang:http://gpu0:30000")             # kind "sglang" (several URLs: comma-separated)
     spec = parse_model("openai:http://localhost:8000/v1", api_model="qwen")   # kind "openai"
     async with open_model(spec, tokenizer="...") as served: served.backend, served.tokenizer
@@ -52,6 +53,8 @@ def parse_model(text: str, *, api_model: str | None = None) -> ModelSpec:
     if text.startswith(("http://", "https://")):
         raise ModelError(f"--model {text!r}: say which protocol the server speaks: sglang:{text} or openai:{text}")
     path = Path(text).expanduser()
+    if (path / "checkpoints").is_dir() and (path / "config.yaml").is_file():
+        path = _latest(path)  # a run directory: its newest complete checkpoint
     if (path / "dcp").is_dir():
         return ModelSpec(kind="checkpoint", location=str(path), base_model=_run_model_path(path))
     from learner.models import ModelNotFoundError, resolve_model_path
@@ -61,6 +64,15 @@ def parse_model(text: str, *, api_model: str | None = None) -> ModelSpec:
     except ModelNotFoundError as exc:
         raise ModelError(str(exc)) from None
     return ModelSpec(kind="local", location=text)
+
+
+def _latest(run_dir: Path) -> Path:
+    from learner.checkpoint import latest_checkpoint
+
+    checkpoint = latest_checkpoint(run_dir / "checkpoints")
+    if checkpoint is None:
+        raise ModelError(f"run {run_dir} has no complete checkpoint yet; pass a HF directory or wait for one")
+    return checkpoint
 
 
 def _run_model_path(checkpoint: Path) -> str:

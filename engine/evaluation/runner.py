@@ -16,9 +16,12 @@ import dataclasses
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.evaluation.metrics import GENERATION_ERROR, PROMPT_TOO_LONG, Item
+
+if TYPE_CHECKING:
+    from solvers import RewardConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,7 +36,7 @@ class EvalSettings:
     wall_s: float = 30.0
     memory_mb: int = 2048
     isolation: str = "nsjail"
-    reward: Any = None  # solvers.RewardConfig; None = the default binary reward
+    reward: RewardConfig | None = None  # None: the default binary reward
     progress: bool = True
 
 

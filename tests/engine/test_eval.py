@@ -192,6 +192,7 @@ def test_a_training_checkpoint_is_evaluated_with_its_trained_weights(tiny_model,
     checkpoint = asyncio.run(train(cfg, progress=False)) / "checkpoints" / "step_000001"
     spec = parse_model(str(checkpoint))
     assert (spec.kind, spec.base_model) == ("checkpoint", str(tiny_model))
+    assert parse_model(str(tmp_path / "r")) == spec, "a run directory means its newest complete checkpoint"
 
     model = load_model(spec.base_model)
     load_checkpoint_weights(model, checkpoint)
