@@ -15,6 +15,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from learner.config import LearnerConfig, RolloutBatch
+from learner.distributed import split_across_ranks
+from learner.policy import pack
 from learner.trainer import Learner
 
 WORKER = Path(__file__).with_name("worker.py")
@@ -64,6 +66,19 @@ def test_two_ranks_match_one_process(tmp_path, worker):
         assert _max_diff(results[f"weights_{tokens}"], weights) < 1e-5
         assert results[f"metrics_{tokens}"]["grad_norm"] == pytest.approx(metrics["grad_norm"], rel=1e-6)
         assert results[f"metrics_{tokens}"]["entropy"] == pytest.approx(metrics["entropy"], rel=1e-6)
+    # ranks with unequal micro-batch counts, KL against a reference, 2 epochs x 2 mini-batches, 2 steps
+    batch = worker.uneven_batch()
+    second_mini_batch = {i: len(batch.prompts[i]) + len(batch.responses[i]) - 1 for i in range(4, 7)}
+    counts = [
+        len(pack(batch.prompts, batch.responses, max_tokens=14, indices=share))
+        for share in split_across_ranks(second_mini_batch, 2)
+    ]
+    assert counts[0] != counts[1]  # so one rank runs a zero-weight pass
+    metrics, weights = worker.run_uneven()
+    assert _max_diff(results["uneven_weights"], weights) < 1e-5
+    for got, expected in zip(results["uneven_metrics"], metrics, strict=True):
+        for key in ("loss", "kl", "grad_norm", "entropy", "clip_frac_high", "clip_frac_low"):
+            assert got[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-7), key
     # checkpoint round trip across 2 ranks: the resumed step equals the uninterrupted one
     assert results["data_state"] == {"next": 1}
     assert _max_diff(results["weights_resumed"], results["weights_uninterrupted"]) == 0.0

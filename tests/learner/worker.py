@@ -66,6 +66,26 @@ def dist_config(micro_batch_tokens: int) -> LearnerConfig:
     return LearnerConfig(lr=1e-3, micro_batch_tokens=micro_batch_tokens, ppo_epochs=1, mini_batches=1)
 
 
+def uneven_batch() -> RolloutBatch:
+    """7 sequences, one 5x longer prompt: with 2 ranks and 14-token micro-batches one rank has fewer micro-batches."""
+    prompts, responses = random_sequences(7, seed=21)
+    prompts[0] = prompts[0] * 5
+    rewards = [1.0, 0.0, 0.5, 0.2, 0.9, 0.1, 0.3]
+    return RolloutBatch(prompts=prompts, responses=responses, rewards=rewards, group_ids=[0, 0, 0, 1, 1, 1, 1])
+
+
+def uneven_config() -> LearnerConfig:
+    algo = AlgorithmConfig(kl_coef=0.1, dual_clip=3.0, loss_agg="seq-mean-token-mean", clip_high=0.28)
+    return LearnerConfig(lr=1e-3, ppo_epochs=2, mini_batches=2, micro_batch_tokens=14, algorithm=algo)
+
+
+def run_uneven(steps: int = 2) -> tuple[list[dict[str, float]], dict[str, torch.Tensor]]:
+    """KL against a reference, 2 epochs x 2 mini-batches, and (under 2 ranks) zero-weight passes to pair FSDP."""
+    learner = Learner(tiny_llama(seed=0), uneven_config(), ref_model=tiny_llama(seed=1))
+    metrics = [learner.step(uneven_batch()) for _ in range(steps)]
+    return metrics, full_state_dict(learner)
+
+
 def _full_grads(learner: Learner, sink: list[dict[str, torch.Tensor]]) -> None:
     def hook(opt, args, kwargs):
         sink.append(
@@ -78,6 +98,7 @@ def _full_grads(learner: Learner, sink: list[dict[str, torch.Tensor]]) -> None:
 def run_dist(out: Path) -> None:
     """One step at two micro-batch sizes, a checkpoint round trip, and an HF export, under torchrun."""
     results: dict[str, object] = {}
+    results["uneven_metrics"], results["uneven_weights"] = run_uneven()
     for tokens in (12, 10_000):
         learner = Learner(tiny_llama(seed=0), dist_config(tokens))
         grads: list[dict[str, torch.Tensor]] = []
