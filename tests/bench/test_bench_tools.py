@@ -1,0 +1,115 @@
+"""bench/run_all.py (running benches, recording failures, the report), bench/gpu_check.py (peak table, MFU,
+the no-CUDA error) and trl_bench's reward-signal check; no timing is asserted."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import textwrap
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+run_all, gpu_check = load("run_all"), load("gpu_check")
+
+
+def script(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "fake_bench.py"
+    path.write_text(textwrap.dedent(body))
+    return str(path)
+
+
+def test_failing_bench_is_recorded_with_its_error(tmp_path: Path) -> None:
+    bench = run_all.Bench(name="broken", script=script(tmp_path, "import sys; sys.exit('no solver here')"), args=(),
+                          what="a bench that fails")  # fmt: skip
+    outcome = run_all.run_bench(bench, tmp_path, timeout_s=60)
+    assert outcome.rc == 1 and "no solver here" in outcome.error and outcome.result is None
+    text = "\n".join(run_all.section(outcome) + run_all.summary_table([outcome]))
+    assert "FAILED (exit 1)" in text and "failed (exit 1)" in text and "no solver here" in text
+
+
+def test_timeout_is_recorded(tmp_path: Path) -> None:
+    bench = run_all.Bench(name="slow", script=script(tmp_path, "import time; time.sleep(30)"), args=(), what="slow")
+    outcome = run_all.run_bench(bench, tmp_path, timeout_s=0.5)
+    assert outcome.rc is None and "timed out" in outcome.error
+    assert "timed out" in "\n".join(run_all.summary_table([outcome]))
+
+
+def test_json_result_gives_the_headline(tmp_path: Path) -> None:
+    body = """
+        import json, sys
+        report = {"ratio_trl_over_evom": 2.5, "trl_step": {"median_s": 5.0, "min_s": 4.0, "max_s": 6.0},
+                  "evom_step": {"median_s": 2.0, "min_s": 1.5, "max_s": 2.5}}
+        open(sys.argv[sys.argv.index("--json") + 1], "w").write(json.dumps(report))
+    """
+    bench = run_all.Bench(name="trl", script=script(tmp_path, body), args=(), what="x", headline=run_all.trl_headline)
+    outcome = run_all.run_bench(bench, tmp_path, timeout_s=60)
+    assert outcome.rc == 0 and outcome.headline.ratio == 2.5 and outcome.headline.met
+    row = run_all.summary_table([outcome])[-1]
+    assert "2.50x" in row and "2 s [1.5 .. 2.5]" in row and "5 s [4 .. 6]" in row
+
+
+def test_stdout_json_bench(tmp_path: Path) -> None:
+    report = {"ratio_pipelined_over_synchronous": 0.9, "pipelined_s": [3.0, 1.0, 2.0], "synchronous_s": [2.0]}
+    body = f"print('warming up'); print({json.dumps(json.dumps(report))})"
+    bench = run_all.Bench(name="rollout", script=script(tmp_path, body), args=(), what="x", json_arg=None,
+                          headline=run_all.rollout_headline)  # fmt: skip
+    outcome = run_all.run_bench(bench, tmp_path, timeout_s=60)
+    assert outcome.result == report and outcome.headline.met is False
+    assert outcome.headline.evom == "2 s [1 .. 3]"
+
+
+def test_unknown_bench_name_lists_the_valid_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_all.main(["--only", "trl,nope"]) == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and "sandbox" in err and "trl" in err
+
+
+def test_peak_table_and_mfu() -> None:
+    assert gpu_check.peak_flops("NVIDIA H200") == 989e12
+    assert gpu_check.peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert gpu_check.peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert gpu_check.peak_flops("Some New Accelerator") is None
+    # 6 * 1e8 params * 1e4 tokens/s = 6e12 FLOP/s, a hundredth of a 600 TFLOP/s peak.
+    assert gpu_check.mfu(100_000_000, 10_000.0, 600e12) == pytest.approx(0.01)
+    assert gpu_check.mfu(100, 1.0, None) is None
+
+
+def test_summary_leaves_out_the_warm_up_step() -> None:
+    rows = [
+        {"time_rollout_s": 50.0, "time_train_s": 50.0, "train/tokens_per_s": 1.0, "train/loss": 0.1},
+        {"time_rollout_s": 2.0, "time_train_s": 1.0, "train/tokens_per_s": 100.0, "train/loss": 0.2},
+        {"time_rollout_s": 4.0, "time_train_s": 1.0, "train/tokens_per_s": 300.0, "train/loss": 0.3},
+    ]
+    s = gpu_check.summarise(rows, params=10, peak=12_000.0)
+    assert s["steps_timed"] == 2 and s["step_s"] == {"median": 4.0, "min": 3.0, "max": 5.0}
+    assert s["train_tokens_per_s"] == 200.0 and s["mfu"] == pytest.approx(6 * 10 * 200.0 / 12_000.0)
+    assert s["loss"] == [0.1, 0.2, 0.3]
+
+
+@pytest.mark.slow  # imports torch (tens of seconds on a loaded 2-core box)
+def test_cuda_missing_fails_clearly() -> None:
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(gpu_check.NoDevice, match=r"no CUDA device.*--device cpu"):
+        gpu_check.describe_device("cuda")
+
+
+@pytest.mark.slow  # imports the engine, torch and the config machinery
+def test_reward_signal_check() -> None:
+    trl_bench = load("trl_bench")
+    assert not trl_bench.has_signal([[0.0, 0.0, 0.1, 0.1]], group_size=2)
+    assert trl_bench.has_signal([[0.0, 0.0, 0.1, 0.1], [0.0, 0.3, 0.1, 0.1]], group_size=2)
