@@ -124,7 +124,7 @@ BENCHES: dict[str, Bench] = {
         Bench(name="generation", script="bench/generation_bench.py", args=("--repeats", "5"),
               what="tokens/s of the local backend vs `model.generate` on the same batch and sampling",
               headline=generation_headline),
-        Bench(name="trl", script="bench/trl_bench.py", args=("--repeats", "3"),
+        Bench(name="trl", script="bench/trl_bench.py", args=("--repeats", "3", "--max-new-tokens", "64"),
               what="one GRPO step of engine.run vs one step of TRL's GRPOTrainer (CPU, no vLLM), same work",
               headline=trl_headline),
     )
@@ -372,8 +372,9 @@ def main(argv: list[str] | None = None) -> int:
         verdict = "ok" if outcome.rc == 0 else f"failed (exit {outcome.rc})"
         ratio = f", ratio {outcome.headline.ratio:.2f}x" if outcome.headline and outcome.headline.ratio else ""
         print(f"   {verdict} in {outcome.wall_s / 60:.1f} min{ratio}", flush=True)
-    text = render(outcomes, started=started, wall_s=time.perf_counter() - t0, argv=argv, gpu_log=args.gpu_log)
-    args.out.write_text(text)
+        # Rewritten after every bench, so an interrupted run still leaves the finished benches' results.
+        text = render(outcomes, started=started, wall_s=time.perf_counter() - t0, argv=argv, gpu_log=args.gpu_log)
+        args.out.write_text(text)
     print(f"wrote {args.out}")
     return 0 if all(o.rc == 0 for o in outcomes) else 1
 
