@@ -124,7 +124,8 @@ BENCHES: dict[str, Bench] = {
         Bench(name="generation", script="bench/generation_bench.py", args=("--repeats", "5"),
               what="tokens/s of the local backend vs `model.generate` on the same batch and sampling",
               headline=generation_headline),
-        Bench(name="trl", script="bench/trl_bench.py", args=("--repeats", "3", "--max-new-tokens", "64"),
+        Bench(name="trl", script="bench/trl_bench.py",
+              args=("--prompts", "1", "--max-new-tokens", "48", "--repeats", "2"),
               what="one GRPO step of engine.run vs one step of TRL's GRPOTrainer (CPU, no vLLM), same work",
               headline=trl_headline),
     )
