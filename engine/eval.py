@@ -110,7 +110,7 @@ def pip_extra(package: str) -> str | None:
 
 
 def load_solvers(names: Sequence[str]) -> list[Any]:
-    """Adapters for `names`; KeyError lists the valid names, SolverUnavailableError names the pip extra."""
+    """Adapters for `names`; an unknown name lists the valid ones, a missing package names the pip extra."""
     from solvers import SolverUnavailableError, get_solver
 
     solvers = []
