@@ -43,6 +43,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, default=None, help=f"YAML config (default: {DEFAULT_CONFIG.name})")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and check the setup")
     parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    parser.add_argument(
+        "--init-from", type=Path, default=None, metavar="CHECKPOINT",
+        help="start from the weights of another run's checkpoint (e.g. adapt a policy to another solver.name)",
+    )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar (the per-step lines stay)")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
     return parser.parse_intermixed_args(argv)
@@ -128,10 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return dry_run(cfg)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return train_cli(cfg, resume=args.resume, progress=not args.quiet)
+    return train_cli(cfg, resume=args.resume, init_from=args.init_from, progress=not args.quiet)
 
 
-def train_cli(cfg: Config, *, resume: bool, progress: bool) -> int:
+def train_cli(cfg: Config, *, resume: bool, init_from: Path | None, progress: bool) -> int:
     """Train, turning bad input and unusable environments into one line on stderr (exit 2 and 1)."""
     from engine.data import DataError
     from engine.train import RunError, train
@@ -140,7 +144,7 @@ def train_cli(cfg: Config, *, resume: bool, progress: bool) -> int:
     from solvers import SolverUnavailableError
 
     try:
-        run_dir = asyncio.run(train(cfg, resume=resume, progress=progress))
+        run_dir = asyncio.run(train(cfg, resume=resume, init_from=init_from, progress=progress))
     except KeyboardInterrupt:
         print("interrupted: the run directory keeps every finished step; continue with --resume", file=sys.stderr)
         return 130

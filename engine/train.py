@@ -203,20 +203,26 @@ def shard_problems(problems: Any, cfg: Config, ctx: Any) -> tuple[Any, Config]:
     return problems[ctx.rank :: ctx.world_size], dataclasses.replace(cfg, rollout=local)
 
 
-async def train(cfg: Config, *, resume: bool = False, progress: bool = True) -> Path:
+async def train(cfg: Config, *, resume: bool = False, init_from: Path | None = None, progress: bool = True) -> Path:
     """Run (or resume) training as configured; returns the run directory.
+
+    `init_from`: a checkpoint directory of another run whose weights (only) start this one, e.g. a policy
+    trained with gurobipy's verifier adapted to `solver.name=ortools` (EVOM's low-cost solver adaptation).
 
     Under torchrun every rank drives rollouts for its shard of the problems (its own generator and sandbox
     pool), the kept samples of all ranks form one global batch, and the ranks train one FSDP2 model. Rank 0
     writes config.yaml and metrics.jsonl; rank r > 0 writes its samples and rollout metrics to rank<r>/.
     """
     from engine.data import load_train
-    from learner.checkpoint import latest_checkpoint, load_checkpoint
+    from learner.checkpoint import latest_checkpoint, load_checkpoint, load_weights
     from learner.distributed import init_distributed
     from learner.trainer import Learner
     from solvers import get_solver
 
     solver = get_solver(cfg.solver.name)
+    if init_from is not None and (resume or not (Path(init_from) / "COMPLETE").is_file()):
+        why = "--init-from starts a new run; drop --resume" if resume else "it is not a complete checkpoint"
+        raise RunError(f"cannot start from {init_from}: {why}")
     ctx = init_distributed(cfg.learner.device)
     problems, local_cfg = shard_problems(load_train(cfg.data).problems, cfg, ctx)
     run_dir = Path(cfg.run.output_dir) / cfg.run.name
@@ -230,6 +236,9 @@ async def train(cfg: Config, *, resume: bool = False, progress: bool = True) -> 
         saved = load_checkpoint(learner, checkpoint)
         start_step, data_state = int(saved["step"]), (int(saved["epoch"]), int(saved["position"]))
         log.info("resumed from %s at step %d", checkpoint, start_step)
+    elif init_from is not None:
+        load_weights(learner, init_from)
+        log.info("weights from %s", init_from)
     records_dir = run_dir if ctx.rank == 0 else run_dir / f"rank{ctx.rank}"
     records_dir.mkdir(parents=True, exist_ok=True)
     truncate_records(records_dir, keep_before_step=start_step)
@@ -239,7 +248,7 @@ async def train(cfg: Config, *, resume: bool = False, progress: bool = True) -> 
     async with AsyncExitStack() as stack:
         recorder = stack.enter_context(RunRecorder(records_dir))
         rollout = await _open_rollout(stack, local_cfg, solver, problems, recorder, start_step, data_state)
-        if start_step:
+        if start_step or init_from is not None:
             await rollout.backend.update_weights(generator_weights(cfg, learner, run_dir), version=start_step)
         await _loop(cfg, run_dir, rollout, learner, recorder, start_step=start_step, progress=progress)
     return run_dir

@@ -26,6 +26,7 @@ from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
     get_state_dict,
+    set_model_state_dict,
     set_state_dict,
 )
 
@@ -112,6 +113,21 @@ def load_checkpoint(learner: Learner, directory: str | Path) -> dict[str, Any]:
     learner.global_step = extra["global_step"]
     _set_rng_state(extra["rng"])
     return extra["data_state"]
+
+
+def load_weights(learner: Learner, directory: str | Path) -> None:
+    """Only the model weights of a checkpoint; optimizer, schedule, step and data position start fresh.
+
+    This is EVOM's low-cost solver adaptation: continue from a policy trained with one solver's verifier
+    and train on another's. Every rank must call this; any world size may load any checkpoint.
+    """
+    directory = Path(directory)
+    if not (directory / COMPLETE).is_file():
+        raise FileNotFoundError(f"{directory} is not a complete checkpoint (no {COMPLETE} marker)")
+    state = {"model": get_model_state_dict(learner.model)}
+    with _quiet_single_process(learner):
+        dcp.load(state, checkpoint_id=str(directory / "dcp"), no_dist=not learner.ctx.distributed)
+    set_model_state_dict(learner.model, state["model"])
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:

@@ -69,6 +69,41 @@ def test_two_steps_leave_config_metrics_samples_and_checkpoints(tiny_model, tmp_
     assert [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")] == [0, 1], "nothing overwritten"
 
 
+def _checkpoint_weights(model_dir: Path, checkpoint: Path | None) -> dict:
+    from learner.checkpoint import load_weights
+    from learner.config import LearnerConfig
+    from learner.trainer import Learner
+
+    learner = Learner.from_pretrained(str(model_dir), LearnerConfig(device="cpu"))
+    if checkpoint is not None:
+        load_weights(learner, checkpoint)
+    return {k: v.detach().clone() for k, v in learner.model.state_dict().items()}
+
+
+def test_init_from_starts_another_solver_from_a_trained_policy(tiny_model, tmp_path):
+    import torch
+
+    # A random model's rewards are all equal (zero advantage); decoupled weight decay still moves the weights.
+    first_cfg = load_config(None, overrides(tiny_model, tmp_path, "run.steps=1", "learner.weight_decay=1.0"))
+    first = asyncio.run(train(first_cfg, progress=False))
+    trained = first / "checkpoints" / "step_000001"
+    cfg = load_config(None, overrides(tiny_model, tmp_path, "run.name=adapted", "solver.name=ortools", "run.steps=1",
+                                      "learner.lr=1e-12"))  # fmt: skip
+    adapted = asyncio.run(train(cfg, init_from=trained, progress=False))
+    assert [m["step"] for m in read_jsonl(adapted / "metrics.jsonl")] == [0], "a new run, from step 0"
+
+    initial = _checkpoint_weights(tiny_model, None)
+    after_first = _checkpoint_weights(tiny_model, trained)
+    after_adapted = _checkpoint_weights(tiny_model, adapted / "checkpoints" / "step_000001")
+    moved = max((after_first[k] - initial[k]).abs().max().item() for k in initial)
+    assert moved > 1e-4, "the first run changed the weights"
+    for k in initial:  # lr 1e-12: the adapted run ends where it started, i.e. at the first run's weights
+        torch.testing.assert_close(after_adapted[k], after_first[k], rtol=0, atol=1e-8)
+
+    with pytest.raises(RunError, match="not a complete checkpoint"):
+        asyncio.run(train(load_config(None, overrides(tiny_model, tmp_path, "run.name=x")), init_from=tmp_path))
+
+
 def test_truncate_records_keeps_only_steps_before_the_checkpoint(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"step": 0}\n{"step": 1}\n{"step": 2}\n')
     (tmp_path / "samples.jsonl").write_text('{"step": 0, "i": 1}\n{"step": 2, "i": 2}\n')
