@@ -129,15 +129,16 @@ def sampling_params(cfg: Config, tokenizer: Any) -> Any:
     return dataclasses.replace(params, stop_token_ids=tuple(sorted(stops)), seed=seed)
 
 
-def make_backend(cfg: Config) -> Any:
-    """The generation backend; the local one decodes with its own copy of the policy, synced after each step."""
+def make_backend(cfg: Config, device: Any = "cpu") -> Any:
+    """The generation backend; the local one decodes with its own copy of the policy on the learner's device
+    (bf16 on CUDA), synced after each step."""
     from engine.generation import create_backend
 
     gen = cfg.generation
     if gen.backend == "local":
         from learner.models import load_model
 
-        return create_backend("local", to_dict(gen.local), model=load_model(cfg.model.path))
+        return create_backend("local", to_dict(gen.local), model=load_model(cfg.model.path, device=device))
     return create_backend(gen.backend, getattr(gen, gen.backend))
 
 
@@ -247,7 +248,7 @@ async def train(cfg: Config, *, resume: bool = False, init_from: Path | None = N
         return run_dir
     async with AsyncExitStack() as stack:
         recorder = stack.enter_context(RunRecorder(records_dir))
-        rollout = await _open_rollout(stack, local_cfg, solver, problems, recorder, start_step, data_state)
+        rollout = await _open_rollout(stack, local_cfg, solver, problems, recorder, start_step, data_state, ctx.device)
         if start_step or init_from is not None:
             await rollout.backend.update_weights(generator_weights(cfg, learner, run_dir), version=start_step)
         await _loop(cfg, run_dir, rollout, learner, recorder, start_step=start_step, progress=progress)
@@ -255,7 +256,14 @@ async def train(cfg: Config, *, resume: bool = False, init_from: Path | None = N
 
 
 async def _open_rollout(
-    stack: AsyncExitStack, cfg: Config, solver: Any, problems: Any, recorder: Any, start_step: int, data_state: Any
+    stack: AsyncExitStack,
+    cfg: Config,
+    solver: Any,
+    problems: Any,
+    recorder: Any,
+    start_step: int,
+    data_state: Any,
+    device: Any,
 ) -> Any:
     """Sandbox pool, generation backend and rollout, entered on `stack` so they close in reverse order."""
     from engine.prompts import PromptBuilder, PromptSettings
@@ -276,7 +284,7 @@ async def _open_rollout(
         isolation=cfg.sandbox.isolation, recycle_after=cfg.sandbox.recycle_after,
     )  # fmt: skip
     await stack.enter_async_context(pool)
-    backend = await stack.enter_async_context(make_backend(cfg))
+    backend = await stack.enter_async_context(make_backend(cfg, device))
     verifier = SolverVerifier(pool, solver, reward=cfg.solver.reward, extract=cfg.solver.extract)
     rollout = Rollout(
         backend=backend, verifier=verifier, prompts=prompts, problems=problems,
