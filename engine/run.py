@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -157,7 +158,11 @@ def train_cli(cfg: Config, *, resume: bool, init_from: Path | None, progress: bo
     except (SolverUnavailableError, SandboxUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"done: {run_dir} (metrics.jsonl, samples.jsonl, checkpoints/)")
+    if int(os.environ.get("RANK", "0")) == 0:
+        from engine.report import write_report
+
+        report = write_report(run_dir)
+        print(f"done: {run_dir} (metrics.jsonl, samples.jsonl, checkpoints/, plots in {report})")
     return 0
 
 

@@ -143,6 +143,8 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_model, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resumed from" in done.stderr and "step_000002" in done.stderr
     assert [m["step"] for m in read_jsonl(tmp_path / "t" / "metrics.jsonl")] == [0, 1, 2, 3]
+    report = tmp_path / "t" / "report"
+    assert {p.name for p in report.iterdir()} >= {"reward.png", "status_mix.png", "time_split.png", "report.md"}
     samples = read_jsonl(tmp_path / "t" / "samples.jsonl")
     assert sorted({s["step"] for s in samples}) == [0, 1, 2, 3]
     assert len(samples) == 16
