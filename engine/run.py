@@ -15,13 +15,16 @@ import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import yaml
 
 from engine.config import Config, ConfigError, load_config, to_dict
+
+T = TypeVar("T")
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
@@ -136,6 +139,16 @@ def main(argv: list[str] | None = None) -> int:
     return train_cli(cfg, resume=args.resume, init_from=args.init_from, progress=not args.quiet)
 
 
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` on uvloop when it is installed (faster streams and subprocess pipes), asyncio's loop otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
 def train_cli(cfg: Config, *, resume: bool, init_from: Path | None, progress: bool) -> int:
     """Train, turning bad input and unusable environments into one line on stderr (exit 2 and 1)."""
     from engine.data import DataError
@@ -145,7 +158,7 @@ def train_cli(cfg: Config, *, resume: bool, init_from: Path | None, progress: bo
     from solvers import SolverUnavailableError
 
     try:
-        run_dir = asyncio.run(train(cfg, resume=resume, init_from=init_from, progress=progress))
+        run_dir = run_async(train(cfg, resume=resume, init_from=init_from, progress=progress))
     except KeyboardInterrupt:
         print("interrupted: the run directory keeps every finished step; continue with --resume", file=sys.stderr)
         return 130

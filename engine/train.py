@@ -142,6 +142,29 @@ def make_backend(cfg: Config, device: Any = "cpu") -> Any:
     return create_backend(gen.backend, getattr(gen, gen.backend))
 
 
+async def check_generation(cfg: Config) -> None:
+    """Fail in seconds, before any model is loaded, when generation cannot work: a backend that cannot take
+    new weights, options the backend rejects, or SGLang servers that do not answer GET /health."""
+    from engine.generation import GenerationError
+
+    gen = cfg.generation
+    if gen.backend == "openai":
+        raise RunError("generation.backend=openai serves a fixed model and cannot load new weights; train with "
+                       "local or sglang (openai is for engine.eval)")  # fmt: skip
+    if gen.backend != "sglang" or gen.sglang.get("launch"):
+        return  # local needs no server; launched servers are waited for when they start
+    try:
+        async with make_backend(cfg) as backend:
+            down = [url for url, ok in (await backend.health()).items() if not ok]
+    except (ValueError, GenerationError) as exc:
+        raise RunError(f"generation.sglang: {exc}") from None
+    if down:
+        raise RunError(
+            f"SGLang server(s) {', '.join(down)} did not answer GET /health; start them "
+            "(python -m sglang.launch_server ...) or fix generation.sglang.urls"
+        )
+
+
 def generator_weights(cfg: Config, learner: Any, run_dir: Path) -> Any:
     """The current policy for the generator: full tensors in memory for the local backend (on every rank),
     otherwise a HF directory the servers load (`/update_weights_from_disk`). Every rank must call this."""
@@ -221,6 +244,7 @@ async def train(cfg: Config, *, resume: bool = False, init_from: Path | None = N
     from solvers import get_solver
 
     solver = get_solver(cfg.solver.name)
+    await check_generation(cfg)
     if init_from is not None and (resume or not (Path(init_from) / "COMPLETE").is_file()):
         why = "--init-from starts a new run; drop --resume" if resume else "it is not a complete checkpoint"
         raise RunError(f"cannot start from {init_from}: {why}")

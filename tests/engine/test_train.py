@@ -119,6 +119,17 @@ def test_cli_reports_bad_input_in_one_line(tiny_model, tmp_path, capsys):
     assert "/nonexistent/problems.jsonl" in capsys.readouterr().err
     assert main([*overrides(tiny_model, tmp_path), "--resume", "run.name=never-started"]) == 2
     assert "holds no run" in capsys.readouterr().err
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"  # closed once the block ends: nobody listens there
+    argv = [*overrides(tiny_model, tmp_path), "generation.backend=sglang", f"generation.sglang={{urls: [{dead}]}}"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"error: SGLang server(s) {dead} did not answer GET /health; start them (python -m sglang.launch_server ...) "
+        "or fix generation.sglang.urls\n"
+    )
+    assert main([*overrides(tiny_model, tmp_path), "generation.backend=openai"]) == 2
+    assert "cannot load new weights" in capsys.readouterr().err
     assert not (tmp_path / "t").exists(), "a failed start leaves no half-made run directory"
 
 
