@@ -90,6 +90,7 @@ class EvomArm:
         self.times: list[float] = []
         self.losses: list[float] = []
         self.rewards: list[list[float]] = []
+        self.phases: list[dict[str, float]] = []  # generation + verification, and the learner update, per step
         self._pending_update = False
 
     def open(self, initial: dict[str, torch.Tensor]) -> None:
@@ -117,6 +118,7 @@ class EvomArm:
         weights = generator_weights(self.cfg, self.learner, Path(self.cfg.run.output_dir))
         await self.rollout.backend.update_weights(weights, version=step + 1)
         self._pending_update = True
+        self.phases.append({"rollout_s": result.metrics["time_rollout_s"], "train_s": metrics.get("step_s", 0.0)})
         self.losses.append(float(metrics.get("loss", math.nan)))
         self.rewards.append([float(r) for r in result.rewards])
 
@@ -150,6 +152,7 @@ class VerifierReward:
         )  # fmt: skip
         self.runner.run(self.pool.__aenter__())
         self.rewards: list[list[float]] = []
+        self.seconds: list[float] = []  # time in the reward function (all verifications of a batch), per step
 
     def __call__(self, completions: list[Any], answer: list[float], **_: Any) -> list[float]:
         from solvers import verify
@@ -162,7 +165,9 @@ class VerifierReward:
                     for t, a in zip(texts, answer, strict=True))  # fmt: skip
             return await asyncio.gather(*jobs)
 
+        started = time.perf_counter()
         rewards = [float(o.reward) for o in self.runner.run(all_of_them())]
+        self.seconds.append(time.perf_counter() - started)
         self.rewards.append(rewards)
         return rewards
 
@@ -291,6 +296,9 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
         },
         "both_trained": all(t["losses_finite"] and t["weights_changed"] for t in trained.values()),
         "rewards": {"trl": reward.rewards, "evom": evom.rewards},
+        # Where the time goes, every step including the warm-up: EVOM's rollout (generation with verification on
+        # arrival) and update; TRL's reward function (verification after generation; the rest is its own).
+        "phases": {"evom": evom.phases, "trl_reward_s": reward.seconds},
     }
 
 

@@ -113,3 +113,21 @@ def test_reward_signal_check() -> None:
     trl_bench = load("trl_bench")
     assert not trl_bench.has_signal([[0.0, 0.0, 0.1, 0.1]], group_size=2)
     assert trl_bench.has_signal([[0.0, 0.0, 0.1, 0.1], [0.0, 0.3, 0.1, 0.1]], group_size=2)
+
+
+def test_sandbox_headline_from_its_markdown() -> None:
+    report = """
+        | mode | median ms/program | IQR ms | programs/s |
+        |---|---:|---:|---:|
+        | warm pool | 20.0 | 15.0-30.0 | 50.0 |
+        | cold nsjail | 160.0 | 140.0-190.0 | 6.2 |
+
+        | suite | cold nsjail / warm pool | warm pool / bare warm fork |
+        |---|---:|---:|
+        | gurobipy reference programs | 8.0x (target >= 3x) | 1.1x (target <= 1.15x) |
+    """
+    h = run_all.sandbox_headline(textwrap.dedent(report))
+    assert (h.ratio, h.target, h.met) == (8.0, ">= 3", True)
+    assert h.evom == "20.0 ms [IQR 15.0-30.0]" and h.alternative == "160.0 ms [IQR 140.0-190.0]"
+    with pytest.raises(ValueError, match="gurobipy"):
+        run_all.sandbox_headline("no tables here")
