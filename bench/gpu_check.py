@@ -5,10 +5,7 @@ MFU = 6 * parameters * trained tokens per second / the device's peak dense bf16 
 forward + backward of a dense decoder, attention FLOPs not counted). Trained tokens are prompt + response
 tokens of every trained sample (the learner's `tokens_per_s`). The first step is a warm-up (CUDA context,
 allocator, kernel selection) and is left out of the medians.
-
-Caveat (engine.train as of this writing): `make_backend` loads the local generator's model with
-`learner.models.load_model`'s default device, the CPU, so with `learner.device=cuda` only the learner runs on the
-GPU and the generation tokens/s printed here are the CPU's. The script runs engine.train as it is, and says so.
+The local generator decodes with its own copy of the policy on the learner's device; the output says where.
 
     .venv/bin/python bench/gpu_check.py                           # CUDA; fails with exit code 2 without it
     .venv/bin/python bench/gpu_check.py --device cpu --steps 2 --prompts 1 --group-size 2 --max-new-tokens 8
@@ -104,12 +101,14 @@ def config(args: argparse.Namespace, out_dir: Path) -> Any:
     return load_config(DEFAULT_CONFIG, [f"{k}={v}" for k, v in overrides.items()])
 
 
-def generator_info(cfg: Any) -> tuple[str, int]:
+def generator_info(cfg: Any, device: str) -> tuple[str, int]:
     """Where engine.train's local backend decodes, and the model's parameter count: build the backend as the
     training loop does and look."""
+    import torch
+
     from engine.train import make_backend
 
-    backend = make_backend(cfg)
+    backend = make_backend(cfg, torch.device(device))
     try:
         params = list(backend.model.parameters())
         return str(params[0].device), sum(p.numel() for p in params)
@@ -151,7 +150,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     peak = args.peak_tflops * 1e12 if args.peak_tflops else peak_flops(name) if args.device != "cpu" else None
     with tempfile.TemporaryDirectory(prefix="evom-gpu-check-") as tmp:
         cfg = config(args, Path(tmp))
-        generator, params = generator_info(cfg)
+        generator, params = generator_info(cfg, args.device)
         started = time.perf_counter()
         run_dir = asyncio.run(train(cfg, progress=False))
         wall = time.perf_counter() - started

@@ -166,6 +166,8 @@ class Outcome:
 
 def run_bench(bench: Bench, out: Path, *, timeout_s: float) -> Outcome:
     """Run one bench to completion (or timeout); never raises for anything the bench does."""
+    for stale in (out / f"{bench.name}.json", out / f"{bench.name}.md"):  # a previous run's file is no result
+        stale.unlink(missing_ok=True)
     outcome = Outcome(bench=bench, command=bench.command(out), load_before=os.getloadavg())
     started = time.perf_counter()
     try:

@@ -102,7 +102,7 @@ class EvomArm:
         self.learner.model.load_state_dict(initial)
         solver = get_solver(self.cfg.solver.name)
         # engine.train's own construction (pool, backend, verifier, rollout), so this times what engine.run runs.
-        opened = _open_rollout(self.stack, self.cfg, solver, self.problems, None, 0, (0, 0))
+        opened = _open_rollout(self.stack, self.cfg, solver, self.problems, None, 0, (0, 0), self.learner.ctx.device)
         self.rollout = self.runner.run(opened)
 
     async def _step(self, step: int) -> None:

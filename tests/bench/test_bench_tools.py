@@ -34,6 +34,7 @@ def script(tmp_path: Path, body: str) -> str:
 def test_failing_bench_is_recorded_with_its_error(tmp_path: Path) -> None:
     bench = run_all.Bench(name="broken", script=script(tmp_path, "import sys; sys.exit('no solver here')"), args=(),
                           what="a bench that fails")  # fmt: skip
+    (tmp_path / "broken.json").write_text('{"left": "by an earlier run"}')
     outcome = run_all.run_bench(bench, tmp_path, timeout_s=60)
     assert outcome.rc == 1 and "no solver here" in outcome.error and outcome.result is None
     text = "\n".join(run_all.section(outcome) + run_all.summary_table([outcome]))
