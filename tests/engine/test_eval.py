@@ -273,3 +273,35 @@ def test_a_nonempty_output_directory_is_refused(bench, tmp_path, capsys):
     assert main(["--completions", str(bench), "--solver", "gurobipy", "--output", str(out)]) == 2
     assert "already exists and is not an empty directory" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.slow
+def test_an_sglang_url_is_evaluated_through_the_http_backend(tiny_model, clean_bench, tmp_path):
+    """Against the SGLang protocol peer (tests/engine/sglang_server.py, hashed tokens): the tokenizer comes from the
+    server's /model_info model_path, every sample streams back and is verified."""
+    import subprocess
+    import time
+    import urllib.request
+
+    port = _closed_port()
+    peer = [sys.executable, str(Path(__file__).with_name("sglang_server.py")), "--port", str(port)]
+    server = subprocess.Popen([*peer, "--model-path", str(tiny_model)], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "the SGLang peer did not start"
+                time.sleep(0.1)
+        out = tmp_path / "out"
+        args = ["--model", f"sglang:http://127.0.0.1:{port}", "--benchmark", str(clean_bench), "--solver", "gurobipy"]
+        assert main([*args, "--samples", "2", "--max-new-tokens", "6", "--output", str(out), "--quiet"]) == 0
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    items = read_jsonl(out / "items.jsonl")
+    assert [(i["id"], i["sample"]) for i in items] == [(p, j) for p in ("p1", "p2", "p3") for j in (0, 1)]
+    assert all(i["finish_reason"] in ("stop", "length") and i["status"] == "no_code" for i in items)
+    assert summary(out)["model"] == f"sglang:http://127.0.0.1:{port}"
