@@ -30,9 +30,10 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# Every bench/*_bench.py side by side with its alternative; writes bench/RESULTS.md.
 bench: setup
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS),bench]"
-	@for b in bench/*_bench.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) bench/run_all.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

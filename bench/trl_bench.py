@@ -94,7 +94,7 @@ class EvomArm:
         self._pending_update = False
 
     def open(self, initial: dict[str, torch.Tensor]) -> None:
-        from engine.train import _open_rollout, learner_config
+        from engine.train import learner_config, open_rollout
         from learner.trainer import Learner
         from solvers import get_solver
 
@@ -102,7 +102,10 @@ class EvomArm:
         self.learner.model.load_state_dict(initial)
         solver = get_solver(self.cfg.solver.name)
         # engine.train's own construction (pool, backend, verifier, rollout), so this times what engine.run runs.
-        opened = _open_rollout(self.stack, self.cfg, solver, self.problems, None, 0, (0, 0), self.learner.ctx.device)
+        opened = open_rollout(
+            self.stack, self.cfg, solver=solver, problems=self.problems, recorder=None, start_step=0,
+            data_state=(0, 0), device=self.learner.ctx.device,
+        )
         self.rollout = self.runner.run(opened)
 
     async def _step(self, step: int) -> None:

@@ -272,16 +272,20 @@ async def train(cfg: Config, *, resume: bool = False, init_from: Path | None = N
         return run_dir
     async with AsyncExitStack() as stack:
         recorder = stack.enter_context(RunRecorder(records_dir))
-        rollout = await _open_rollout(stack, local_cfg, solver, problems, recorder, start_step, data_state, ctx.device)
+        rollout = await open_rollout(
+            stack, local_cfg, solver=solver, problems=problems, recorder=recorder, start_step=start_step,
+            data_state=data_state, device=ctx.device,
+        )  # fmt: skip
         if start_step or init_from is not None:
             await rollout.backend.update_weights(generator_weights(cfg, learner, run_dir), version=start_step)
         await _loop(cfg, run_dir, rollout, learner, recorder, start_step=start_step, progress=progress)
     return run_dir
 
 
-async def _open_rollout(
+async def open_rollout(
     stack: AsyncExitStack,
     cfg: Config,
+    *,
     solver: Any,
     problems: Any,
     recorder: Any,
@@ -289,7 +293,9 @@ async def _open_rollout(
     data_state: Any,
     device: Any,
 ) -> Any:
-    """Sandbox pool, generation backend and rollout, entered on `stack` so they close in reverse order."""
+    """Sandbox pool, generation backend and rollout of one rank, entered on `stack` (closed in reverse order).
+
+    The training loop's pipeline; benches build theirs with it too, so both measure the same thing."""
     from engine.prompts import PromptBuilder, PromptSettings
     from engine.rollout import Rollout, SolverVerifier
     from learner.models import load_tokenizer
