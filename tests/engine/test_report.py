@@ -16,27 +16,14 @@ PLOTS = ("reward.png", "status_mix.png", "time_split.png")
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
-    """Two real training steps of a 2-layer random Llama (hidden 32) with the embedded tokenizer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
+def trained_run(tmp_path_factory, tiny_model) -> Path:
+    """Two real training steps of the tiny random Llama (tests/engine/conftest.py)."""
     from engine.config import load_config
     from engine.train import train
-    from learner.models import load_tokenizer
 
-    tokenizer = load_tokenizer("smollm2-135m")
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, max_position_embeddings=2048, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
     root = tmp_path_factory.mktemp("report")
-    LlamaForCausalLM(config).save_pretrained(root / "model")
-    tokenizer.save_pretrained(root / "model")
     overrides = [
-        f"model.path={root / 'model'}", f"run.output_dir={root}", "run.name=t", "run.steps=2", "run.save_every=2",
+        f"model.path={tiny_model}", f"run.output_dir={root}", "run.name=t", "run.steps=2", "run.save_every=2",
         "rollout.prompts_per_step=2", "rollout.group_size=2", "generation.sampling.max_new_tokens=8",
         "sandbox.workers=1", "data.num_problems=8",
     ]  # fmt: skip
