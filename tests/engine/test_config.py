@@ -139,7 +139,7 @@ def test_dry_run_fails_on_an_unknown_solver_and_lists_the_valid_ones(capsys):
 def test_dry_run_starts_the_real_jail(capsys):
     assert main(["--dry-run"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("check sandbox"))
-    assert line.startswith("check sandbox  ok   isolation=nsjail, preload gurobipy") and line.endswith(": ran")
+    assert line.startswith("check sandbox  ok   isolation=nsjail, preload coptpy") and line.endswith(": ran")
 
 
 def test_resolved_config_round_trips(tmp_path):
