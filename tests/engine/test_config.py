@@ -18,7 +18,7 @@ def test_default_yaml_loads_and_matches_its_sections():
     cfg = load_config(DEFAULT_CONFIG)
     assert cfg.model.path == "smollm2-135m"
     assert cfg.generation.backend == "local"
-    assert cfg.generation.sampling.max_new_tokens == 192
+    assert cfg.generation.sampling.max_new_tokens == 160
     assert cfg.solver.reward.format_reward == 0.1 and cfg.solver.reward.executed_reward == 0.2
     assert cfg.rollout.group_size == 4
 
