@@ -88,6 +88,16 @@ def _system_library_mounts() -> tuple[tuple[str, ...], tuple[tuple[str, str], ..
     return tuple(binds), tuple(links)
 
 
+# The jail's /tmp is its own tmpfs. An interpreter or virtualenv that lives under the host's /tmp (a CI clone,
+# say) is bound below this prefix instead, so the run's /tmp holds only what the run writes.
+HOST_TMP_PREFIX = "/opt/evom-host"
+
+
+def jail_path(path: str) -> str:
+    """Where host `path` appears inside the jail."""
+    return HOST_TMP_PREFIX + path if path == "/tmp" or path.startswith("/tmp/") else path
+
+
 def _interpreter_paths() -> tuple[str, ...]:
     paths = {sys.base_prefix, sys.prefix, sys.exec_prefix, *site.getsitepackages()}
     real = Path(os.path.realpath(sys.executable)).parent.parent
@@ -99,7 +109,8 @@ def _interpreter_paths() -> tuple[str, ...]:
 
 @dataclass(frozen=True, kw_only=True)
 class JailSpec:
-    """Everything nsjail needs for one jail. Paths are bound read-only at the same place inside."""
+    """Everything nsjail needs for one jail. Host paths are bound read-only at the same place inside, except
+    those under /tmp (see `jail_path`); `python` is the interpreter's path inside the jail."""
 
     nsjail: str
     python: str
@@ -117,10 +128,11 @@ class JailSpec:
     ) -> JailSpec:
         lib_binds, links = _system_library_mounts()
         binds = (*lib_binds, *_interpreter_paths(), *extra_ro_binds)
-        base_env = {"LANG": "C.UTF-8", "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": "/tmp"}
+        bin_dir = jail_path(str(Path(sys.executable).parent))
+        base_env = {"LANG": "C.UTF-8", "PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": "/tmp"}
         return cls(
             nsjail=locate_nsjail(),
-            python=sys.executable,
+            python=jail_path(sys.executable),
             ro_binds=binds,
             symlinks=links,
             tmp_mb=tmp_mb,
@@ -146,7 +158,8 @@ class JailSpec:
             "--mount", f"none:/tmp:tmpfs:size={tmp_bytes},nr_inodes=16384,mode=0700",
         ]  # fmt: skip
         for path in self.ro_binds:
-            args += ["--bindmount_ro", path]
+            inside = jail_path(path)
+            args += ["--bindmount_ro", path if inside == path else f"{path}:{inside}"]
         for target, link in self.symlinks:
             args += ["--symlink", f"{target}:{link}"]
         args += ["--bindmount", "/dev/null"]
