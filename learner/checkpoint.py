@@ -4,9 +4,12 @@ A checkpoint directory holds the sharded model and optimizer state written by ev
 small file per rank with the scheduler, step counter, RNG states and the caller's data position
 (``extra_rank{r}.pt``), and a ``COMPLETE`` marker written last, so a run killed mid-save never resumes from a
 half-written checkpoint. Resuming restores all of it; the next step then matches an uninterrupted run.
+This module is the only reader of that format: ``load_model_weights`` takes just the model weights, into a
+Learner's (possibly sharded) policy or into a plain model of the same architecture (evaluation).
 
     save_checkpoint(learner, "runs/x/checkpoints/step_00000010", data_state={"epoch": 0, "index": 40})
     data_state = load_checkpoint(learner, latest_checkpoint("runs/x/checkpoints"))
+    load_model_weights(load_model(run_model_path), "runs/x/checkpoints/step_00000010")   # weights only
     export_hf(learner, "runs/x/weights", tokenizer=tok)      # a directory the generation backend loads
 """
 
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -34,6 +38,11 @@ if TYPE_CHECKING:
     from learner.trainer import Learner
 
 COMPLETE = "COMPLETE"
+DCP_DIR = "dcp"  # the torch.distributed.checkpoint state {"model": ..., "optimizer": ...} of all ranks
+
+
+class IncompatibleCheckpointError(ValueError):
+    """A checkpoint whose model weights do not fit the model they are loaded into (another architecture or size)."""
 
 
 def _barrier(learner: Learner) -> None:
@@ -42,12 +51,57 @@ def _barrier(learner: Learner) -> None:
 
 
 @contextlib.contextmanager
-def _quiet_single_process(learner: Learner) -> Iterator[None]:
+def _quiet_single_process(distributed: bool) -> Iterator[None]:
     """DCP warns that it 'assumes' a single process even when told so (no_dist=True); that is our intent."""
     with warnings.catch_warnings():
-        if not learner.ctx.distributed:
+        if not distributed:
             warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         yield
+
+
+def require_complete(directory: str | Path) -> Path:
+    """``directory`` as a Path; FileNotFoundError unless it exists and its save finished (``COMPLETE`` marker)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
+    if not (directory / COMPLETE).is_file():
+        raise FileNotFoundError(f"{directory} is not a complete checkpoint (no {COMPLETE} marker); pick an earlier one")
+    return directory
+
+
+def _check_model_fits(directory: Path, model_state: dict[str, Any]) -> None:
+    """Compare the checkpoint's metadata (names and global shapes; no tensor is read) with ``model_state``.
+
+    DCP's own error for a checkpoint of another model is a per-rank exception dump; this one names the
+    checkpoint and the first parameters that differ. Parameters the checkpoint holds beyond the model's are
+    ignored (they are not read).
+    """
+    saved = dcp.FileSystemReader(str(directory / DCP_DIR)).read_metadata().state_dict_metadata
+    sizes = {
+        key.removeprefix("model."): tuple(meta.size) if hasattr(meta, "size") else None  # None: not a tensor
+        for key, meta in saved.items()
+        if key.startswith("model.")
+    }
+    missing = [name for name in model_state if name not in sizes]
+    if len(missing) == len(model_state):
+        raise IncompatibleCheckpointError(
+            f"checkpoint {directory} holds none of the model's {len(model_state)} parameters; "
+            "is it a checkpoint of another model?"
+        )
+    if missing:
+        raise IncompatibleCheckpointError(
+            f"checkpoint {directory} lacks {len(missing)} of the model's parameters, e.g. {missing[:5]}"
+        )
+    resized = [
+        f"{name}: saved {sizes[name]}, model {tuple(value.shape)}"
+        for name, value in model_state.items()
+        if sizes[name] != tuple(value.shape)
+    ]
+    if resized:
+        raise IncompatibleCheckpointError(
+            f"checkpoint {directory} holds other shapes for {len(resized)} of the model's parameters "
+            f"(a checkpoint of another model size?), e.g. {resized[:3]}"
+        )
 
 
 def _rng_state() -> dict[str, Any]:
@@ -69,10 +123,10 @@ def save_checkpoint(learner: Learner, directory: str | Path, *, data_state: dict
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model_state, optim_state = get_state_dict(learner.model, learner.optimizer)
-    with _quiet_single_process(learner):
+    with _quiet_single_process(learner.ctx.distributed):
         dcp.save(
             {"model": model_state, "optimizer": optim_state},
-            checkpoint_id=str(directory / "dcp"),
+            checkpoint_id=str(directory / DCP_DIR),
             no_dist=not learner.ctx.distributed,
         )
     extra = {
@@ -92,9 +146,7 @@ def save_checkpoint(learner: Learner, directory: str | Path, *, data_state: dict
 
 def load_checkpoint(learner: Learner, directory: str | Path) -> dict[str, Any]:
     """Restore model, optimizer, scheduler, step and RNG from ``directory``; returns the saved data position."""
-    directory = Path(directory)
-    if not (directory / COMPLETE).is_file():
-        raise FileNotFoundError(f"{directory} is not a complete checkpoint (no {COMPLETE} marker); pick an earlier one")
+    directory = require_complete(directory)
     extra_path = directory / f"extra_rank{learner.ctx.rank}.pt"
     extra = torch.load(extra_path, weights_only=False)
     if extra["world_size"] != learner.ctx.world_size:
@@ -103,9 +155,10 @@ def load_checkpoint(learner: Learner, directory: str | Path) -> dict[str, Any]:
             "resume with the same --nproc-per-node (RNG and data position are per rank)"
         )
     model_state, optim_state = get_state_dict(learner.model, learner.optimizer)
+    _check_model_fits(directory, model_state)
     state = {"model": model_state, "optimizer": optim_state}
-    with _quiet_single_process(learner):
-        dcp.load(state, checkpoint_id=str(directory / "dcp"), no_dist=not learner.ctx.distributed)
+    with _quiet_single_process(learner.ctx.distributed):
+        dcp.load(state, checkpoint_id=str(directory / DCP_DIR), no_dist=not learner.ctx.distributed)
     set_state_dict(
         learner.model, learner.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"]
     )
@@ -115,19 +168,30 @@ def load_checkpoint(learner: Learner, directory: str | Path) -> dict[str, Any]:
     return extra["data_state"]
 
 
+def load_model_weights(model: nn.Module, directory: str | Path, *, distributed: bool = False) -> None:
+    """Fill ``model`` in place with the model weights of the checkpoint in ``directory``; nothing else is read.
+
+    ``model`` is a plain module of the checkpoint's architecture (an evaluation process: ``load_model`` of the
+    run's ``model.path``), or a Learner's policy, FSDP2-sharded under torchrun: then ``distributed=True`` and
+    every rank must call this. A checkpoint saved by any world size loads into any other. Fails before any
+    tensor is read: FileNotFoundError for a missing or incomplete checkpoint, IncompatibleCheckpointError
+    (naming the parameters) for a checkpoint of another model.
+    """
+    directory = require_complete(directory)
+    state = get_model_state_dict(model)
+    _check_model_fits(directory, state)
+    with _quiet_single_process(distributed):
+        dcp.load({"model": state}, checkpoint_id=str(directory / DCP_DIR), no_dist=not distributed)
+    set_model_state_dict(model, state)
+
+
 def load_weights(learner: Learner, directory: str | Path) -> None:
     """Only the model weights of a checkpoint; optimizer, schedule, step and data position start fresh.
 
     This is EVOM's low-cost solver adaptation: continue from a policy trained with one solver's verifier
     and train on another's. Every rank must call this; any world size may load any checkpoint.
     """
-    directory = Path(directory)
-    if not (directory / COMPLETE).is_file():
-        raise FileNotFoundError(f"{directory} is not a complete checkpoint (no {COMPLETE} marker)")
-    state = {"model": get_model_state_dict(learner.model)}
-    with _quiet_single_process(learner):
-        dcp.load(state, checkpoint_id=str(directory / "dcp"), no_dist=not learner.ctx.distributed)
-    set_model_state_dict(learner.model, state["model"])
+    load_model_weights(learner.model, directory, distributed=learner.ctx.distributed)
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:

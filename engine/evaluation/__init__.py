@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from engine.evaluation.metrics import EXECUTED, Cell, Item, format_markdown, format_table, pass_at_k, summarize
-from engine.evaluation.models import ModelError, ModelSpec, load_checkpoint_weights, open_model, parse_model
+from engine.evaluation.models import ModelError, ModelSpec, open_model, parse_model
 from engine.evaluation.runner import Entry, EvalSettings, generate_and_score, score_completions
 
 __all__ = [
@@ -18,7 +18,6 @@ __all__ = [
     "format_markdown",
     "format_table",
     "generate_and_score",
-    "load_checkpoint_weights",
     "open_model",
     "parse_model",
     "pass_at_k",

@@ -1,20 +1,20 @@
 """What `--model` names for `python -m engine.eval`, and the generation backend that serves it.
 
     spec = parse_model("smollm2-135m")                         # kind "local": alias, HF directory, hub name
-    spec = parse_model("runs/x/checkpoints/step_000010")       # kind "checkpoint": DCP weights + run config
+    spec = parse_model("runs/x/checkpoints/step_000010")       # kind "checkpoint": its weights + run config
     spec = parse_model("runs/x")                               # the run's newest complete checkpoint
     spec = parse_model("sglang:http://gpu0:30000")             # kind "sglang" (several URLs: comma-separated)
     spec = parse_model("openai:http://localhost:8000/v1", api_model="qwen")   # kind "openai"
     async with open_model(spec, tokenizer="...") as served: served.backend, served.tokenizer
 
 Remote models are health-checked before anything else runs (SGLang: GET /health; OpenAI-compatible:
-GET /models), so an unreachable URL fails in seconds with the URL in the message.
+GET /models), so an unreachable URL fails in seconds with the URL in the message. A checkpoint's weights are
+read by `learner.checkpoint.load_model_weights`, the one reader of the checkpoint format.
 """
 
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,10 +52,12 @@ def parse_model(text: str, *, api_model: str | None = None) -> ModelSpec:
             return ModelSpec(kind=kind, location=url.rstrip("/"), api_model=api_model)
     if text.startswith(("http://", "https://")):
         raise ModelError(f"--model {text!r}: say which protocol the server speaks: sglang:{text} or openai:{text}")
+    from learner.checkpoint import DCP_DIR
+
     path = Path(text).expanduser()
     if (path / "checkpoints").is_dir() and (path / "config.yaml").is_file():
         path = _latest(path)  # a run directory: its newest complete checkpoint
-    if (path / "dcp").is_dir():
+    if (path / DCP_DIR).is_dir():
         return ModelSpec(kind="checkpoint", location=str(path), base_model=_run_model_path(path))
     from learner.models import ModelNotFoundError, resolve_model_path
 
@@ -77,10 +79,12 @@ def _latest(run_dir: Path) -> Path:
 
 def _run_model_path(checkpoint: Path) -> str:
     """The `model.path` of the run a checkpoint (runs/<name>/checkpoints/step_N) belongs to."""
-    from learner.checkpoint import COMPLETE
+    from learner.checkpoint import require_complete
 
-    if not (checkpoint / COMPLETE).is_file():
-        raise ModelError(f"{checkpoint} is not a complete checkpoint (no {COMPLETE} marker); pick an earlier one")
+    try:
+        require_complete(checkpoint)
+    except FileNotFoundError as exc:
+        raise ModelError(str(exc)) from None
     config = checkpoint.parent.parent / "config.yaml"
     if not config.is_file():
         raise ModelError(
@@ -93,30 +97,6 @@ def _run_model_path(checkpoint: Path) -> str:
     if not isinstance(model_path, str):
         raise ModelError(f"{config} has no model.path; cannot tell which model the checkpoint holds")
     return model_path
-
-
-def load_checkpoint_weights(model: Any, checkpoint: str | Path) -> None:
-    """Fill a plain HF model with the weights of a training checkpoint's DCP `model` state, in place.
-
-    Only the keys the checkpoint holds are read (the optimizer state is skipped); parameters missing from it
-    must be tied to ones it holds (e.g. lm_head = embed_tokens), otherwise this fails naming them.
-    """
-    import torch.distributed.checkpoint as dcp
-
-    directory = str(Path(checkpoint) / "dcp")
-    saved = {k.removeprefix("model.") for k in dcp.FileSystemReader(directory).read_metadata().state_dict_metadata}
-    own = model.state_dict()
-    state = {key: tensor for key, tensor in own.items() if key in saved}
-    if not state:
-        raise ModelError(f"checkpoint {checkpoint} holds none of the parameters of its run's model")
-    with warnings.catch_warnings():  # DCP warns that it "assumes" one process, which is what no_dist says
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        dcp.load({"model": state}, checkpoint_id=directory, no_dist=True)
-    missing = model.load_state_dict(state, strict=False).missing_keys
-    tied = {name for name, p in own.items() if any(p.data_ptr() == state[k].data_ptr() for k in state)}
-    untied = sorted(set(missing) - tied)
-    if untied:
-        raise ModelError(f"checkpoint {checkpoint} lacks parameters {untied[:5]} of its run's model")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,7 +121,7 @@ async def open_model(
         except ModelNotFoundError as exc:
             raise ModelError(str(exc).splitlines()[0]) from None
         if spec.kind == "checkpoint":
-            load_checkpoint_weights(model, spec.location)
+            _load_checkpoint(model, spec.location)
         backend = create_backend("local", {"max_batch_size": batch_size}, model=model)
         async with backend:
             yield ServedModel(backend=backend, tokenizer=load_tokenizer(tokenizer or name))
@@ -159,6 +139,16 @@ async def open_model(
     backend = create_backend("openai", {"base_url": spec.location, "model": served_name, "endpoint": "chat"})
     async with backend:
         yield ServedModel(backend=backend, tokenizer=None)
+
+
+def _load_checkpoint(model: Any, checkpoint: str) -> None:
+    """The checkpoint's weights into the run's base model; one that does not fit is a ModelError (exit 2)."""
+    from learner.checkpoint import IncompatibleCheckpointError, load_model_weights
+
+    try:
+        load_model_weights(model, checkpoint)
+    except (FileNotFoundError, IncompatibleCheckpointError) as exc:
+        raise ModelError(str(exc)) from None
 
 
 async def _sglang_tokenizer(backend: Any, tokenizer: str | None) -> Any:

@@ -156,9 +156,9 @@ def test_a_training_checkpoint_is_evaluated_with_its_trained_weights(tiny_model,
     import torch
 
     from engine.config import load_config
-    from engine.evaluation import load_checkpoint_weights, parse_model
+    from engine.evaluation import parse_model
     from engine.train import learner_config, train
-    from learner.checkpoint import load_checkpoint
+    from learner.checkpoint import load_checkpoint, load_model_weights
     from learner.models import load_model
     from learner.trainer import Learner
 
@@ -174,7 +174,7 @@ def test_a_training_checkpoint_is_evaluated_with_its_trained_weights(tiny_model,
     assert parse_model(str(tmp_path / "r")) == spec, "a run directory means its newest complete checkpoint"
 
     model = load_model(spec.base_model)
-    load_checkpoint_weights(model, checkpoint)
+    load_model_weights(model, checkpoint)
     learner = Learner.from_pretrained(str(tiny_model), learner_config(cfg))
     load_checkpoint(learner, checkpoint)
     initial = load_model(tiny_model).state_dict()

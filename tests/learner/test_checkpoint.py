@@ -1,4 +1,5 @@
-"""In-process checkpoint round trip, HF export (tied and untied embeddings), and the in-process state dict."""
+"""In-process checkpoint round trip, model weights only (into a Learner or a plain model), HF export (tied and
+untied embeddings), and the in-process state dict."""
 
 from __future__ import annotations
 
@@ -6,7 +7,16 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from learner.checkpoint import export_hf, full_state_dict, latest_checkpoint, load_checkpoint, save_checkpoint
+from learner.checkpoint import (
+    IncompatibleCheckpointError,
+    export_hf,
+    full_state_dict,
+    latest_checkpoint,
+    load_checkpoint,
+    load_model_weights,
+    load_weights,
+    save_checkpoint,
+)
 from learner.config import AlgorithmConfig, LearnerConfig, RolloutBatch
 from learner.trainer import Learner
 
@@ -46,13 +56,54 @@ def test_incomplete_checkpoint_is_refused(tmp_path, make_model):
         load_checkpoint(Learner(make_model(), CONFIG), tmp_path / "step_00000003")
 
 
+def _tie(model):
+    model.config.tie_word_embeddings = True
+    model.lm_head.weight = model.model.embed_tokens.weight
+    return model
+
+
+def test_model_weights_load_into_a_plain_model_and_into_a_learner(tmp_path, make_model, make_sequences):
+    trained = Learner(_tie(make_model(seed=1)), CONFIG)
+    trained.step(_batch(make_sequences, 3))
+    save_checkpoint(trained, tmp_path / "step_1", data_state={"cursor": 6})
+    expected = {name: value.detach().clone() for name, value in trained.model.state_dict().items()}
+
+    plain = _tie(make_model(seed=2))
+    assert not torch.equal(plain.model.embed_tokens.weight, expected["model.embed_tokens.weight"])
+    load_model_weights(plain, tmp_path / "step_1")
+    learner = Learner(_tie(make_model(seed=3)), CONFIG)
+    load_weights(learner, tmp_path / "step_1")
+    for model in (plain, learner.model):
+        assert model.state_dict().keys() == expected.keys()
+        for name, value in model.state_dict().items():
+            assert torch.equal(value, expected[name]), name
+        assert model.lm_head.weight is model.model.embed_tokens.weight, "still tied"
+    assert learner.global_step == 0 and learner.scheduler.last_epoch == 0, "only the weights were read"
+
+
+def test_model_weights_refuse_a_missing_incomplete_or_foreign_checkpoint(tmp_path, make_model):
+    save_checkpoint(Learner(make_model(seed=1), CONFIG), tmp_path / "step_1")
+    (tmp_path / "step_2" / "dcp").mkdir(parents=True)
+    model = make_model(seed=2)
+    with pytest.raises(FileNotFoundError, match=r"checkpoint directory .*step_9 does not exist"):
+        load_model_weights(model, tmp_path / "step_9")
+    with pytest.raises(FileNotFoundError, match=r"step_2 is not a complete checkpoint \(no COMPLETE marker"):
+        load_model_weights(model, tmp_path / "step_2")
+
+    wider = make_model(seed=2, hidden=32)
+    before = {name: value.clone() for name, value in wider.state_dict().items()}
+    with pytest.raises(IncompatibleCheckpointError, match=r"other shapes for 21 .*saved \(48, 64\), model \(48, 32\)"):
+        load_model_weights(wider, tmp_path / "step_1")
+    assert all(torch.equal(value, before[name]) for name, value in wider.state_dict().items()), "nothing was read"
+    with pytest.raises(IncompatibleCheckpointError, match=r"lacks 9 of the model's parameters, e.g. \['model.layers.2"):
+        load_model_weights(make_model(layers=3), tmp_path / "step_1")
+    with pytest.raises(IncompatibleCheckpointError, match="holds none of the model's 2 parameters"):
+        load_model_weights(torch.nn.Linear(4, 4), tmp_path / "step_1")
+
+
 @pytest.mark.parametrize("tied", [False, True])
 def test_export_hf_round_trip(tmp_path, make_model, make_sequences, tied):
-    model = make_model(seed=1)
-    if tied:
-        model.config.tie_word_embeddings = True
-        model.lm_head.weight = model.model.embed_tokens.weight
-    learner = Learner(model, CONFIG)
+    learner = Learner(_tie(make_model(seed=1)) if tied else make_model(seed=1), CONFIG)
     learner.step(_batch(make_sequences, 2))
     export_hf(learner, tmp_path / "hf")
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
