@@ -189,6 +189,35 @@ def test_a_training_checkpoint_is_evaluated_with_its_trained_weights(tiny_model,
     assert summary(out)["model"] == str(checkpoint) and len(read_jsonl(out / "items.jsonl")) == 3
 
 
+def test_a_checkpoint_that_is_incomplete_or_not_of_its_runs_model_exits_2(tiny_model, clean_bench, tmp_path, capsys):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from learner.checkpoint import save_checkpoint
+    from learner.config import LearnerConfig
+    from learner.trainer import Learner
+
+    narrow = tmp_path / "narrow"  # the run config names a model of another width than the one trained
+    LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                 num_attention_heads=2, num_key_value_heads=1)).save_pretrained(narrow)  # fmt: skip
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.yaml").write_text(f"model:\n  path: {narrow}\n")
+    checkpoint = tmp_path / "r" / "checkpoints" / "step_000001"
+    save_checkpoint(Learner.from_pretrained(str(tiny_model), LearnerConfig(device="cpu")), checkpoint)
+    unfinished = tmp_path / "r" / "checkpoints" / "step_000002"
+    (unfinished / "dcp").mkdir(parents=True)
+    capsys.readouterr()  # the progress bars of saving
+
+    cases = [(checkpoint, "holds other shapes for 21 of the model's parameters"), (unfinished, "no COMPLETE marker")]
+    for model, message in cases:
+        args = ["--model", str(model), "--benchmark", str(clean_bench), "--solver", "gurobipy", "--quiet"]
+        assert main([*args, "--output", str(tmp_path / "out")]) == 2, model
+        err = capsys.readouterr().err  # transformers' "Loading weights" bar may come first
+        line = err.splitlines()[-1]
+        assert line.startswith(f"error: checkpoint {checkpoint}" if model == checkpoint else f"error: {unfinished}")
+        assert message in line and err.count("error") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
