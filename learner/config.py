@@ -58,6 +58,7 @@ class LearnerConfig:
     ppo_epochs: int = 1  # passes over each batch
     mini_batches: int = 1  # optimizer steps per pass (the batch is split into this many mini-batches)
     micro_batch_tokens: int = 4096  # packed input tokens per forward/backward, per rank
+    share_prompts: bool = True  # pack a group's samples on one copy of their prompt (sdpa/eager attention only)
     gradient_checkpointing: bool = False  # recompute decoder-layer activations in backward to save memory
     device: str = "auto"  # "auto": this rank's cuda device when available, else cpu
     dtype: str = "auto"  # compute dtype: "auto" = bfloat16 on cuda, float32 on cpu; master weights stay fp32

@@ -30,7 +30,14 @@ from learner.distributed import (
     shard_model,
     split_across_ranks,
 )
-from learner.policy import PackedMicroBatch, pack, response_logprobs
+from learner.policy import (
+    PackedMicroBatch,
+    pack,
+    prompt_units,
+    response_logprobs,
+    supports_shared_prompts,
+    unit_tokens,
+)
 
 METRIC_KEYS = ("loss", "pg_loss", "kl", "entropy", "clip_frac_high", "clip_frac_low", "dual_clip_frac", "approx_kl")
 
@@ -154,11 +161,28 @@ class Learner:
         n, algo = len(batch), self.config.algorithm
         chunks = [c.tolist() for c in torch.arange(n).tensor_split(min(self.config.mini_batches, n))]
         plans = []
+        share = self.config.share_prompts and supports_shared_prompts(self.model)
         for chunk in chunks:
-            lengths = {i: len(batch.prompts[i]) + len(batch.responses[i]) - 1 for i in chunk}
-            shares = split_across_ranks(lengths, self.ctx.world_size)
+            # ranks get whole prompt units, so a group's samples share their prompt in one micro-batch
+            units = prompt_units(
+                batch.prompts, batch.responses, chunk, max_tokens=self.config.micro_batch_tokens, share_prompts=share
+            )
+            while len(units) < self.ctx.world_size and any(len(unit) > 1 for unit in units):
+                big = max(units, key=len)  # fewer units than ranks: halve the largest so every rank has work
+                units.remove(big)
+                units += [big[: len(big) // 2], big[len(big) // 2 :]]
+            lengths = {u: unit_tokens(batch.prompts, batch.responses, unit) for u, unit in enumerate(units)}
+            shares = [[i for u in s for i in units[u]] for s in split_across_ranks(lengths, self.ctx.world_size)]
             per_rank = [
-                pack(batch.prompts, batch.responses, max_tokens=self.config.micro_batch_tokens, indices=s) if s else []
+                pack(
+                    batch.prompts,
+                    batch.responses,
+                    max_tokens=self.config.micro_batch_tokens,
+                    indices=s,
+                    share_prompts=share,
+                )
+                if s
+                else []
                 for s in shares
             ]
             micro: list[PackedMicroBatch | None] = list(per_rank[self.ctx.rank])

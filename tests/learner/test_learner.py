@@ -27,8 +27,10 @@ def _seq_logprobs(model, prompt, response):
     return torch.log_softmax(logits, -1).gather(-1, ids[0, len(prompt) :, None]).squeeze(-1)
 
 
-def _batch(make_sequences, n=6, seed=0, **kw):
+def _batch(make_sequences, n=6, seed=0, group=1, **kw):
+    """n sequences; with ``group`` > 1, consecutive runs of ``group`` share a prompt (as GRPO samples do)."""
     prompts, responses = make_sequences(n, seed=seed)
+    prompts = [prompts[i - i % group] for i in range(n)]
     advantages = [(-1.0) ** i * (1 + i / 4) for i in range(n)]
     return RolloutBatch(prompts=prompts, responses=responses, advantages=advantages, **kw)
 
@@ -43,11 +45,12 @@ OBJECTIVES = {
 }
 
 
+@pytest.mark.parametrize("group", [1, 3])
 @pytest.mark.parametrize("agg", list(OBJECTIVES))
-def test_gradient_is_the_objective_gradient(make_model, make_sequences, agg):
+def test_gradient_is_the_objective_gradient(make_model, make_sequences, agg, group):
     model = make_model()
     reference = copy.deepcopy(model)
-    batch = _batch(make_sequences)
+    batch = _batch(make_sequences, group=group)
     algo = AlgorithmConfig(loss_agg=agg, norm_length=16)
     learner = Learner(model, LearnerConfig(lr=1e-3, grad_clip=0.0, micro_batch_tokens=24, algorithm=algo))
     grads = _capture_grads(learner)
@@ -66,10 +69,11 @@ def test_gradient_is_the_objective_gradient(make_model, make_sequences, agg):
 
 
 def test_micro_batch_split_does_not_change_the_gradient(make_model, make_sequences):
-    batch = _batch(make_sequences, n=8, seed=4)
+    """Micro-batch sizes, and sharing each group's prompt or not, change the packing but not the gradient."""
+    batch = _batch(make_sequences, n=8, seed=4, group=4)
     runs = []
-    for tokens in (12, 40, 10_000):
-        learner = Learner(make_model(), LearnerConfig(lr=1e-3, micro_batch_tokens=tokens))
+    for tokens, share in ((12, True), (40, True), (10_000, True), (10_000, False)):
+        learner = Learner(make_model(), LearnerConfig(lr=1e-3, micro_batch_tokens=tokens, share_prompts=share))
         grads = _capture_grads(learner)
         learner.step(batch)
         runs.append(grads[0])

@@ -69,3 +69,80 @@ def test_oversized_sequence_gets_its_own_micro_batch():
     micro = pack([[1] * 10, [2]], [[3] * 5, [4]], max_tokens=6)
     assert sorted(mb.indices for mb in micro) == [(0,), (1,)]
     assert max(mb.num_tokens for mb in micro) == 14
+
+
+def _grouped(seed: int, groups: int = 3, size: int = 4) -> tuple[list[list[int]], list[list[int]]]:
+    """GRPO-shaped sequences: ``groups`` prompts, ``size`` responses each (one of length 1), groups interleaved."""
+    g = torch.Generator().manual_seed(seed)
+    heads = [torch.randint(0, 97, (int(torch.randint(3, 12, (1,), generator=g)),), generator=g).tolist()
+             for _ in range(groups)]  # fmt: skip
+    prompts, responses = [], []
+    for k in range(size):
+        for head in heads:
+            length = 1 if k == 0 else int(torch.randint(2, 10, (1,), generator=g))
+            prompts.append(list(head))
+            responses.append(torch.randint(0, 97, (length,), generator=g).tolist())
+    return prompts, responses
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_shared_prompts_equal_unpacked(make_model, attention, temperature):
+    model = make_model(vocab=97)
+    model.config._attn_implementation = attention
+    prompts, responses = _grouped(seed=4)
+    micro = pack(prompts, responses, max_tokens=1000, share_prompts=True)
+    (mb,) = micro
+    assert mb.shares_prompts and sorted(mb.indices) == list(range(len(prompts)))
+    # each prompt once: P + sum(len(response) - 1) per group
+    heads = {tuple(p) for p in prompts}
+    assert mb.num_tokens == sum(len(h) for h in heads) + sum(len(r) - 1 for r in responses)
+    with torch.no_grad():
+        out = response_logprobs(model, mb, temperature=temperature, with_entropy=True)
+        padded, mask = mb.unpack(out.logprobs)
+        for row, i in enumerate(mb.indices):
+            expected = _plain_logprobs(model, prompts[i], responses[i], temperature)
+            n = len(responses[i])
+            torch.testing.assert_close(padded[row, :n], expected, rtol=0, atol=2e-6)
+            assert mask[row].sum().item() == n
+        unshared = {}
+        for ub in pack(prompts, responses, max_tokens=1000):
+            lp = response_logprobs(model, ub, temperature=temperature, with_entropy=True)
+            for row, i in enumerate(ub.indices):
+                unshared[i] = lp.entropy[ub.seq_index == row]
+        for row, i in enumerate(mb.indices):
+            torch.testing.assert_close(out.entropy[mb.seq_index == row], unshared[i], rtol=0, atol=2e-5)
+
+
+def test_shared_prompts_gradients_match(make_model):
+    model = make_model(vocab=97)
+    prompts, responses = _grouped(seed=5, groups=2, size=3)
+    (mb,) = pack(prompts, responses, max_tokens=1000, share_prompts=True)
+    weights = torch.linspace(-1.0, 1.0, mb.num_response_tokens)  # a per-token weighting, as the loss applies
+    (response_logprobs(model, mb).logprobs * weights).sum().backward()
+    shared_grad = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    total = 0.0
+    for row, i in enumerate(mb.indices):
+        total = total + (_plain_logprobs(model, prompts[i], responses[i]) * weights[mb.seq_index == row]).sum()
+    total.backward()
+    for a, p in zip(shared_grad, model.parameters(), strict=True):
+        torch.testing.assert_close(a, p.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_shared_prompt_unit_is_split_at_max_tokens(model):
+    prompts, responses = [[1] * 6] * 4, [[2] * 5] * 4  # one unit would be 6 + 4 * 4 = 22 tokens
+    micro = pack(prompts, responses, max_tokens=14, share_prompts=True)
+    assert sorted(mb.indices for mb in micro) == [(0, 1), (2, 3)]
+    assert all(mb.num_tokens == 14 and mb.shares_prompts for mb in micro)
+    # a unit of one sequence is plain packing: no explicit mask, so any attention kernel can run it
+    (single,) = pack([[1, 2], [3, 4]], [[5], [6]], max_tokens=100, share_prompts=True)
+    assert not single.shares_prompts and single.attention_mask("flash_attention_2", torch.float32) is None
+
+
+def test_shared_prompts_refuse_a_kernel_without_masks(model):
+    prompts, responses = _grouped(seed=6, groups=1, size=2)
+    (mb,) = pack(prompts, responses, max_tokens=1000, share_prompts=True)
+    model.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(ValueError, match="share_prompts=False"):
+        response_logprobs(model, mb)

@@ -56,7 +56,9 @@ DIST_BATCH = 10
 
 
 def dist_batch() -> RolloutBatch:
+    """Pairs of samples share a prompt, so ranks and micro-batches pack shared prompt units."""
     prompts, responses = random_sequences(DIST_BATCH, seed=11)
+    prompts = [prompts[i - i % 2] for i in range(DIST_BATCH)]
     return RolloutBatch(
         prompts=prompts, responses=responses, advantages=[(-1.0) ** i * (0.5 + i / 7) for i in range(DIST_BATCH)]
     )
