@@ -245,9 +245,15 @@ async def train(cfg: Config, *, resume: bool = False, init_from: Path | None = N
 
     solver = get_solver(cfg.solver.name)
     await check_generation(cfg)
-    if init_from is not None and (resume or not (Path(init_from) / "COMPLETE").is_file()):
-        why = "--init-from starts a new run; drop --resume" if resume else "it is not a complete checkpoint"
-        raise RunError(f"cannot start from {init_from}: {why}")
+    if init_from is not None:
+        from learner.checkpoint import require_complete
+
+        if resume:
+            raise RunError(f"cannot start from {init_from}: --init-from starts a new run; drop --resume")
+        try:
+            require_complete(init_from)
+        except FileNotFoundError as exc:
+            raise RunError(f"cannot start from {init_from}: {exc}") from None
     ctx = init_distributed(cfg.learner.device)
     problems, local_cfg = shard_problems(load_train(cfg.data).problems, cfg, ctx)
     run_dir = Path(cfg.run.output_dir) / cfg.run.name

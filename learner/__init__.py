@@ -8,7 +8,14 @@ The pure RL maths is in ``learner.losses``; ``python -m pytest tests/learner`` r
     metrics = learner.step(RolloutBatch(prompts=..., responses=..., rewards=..., group_ids=...))
 """
 
-from learner.checkpoint import export_hf, full_state_dict, latest_checkpoint, load_checkpoint, save_checkpoint
+from learner.checkpoint import (
+    export_hf,
+    full_state_dict,
+    latest_checkpoint,
+    load_checkpoint,
+    load_model_weights,
+    save_checkpoint,
+)
 from learner.config import AlgorithmConfig, LearnerConfig, RolloutBatch
 from learner.trainer import Learner
 
@@ -21,5 +28,6 @@ __all__ = [
     "full_state_dict",
     "latest_checkpoint",
     "load_checkpoint",
+    "load_model_weights",
     "save_checkpoint",
 ]
