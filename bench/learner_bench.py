@@ -4,14 +4,17 @@ Both sides start from the same weights and train on the same batch (random promp
 lengths, advantages +-1): the floor right-pads the batch, runs one forward with an attention mask and full
 logits, takes the advantage-weighted token-mean of the response log-probs, backward, gradient clipping, AdamW.
 The learner runs its real step (on-policy GRPO, one update: packing, response-only logits, clipped loss,
-entropy metric, clipping, AdamW, schedule). A third arm, the packed floor, runs the learner's packed forward
-with a bare loss, to isolate the learner's own overhead. Runs alternate between the arms, so drift on a shared
-machine hits them alike; the report gives wall and CPU-time medians, min/max and the ratios of medians (target:
-learner <= 1.15x the floor). On a machine shared with other jobs, use --threads 1 and read the CPU-time ratio.
+entropy metric, clipping, AdamW, schedule). With ``--group-size G`` the batch is GRPO-shaped (G responses per
+prompt) and the learner packs each group on one copy of its prompt, which neither floor does. A third arm, the
+packed floor, runs the learner's packed forward with a bare loss, to isolate the learner's own overhead. Runs
+alternate between the arms, so drift on a shared machine hits them alike; the report gives wall and CPU-time
+medians, min/max and the ratios of medians (target: learner <= 1.15x the floor). On a machine shared with
+other jobs, use --threads 1 and read the CPU-time ratio.
 
     python bench/learner_bench.py                        # the embedded SmolLM2-135M (learner.models)
     python bench/learner_bench.py --model tiny --repeats 5
     python bench/learner_bench.py --json bench/out/learner.json
+    python bench/learner_bench.py --group-size 4 --sequences 8 --prompt-len 400 600 --response-len 32 160
 """
 
 from __future__ import annotations
@@ -27,19 +30,28 @@ import torch
 from torch import nn
 
 from learner.config import LearnerConfig, RolloutBatch
+from learner.policy import pack
 from learner.trainer import Learner
 
 
 def make_batch(
-    vocab: int, *, sequences: int, prompt_len: tuple[int, int], response_len: tuple[int, int], seed: int
+    vocab: int,
+    *,
+    sequences: int,
+    prompt_len: tuple[int, int],
+    response_len: tuple[int, int],
+    seed: int,
+    group_size: int = 1,
 ) -> RolloutBatch:
+    """Random prompts and responses; each run of ``group_size`` consecutive sequences shares one prompt."""
     g = torch.Generator().manual_seed(seed)
 
     def draw(lo_hi: tuple[int, int]) -> list[int]:
         n = int(torch.randint(lo_hi[0], lo_hi[1] + 1, (1,), generator=g))
         return torch.randint(0, vocab, (n,), generator=g).tolist()
 
-    prompts = [draw(prompt_len) for _ in range(sequences)]
+    heads = [draw(prompt_len) for _ in range(-(-sequences // group_size))]
+    prompts = [heads[i // group_size] for i in range(sequences)]
     responses = [draw(response_len) for _ in range(sequences)]
     advantages = [1.0 if i % 2 == 0 else -1.0 for i in range(sequences)]
     return RolloutBatch(prompts=prompts, responses=responses, advantages=advantages)
@@ -128,6 +140,9 @@ def main() -> None:
     parser.add_argument("--sequences", type=int, default=4)
     parser.add_argument("--prompt-len", type=int, nargs=2, default=(24, 64))
     parser.add_argument("--response-len", type=int, nargs=2, default=(16, 96))
+    parser.add_argument("--group-size", type=int, default=1,
+                        help="sequences per prompt: 1 measures the learner's overhead on unrelated sequences; "
+                        "a GRPO group (e.g. 4) lets the learner pack the group on one copy of its prompt")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--json", default=None, help="also write the report here")
@@ -143,6 +158,7 @@ def main() -> None:
         prompt_len=tuple(args.prompt_len),
         response_len=tuple(args.response_len),
         seed=0,
+        group_size=args.group_size,
     )
     config = LearnerConfig(lr=1e-6, micro_batch_tokens=1 << 20, device="cpu")
     floor_model, packed_model = copy.deepcopy(base), copy.deepcopy(base)
@@ -170,6 +186,11 @@ def main() -> None:
     report = {
         "model": args.model,
         "sequences": len(batch),
+        "group_size": args.group_size,
+        "learner_packed_tokens": sum(
+            mb.num_tokens
+            for mb in pack(batch.prompts, batch.responses, max_tokens=config.micro_batch_tokens, share_prompts=True)
+        ),
         "response_tokens": response_tokens,
         "input_tokens": sum(len(p) + len(r) for p, r in zip(batch.prompts, batch.responses, strict=True)),
         "padded_tokens": len(batch) * max(len(p) + len(r) for p, r in zip(batch.prompts, batch.responses, strict=True)),

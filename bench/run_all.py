@@ -84,8 +84,9 @@ def rollout_headline(r: dict[str, Any]) -> Headline:
 
 def learner_headline(r: dict[str, Any]) -> Headline:
     ratio = r["ratio_learner_to_floor_wall"]
+    shape = "unrelated sequences" if r["group_size"] == 1 else f"GRPO groups of {r['group_size']} sharing a prompt"
     return Headline(
-        comparison="Learner.step / plain fwd+bwd+AdamW (wall time)", ratio=ratio, target="<= 1.15",
+        comparison=f"Learner.step / plain fwd+bwd+AdamW (wall time, {shape})", ratio=ratio, target="<= 1.15",
         met=ratio <= 1.15, evom=spread(r["wall_s"]["learner"]), alternative=spread(r["wall_s"]["floor"]),
     )  # fmt: skip
 
@@ -136,6 +137,12 @@ BENCHES: dict[str, Bench] = {
               headline=rollout_headline),
         Bench(name="learner", script="bench/learner_bench.py", args=("--repeats", "3", "--threads", "1"),
               what="Learner.step vs a plain forward + backward + AdamW over the same tokens (embedded model)",
+              headline=learner_headline),
+        Bench(name="learner-grpo", script="bench/learner_bench.py",
+              args=("--repeats", "3", "--threads", "1", "--group-size", "4", "--sequences", "8",
+                    "--prompt-len", "400", "600", "--response-len", "32", "160"),
+              what="the same, on a GRPO-shaped batch: 2 prompts of 400-600 tokens x 4 responses (the learner "
+              "packs each group on one copy of its prompt)",
               headline=learner_headline),
         Bench(name="generation", script="bench/generation_bench.py", args=("--repeats", "5"),
               what="tokens/s of the local backend vs `model.generate` on the same batch and sampling",
