@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from engine.generation import GenerationError, SamplingParams, available_backends, create_backend
-from engine.generation.decoding import candidates
+from engine.generation.decoding import Row, candidates, sample_tokens
 from engine.generation.local import LocalBackend, LocalConfig
 
 EOS = 2
@@ -64,6 +64,49 @@ async def test_greedy_matches_transformers_generate(cache, finished):
         for j in range(2):
             assert list(got[(i, j)].token_ids) == expected
             assert got[(i, j)].finish_reason == ("stop" if expected[-1] == EOS else "length")
+
+
+@pytest.mark.parametrize(("cache", "finished"), LAYOUTS)
+async def test_rows_stopping_at_different_steps_match_generate(cache, finished):
+    """Many stop ids, so rows stop at different steps and compacting drops rows from the cache several times
+    while others go on; every row must still equal generate's greedy row up to its first stop."""
+    model = tiny_model()
+    stops = tuple(range(3, 128, 4))
+    params = SamplingParams(max_new_tokens=24, temperature=0.0, stop_token_ids=stops)
+    async with LocalBackend(model, LocalConfig(cache=cache, finished_rows=finished, stop_at_eos=False)) as backend:
+        got = by_key(await collect(backend, PROMPTS, params, n=2))
+    width = max(map(len, PROMPTS))
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in PROMPTS])
+    mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(p) for p in PROMPTS])[:, None]).long()
+    ref = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=24, do_sample=False, pad_token_id=0)
+    lengths = set()
+    for i in range(len(PROMPTS)):
+        row = ref[i, width:].tolist()
+        cut = next((k + 1 for k, t in enumerate(row) if t in stops), len(row))
+        lengths.add(cut)
+        for j in range(2):
+            assert list(got[(i, j)].token_ids) == row[:cut]
+    assert len(lengths) > 1, "the rows should stop at different steps"
+
+
+def test_full_vocabulary_race_is_the_exponential_race_over_softmax():
+    """The no-top-k/top-p path skips normalising; it must pick what argmax(softmax(logits / T) / E) picks with
+    E = -log(u) drawn from each row's own generator, as the candidates path does."""
+    logits = torch.randn(6, 300, generator=torch.Generator().manual_seed(5)) * 4
+    params = SamplingParams(temperature=0.7)
+
+    def rows():
+        return [Row(prompt_index=0, sample_index=b, prompt=[1], generator=torch.Generator().manual_seed(b))
+                for b in range(6)]  # fmt: skip
+
+    got = sample_tokens(logits, rows(), params)
+    probs = torch.softmax(logits / 0.7, dim=-1)
+    race = torch.stack([-torch.log(torch.rand(300, generator=r.generator).clamp_min(1e-20)) for r in rows()])
+    assert got.tolist() == (probs / race).argmax(dim=-1).tolist()
+    # Masked (None) rows draw nothing: the live rows' picks are unchanged.
+    some = rows()
+    masked = sample_tokens(logits, [None if b % 2 else r for b, r in enumerate(some)], params)
+    assert masked.tolist()[::2] == got.tolist()[::2]
 
 
 async def test_logprobs_equal_teacher_forced_forward():
