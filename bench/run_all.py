@@ -139,9 +139,9 @@ BENCHES: dict[str, Bench] = {
               what="Learner.step vs a plain forward + backward + AdamW over the same tokens (embedded model)",
               headline=learner_headline),
         Bench(name="learner-grpo", script="bench/learner_bench.py",
-              args=("--repeats", "3", "--threads", "1", "--group-size", "4", "--sequences", "8",
-                    "--prompt-len", "400", "600", "--response-len", "32", "160"),
-              what="the same, on a GRPO-shaped batch: 2 prompts of 400-600 tokens x 4 responses (the learner "
+              args=("--repeats", "3", "--threads", "1", "--group-size", "4", "--sequences", "4",
+                    "--prompt-len", "400", "500", "--response-len", "32", "128"),
+              what="the same, on a GRPO-shaped batch: a prompt of 400-500 tokens x 4 responses (the learner "
               "packs each group on one copy of its prompt)",
               headline=learner_headline),
         Bench(name="generation", script="bench/generation_bench.py", args=("--repeats", "5"),
