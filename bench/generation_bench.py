@@ -1,14 +1,22 @@
 """Tokens/s of the local generation backend against `model.generate` on the same batch and settings.
 
-Both sides get the same left-padded prompts (each repeated n times), the same sampling (temperature, top-p,
-top-k), the same stop ids and max_new_tokens; tokens/s counts the tokens each sample really produced (up to
-and including its stop token). Runs alternate between the variants, so drift on a shared machine hits all of
-them alike; the report gives the median, min and max over repeats and the ratio of medians to generate.
-Variants: the local backend with finished rows dropped from the batch (compact) or masked, dynamic or
-static KV cache.
+Both sides get the same prompts (each repeated n times; generate gets them left-padded), the same sampling
+(temperature, top-p, top-k; top-k -1 is passed to generate as 0, since generate otherwise applies its default
+top-k of 50), the same stop ids and max_new_tokens. Tokens/s counts the tokens each sample really produced
+(up to and including its stop token): generate keeps decoding finished rows until the last one stops, the
+local backend drops them, and that is part of what is measured. Runs alternate between the variants, so drift
+on a shared machine hits all of them alike; the report gives the median, min and max over repeats and the
+ratio of medians to generate, plus the prompt lengths and how many samples stopped before max_new_tokens.
+Variants: the local backend with finished rows dropped from the batch (compact) or masked, a KV cache that
+grows in place (dynamic) or a static one.
 
-    python bench/generation_bench.py                          # tiny random Llama, stop ids so lengths vary
-    python bench/generation_bench.py --model smollm2-135m     # the embedded model (learner.models)
+A real model gets EVOM rollout prompts: generated easy problems with the coptpy instructions in the model's
+chat template (what `make run` sends, ~290-350 tokens for SmolLM2), sampled as the default config does
+(T=0.8, no top-k/top-p), stopping at the model's EOS. The tiny random model gets random prompts and extra stop
+ids that a near-uniform model hits at about 1/stop_every per token, so lengths vary.
+
+    python bench/generation_bench.py                          # tiny random Llama
+    python bench/generation_bench.py --model smollm2-135m --batch 4 --n 4 --max-new-tokens 160
     python bench/generation_bench.py --json out.json
 """
 
@@ -19,8 +27,8 @@ import asyncio
 import json
 import statistics
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -46,81 +54,84 @@ def tiny_model(vocab: int, hidden: int, layers: int) -> LlamaForCausalLM:
     return LlamaForCausalLM(config).eval()
 
 
-QUESTIONS = (
-    "A bakery makes bread and cake earning 3 and 5 dollars each; flour limits output to 40 units. Maximise profit.",
-    "Minimise the cost of a diet with two foods costing 2 and 3 that must supply at least 10 units of protein.",
-    "A factory ships goods from two plants to three stores. Formulate the transportation problem.",
-    "Choose projects with costs 4, 6, 3 and values 7, 9, 5 under a budget of 10 to maximise total value.",
-    "Schedule three jobs on one machine to minimise total completion time given times 3, 1 and 2.",
-    "Write a linear program that maximises x + 2y subject to x + y <= 4 and x, y >= 0.",
-    "A farmer has 100 acres for wheat and corn with a labour limit of 120 hours. Maximise revenue.",
-    "Assign four workers to four tasks at minimum total cost, given a cost matrix.",
-)
-
-
 def workload(model: torch.nn.Module, args: argparse.Namespace) -> Workload:
-    """Tiny model: random prompts of mixed lengths, and stop ids that a near-uniform model hits at about
-    1/stop_every per token. A real model: chat prompts from its tokenizer; it stops at its own EOS."""
+    """Prompts, n and sampling for both sides (see the module docstring)."""
     vocab = model.config.vocab_size
     gen = torch.Generator().manual_seed(1)
     if args.model == "tiny":
         lengths = torch.randint(args.prompt_len // 2, args.prompt_len + 1, (args.batch,), generator=gen)
         prompts = [torch.randint(3, vocab, (int(n),), generator=gen).tolist() for n in lengths]
     else:
-        from learner.models import load_tokenizer
-
-        tokenizer = load_tokenizer(args.model)
-        chats = [[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}] for i in range(args.batch)]
-        encoded = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=True) for c in chats]
-        prompts = [list(e["input_ids"]) if isinstance(e, Mapping) else list(e) for e in encoded]
+        prompts = rollout_prompts(args.model, args.batch, args.solver)
     stops = tuple(range(3, 3 + max(1, vocab // args.stop_every))) if args.stop_every else ()
     eos = model.generation_config.eos_token_id
     stops += tuple(eos if isinstance(eos, list) else [eos]) if eos is not None else ()
     params = SamplingParams(
-        max_new_tokens=args.max_new_tokens, temperature=1.0, top_p=0.95, top_k=50, stop_token_ids=stops, seed=0
-    )
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+        stop_token_ids=stops, seed=0,
+    )  # fmt: skip
     return Workload(prompts=prompts, n=args.n, params=params)
 
 
-def useful_tokens(rows: list[list[int]], stops: set[int]) -> int:
-    total = 0
-    for row in rows:
-        cut = next((k + 1 for k, t in enumerate(row) if t in stops), len(row))
-        total += cut
-    return total
+def rollout_prompts(model_name: str, count: int, solver: str) -> list[list[int]]:
+    """The prompts a rollout sends: generated easy problems rendered with the solver's instructions."""
+    from engine.data import generate_problems
+    from engine.prompts import PromptBuilder, PromptSettings
+    from learner.models import load_tokenizer
+    from solvers import get_solver
+
+    builder = PromptBuilder(
+        load_tokenizer(model_name), instructions=get_solver(solver).instructions,
+        settings=PromptSettings(max_prompt_tokens=1 << 20),
+    )  # fmt: skip
+    return [builder.render(p.question) for p in generate_problems(count, difficulty="easy", seed=0)]
 
 
-def run_generate(model: torch.nn.Module, w: Workload) -> int:
+def useful_lengths(rows: list[list[int]], stops: set[int]) -> list[int]:
+    """Tokens per row up to and including its first stop token (all of them when it never stopped)."""
+    return [next((k + 1 for k, t in enumerate(row) if t in stops), len(row)) for row in rows]
+
+
+def run_generate(model: torch.nn.Module, w: Workload, seed: int = 0) -> list[int]:
     rows = [p for p in w.prompts for _ in range(w.n)]
     width = max(map(len, rows))
     ids = torch.tensor([[0] * (width - len(p)) + p for p in rows])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in rows])
     p = w.params
-    out = model.generate(
-        input_ids=ids, attention_mask=mask, do_sample=True, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
-        max_new_tokens=p.max_new_tokens, eos_token_id=list(p.stop_token_ids) or None, pad_token_id=0,
-    )  # fmt: skip
-    return useful_tokens(out[:, width:].tolist(), set(p.stop_token_ids))
+    torch.manual_seed(seed)
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=ids, attention_mask=mask, do_sample=not p.greedy, temperature=p.temperature or None,
+            top_p=p.top_p, top_k=max(p.top_k, 0), max_new_tokens=p.max_new_tokens,
+            eos_token_id=list(p.stop_token_ids) or None, pad_token_id=0,
+        )  # fmt: skip
+    return useful_lengths(out[:, width:].tolist(), set(p.stop_token_ids))
 
 
-def run_local(model: torch.nn.Module, w: Workload, config: LocalConfig) -> int:
-    async def go() -> int:
+def run_local(model: torch.nn.Module, w: Workload, config: LocalConfig, seed: int = 0) -> list[int]:
+    params = replace(w.params, seed=seed)
+
+    async def go() -> list[int]:
         async with LocalBackend(model, config) as backend:
-            return sum([len(c.token_ids) async for c in backend.generate(w.prompts, w.params, n=w.n)])
+            return [len(c.token_ids) async for c in backend.generate(w.prompts, params, n=w.n)]
 
     return asyncio.run(go())
 
 
-def measure(variants: dict[str, Callable[[], int]], repeats: int) -> dict[str, list[float]]:
+def measure(variants: dict[str, Callable[[int], list[int]]], repeats: int) -> tuple[dict[str, list[float]], dict]:
+    """Alternating runs; tokens/s per run and, per variant, the sample lengths of every run. Repeat r seeds every
+    variant with r, so the samples (and their lengths) change between repeats the same way for every variant."""
     rates: dict[str, list[float]] = {name: [] for name in variants}
+    lengths: dict[str, list[list[int]]] = {name: [] for name in variants}
     names = list(variants)
     for r in range(repeats):
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
             start = time.perf_counter()
-            tokens = variants[name]()
-            rates[name].append(tokens / (time.perf_counter() - start))
-    return rates
+            got = variants[name](r)
+            rates[name].append(sum(got) / (time.perf_counter() - start))
+            lengths[name].append(got)
+    return rates, lengths
 
 
 def main() -> None:
@@ -131,8 +142,12 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4, help="tiny model: decoder layers")
     parser.add_argument("--batch", type=int, default=4, help="prompts per call")
     parser.add_argument("--n", type=int, default=4, help="samples per prompt")
-    parser.add_argument("--prompt-len", type=int, default=64)
+    parser.add_argument("--prompt-len", type=int, default=64, help="tiny model: longest random prompt")
+    parser.add_argument("--solver", default="coptpy", help="real model: whose instructions the prompts carry")
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=0.8, help="0: greedy (default: the default config's)")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=-1, help="-1: off")
     parser.add_argument("--stop-every", type=int, default=32, help="tiny model: stop ids cover vocab/this (0: none)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: leave torch's default)")
@@ -153,31 +168,47 @@ def main() -> None:
         model = load_model(args.model).eval()
         args.stop_every = 0
     w = workload(model, args)
-    variants = {
-        "hf_generate": lambda: run_generate(model, w),
-        "local_compact": lambda: run_local(model, w, LocalConfig(finished_rows="compact")),
-        "local_mask": lambda: run_local(model, w, LocalConfig(finished_rows="mask")),
-        "local_static_mask": lambda: run_local(model, w, LocalConfig(cache="static", finished_rows="mask")),
-        "local_static_compact": lambda: run_local(model, w, LocalConfig(cache="static", finished_rows="compact")),
+    configs = {
+        "local_compact": LocalConfig(finished_rows="compact"),
+        "local_mask": LocalConfig(finished_rows="mask"),
+        "local_static_mask": LocalConfig(cache="static", finished_rows="mask"),
+        "local_static_compact": LocalConfig(cache="static", finished_rows="compact"),
     }
-    unknown = set(args.variants.split(",")) - set(variants)
+    chosen = args.variants.split(",")
+    unknown = set(chosen) - set(configs)
     if unknown:
-        raise SystemExit(f"unknown variant(s) {sorted(unknown)}; valid: {sorted(variants)}")
-    variants = {k: v for k, v in variants.items() if k == "hf_generate" or k in args.variants.split(",")}
-    run_generate(model, w)  # warm-up: first-call allocations and lazy imports
-    rates = measure(variants, args.repeats)
+        raise SystemExit(f"unknown variant(s) {sorted(unknown)}; valid: {sorted(configs)}")
+    variants: dict[str, Callable[[int], list[int]]] = {"hf_generate": lambda seed: run_generate(model, w, seed)}
+    for name in chosen:
+        variants[name] = lambda seed, config=configs[name]: run_local(model, w, config, seed)
+    # Warm-up of both paths (first-call allocations, lazy imports) on a short call, so it costs seconds.
+    short = Workload(prompts=w.prompts[:1], n=1, params=replace(w.params, max_new_tokens=2))
+    run_generate(model, short)
+    run_local(model, short, configs[chosen[0]])
+    rates, lengths = measure(variants, args.repeats)
     base = statistics.median(rates["hf_generate"])
     shape = f"hidden={model.config.hidden_size} layers={model.config.num_hidden_layers} vocab={model.config.vocab_size}"
-    print(f"model={args.model} {shape} rows={args.batch}x{args.n} max_new_tokens={args.max_new_tokens} "
-          f"threads={torch.get_num_threads()} repeats={args.repeats}")  # fmt: skip
+    p = w.params
+    print(f"model={args.model} {shape} rows={args.batch}x{args.n} max_new_tokens={p.max_new_tokens} "
+          f"T={p.temperature} top_p={p.top_p} top_k={p.top_k} threads={torch.get_num_threads()} "
+          f"repeats={args.repeats}")  # fmt: skip
+    prompt_lens = sorted(map(len, w.prompts))
+    print(f"prompt tokens: {prompt_lens}")
     report = {}
     for name, values in rates.items():
         med = statistics.median(values)
-        report[name] = {"median_tok_s": med, "min": min(values), "max": max(values), "vs_generate": med / base}
-        print(f"{name:>18}: {med:8.1f} tok/s  [{min(values):.1f} .. {max(values):.1f}]  x{med / base:.2f}")
+        runs = lengths[name]
+        per_sample = sum(map(sum, runs)) / sum(map(len, runs))
+        early = sum(n < p.max_new_tokens for run in runs for n in run) / sum(map(len, runs))
+        report[name] = {
+            "median_tok_s": med, "min": min(values), "max": max(values), "vs_generate": med / base,
+            "mean_sample_tokens": per_sample, "stopped_early": early,
+        }  # fmt: skip
+        print(f"{name:>20}: {med:8.1f} tok/s  [{min(values):.1f} .. {max(values):.1f}]  x{med / base:.2f}   "
+              f"{per_sample:.0f} tokens/sample, {early:.0%} stopped before max_new_tokens")  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "results": report}, f, indent=2)
+            json.dump({"args": vars(args), "prompt_tokens": prompt_lens, "results": report}, f, indent=2)
 
 
 if __name__ == "__main__":
