@@ -246,7 +246,7 @@ def decode_batch(
 
     finished="compact" drops finished rows from the batch (and the KV cache); "mask" keeps computing them
     and ignores their output. A static cache has a fixed batch size, so compacting one copies the live rows
-    into a smaller static cache; a dynamic cache copies itself every step anyway (torch.cat).
+    into a smaller static cache; the dynamic cache (GrowingLayer) copies the used positions of the kept rows.
     """
     device = next(model.parameters()).device
     logits, kv, mask, last_pos = prefill(model, rows, cache, params.max_new_tokens)
