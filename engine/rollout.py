@@ -29,6 +29,9 @@ Memory is bounded: the verify queue holds at most `queue_size` completions (a sl
 of the generation stream, not the heap), one finished batch waits for the learner, and a round holds at most
 prompts_per_step * G completions. Cancelling (Ctrl-C) cancels the producer, the round and the verifications
 (the sandbox kills their programs), writes the unfinished batch's metrics row marked "interrupted" and flushes.
+
+The verifier, the problem stream and the per-round sampling seeds are in `engine.rollout_inputs`; their names
+are importable from here too.
 """
 
 from __future__ import annotations
@@ -39,110 +42,32 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
-from engine.data import epoch_order
 from engine.filters import Group, Sample, build_filters, judge
 from engine.generation import Completion, GenerationBackend, GenerationError, SamplingParams, WeightSource
 from engine.prompts import PromptBuilder
 from engine.records import RunRecorder, StepStats, sample_row
+from engine.rollout_inputs import (
+    INFRA_STATUSES,
+    OutcomeLike,
+    ProblemLike,
+    ProblemStream,
+    SolverVerifier,
+    Verifier,
+    round_sampling,
+)
 from learner.config import RolloutBatch as LearnerBatch
 from learner.losses import overlong_penalty
-from solvers import ExtractConfig, RewardConfig, Solver, verify
-from solvers.verify import Runner
+
+__all__ = [
+    "INFRA_STATUSES", "OutcomeLike", "ProblemLike", "ProblemStream", "Rollout", "RolloutResult", "RolloutSettings",
+    "SolverVerifier", "Verifier", "round_sampling",
+]  # fmt: skip
 
 log = logging.getLogger("engine.rollout")
-
-# Verifier statuses that say the infrastructure failed, not the program: excluded, never scored.
-INFRA_STATUSES = frozenset({"sandbox_error"})
-
-
-class ProblemLike(Protocol):
-    """What the rollout reads of a problem (`engine.data.problem.Problem` fits)."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def question(self) -> str: ...
-    @property
-    def answer(self) -> float | None: ...
-
-
-class OutcomeLike(Protocol):
-    """What the rollout reads of a verification (`solvers.Outcome` fits)."""
-
-    @property
-    def status(self) -> str: ...
-    @property
-    def reward(self) -> float: ...
-    @property
-    def correct(self) -> bool: ...
-    @property
-    def objective(self) -> float | None: ...
-
-
-class Verifier(Protocol):
-    async def verify(self, problem: ProblemLike, text: str) -> OutcomeLike: ...
-
-
-class SolverVerifier:
-    """The execution verifier: `solvers.verify` of the completion text in a sandbox pool (or any `Runner`)."""
-
-    def __init__(
-        self,
-        pool: Runner,
-        solver: Solver | str,
-        *,
-        reward: RewardConfig | None = None,
-        limits: Any = None,
-        extract: ExtractConfig | None = None,
-    ) -> None:
-        self.pool, self.solver = pool, solver
-        self.reward, self.limits, self.extract = reward, limits, extract
-
-    async def verify(self, problem: ProblemLike, text: str) -> OutcomeLike:
-        return await verify(
-            self.pool, text, self.solver, problem.answer, reward=self.reward, limits=self.limits, extract=self.extract
-        )
-
-
-class ProblemStream:
-    """Problems one at a time in `engine.data`'s training order: a fresh permutation per (seed, epoch).
-
-    One at a time because dynamic sampling takes as many problems as it needs; `state` resumes a run.
-    """
-
-    def __init__(self, problems: Sequence[ProblemLike], *, seed: int, epoch: int = 0, position: int = 0) -> None:
-        if not problems:
-            raise ValueError("the rollout needs at least one problem; check data.train")
-        self.problems, self.seed = problems, seed
-        self.epoch, self.position = epoch, position
-        self._order = epoch_order(len(problems), seed=seed, epoch=epoch)
-
-    def __len__(self) -> int:
-        return len(self.problems)
-
-    @property
-    def state(self) -> tuple[int, int]:
-        return self.epoch, self.position
-
-    def next(self) -> tuple[int, ProblemLike]:
-        if self.position >= len(self._order):
-            self.epoch, self.position = self.epoch + 1, 0
-            self._order = epoch_order(len(self.problems), seed=self.seed, epoch=self.epoch)
-        epoch, problem = self.epoch, self.problems[self._order[self.position]]
-        self.position += 1
-        return epoch, problem
-
-
-def round_sampling(params: SamplingParams, round_index: int) -> SamplingParams:
-    """The sampling parameters of the rollout's `round_index`-th generation round: a seeded run draws fresh
-    samples each round (the local backend seeds each sample from (seed, prompt position, sample index))."""
-    if params.seed is None:
-        return params
-    return replace(params, seed=(params.seed * 1_000_003 + round_index) % (1 << 62))
 
 
 @dataclass(frozen=True, kw_only=True)
