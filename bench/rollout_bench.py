@@ -10,10 +10,24 @@ programs), so every sample is a real program verified in the real nsjail sandbox
 pipelined to spread machine noise; medians are reported, and ratio = pipelined / synchronous (target <= 0.8).
 The gain depends on the balance of the two phases: overlap can at best hide the shorter one, so the output
 also gives that bound, max(gen, verify) / (gen + verify), from the synchronous run. The defaults (a 2-layer,
-64-wide model, 8 rows per decode batch) make the phases comparable on a 2-core box, and give each phase one
-core (decoding on one thread, one sandbox worker), as production gives generation GPUs and the sandbox CPUs;
-overlap cannot create cores, so with `--workers 2` on 2 cores the phases slow each other down. With
-`--program-sleep-s` each program first sleeps in the sandbox: verification time that uses no core here.
+256-wide model, 8 rows per decode batch) make the phases comparable on a 2-core box (the bound near 0.5, the
+hardest case for overlap), and give each phase one core (decoding on one thread, one sandbox worker), as
+production gives generation GPUs and the sandbox CPUs. With `--program-sleep-s` each program first sleeps in
+the sandbox: verification time that uses no core here.
+
+Why 256 wide, not 64 (measured 2026-12-02 on the shared 2-core box): at width 64 a decode step is mostly Python
+overhead under the GIL, unlike a real model, whose step is spent in kernels with the GIL released. Its
+pipelined generation was 1.1-2x slower than synchronous, and the decode thread's /proc schedstat says why: its
+extra wall time is run-queue wait (0.01-0.03 s a step on a quiet box, 0.1-0.5 s with other tenants), while its
+GIL waits (wall - CPU - run-queue wait) stayed under 0.06 s and its CPU time rose 0-15%. The sandbox worker
+runs in its own session, so the kernel's autogroup scheduling gives it a full share of the cores that
+synchronous generation had to itself. With a spinning process on one core, lowering the sandbox's share
+(autogroup nice 10) brought pipelined generation from 0.36 s back to 0.22 s (0.18 s synchronous) but left the
+step as it was (0.86x -> 0.90x): on two cores the phases trade CPU, they cannot both have it. Width 256
+balances the phases (bound ~0.5, overlap's hardest case): generation 0.37 s synchronous vs 0.42 s pipelined,
+step 0.67-0.69x, slower when another tenant holds a core. Overlap cannot create cores: `--workers 2`, or
+`--torch-threads 2` (torch's default on 2 cores), oversubscribe them; the latter measured 1.30x, generation
+0.26 s -> 0.92 s, as torch's intra-op threads wait on whichever of them the sandbox preempted.
 
     .venv/bin/python bench/rollout_bench.py                       # defaults below, prints one JSON object
     .venv/bin/python bench/rollout_bench.py --prompts 16 --max-batch-size 64 --repeats 5
@@ -55,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--group-size", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--max-batch-size", type=int, default=8, help="rows the local backend decodes together")
-    p.add_argument("--hidden", type=int, default=64, help="toy model width (sets the generation cost)")
+    p.add_argument("--hidden", type=int, default=256, help="toy model width (sets the generation cost)")
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--workers", type=int, default=1, help="sandbox workers = verification concurrency")
     p.add_argument("--torch-threads", type=int, default=1, help="decode threads (leaves cores to the sandbox)")
