@@ -52,7 +52,11 @@ class LocalConfig:
     finished_rows: FinishedRows = "compact"
     # Stop on the model's EOS id(s) from its generation config, as SGLang and vLLM do by default.
     stop_at_eos: bool = True
-    # torch intra-op threads for the decode thread; 0 leaves torch's setting alone.
+    # torch intra-op threads for the decode thread; 0 leaves torch's setting alone (all cores). When the sandbox
+    # verifies on the same cores while this decodes (the rollout overlaps them), leave it cores - workers:
+    # with 2 threads on 2 cores and one busy sandbox worker, generation ran 2.6x slower (0.34 s -> 0.88 s) as
+    # each kernel waited for the preempted thread, and the pipelined step took 1.13x the synchronous one
+    # (0.68x with 1 thread; bench/rollout_bench.py --torch-threads 2).
     torch_threads: int = 0
 
     def __post_init__(self) -> None:
