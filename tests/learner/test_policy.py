@@ -15,21 +15,27 @@ def _plain_logprobs(model, prompt, response, temperature=1.0):
     return torch.log_softmax(pred, dim=-1).gather(-1, ids[0, len(prompt) :, None]).squeeze(-1)
 
 
+@torch.no_grad()
+def _check_against_plain(model, mb, prompts, responses, temperature):
+    """Every response's packed log-probs equal those of a plain forward over its sequence alone."""
+    out = response_logprobs(model, mb, temperature=temperature, with_entropy=True)
+    padded, mask = mb.unpack(out.logprobs)
+    for row, i in enumerate(mb.indices):
+        expected = _plain_logprobs(model, prompts[i], responses[i], temperature)
+        n = len(responses[i])
+        torch.testing.assert_close(padded[row, :n], expected, rtol=0, atol=2e-6)
+        assert mask[row].sum().item() == n
+    return out
+
+
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_packed_equals_unpacked(model, make_sequences, temperature):
     prompts, responses = make_sequences(9, seed=1)
     micro = pack(prompts, responses, max_tokens=40)
     assert sorted(i for mb in micro for i in mb.indices) == list(range(9))
     assert len(micro) > 1 and all(mb.num_tokens <= 40 for mb in micro)
-    with torch.no_grad():
-        for mb in micro:
-            out = response_logprobs(model, mb, temperature=temperature, with_entropy=True)
-            padded, mask = mb.unpack(out.logprobs)
-            for row, i in enumerate(mb.indices):
-                expected = _plain_logprobs(model, prompts[i], responses[i], temperature)
-                n = len(responses[i])
-                torch.testing.assert_close(padded[row, :n], expected, rtol=0, atol=2e-6)
-                assert mask[row].sum().item() == n
+    for mb in micro:
+        _check_against_plain(model, mb, prompts, responses, temperature)
 
 
 def test_entropy_matches_full_softmax(model, make_sequences):
@@ -97,14 +103,8 @@ def test_shared_prompts_equal_unpacked(make_model, attention, temperature):
     # each prompt once: P + sum(len(response) - 1) per group
     heads = {tuple(p) for p in prompts}
     assert mb.num_tokens == sum(len(h) for h in heads) + sum(len(r) - 1 for r in responses)
+    out = _check_against_plain(model, mb, prompts, responses, temperature)
     with torch.no_grad():
-        out = response_logprobs(model, mb, temperature=temperature, with_entropy=True)
-        padded, mask = mb.unpack(out.logprobs)
-        for row, i in enumerate(mb.indices):
-            expected = _plain_logprobs(model, prompts[i], responses[i], temperature)
-            n = len(responses[i])
-            torch.testing.assert_close(padded[row, :n], expected, rtol=0, atol=2e-6)
-            assert mask[row].sum().item() == n
         unshared = {}
         for ub in pack(prompts, responses, max_tokens=1000):
             lp = response_logprobs(model, ub, temperature=temperature, with_entropy=True)
