@@ -130,7 +130,7 @@ def test_shared_prompts_gradients_match(make_model):
         torch.testing.assert_close(a, p.grad, rtol=1e-4, atol=1e-5)
 
 
-def test_shared_prompt_unit_is_split_at_max_tokens(model):
+def test_shared_prompt_unit_is_split_at_max_tokens():
     prompts, responses = [[1] * 6] * 4, [[2] * 5] * 4  # one unit would be 6 + 4 * 4 = 22 tokens
     micro = pack(prompts, responses, max_tokens=14, share_prompts=True)
     assert sorted(mb.indices for mb in micro) == [(0, 1), (2, 3)]
