@@ -12,6 +12,7 @@ finished rows are dropped or masked, or on the batch size.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,8 +23,10 @@ from transformers import DynamicCache, StaticCache
 from transformers.cache_utils import DynamicLayer
 
 from engine.generation.base import SamplingParams
+from engine.generation.shared_prefix import SharedPrefix, decoding_attention, supports_shared_prefix
 
-CacheKind = Literal["dynamic", "static"]
+CacheKind = Literal["shared", "dynamic", "static"]
+CACHE_KINDS = ("shared", "dynamic", "static")
 FinishedRows = Literal["compact", "mask"]
 _MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
 
@@ -178,42 +181,59 @@ def left_pad(prompts: Sequence[list[int]], device: torch.device) -> tuple[torch.
     return ids.to(device), mask.to(device)
 
 
-def prefill(
-    model: torch.nn.Module, rows: list[Row], cache: CacheKind, max_new_tokens: int
-) -> tuple[torch.Tensor, DynamicCache | StaticCache, torch.Tensor, torch.Tensor]:
-    """Run each distinct prompt once and give every row a copy of its prompt's KV cache.
+@dataclass(kw_only=True)
+class Prefilled:
+    """What the prefill hands the decode loop. For the shared cache, `kv` holds only the response positions and
+    `shared` the prompts; for the others `kv` holds each row's copy of its prompt and `mask` its padding."""
+
+    logits: torch.Tensor  # (B, V) at each row's last prompt token
+    kv: DynamicCache | StaticCache
+    mask: torch.Tensor  # (B, L) 1 on real prompt tokens
+    last_pos: torch.Tensor  # (B,) position of each row's last prompt token
+    shared: SharedPrefix | None = None
+
+
+def prefill(model: torch.nn.Module, rows: list[Row], cache: CacheKind, max_new_tokens: int) -> Prefilled:
+    """Run each distinct prompt once; the shared cache keeps that one copy, the others give every row its own.
 
     GRPO sends each prompt G times; the G rows of a prompt are adjacent (make_rows order), so the prompt is
-    prefilled once and its cache rows repeated. Returns last-position logits (B, V), the cache, the
-    attention mask (B, L) and the position of each row's last prompt token (B,).
+    prefilled once for all of them.
     """
+    if cache not in CACHE_KINDS:
+        raise ValueError(f"unknown cache kind {cache!r}; valid: {list(CACHE_KINDS)}")
     device = next(model.parameters()).device
     starts = [b for b, r in enumerate(rows) if b == 0 or r.prompt_index != rows[b - 1].prompt_index]
-    owner = torch.tensor([len([s for s in starts if s <= b]) - 1 for b in range(len(rows))], device=device)
+    owner_list = [len([s for s in starts if s <= b]) - 1 for b in range(len(rows))]
+    owner = torch.tensor(owner_list, device=device)
     ids, mask = left_pad([rows[b].prompt for b in starts], device)
     width = ids.shape[1]
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    shared = DynamicCache(config=model.config)
+    prompts = DynamicCache(config=model.config)
     out = model(
         input_ids=ids,
         attention_mask=mask,
         position_ids=positions,
-        past_key_values=shared,
+        past_key_values=prompts,
         cache_position=torch.arange(width, device=device),
         use_cache=True,
         logits_to_keep=1,
     )
-    kv: DynamicCache | StaticCache
+    logits, last_pos = out.logits[owner, -1, :], positions[owner, -1]
+    if cache == "shared":
+        kv = DynamicCache(config=model.config)
+        kv.layers = [GrowingLayer(max_new_tokens) for _ in prompts.layers]
+        shared = SharedPrefix.build(
+            [layer.keys for layer in prompts.layers], [layer.values for layer in prompts.layers], mask, owner_list
+        )
+        return Prefilled(logits=logits, kv=kv, mask=mask[owner], last_pos=last_pos, shared=shared)
     if cache == "static":
         kv = StaticCache(config=model.config, max_cache_len=width + max_new_tokens)
-    elif cache == "dynamic":
-        kv = DynamicCache(config=model.config)
-        kv.layers = [GrowingLayer(width + max_new_tokens) for _ in shared.layers]
     else:
-        raise ValueError(f"unknown cache kind {cache!r}; valid: ['dynamic', 'static']")
-    for layer, source in zip(kv.layers, shared.layers, strict=True):
+        kv = DynamicCache(config=model.config)
+        kv.layers = [GrowingLayer(width + max_new_tokens) for _ in prompts.layers]
+    for layer, source in zip(kv.layers, prompts.layers, strict=True):
         layer.update(source.keys[owner], source.values[owner])
-    return out.logits[owner, -1, :], kv, mask[owner], positions[owner, -1]
+    return Prefilled(logits=logits, kv=kv, mask=mask[owner], last_pos=last_pos)
 
 
 def select_rows(
@@ -249,37 +269,48 @@ def decode_batch(
     into a smaller static cache; the dynamic cache (GrowingLayer) copies the used positions of the kept rows.
     """
     device = next(model.parameters()).device
-    logits, kv, mask, last_pos = prefill(model, rows, cache, params.max_new_tokens)
+    if cache == "shared" and not supports_shared_prefix(model):
+        cache = "dynamic"
+    state = prefill(model, rows, cache, params.max_new_tokens)
+    logits, kv, mask, last_pos, shared = state.logits, state.kv, state.mask, state.last_pos, state.shared
     width = mask.shape[1]
     live: list[Row | None] = list(rows)
     workspace = Workspace()
-    for step in range(params.max_new_tokens):
-        logits = logits.float()
-        tokens = sample_tokens(logits, live, params, workspace)
-        chosen = logits.gather(-1, tokens[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
-        done = _record_step(live, tokens.tolist(), chosen.tolist(), stop_ids, params.max_new_tokens, on_finish)
-        if all(r is None for r in live):
-            return
-        if should_abort():
-            for row in live:
-                if row is not None:
-                    on_finish(row, "abort")
-            return
-        if done and finished == "compact":
-            keep = [b for b, r in enumerate(live) if r is not None]
-            kv = select_rows(model, kv, torch.tensor(keep, device=device), width + params.max_new_tokens)
-            live, tokens, mask, last_pos = [live[b] for b in keep], tokens[keep], mask[keep], last_pos[keep]
-        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-        last_pos = last_pos + 1
-        out = model(
-            input_ids=tokens[:, None],
-            attention_mask=mask,
-            position_ids=last_pos[:, None],
-            past_key_values=kv,
-            cache_position=torch.tensor([width + step], device=device),
-            use_cache=True,
-        )
-        logits = out.logits[:, -1, :]
+    attention = decoding_attention(model) if shared is not None else contextlib.nullcontext()
+    with attention:
+        for step in range(params.max_new_tokens):
+            logits = logits.float()
+            tokens = sample_tokens(logits, live, params, workspace)
+            chosen = logits.gather(-1, tokens[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
+            done = _record_step(live, tokens.tolist(), chosen.tolist(), stop_ids, params.max_new_tokens, on_finish)
+            if all(r is None for r in live):
+                return
+            if should_abort():
+                for row in live:
+                    if row is not None:
+                        on_finish(row, "abort")
+                return
+            if done and finished == "compact":
+                keep = [b for b, r in enumerate(live) if r is not None]
+                kv = select_rows(model, kv, torch.tensor(keep, device=device), width + params.max_new_tokens)
+                shared = shared.select(keep) if shared is not None else None
+                live, tokens, mask, last_pos = [live[b] for b in keep], tokens[keep], mask[keep], last_pos[keep]
+            last_pos = last_pos + 1
+            if shared is not None:  # the attention reads the prompts from `shared`; kv holds responses only
+                extra, attention_mask, position = {"shared_prefix": shared}, None, step
+            else:
+                mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+                extra, attention_mask, position = {}, mask, width + step
+            out = model(
+                input_ids=tokens[:, None],
+                attention_mask=attention_mask,
+                position_ids=last_pos[:, None],
+                past_key_values=kv,
+                cache_position=torch.tensor([position], device=device),
+                use_cache=True,
+                **extra,
+            )
+            logits = out.logits[:, -1, :]
 
 
 def _record_step(

@@ -17,7 +17,10 @@ from engine.generation.local import LocalBackend, LocalConfig
 
 EOS = 2
 PROMPTS = [[5, 17, 33, 9], [1, 40, 41], [7, 8, 9, 10, 11, 12], [99]]
-LAYOUTS = [("dynamic", "compact"), ("dynamic", "mask"), ("static", "compact"), ("static", "mask")]
+LAYOUTS = [
+    ("shared", "compact"), ("shared", "mask"), ("dynamic", "compact"), ("dynamic", "mask"), ("static", "compact"),
+    ("static", "mask"),
+]  # fmt: skip
 
 
 def tiny_model(seed: int = 0) -> LlamaForCausalLM:
@@ -268,7 +271,7 @@ def test_registry_and_options_errors():
     assert isinstance(backend, LocalBackend) and backend.config.max_batch_size == 4
     with pytest.raises(ValueError, match="top_p"):
         SamplingParams(top_p=0.0)
-    with pytest.raises(ValueError, match=r"\['dynamic', 'static'\]"):
+    with pytest.raises(ValueError, match=r"\['shared', 'dynamic', 'static'\]"):
         LocalConfig(cache="paged")
     with pytest.raises(ValueError, match=r"\['compact', 'mask'\]"):
         LocalConfig(finished_rows="drop")
