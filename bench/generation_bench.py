@@ -7,8 +7,9 @@ top-k of 50), the same stop ids and max_new_tokens. Tokens/s counts the tokens e
 local backend drops them, and that is part of what is measured. Runs alternate between the variants, so drift
 on a shared machine hits all of them alike; the report gives the median, min and max over repeats and the
 ratio of medians to generate, plus the prompt lengths and how many samples stopped before max_new_tokens.
-Variants: the local backend with finished rows dropped from the batch (compact) or masked, a KV cache that
-grows in place (dynamic) or a static one.
+Variants: the local backend with finished rows dropped from the batch (compact) or masked; with each prompt's
+KV cache kept once for its samples (the default, shared), repeated per row in a cache that grows in place
+(dynamic), or a static one.
 
 A real model gets EVOM rollout prompts: generated easy problems with the coptpy instructions in the model's
 chat template (what `make run` sends, ~290-350 tokens for SmolLM2), sampled as the default config does
@@ -171,6 +172,7 @@ def main() -> None:
     configs = {
         "local_compact": LocalConfig(finished_rows="compact"),
         "local_mask": LocalConfig(finished_rows="mask"),
+        "local_dynamic_compact": LocalConfig(cache="dynamic", finished_rows="compact"),
         "local_static_mask": LocalConfig(cache="static", finished_rows="mask"),
         "local_static_compact": LocalConfig(cache="static", finished_rows="compact"),
     }

@@ -93,7 +93,7 @@ def learner_headline(r: dict[str, Any]) -> Headline:
 
 def generation_headline(r: dict[str, Any]) -> Headline:
     res = r["results"]
-    ratio = res["local_compact"]["vs_generate"]  # the backend's default (dynamic cache, compact rows)
+    ratio = res["local_compact"]["vs_generate"]  # the backend's default (shared cache, compact rows)
     keys = {"median": "median_tok_s", "low": "min", "high": "max", "unit": "tok/s"}
     return Headline(
         comparison=f"local backend tokens/s / model.generate tokens/s ({r['args']['model']} model)", ratio=ratio,
@@ -145,12 +145,12 @@ BENCHES: dict[str, Bench] = {
               what="the same, on a GRPO-shaped batch: a prompt of 400-500 tokens x 4 responses (the learner "
               "packs each group on one copy of its prompt)",
               headline=learner_headline),
-        Bench(name="generation", script="bench/generation_bench.py", args=("--repeats", "5"),
+        Bench(name="generation", script="bench/generation_bench.py", args=("--repeats", "9"),
               what="tokens/s of the local backend vs `model.generate` on the same batch and sampling",
               headline=generation_headline),
         Bench(name="generation-smollm2", script="bench/generation_bench.py",
               args=("--model", "smollm2-135m", "--batch", "2", "--n", "4", "--max-new-tokens", "128",
-                    "--repeats", "3", "--variants", "local_compact"),
+                    "--repeats", "5", "--variants", "local_compact,local_dynamic_compact"),
               what="the same on the embedded SmolLM2-135M: 2 rollout prompts (~300 tokens) x 4 samples, 128 tokens",
               headline=generation_headline),
         Bench(name="trl", script="bench/trl_bench.py",
