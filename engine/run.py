@@ -171,6 +171,9 @@ def train_cli(cfg: Config, *, resume: bool, init_from: Path | None, progress: bo
     except (SolverUnavailableError, SandboxUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    from learner.distributed import shutdown_distributed
+
+    shutdown_distributed()  # under torchrun: every rank is done, so they leave the process group together
     if int(os.environ.get("RANK", "0")) == 0:
         from engine.report import write_report
 

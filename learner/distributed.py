@@ -51,6 +51,18 @@ def init_distributed(device: str = "auto") -> DistContext:
     return DistContext(rank=rank, world_size=world, device=torch_device)
 
 
+def shutdown_distributed() -> None:
+    """Leave the process group together: wait for every rank, then destroy the group.
+
+    Call it once every rank has finished its work. A rank that exits with its gloo group alive tears the
+    group's threads down at interpreter exit while a peer may still be talking to it; that aborted rank 1 of
+    a 2-rank CPU run with "terminate called without an active exception" (SIGABRT) after a successful run.
+    """
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
     """The repeated transformer blocks of a HF causal LM, found by the class names it declares unsplittable."""
     names = set(getattr(model, "_no_split_modules", None) or ())
