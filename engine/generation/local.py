@@ -151,6 +151,9 @@ class LocalBackend:
         put: Any,
     ) -> None:
         """Worker-thread body of one generate call: decode every batch, hand each finished row over."""
+        # torch's thread count is not private to this thread (OpenMP's default count and torch's are process
+        # wide): set it for the call and put it back after, so the learner does not train on the decode's count.
+        previous = torch.get_num_threads()
         if self.config.torch_threads:
             torch.set_num_threads(self.config.torch_threads)
         stop_ids = frozenset(params.stop_token_ids) | self._eos
@@ -182,6 +185,8 @@ class LocalBackend:
         except BaseException as exc:  # handed to the event loop, which raises it in the caller
             put(exc)
         finally:
+            if self.config.torch_threads:
+                torch.set_num_threads(previous)
             put(None)
 
     async def update_weights(self, source: WeightSource, *, version: int | None = None) -> int:

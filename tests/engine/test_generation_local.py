@@ -275,3 +275,20 @@ def test_registry_and_options_errors():
         LocalConfig(cache="paged")
     with pytest.raises(ValueError, match=r"\['compact', 'mask'\]"):
         LocalConfig(finished_rows="drop")
+
+
+async def test_torch_threads_hold_for_the_call_and_are_put_back_after():
+    """torch's thread count is process wide: a decode on 1 thread must not leave the learner on 1 thread."""
+    original = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model = tiny_model()
+        seen = []
+        model.register_forward_pre_hook(lambda module, args: seen.append(torch.get_num_threads()))
+        async with LocalBackend(model, LocalConfig(torch_threads=1)) as backend:
+            await collect(backend, PROMPTS, SamplingParams(max_new_tokens=3, temperature=0.0))
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+        assert await asyncio.to_thread(torch.get_num_threads) == 2
+    finally:
+        torch.set_num_threads(original)
