@@ -16,7 +16,7 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from transformers import DynamicCache, StaticCache
@@ -26,7 +26,7 @@ from engine.generation.base import SamplingParams
 from engine.generation.shared_prefix import SharedPrefix, decoding_attention, supports_shared_prefix
 
 CacheKind = Literal["shared", "dynamic", "static"]
-CACHE_KINDS = ("shared", "dynamic", "static")
+CACHE_KINDS: tuple[str, ...] = get_args(CacheKind)
 FinishedRows = Literal["compact", "mask"]
 _MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
 
