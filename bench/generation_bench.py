@@ -9,7 +9,8 @@ on a shared machine hits all of them alike; the report gives the median, min and
 ratio of medians to generate, plus the prompt lengths and how many samples stopped before max_new_tokens.
 Variants: the local backend with finished rows dropped from the batch (compact) or masked; with each prompt's
 KV cache kept once for its samples (the default, shared), repeated per row in a cache that grows in place
-(dynamic), or a static one.
+(dynamic), or a static one; and the default with the linear layers on plain weights instead of prepacked oneDNN
+ones (unpacked).
 
 A real model gets EVOM rollout prompts: generated easy problems with the coptpy instructions in the model's
 chat template (what `make run` sends, ~290-350 tokens for SmolLM2), sampled as the default config does
@@ -155,7 +156,7 @@ def main() -> None:
     parser.add_argument("--json", default="", help="also write the results here")
     parser.add_argument(
         "--variants",
-        default="local_compact,local_mask,local_static_mask,local_static_compact",
+        default="local_compact,local_unpacked,local_mask,local_static_mask,local_static_compact",
         help="local variants to run besides generate",
     )
     args = parser.parse_args()
@@ -172,6 +173,7 @@ def main() -> None:
     configs = {
         "local_compact": LocalConfig(finished_rows="compact"),
         "local_mask": LocalConfig(finished_rows="mask"),
+        "local_unpacked": LocalConfig(prepack_weights=False),
         "local_dynamic_compact": LocalConfig(cache="dynamic", finished_rows="compact"),
         "local_static_mask": LocalConfig(cache="static", finished_rows="mask"),
         "local_static_compact": LocalConfig(cache="static", finished_rows="compact"),

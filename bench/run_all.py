@@ -150,7 +150,7 @@ BENCHES: dict[str, Bench] = {
               headline=generation_headline),
         Bench(name="generation-smollm2", script="bench/generation_bench.py",
               args=("--model", "smollm2-135m", "--batch", "2", "--n", "4", "--max-new-tokens", "128",
-                    "--repeats", "5", "--variants", "local_compact,local_dynamic_compact"),
+                    "--repeats", "5", "--variants", "local_compact,local_unpacked"),
               what="the same on the embedded SmolLM2-135M: 2 rollout prompts (~300 tokens) x 4 samples, 128 tokens",
               headline=generation_headline),
         Bench(name="trl", script="bench/trl_bench.py",
