@@ -106,7 +106,7 @@ class EvomArm:
         opened = open_rollout(
             self.stack, self.cfg, solver=solver, problems=self.problems, recorder=None, start_step=0,
             data_state=(0, 0), device=self.learner.ctx.device,
-        )
+        )  # fmt: skip
         self.rollout = self.runner.run(opened)
 
     async def _step(self, step: int) -> None:

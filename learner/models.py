@@ -143,8 +143,14 @@ def _dtype(dtype: str | torch.dtype | None, device: str | torch.device) -> torch
         return dtype
     if dtype in (None, "auto"):
         return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if dtype not in names:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(names)} or 'auto'")
     return names[dtype]
