@@ -336,7 +336,7 @@ def _demote(markdown: str) -> str:
 
 
 def render(outcomes: list[Outcome], *, started: datetime.datetime, wall_s: float, argv: list[str],
-           gpu_log: Path | None) -> str:  # fmt: skip
+           gpu_log: Path | None, found: dict[str, str]) -> str:  # fmt: skip
     load = os.getloadavg()
     lines = [
         "# EVOM benchmarks",
@@ -358,7 +358,7 @@ def render(outcomes: list[Outcome], *, started: datetime.datetime, wall_s: float
         "",
         "## Versions",
         "",
-        *(f"- {k}: {v}" for k, v in versions().items()),
+        *(f"- {k}: {v}" for k, v in found.items()),
         "",
     ]
     for o in outcomes:
@@ -397,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.raw_dir.mkdir(parents=True, exist_ok=True)
     started, t0 = datetime.datetime.now(datetime.UTC), time.perf_counter()
+    # Taken before the first bench: the results file written after each bench would otherwise mark the tree dirty.
+    found = versions()
     outcomes = []
     for name in names:
         print(f"== {name}: {shown(BENCHES[name].command(args.raw_dir))}", flush=True)
@@ -406,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
         ratio = f", ratio {outcome.headline.ratio:.2f}x" if outcome.headline and outcome.headline.ratio else ""
         print(f"   {verdict} in {outcome.wall_s / 60:.1f} min{ratio}", flush=True)
         # Rewritten after every bench, so an interrupted run still leaves the finished benches' results.
-        text = render(outcomes, started=started, wall_s=time.perf_counter() - t0, argv=argv, gpu_log=args.gpu_log)
+        text = render(outcomes, started=started, wall_s=time.perf_counter() - t0, argv=argv, gpu_log=args.gpu_log,
+                      found=found)  # fmt: skip
         args.out.write_text(text)
     print(f"wrote {args.out}")
     return 0 if all(o.rc == 0 for o in outcomes) else 1
