@@ -171,14 +171,16 @@ def train_cli(cfg: Config, *, resume: bool, init_from: Path | None, progress: bo
     except (SolverUnavailableError, SandboxUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    from learner.distributed import shutdown_distributed
+    from learner.distributed import exit_rank, shutdown_distributed
 
-    shutdown_distributed()  # under torchrun: every rank is done, so they leave the process group together
+    left = shutdown_distributed()  # under torchrun: every rank is done, so they leave the process group together
     if int(os.environ.get("RANK", "0")) == 0:
         from engine.report import write_report
 
         report = write_report(run_dir)
         print(f"done: {run_dir} (metrics.jsonl, samples.jsonl, checkpoints/, plots in {report})")
+    if left:
+        exit_rank(0)  # past the process group's teardown at interpreter exit (see exit_rank)
     return 0
 
 

@@ -17,7 +17,7 @@ import torch
 
 from learner.checkpoint import full_state_dict, load_weights, save_checkpoint
 from learner.config import LearnerConfig, RolloutBatch
-from learner.distributed import shutdown_distributed
+from learner.distributed import exit_rank, shutdown_distributed
 from learner.trainer import Learner
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,7 +60,8 @@ def _load_on_ranks(out: Path) -> None:
     state = full_state_dict(learner)
     if learner.ctx.rank == 0:
         torch.save(state, out / "loaded.pt")
-    shutdown_distributed()
+    if shutdown_distributed():
+        exit_rank(0)
 
 
 if __name__ == "__main__":

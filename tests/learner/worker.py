@@ -18,7 +18,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from learner.checkpoint import export_hf, full_state_dict, latest_checkpoint, load_checkpoint, save_checkpoint
 from learner.config import AlgorithmConfig, LearnerConfig, RolloutBatch
-from learner.distributed import shutdown_distributed
+from learner.distributed import exit_rank, shutdown_distributed
 from learner.trainer import Learner
 
 VOCAB = 48
@@ -170,7 +170,8 @@ def main(argv: list[str]) -> None:
         run_dist(args.out)
     else:
         run_train(args.ckpt, args.steps, args.save_at, args.resume)
-    shutdown_distributed()
+    if shutdown_distributed():
+        exit_rank(0)
 
 
 if __name__ == "__main__":
