@@ -171,4 +171,5 @@ def _packable(weight: torch.Tensor) -> bool:
 
 
 def _fresh(entry: _Packed, weight: torch.Tensor) -> bool:
-    return entry.weight is weight and entry.version == weight._version and entry.data_ptr == weight.data_ptr()
+    """Entries are found by id(weight); the entry holds its weight, so that id names no other tensor."""
+    return entry.version == weight._version and entry.data_ptr == weight.data_ptr()

@@ -79,6 +79,7 @@ class SharedPrefix:
             slot.append(seen.get(p, 0))
             seen[p] = slot[-1] + 1
         device = prompt_mask.device
+        width = max(seen.values())
         prompt = torch.tensor(list(owner), device=device)
         padding = torch.zeros(prompt_mask.shape, dtype=torch.float32, device=device)
         padding.masked_fill_(prompt_mask == 0, float("-inf"))
@@ -89,8 +90,8 @@ class SharedPrefix:
             bias=padding[prompt][:, None, None, :],
             prompt=prompt,
             slot=torch.tensor(slot, device=device),
-            width=max(seen.values()),
-            dense=list(owner) == [p for p in range(len(prompt_mask)) for _ in range(max(seen.values()))],
+            width=width,
+            dense=list(owner) == [p for p in range(len(prompt_mask)) for _ in range(width)],
         )
 
     def select(self, keep: Sequence[int]) -> SharedPrefix:

@@ -45,6 +45,7 @@ def test_bfloat16_weights_pack_or_stay_plain():
     x = torch.randn(4, 16, dtype=torch.bfloat16)
     with torch.inference_mode(), packed.active(model):
         fast = model(x)
+    assert packed.hits == (2 if len(packed) == 2 else 0)
     with torch.inference_mode():
         plain = model(x)
     torch.testing.assert_close(fast.float(), plain.float(), rtol=2e-2, atol=2e-2)
