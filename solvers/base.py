@@ -63,6 +63,16 @@ class SolverUnavailableError(RuntimeError):
     """The solver is registered but its Python package is not installed in this environment."""
 
 
+class UnknownSolverError(KeyError):
+    """No solver is registered under the name asked for; the message lists the valid names.
+
+    A `KeyError` so that a lookup failure reads as one, but printed as the plain message: `KeyError.__str__`
+    shows the repr of its argument (quotes and escapes), which is not what a user should read."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 _REGISTRY: dict[str, Solver] = {}
 
 
@@ -84,11 +94,11 @@ def is_installed(solver: Solver) -> bool:
 
 
 def get_solver(name: str, *, require_installed: bool = True) -> Solver:
-    """The adapter called `name`; raises KeyError listing the valid names, or SolverUnavailableError."""
+    """The adapter called `name`; raises UnknownSolverError listing the valid names, or SolverUnavailableError."""
     try:
         solver = _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown solver {name!r}; valid solvers: {', '.join(solver_names())}") from None
+        raise UnknownSolverError(f"unknown solver {name!r}; valid solvers: {', '.join(solver_names())}") from None
     if require_installed and not is_installed(solver):
         raise SolverUnavailableError(
             f"solver {name!r} needs the Python package {solver.package!r}, which is not installed; "

@@ -8,7 +8,15 @@ import sys
 
 import pytest
 
-from solvers import Solver, SolverUnavailableError, available_solvers, get_solver, register, solver_names
+from solvers import (
+    Solver,
+    SolverUnavailableError,
+    UnknownSolverError,
+    available_solvers,
+    get_solver,
+    register,
+    solver_names,
+)
 from solvers.adapters import ApiAdapter
 from solvers.harness import HOOKS_DIR
 
@@ -21,8 +29,10 @@ def test_built_in_solvers_are_registered_and_installed_here() -> None:
 
 
 def test_unknown_name_lists_the_valid_ones() -> None:
-    with pytest.raises(KeyError, match="unknown solver 'cplex'; valid solvers: coptpy, gurobipy, highspy"):
+    with pytest.raises(UnknownSolverError) as caught:
         get_solver("cplex")
+    assert isinstance(caught.value, KeyError)  # callers that catch KeyError keep working
+    assert str(caught.value).startswith("unknown solver 'cplex'; valid solvers: coptpy, gurobipy, highspy")
 
 
 def test_missing_package_names_the_pip_extra() -> None:
