@@ -3,6 +3,7 @@
     pass_at_k(n=10, c=3, k=1)                      # 0.3 (unbiased estimator of Chen et al. 2021)
     cells = summarize(items, k=4)                  # one Cell per (benchmark, solver)
     print(format_table(cells))                     # rows benchmark, columns solver: pass@1 / pass@k / exec
+                                                   # (pass@1 / exec when k = 1: each score once)
 
 Execution rate is the share of samples whose program ran to a clean exit and got a verdict from the solver
 (statuses in `EXECUTED`): a wrong objective still counts as executed, a crash, a timeout or missing code does not.
@@ -113,10 +114,11 @@ def _cell(benchmark: str, solver: str, by_problem: dict[str, list[Item]], *, k: 
     )
 
 
-def _cell_text(cell: Cell | None) -> str:
+def _cell_text(cell: Cell | None, *, with_k: bool) -> str:
     if cell is None:
         return "-"
-    return f"{100 * cell.pass_at_1:.1f} / {100 * cell.pass_at_k:.1f} / {100 * cell.exec_rate:.1f}"
+    scores = (cell.pass_at_1, cell.pass_at_k, cell.exec_rate) if with_k else (cell.pass_at_1, cell.exec_rate)
+    return " / ".join(f"{100 * score:.1f}" for score in scores)
 
 
 def _grid(cells: Sequence[Cell]) -> tuple[list[str], list[str], dict[tuple[str, str], Cell]]:
@@ -125,20 +127,27 @@ def _grid(cells: Sequence[Cell]) -> tuple[list[str], list[str], dict[tuple[str, 
     return benchmarks, solvers, {(c.benchmark, c.solver): c for c in cells}
 
 
-def _k_label(cells: Sequence[Cell]) -> str:
-    ks = sorted({c.k for c in cells})
-    return f"pass@{ks[0]}" if len(ks) == 1 else "pass@k"
+def _columns(cells: Sequence[Cell]) -> tuple[str, bool]:
+    """The legend of a cell and whether it holds a pass@k column: with k = 1 everywhere pass@k is pass@1,
+    so each score is printed once."""
+    ks = {c.k for c in cells}
+    if ks <= {1}:
+        return "pass@1 / execution rate", False
+    label = f"pass@{ks.pop()}" if len(ks) == 1 else "pass@k"
+    return f"pass@1 / {label} / execution rate", True
 
 
 def format_table(cells: Sequence[Cell]) -> str:
-    """The paper-style table in plain text: rows benchmark, columns solver, cells pass@1 / pass@k / exec (%)."""
+    """The paper-style table in plain text: rows benchmark, columns solver, cells pass@1 / pass@k / exec (%)
+    (pass@1 / exec when k = 1)."""
     benchmarks, solvers, by_key = _grid(cells)
+    legend, with_k = _columns(cells)
     header = ["benchmark", *solvers]
-    rows = [[b, *(_cell_text(by_key.get((b, s))) for s in solvers)] for b in benchmarks]
+    rows = [[b, *(_cell_text(by_key.get((b, s)), with_k=with_k) for s in solvers)] for b in benchmarks]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.append(f"cells: pass@1 / {_k_label(cells)} / execution rate, in %")
+    lines.append(f"cells: {legend}, in %")
     for c in cells:
         mix = ", ".join(f"{status} {count}" for status, count in c.statuses.items())
         lines.append(f"{c.benchmark} x {c.solver}: {c.problems} problems, {c.samples} samples; {mix}")
@@ -148,11 +157,15 @@ def format_table(cells: Sequence[Cell]) -> str:
 def format_markdown(cells: Sequence[Cell], *, title: str, notes: Sequence[str] = ()) -> str:
     """The same table as markdown, with the status mix per cell below it."""
     benchmarks, solvers, by_key = _grid(cells)
+    legend, with_k = _columns(cells)
     lines = [f"# {title}", "", *notes, ""]
-    lines += [f"pass@1 / {_k_label(cells)} / execution rate (%)", ""]
+    lines += [f"{legend} (%)", ""]
     lines.append("| benchmark | " + " | ".join(solvers) + " |")
     lines.append("|---|" + "---|" * len(solvers))
-    lines += [f"| {b} | " + " | ".join(_cell_text(by_key.get((b, s))) for s in solvers) + " |" for b in benchmarks]
+    lines += [
+        f"| {b} | " + " | ".join(_cell_text(by_key.get((b, s)), with_k=with_k) for s in solvers) + " |"
+        for b in benchmarks
+    ]
     lines += ["", "| benchmark | solver | problems | samples | status mix |", "|---|---|---|---|---|"]
     for c in cells:
         mix = ", ".join(f"{status} {count}" for status, count in c.statuses.items())

@@ -66,7 +66,26 @@ def test_tables_put_benchmarks_in_rows_and_solvers_in_columns():
     cells = summarize(items, k=1)
     lines = format_table(cells).splitlines()
     assert lines[0].split() == ["benchmark", "gurobipy", "ortools"]
-    assert lines[2].split() == ["nl4opt", "100.0", "/", "100.0", "/", "100.0", "-"]
-    assert lines[3].split() == ["mamo", "0.0", "/", "0.0", "/", "100.0", "100.0", "/", "100.0", "/", "100.0"]
+    assert lines[2].split() == ["nl4opt", "100.0", "/", "100.0", "-"]
+    assert lines[3].split() == ["mamo", "0.0", "/", "100.0", "100.0", "/", "100.0"]
     markdown = format_markdown(cells, title="t")
-    assert "| benchmark | gurobipy | ortools |" in markdown and "| nl4opt | 100.0 / 100.0 / 100.0 | - |" in markdown
+    assert "| benchmark | gurobipy | ortools |" in markdown and "| nl4opt | 100.0 / 100.0 | - |" in markdown
+
+
+def test_with_k_1_each_score_is_printed_once():
+    """One sample per problem: pass@k is pass@1, so cells and legends hold pass@1 / exec, not pass@1 twice."""
+    items = [item("a", 0, "correct"), item("b", 0, "wrong"), item("c", 0, "error")]
+    cells = summarize(items, k=1)
+    table = format_table(cells)
+    assert table.splitlines()[2].split() == ["b", "33.3", "/", "66.7"]
+    assert "cells: pass@1 / execution rate, in %" in table and "pass@1 / pass@1" not in table
+    markdown = format_markdown(cells, title="t")
+    assert "pass@1 / execution rate (%)" in markdown and "| b | 33.3 / 66.7 |" in markdown
+    assert "pass@1 / pass@1" not in markdown
+
+
+def test_with_k_above_1_cells_hold_pass_at_1_pass_at_k_and_exec():
+    items = [item("a", 0, "correct"), item("a", 1, "wrong"), item("b", 0, "wrong"), item("b", 1, "error")]
+    table = format_table(summarize(items, k=2))
+    assert table.splitlines()[2].split() == ["b", "25.0", "/", "50.0", "/", "75.0"]
+    assert "cells: pass@1 / pass@2 / execution rate, in %" in table
