@@ -46,10 +46,12 @@ from pathlib import Path
 from typing import Any
 
 from engine.data import Problem
+from engine.data.stream import ProblemStream
 from engine.generation import SamplingParams
 from engine.generation.local import LocalBackend, LocalConfig
 from engine.prompts import PromptBuilder, PromptSettings
-from engine.rollout import ProblemStream, Rollout, RolloutSettings, SolverVerifier, round_sampling
+from engine.rollout import Rollout, RolloutSettings, round_sampling
+from engine.verifier import SolverVerifier
 from sandbox import Limits, SandboxPool
 from solvers import get_solver
 

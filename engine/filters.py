@@ -23,59 +23,12 @@ Built-in filters (`available_filters()`):
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
-
-@dataclass(frozen=True, kw_only=True)
-class Sample:
-    """One completion and its verification, as the learner and `samples.jsonl` see it.
-
-    status: the verifier's outcome status ("correct", "wrong", ...), or an infrastructure failure:
-    "sandbox_error", "backend_error", "aborted", "verify_error", "verify_timeout".
-    score: the verifier's reward; reward: score plus reward shaping (DAPO's overlong penalty), the value
-    advantages are computed from. Both are None for an infrastructure failure, which is never scored.
-    Times are seconds since the rollout started: completion finished, verification started and ended.
-    """
-
-    problem_id: str
-    group_id: int
-    sample_index: int
-    prompt_ids: tuple[int, ...]
-    response_ids: tuple[int, ...]
-    logprobs: tuple[float, ...]
-    finish_reason: str
-    weight_version: int
-    text: str
-    status: str
-    infra_failure: bool
-    score: float | None = None
-    reward: float | None = None
-    correct: bool = False
-    objective: float | None = None
-    detail: str = ""
-    generated_s: float = 0.0
-    verify_start_s: float | None = None
-    verify_end_s: float | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class Group:
-    """The samples of one prompt (at most `size`, fewer once samples are excluded)."""
-
-    group_id: int
-    problem_id: str
-    size: int
-    samples: tuple[Sample, ...]
-
-    @property
-    def rewards(self) -> list[float]:
-        return [s.reward for s in self.samples if s.reward is not None]
-
-    def without(self, sample_indices: Iterable[int]) -> Group:
-        drop = set(sample_indices)
-        return replace(self, samples=tuple(s for s in self.samples if s.sample_index not in drop))
+if TYPE_CHECKING:
+    from engine.rollout import Group
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,9 +20,10 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from engine.filters import Sample
+if TYPE_CHECKING:
+    from engine.rollout import Sample
 
 try:
     import orjson

@@ -9,7 +9,7 @@
                 result = await rollout.next_batch()      # RolloutResult: kept groups, per-sample columns, metrics
                 train = learner.step(result.learner_batch()) if len(result) else {}
                 recorder.metrics({**result.metrics, **train})
-                await rollout.update_weights(learner_state_dict)
+                await rollout.update_weights(learner.full_weights())
 
 How one batch is made (`_collect`): a generation round sends `prompts_per_step` prompts with group size G to
 the backend; every completion is put on a bounded queue the moment the backend yields it, and
@@ -30,8 +30,8 @@ of the generation stream, not the heap), one finished batch waits for the learne
 prompts_per_step * G completions. Cancelling (Ctrl-C) cancels the producer, the round and the verifications
 (the sandbox kills their programs), writes the unfinished batch's metrics row marked "interrupted" and flushes.
 
-The verifier, the problem stream and the per-round sampling seeds are in `engine.rollout_inputs`; their names
-are importable from here too.
+The verifier is `engine.verifier`'s (any object with an async `verify(problem, text)` fits); problems come in
+`engine.data.stream.ProblemStream`'s training order; the filters that judge groups are `engine.filters`'.
 """
 
 from __future__ import annotations
@@ -40,34 +40,72 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
-from engine.filters import Group, Sample, build_filters, judge
+from engine.data.stream import ProblemStream
+from engine.filters import build_filters, judge
 from engine.generation import Completion, GenerationBackend, GenerationError, SamplingParams, WeightSource
 from engine.prompts import PromptBuilder
 from engine.records import RunRecorder, StepStats, sample_row
-from engine.rollout_inputs import (
-    INFRA_STATUSES,
-    OutcomeLike,
-    ProblemLike,
-    ProblemStream,
-    SolverVerifier,
-    Verifier,
-    round_sampling,
-)
+from engine.verifier import INFRA_STATUSES, ProblemLike, Verifier
 from learner.config import RolloutBatch as LearnerBatch
 from learner.losses import overlong_penalty
 
-__all__ = [
-    "INFRA_STATUSES", "OutcomeLike", "ProblemLike", "ProblemStream", "Rollout", "RolloutResult", "RolloutSettings",
-    "SolverVerifier", "Verifier", "round_sampling",
-]  # fmt: skip
-
 log = logging.getLogger("engine.rollout")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sample:
+    """One completion and its verification, as the learner and `samples.jsonl` see it.
+
+    status: the verifier's outcome status ("correct", "wrong", ...), or an infrastructure failure:
+    "sandbox_error", "backend_error", "aborted", "verify_error", "verify_timeout", "not_verified".
+    score: the verifier's reward; reward: score plus reward shaping (DAPO's overlong penalty), the value
+    advantages are computed from. Both are None for an infrastructure failure, which is never scored.
+    Times are seconds since the rollout started: completion finished, verification started and ended.
+    """
+
+    problem_id: str
+    group_id: int
+    sample_index: int
+    prompt_ids: tuple[int, ...]
+    response_ids: tuple[int, ...]
+    logprobs: tuple[float, ...]
+    finish_reason: str
+    weight_version: int
+    text: str
+    status: str
+    infra_failure: bool
+    score: float | None = None
+    reward: float | None = None
+    correct: bool = False
+    objective: float | None = None
+    detail: str = ""
+    generated_s: float = 0.0
+    verify_start_s: float | None = None
+    verify_end_s: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Group:
+    """The samples of one prompt (at most `size`, fewer once samples are excluded)."""
+
+    group_id: int
+    problem_id: str
+    size: int
+    samples: tuple[Sample, ...]
+
+    @property
+    def rewards(self) -> list[float]:
+        return [s.reward for s in self.samples if s.reward is not None]
+
+    def without(self, sample_indices: Iterable[int]) -> Group:
+        drop = set(sample_indices)
+        return replace(self, samples=tuple(s for s in self.samples if s.sample_index not in drop))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -468,12 +506,12 @@ class Rollout:
         if outcome is None:
             return Sample(**base, **times, status=status, infra_failure=True, detail=detail)
         if outcome.status in INFRA_STATUSES:
-            return Sample(**base, **times, status=outcome.status, infra_failure=True, detail=_reason(outcome))
+            return Sample(**base, **times, status=outcome.status, infra_failure=True, detail=outcome.reason)
         score = float(outcome.reward)
         return Sample(
             **base, **times, status=outcome.status, infra_failure=False, score=score,
             reward=score + self._shaping(len(c.token_ids)), correct=bool(outcome.correct),
-            objective=outcome.objective, detail=_reason(outcome),
+            objective=outcome.objective, detail=outcome.reason,
         )  # fmt: skip
 
     def _shaping(self, length: int) -> float:
@@ -586,5 +624,9 @@ class Rollout:
         )  # fmt: skip
 
 
-def _reason(outcome: OutcomeLike) -> str:
-    return str(getattr(outcome, "reason", ""))
+def round_sampling(params: SamplingParams, round_index: int) -> SamplingParams:
+    """The sampling parameters of the rollout's `round_index`-th generation round: a seeded run draws fresh
+    samples each round (the local backend seeds each sample from (seed, prompt position, sample index))."""
+    if params.seed is None:
+        return params
+    return replace(params, seed=(params.seed * 1_000_003 + round_index) % (1 << 62))

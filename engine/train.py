@@ -303,7 +303,8 @@ async def open_rollout(
 
     The training loop's pipeline; benches build theirs with it too, so both measure the same thing."""
     from engine.prompts import PromptBuilder, PromptSettings
-    from engine.rollout import Rollout, SolverVerifier
+    from engine.rollout import Rollout
+    from engine.verifier import SolverVerifier
     from learner.models import load_tokenizer
     from sandbox import SandboxPool
 

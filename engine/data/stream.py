@@ -1,5 +1,7 @@
 """Training order: every epoch is a fresh shuffle, a pure function of (seed, epoch), sharded by rank.
 
+    stream = ProblemStream(problems, seed=0)   # one problem at a time (the rollout's order); stream.state resumes
+    epoch, problem = stream.next()
     for step, batch in enumerate(iter_batches(problems, 4, seed=0, start_step=resume_step), resume_step):
         ...                                    # batch: list of 4 problems, same on every rerun
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -67,3 +69,34 @@ def _check(items: Sequence[object], batch_size: int, rank: int, world_size: int)
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+
+
+class ProblemStream(Generic[T]):
+    """Items one at a time in training order: a fresh permutation per (seed, epoch).
+
+    One at a time because dynamic sampling takes as many problems as it needs; `state` (epoch, position)
+    resumes a run exactly where it stopped.
+    """
+
+    def __init__(self, items: Sequence[T], *, seed: int, epoch: int = 0, position: int = 0) -> None:
+        if not items:
+            raise ValueError("the problem stream needs at least one problem; check data.train")
+        self.items, self.seed = items, seed
+        self.epoch, self.position = epoch, position
+        self._order = epoch_order(len(items), seed=seed, epoch=epoch)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def state(self) -> tuple[int, int]:
+        return self.epoch, self.position
+
+    def next(self) -> tuple[int, T]:
+        """(epoch, item) of the next position; the epoch after the last position starts a new permutation."""
+        if self.position >= len(self._order):
+            self.epoch, self.position = self.epoch + 1, 0
+            self._order = epoch_order(len(self.items), seed=self.seed, epoch=self.epoch)
+        epoch, item = self.epoch, self.items[self._order[self.position]]
+        self.position += 1
+        return epoch, item

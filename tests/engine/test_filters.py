@@ -7,16 +7,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.filters import (
-    Group,
     InfrastructureFilter,
     MinSamplesFilter,
-    Sample,
     Verdict,
     ZeroVarianceFilter,
     available_filters,
     build_filters,
     judge,
 )
+from engine.rollout import Group, Sample
 
 
 def sample(i: int, reward: float | None, *, finish: str = "stop") -> Sample:

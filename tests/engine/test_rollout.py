@@ -21,11 +21,13 @@ import pytest
 import torch
 
 from engine.data import Problem, epoch_order
+from engine.data.stream import ProblemStream
 from engine.generation import SamplingParams
 from engine.generation.local import LocalBackend, LocalConfig
 from engine.prompts import PromptBuilder, PromptSettings
 from engine.records import RunRecorder, read_jsonl
-from engine.rollout import ProblemStream, Rollout, RolloutSettings, SolverVerifier
+from engine.rollout import Rollout, RolloutSettings
+from engine.verifier import SolverVerifier
 from learner.config import AlgorithmConfig, LearnerConfig
 from learner.trainer import Learner
 from sandbox import Limits, SandboxPool

@@ -10,8 +10,8 @@ from collections import Counter
 import pytest
 
 from engine import records
-from engine.filters import Sample
 from engine.records import RunRecorder, StepStats, read_jsonl, sample_row
+from engine.rollout import Sample
 
 
 def make_sample(**overrides) -> Sample:

@@ -30,7 +30,7 @@ if toy is None:  # shared with the other rollout tests and the bench; loaded by 
 
 def _marking_verifier(pool, solver, marker: Path):
     """The real verifier, leaving a file behind when the first verification starts (the test's cue)."""
-    from engine.rollout import SolverVerifier
+    from engine.verifier import SolverVerifier
 
     class MarkingVerifier(SolverVerifier):
         async def verify(self, problem, text):
