@@ -1,6 +1,6 @@
 """Train a model with execution-verified RL: `python -m engine.run [--config FILE] [section.key=value ...]`.
 
-    python -m engine.run --dry-run                        # print the resolved config, check model/solver/sandbox
+    python -m engine.run --dry-run                        # print the resolved config, check model/solver/data/sandbox
     python -m engine.run rollout.group_size=8 run.name=x  # overrides, validated against engine/config.py
     torchrun --nproc-per-node 2 -m engine.run --config configs/...yaml
 
@@ -18,11 +18,14 @@ import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
 from engine.config import Config, ConfigError, load_config, to_dict
+
+if TYPE_CHECKING:
+    from engine.data import Benchmark
 
 T = TypeVar("T")
 
@@ -89,6 +92,46 @@ def check_solver(cfg: Config) -> Check:
     return Check(name="solver", ok=True, detail=f"{solver.name}: {solver.package} importable")
 
 
+def _data_detail(bench: Benchmark) -> str:
+    report = bench.report
+    detail = f"{report.loaded} problems ({report.numeric} with an optimum, {report.null} without)"
+    if report.bad:
+        detail += f", {len(report.bad)} bad rows skipped (python -m engine.data check {report.source} lists them)"
+    return detail
+
+
+def check_train_data(cfg: Config) -> Check:
+    """Load the training set as the run does: a file is read whole, generated problems are generated."""
+    from engine.data import load_train
+
+    try:
+        bench = load_train(cfg.data)
+    except ValueError as exc:  # DataError, or the generator's unknown family or difficulty
+        return Check(name="train", ok=False, detail=f"data.train={cfg.data.train}: {exc}")
+    if not bench.problems:
+        detail = f"data.train={cfg.data.train}: no usable problems ({bench.report.summary()})"
+        return Check(name="train", ok=False, detail=detail)
+    return Check(name="train", ok=True, detail=f"{bench.report.source}: {_data_detail(bench)}")
+
+
+def check_eval_data(cfg: Config) -> Check:
+    from engine.data import load_benchmark
+
+    if not cfg.data.eval:
+        return Check(name="eval", ok=True, detail="none (data.eval is empty)")
+    details = []
+    for spec in cfg.data.eval:
+        try:
+            bench = load_benchmark(spec, benchmarks_dir=cfg.data.benchmarks_dir)
+        except ValueError as exc:
+            return Check(name="eval", ok=False, detail=f"data.eval {spec}: {exc}")
+        if not bench.problems:
+            detail = f"data.eval {spec}: no usable problems ({bench.report.summary()})"
+            return Check(name="eval", ok=False, detail=detail)
+        details.append(f"{bench.report.source}: {_data_detail(bench)}")
+    return Check(name="eval", ok=True, detail="; ".join(details))
+
+
 def check_sandbox(cfg: Config) -> Check:
     """Start a one-worker pool with the solver's preload and run a trivial program in it."""
     from sandbox import SandboxPool, SandboxUnavailable
@@ -115,7 +158,14 @@ def check_sandbox(cfg: Config) -> Check:
     return Check(name="sandbox", ok=True, detail=f"isolation={label}, preload {', '.join(preload) or 'none'}: ran")
 
 
-CHECKS: tuple[Callable[[Config], Check], ...] = (check_model, check_solver, check_sandbox)
+# Cheap checks of everything a run reads before its first step (the sandbox, the slowest, last).
+CHECKS: tuple[Callable[[Config], Check], ...] = (
+    check_model,
+    check_solver,
+    check_train_data,
+    check_eval_data,
+    check_sandbox,
+)
 
 
 def dry_run(cfg: Config) -> int:
