@@ -197,7 +197,7 @@ PYSCIPOPT = ApiAdapter(
 HIGHSPY = ApiAdapter(
     name="highspy",
     package="highspy",
-    pip_requirement="evom[solvers-extra]",
+    pip_requirement="highspy",
     instructions=(
         "Use highspy (`import highspy`): create `h = highspy.Highs()`, add variables with `h.addVariable(...)` "
         "(or `h.addIntegral(...)` for integers) and constraints with `h.addConstr(...)`, then call "

@@ -56,7 +56,7 @@ def test_adapter_is_complete(name: str) -> None:
     assert (HOOKS_DIR / f"{solver.hook}.py").is_file()
     assert name.split("py")[0].lower() in solver.instructions.lower() or name in solver.instructions.lower()
     assert "complete" in solver.instructions and len(solver.instructions) < 1000
-    if name in ("pyscipopt", "highspy", "pulp", "pyomo"):
+    if name in ("pyscipopt", "pulp", "pyomo"):
         assert solver.pip_requirement == "evom[solvers-extra]"
 
 
