@@ -104,9 +104,14 @@ class EvomArm:
         solver = get_solver(self.cfg.solver.name)
         # engine.train's own construction (pool, backend, verifier, rollout), so this times what engine.run runs.
         opened = open_rollout(
-            self.stack, self.cfg, solver=solver, problems=self.problems, recorder=None, start_step=0,
-            data_state=(0, 0), device=self.learner.ctx.device,
-        )  # fmt: skip
+            self.stack,
+            self.cfg,
+            solver=solver,
+            problems=self.problems,
+            recorder=None,
+            start_step=0,
+            device=self.learner.ctx.device,
+        )
         self.rollout = self.runner.run(opened)
 
     async def _step(self, step: int) -> None:

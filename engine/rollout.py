@@ -41,7 +41,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -139,13 +139,31 @@ class RolloutSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RolloutState:
+    """Everything a later batch depends on besides the weights: where the problem stream is, how many
+    generation rounds ran (each round's sampling seed derives from it) and the next group id. A checkpoint
+    saves the state after its step's batch; a rollout started from it makes the same batches again."""
+
+    epoch: int = 0
+    position: int = 0
+    rounds: int = 0
+    next_group_id: int = 0
+
+    @classmethod
+    def from_dict(cls, saved: Mapping[str, Any]) -> RolloutState:
+        """The state a checkpoint saved (`dataclasses.asdict`); missing fields start at 0."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: int(v) for k, v in saved.items() if k in names})
+
+
+@dataclass(frozen=True, kw_only=True)
 class RolloutResult:
     """One step's rollout: the kept groups (flattened into per-sample columns for the learner) and metrics."""
 
     step: int
     groups: tuple[Group, ...]
     metrics: Mapping[str, Any]
-    data_state: tuple[int, int]  # (epoch, position) of the problem stream after this step: checkpoint it to resume
+    state: RolloutState  # after this step's batch: checkpoint it to resume exactly
 
     @property
     def samples(self) -> list[Sample]:
@@ -242,18 +260,19 @@ class Rollout:
         recorder: RunRecorder | None = None,
         start_step: int = 0,
         end_step: int | None = None,
-        data_state: tuple[int, int] = (0, 0),
+        state: RolloutState | None = None,
     ) -> None:
         self.backend, self.verifier, self.prompts = backend, verifier, prompts
         self.settings, self.sampling, self.recorder = settings, sampling, recorder
-        self.stream = ProblemStream(problems, seed=settings.seed, epoch=data_state[0], position=data_state[1])
+        state = state or RolloutState()
+        self.stream = ProblemStream(problems, seed=settings.seed, epoch=state.epoch, position=state.position)
         self._filters = build_filters(settings.filter_names, group_size=settings.group_size)
         self._start_step, self._end_step = start_step, end_step  # no batch is made for end_step and later
         self._verify_q: asyncio.Queue[_Job] = asyncio.Queue(settings.queue_size)
         self._ready: asyncio.Queue[RolloutResult] = asyncio.Queue(1)
         self._updates, self._gate = 0, -settings.max_staleness
         self._updated = asyncio.Event()
-        self._next_group_id, self._rounds_total = 0, 0
+        self._next_group_id, self._rounds_total = state.next_group_id, state.rounds
         self._too_long: set[str] = set()  # ids of problems whose prompt does not fit (at most the data set)
         self._inflight, self._busy_since, self._busy_total = 0, 0.0, 0.0
         self._current: _BatchState | None = None
@@ -336,6 +355,14 @@ class Rollout:
         self._updated.set()
 
     @property
+    def state(self) -> RolloutState:
+        """Where the producer is now; a finished batch carries the state as of its end (`RolloutResult.state`)."""
+        epoch, position = self.stream.state
+        return RolloutState(
+            epoch=epoch, position=position, rounds=self._rounds_total, next_group_id=self._next_group_id
+        )
+
+    @property
     def batches_ready(self) -> int:
         """Finished batches waiting for the learner (at most one)."""
         return self._ready.qsize()
@@ -402,7 +429,7 @@ class Rollout:
                 self._close(group, "surplus" if full else "interrupted")
         self._current = None
         return RolloutResult(
-            step=step, groups=tuple(batch.kept), metrics=self._metrics(batch), data_state=self.stream.state
+            step=step, groups=tuple(batch.kept), metrics=self._metrics(batch), state=self.state
         )
 
     def _open_groups(self, batch: _BatchState) -> list[_OpenGroup]:

@@ -18,13 +18,40 @@ import dataclasses
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
 
 from engine.config import Config, read_yaml, to_dict, write_config
+from engine.data import Problem, load_train
+from engine.generation import SamplingParams
+from engine.prompts import PromptBuilder, PromptSettings
 from engine.records import METRICS_FILE, SAMPLES_FILE, RunRecorder, dumps, read_jsonl
+from engine.rollout import Rollout, RolloutResult, RolloutSettings, RolloutState
+from engine.verifier import SolverVerifier
+from learner.checkpoint import (
+    COMPLETE,
+    latest_checkpoint,
+    load_checkpoint,
+    load_model_weights,
+    require_complete,
+    save_checkpoint,
+)
+from learner.config import LearnerConfig, RolloutBatch
+from learner.distributed import DistContext, init_distributed
+from learner.models import load_tokenizer
+from learner.trainer import Learner
+from sandbox import SandboxPool
+from solvers import Solver, get_solver
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger("evom.train")
 
@@ -89,8 +116,6 @@ def truncate_records(run_dir: Path, *, keep_before_step: int) -> None:
 
 def prune_checkpoints(root: Path, *, keep: int) -> None:
     """Delete all but the newest `keep` complete checkpoints (an incomplete one is never the newest kept)."""
-    from learner.checkpoint import COMPLETE
-
     if keep <= 0:
         return
     complete = sorted(p for p in root.iterdir() if (p / COMPLETE).is_file())
@@ -98,7 +123,7 @@ def prune_checkpoints(root: Path, *, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def learner_config(cfg: Config) -> Any:
+def learner_config(cfg: Config) -> LearnerConfig:
     """The learner's config with the run's algorithm section.
 
     Log-probs stay at temperature 1 (`algorithm.temperature` default): the generation protocol reports the
@@ -107,19 +132,25 @@ def learner_config(cfg: Config) -> Any:
     return dataclasses.replace(cfg.learner, algorithm=cfg.algorithm)
 
 
-def rollout_settings(cfg: Config) -> Any:
-    from engine.rollout import RolloutSettings
-
+def rollout_settings(cfg: Config) -> RolloutSettings:
     r = cfg.rollout
     return RolloutSettings(
-        group_size=r.group_size, prompts_per_step=r.prompts_per_step, dynamic_sampling=r.dynamic_sampling,
-        max_gen_batches=r.max_gen_batches, max_staleness=r.max_staleness, queue_size=r.queue_size,
-        verify_concurrency=cfg.sandbox.workers, filters=tuple(r.filters), overlong_buffer=r.overlong_buffer,
-        overlong_factor=r.overlong_factor, seed=cfg.run.seed, verify_timeout_s=r.verify_timeout_s,
-    )  # fmt: skip
+        group_size=r.group_size,
+        prompts_per_step=r.prompts_per_step,
+        dynamic_sampling=r.dynamic_sampling,
+        max_gen_batches=r.max_gen_batches,
+        max_staleness=r.max_staleness,
+        queue_size=r.queue_size,
+        verify_concurrency=cfg.sandbox.workers,
+        filters=tuple(r.filters),
+        overlong_buffer=r.overlong_buffer,
+        overlong_factor=r.overlong_factor,
+        seed=cfg.run.seed,
+        verify_timeout_s=r.verify_timeout_s,
+    )
 
 
-def sampling_params(cfg: Config, tokenizer: Any) -> Any:
+def sampling_params(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> SamplingParams:
     """The config's sampling, stopping at the tokenizer's end-of-turn token as well as the model's EOS."""
     params = cfg.generation.sampling
     stops = set(params.stop_token_ids)
@@ -181,40 +212,48 @@ def generator_weights(cfg: Config, learner: Any, run_dir: Path) -> Any:
     return {name: tensor.detach().cpu() for name, tensor in state.items()}
 
 
-def gather_batch(result: Any, ctx: Any) -> Any:
+@dataclass(frozen=True, kw_only=True)
+class _RankSamples:
+    """One rank's kept samples, column by column: what the ranks exchange to form the global batch."""
+
+    prompts: list[tuple[int, ...]]
+    responses: list[tuple[int, ...]]
+    rewards: list[float]
+    group_ids: list[int]
+    old_logprobs: list[tuple[float, ...]]
+
+
+def gather_batch(result: RolloutResult, ctx: DistContext) -> RolloutBatch | None:
     """The GLOBAL training batch: every rank's kept samples, in rank order (identical on all ranks).
 
     Group ids are made unique across ranks (id * world_size + rank). Returns None when no rank kept a sample.
     """
-    from learner.config import RolloutBatch
-
-    local = (
-        result.prompt_ids, result.response_ids, result.rewards,
-        [g * ctx.world_size + ctx.rank for g in result.group_ids], result.old_logprobs,
-    )  # fmt: skip
+    local = _RankSamples(
+        prompts=result.prompt_ids,
+        responses=result.response_ids,
+        rewards=result.rewards,
+        group_ids=[g * ctx.world_size + ctx.rank for g in result.group_ids],
+        old_logprobs=result.old_logprobs,
+    )
     parts = [local]
     if ctx.distributed:
-        import torch.distributed as dist
-
-        parts = [None] * ctx.world_size
-        dist.all_gather_object(parts, local)
-    columns = [[row for part in parts for row in part[i]] for i in range(5)]
-    if not columns[0]:
+        gathered: list[Any] = [None] * ctx.world_size  # filled in rank order
+        dist.all_gather_object(gathered, local)
+        parts = gathered
+    if not any(part.prompts for part in parts):
         return None
-    prompts, responses, rewards, group_ids, old_logprobs = columns
-    return RolloutBatch(
-        prompts=prompts, responses=responses, rewards=rewards, group_ids=group_ids, old_logprobs=old_logprobs
-    )
+    columns = {
+        f.name: [row for part in parts for row in getattr(part, f.name)] for f in dataclasses.fields(_RankSamples)
+    }
+    return RolloutBatch(**columns)
 
 
-def barrier(ctx: Any) -> None:
+def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
-        import torch.distributed as dist
-
         dist.barrier()
 
 
-def shard_problems(problems: Any, cfg: Config, ctx: Any) -> tuple[Any, Config]:
+def shard_problems(problems: Sequence[Problem], cfg: Config, ctx: DistContext) -> tuple[Sequence[Problem], Config]:
     """This rank's problems (every world_size-th) and a config whose per-step prompts are this rank's share."""
     if not ctx.distributed:
         return problems, cfg
@@ -237,17 +276,9 @@ async def train(cfg: Config, *, resume: bool = False, init_from: Path | None = N
     pool), the kept samples of all ranks form one global batch, and the ranks train one FSDP2 model. Rank 0
     writes config.yaml and metrics.jsonl; rank r > 0 writes its samples and rollout metrics to rank<r>/.
     """
-    from engine.data import load_train
-    from learner.checkpoint import latest_checkpoint, load_checkpoint, load_weights
-    from learner.distributed import init_distributed
-    from learner.trainer import Learner
-    from solvers import get_solver
-
     solver = get_solver(cfg.solver.name)
     await check_generation(cfg)
     if init_from is not None:
-        from learner.checkpoint import require_complete
-
         if resume:
             raise RunError(f"cannot start from {init_from}: --init-from starts a new run; drop --resume")
         try:
@@ -261,14 +292,15 @@ async def train(cfg: Config, *, resume: bool = False, init_from: Path | None = N
         prepare_run_dir(cfg, resume=resume)
     barrier(ctx)
     learner = Learner.from_pretrained(cfg.model.path, learner_config(cfg), ctx=ctx)
-    start_step, data_state = 0, (0, 0)
+    start_step, state = 0, RolloutState()
     checkpoint = latest_checkpoint(run_dir / CHECKPOINTS) if resume else None
     if checkpoint is not None:
         saved = load_checkpoint(learner, checkpoint)
-        start_step, data_state = int(saved["step"]), (int(saved["epoch"]), int(saved["position"]))
+        # Checkpoints written before the rollout state was saved hold only the data position, at the top level.
+        start_step, state = int(saved["step"]), RolloutState.from_dict(saved.get("rollout", saved))
         log.info("resumed from %s at step %d", checkpoint, start_step)
     elif init_from is not None:
-        load_weights(learner, init_from)
+        load_model_weights(learner.model, init_from, distributed=ctx.distributed)
         log.info("weights from %s", init_from)
     records_dir = run_dir if ctx.rank == 0 else run_dir / f"rank{ctx.rank}"
     records_dir.mkdir(parents=True, exist_ok=True)
@@ -279,9 +311,15 @@ async def train(cfg: Config, *, resume: bool = False, init_from: Path | None = N
     async with AsyncExitStack() as stack:
         recorder = stack.enter_context(RunRecorder(records_dir))
         rollout = await open_rollout(
-            stack, local_cfg, solver=solver, problems=problems, recorder=recorder, start_step=start_step,
-            data_state=data_state, device=ctx.device,
-        )  # fmt: skip
+            stack,
+            local_cfg,
+            solver=solver,
+            problems=problems,
+            recorder=recorder,
+            start_step=start_step,
+            state=state,
+            device=ctx.device,
+        )
         if start_step or init_from is not None:
             await rollout.backend.update_weights(generator_weights(cfg, learner, run_dir), version=start_step)
         await _loop(cfg, run_dir, rollout, learner, recorder, start_step=start_step, progress=progress)
@@ -292,50 +330,61 @@ async def open_rollout(
     stack: AsyncExitStack,
     cfg: Config,
     *,
-    solver: Any,
-    problems: Any,
-    recorder: Any,
+    solver: Solver,
+    problems: Sequence[Problem],
+    recorder: RunRecorder | None,
     start_step: int,
-    data_state: Any,
-    device: Any,
-) -> Any:
+    state: RolloutState | None = None,
+    device: torch.device | str = "cpu",
+) -> Rollout:
     """Sandbox pool, generation backend and rollout of one rank, entered on `stack` (closed in reverse order).
 
     The training loop's pipeline; benches build theirs with it too, so both measure the same thing."""
-    from engine.prompts import PromptBuilder, PromptSettings
-    from engine.rollout import Rollout
-    from engine.verifier import SolverVerifier
-    from learner.models import load_tokenizer
-    from sandbox import SandboxPool
-
     tokenizer = load_tokenizer(cfg.model.path)
     prompts = PromptBuilder(
-        tokenizer, instructions=solver.instructions,
+        tokenizer,
+        instructions=solver.instructions,
         settings=PromptSettings(
-            max_prompt_tokens=cfg.data.max_prompt_tokens, overlong=cfg.data.prompt_overlong,
+            max_prompt_tokens=cfg.data.max_prompt_tokens,
+            overlong=cfg.data.prompt_overlong,
             system=cfg.data.system_prompt,
         ),
-    )  # fmt: skip
+    )
     pool = SandboxPool(
-        workers=cfg.sandbox.workers, limits=cfg.sandbox.limits, preload=solver.preload,
-        isolation=cfg.sandbox.isolation, recycle_after=cfg.sandbox.recycle_after,
-    )  # fmt: skip
+        workers=cfg.sandbox.workers,
+        limits=cfg.sandbox.limits,
+        preload=solver.preload,
+        isolation=cfg.sandbox.isolation,
+        recycle_after=cfg.sandbox.recycle_after,
+    )
     await stack.enter_async_context(pool)
     backend = await stack.enter_async_context(make_backend(cfg, device))
     verifier = SolverVerifier(pool, solver, reward=cfg.solver.reward, extract=cfg.solver.extract)
     rollout = Rollout(
-        backend=backend, verifier=verifier, prompts=prompts, problems=problems,
-        settings=rollout_settings(cfg), sampling=sampling_params(cfg, tokenizer), recorder=recorder,
-        start_step=start_step, end_step=cfg.run.steps, data_state=data_state,
-    )  # fmt: skip
+        backend=backend,
+        verifier=verifier,
+        prompts=prompts,
+        problems=problems,
+        settings=rollout_settings(cfg),
+        sampling=sampling_params(cfg, tokenizer),
+        recorder=recorder,
+        start_step=start_step,
+        end_step=cfg.run.steps,
+        state=state,
+    )
     return await stack.enter_async_context(rollout)
 
 
 async def _loop(
-    cfg: Config, run_dir: Path, rollout: Any, learner: Any, recorder: Any, *, start_step: int, progress: bool
+    cfg: Config,
+    run_dir: Path,
+    rollout: Rollout,
+    learner: Learner,
+    recorder: RunRecorder,
+    *,
+    start_step: int,
+    progress: bool,
 ) -> None:
-    from learner.checkpoint import save_checkpoint
-
     lead = learner.ctx.rank == 0
     bar = _progress(cfg.run.steps, start_step, enabled=progress and lead)
     try:
@@ -355,17 +404,14 @@ async def _loop(
                 bar.write(StepReport(step=step, row=row).line(cfg.run.steps))
                 bar.update(1)
             if (step + 1) % cfg.run.save_every == 0 or step + 1 == cfg.run.steps:
-                epoch, position = result.data_state
-                data = {"step": step + 1, "epoch": epoch, "position": position}
+                data = {"step": step + 1, "rollout": dataclasses.asdict(result.state)}
                 directory = run_dir / CHECKPOINTS / f"step_{step + 1:06d}"
-                await asyncio.to_thread(save_checkpoint, learner, directory, data_state=data)
+                await asyncio.to_thread(save_checkpoint, learner, directory, loop_state=data)
                 if lead:
                     prune_checkpoints(run_dir / CHECKPOINTS, keep=cfg.run.keep_checkpoints)
     finally:
         bar.close()
 
 
-def _progress(total: int, initial: int, *, enabled: bool) -> Any:
-    from tqdm import tqdm
-
+def _progress(total: int, initial: int, *, enabled: bool) -> tqdm:
     return tqdm(total=total, initial=initial, desc="train", unit="step", disable=not enabled, dynamic_ncols=True)

@@ -1,14 +1,17 @@
 """Checkpoints (torch.distributed.checkpoint) and weight export (Hugging Face safetensors, in-process dict).
 
 A checkpoint directory holds the sharded model and optimizer state written by every rank (``dcp/``), one
-small file per rank with the scheduler, step counter, RNG states and the caller's data position
-(``extra_rank{r}.pt``), and a ``COMPLETE`` marker written last, so a run killed mid-save never resumes from a
-half-written checkpoint. Resuming restores all of it; the next step then matches an uninterrupted run.
-This module is the only reader of that format: ``load_model_weights`` takes just the model weights, into a
-Learner's (possibly sharded) policy or into a plain model of the same architecture (evaluation).
+small file per rank with the scheduler, step counter, RNG states and the caller's loop state (its data
+position, counters: whatever its next step depends on) in ``extra_rank{r}.pt``, and a ``COMPLETE`` marker
+written last, so a run killed mid-save never resumes from a half-written checkpoint. Resuming restores all
+of it; the next step then matches an uninterrupted run. This module is the only reader of that format:
+``load_model_weights`` takes just the model weights, into a Learner's (possibly sharded) policy
+(``--init-from``) or into a plain model of the same architecture (evaluation).
 
-    save_checkpoint(learner, "runs/x/checkpoints/step_00000010", data_state={"epoch": 0, "index": 40})
-    data_state = load_checkpoint(learner, latest_checkpoint("runs/x/checkpoints"))
+It works on anything shaped like a `Trainable` (``learner.trainer.Learner`` is one), not on the Learner itself.
+
+    save_checkpoint(learner, "runs/x/checkpoints/step_00000010", loop_state={"step": 10, "position": 40})
+    loop_state = load_checkpoint(learner, latest_checkpoint("runs/x/checkpoints"))
     load_model_weights(load_model(run_model_path), "runs/x/checkpoints/step_00000010")   # weights only
     export_hf(learner, "runs/x/weights", tokenizer=tok)      # a directory the generation backend loads
 """
@@ -20,7 +23,7 @@ import random
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -34,8 +37,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-if TYPE_CHECKING:
-    from learner.trainer import Learner
+from learner.distributed import DistContext
 
 COMPLETE = "COMPLETE"
 DCP_DIR = "dcp"  # the torch.distributed.checkpoint state {"model": ..., "optimizer": ...} of all ranks
@@ -45,7 +47,18 @@ class IncompatibleCheckpointError(ValueError):
     """A checkpoint whose model weights do not fit the model they are loaded into (another architecture or size)."""
 
 
-def _barrier(learner: Learner) -> None:
+class Trainable(Protocol):
+    """What a checkpoint saves and restores: the (possibly sharded) model, its optimizer and schedule, the
+    optimizer step count, and where this process sits among the ranks."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    global_step: int
+    ctx: DistContext
+
+
+def _barrier(learner: Trainable) -> None:
     if learner.ctx.distributed:
         dist.barrier()
 
@@ -118,8 +131,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(learner: Learner, directory: str | Path, *, data_state: dict[str, Any] | None = None) -> Path:
-    """Save everything needed to resume; every rank must call this. Returns the directory."""
+def save_checkpoint(learner: Trainable, directory: str | Path, *, loop_state: dict[str, Any] | None = None) -> Path:
+    """Save everything needed to resume; every rank must call this (each saves its own `loop_state`)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model_state, optim_state = get_state_dict(learner.model, learner.optimizer)
@@ -133,7 +146,7 @@ def save_checkpoint(learner: Learner, directory: str | Path, *, data_state: dict
         "scheduler": learner.scheduler.state_dict(),
         "global_step": learner.global_step,
         "rng": _rng_state(),
-        "data_state": data_state or {},
+        "loop_state": loop_state or {},
         "world_size": learner.ctx.world_size,
     }
     torch.save(extra, directory / f"extra_rank{learner.ctx.rank}.pt")
@@ -144,8 +157,8 @@ def save_checkpoint(learner: Learner, directory: str | Path, *, data_state: dict
     return directory
 
 
-def load_checkpoint(learner: Learner, directory: str | Path) -> dict[str, Any]:
-    """Restore model, optimizer, scheduler, step and RNG from ``directory``; returns the saved data position."""
+def load_checkpoint(learner: Trainable, directory: str | Path) -> dict[str, Any]:
+    """Restore model, optimizer, scheduler, step and RNG from ``directory``; returns this rank's loop state."""
     directory = require_complete(directory)
     extra_path = directory / f"extra_rank{learner.ctx.rank}.pt"
     extra = torch.load(extra_path, weights_only=False)
@@ -165,17 +178,19 @@ def load_checkpoint(learner: Learner, directory: str | Path) -> dict[str, Any]:
     learner.scheduler.load_state_dict(extra["scheduler"])
     learner.global_step = extra["global_step"]
     _set_rng_state(extra["rng"])
-    return extra["data_state"]
+    return extra.get("loop_state", extra.get("data_state", {}))  # "data_state": the key's name before 2026-12
 
 
 def load_model_weights(model: nn.Module, directory: str | Path, *, distributed: bool = False) -> None:
     """Fill ``model`` in place with the model weights of the checkpoint in ``directory``; nothing else is read.
 
     ``model`` is a plain module of the checkpoint's architecture (an evaluation process: ``load_model`` of the
-    run's ``model.path``), or a Learner's policy, FSDP2-sharded under torchrun: then ``distributed=True`` and
-    every rank must call this. A checkpoint saved by any world size loads into any other. Fails before any
-    tensor is read: FileNotFoundError for a missing or incomplete checkpoint, IncompatibleCheckpointError
-    (naming the parameters) for a checkpoint of another model.
+    run's ``model.path``), or a Learner's policy (``--init-from``: EVOM's low-cost solver adaptation starts
+    from a policy trained with another solver's verifier; optimizer, schedule and step start fresh),
+    FSDP2-sharded under torchrun: then ``distributed=True`` and every rank must call this. A checkpoint saved
+    by any world size loads into any other. Fails before any tensor is read: FileNotFoundError for a missing
+    or incomplete checkpoint, IncompatibleCheckpointError (naming the parameters) for a checkpoint of another
+    model.
     """
     directory = require_complete(directory)
     state = get_model_state_dict(model)
@@ -183,15 +198,6 @@ def load_model_weights(model: nn.Module, directory: str | Path, *, distributed: 
     with _quiet_single_process(distributed):
         dcp.load({"model": state}, checkpoint_id=str(directory / DCP_DIR), no_dist=not distributed)
     set_model_state_dict(model, state)
-
-
-def load_weights(learner: Learner, directory: str | Path) -> None:
-    """Only the model weights of a checkpoint; optimizer, schedule, step and data position start fresh.
-
-    This is EVOM's low-cost solver adaptation: continue from a policy trained with one solver's verifier
-    and train on another's. Every rank must call this; any world size may load any checkpoint.
-    """
-    load_model_weights(learner.model, directory, distributed=learner.ctx.distributed)
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:
@@ -203,17 +209,21 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     return complete[-1] if complete else None
 
 
-def full_state_dict(learner: Learner) -> dict[str, torch.Tensor]:
-    """Unsharded HF-named weights on CPU, on rank 0 (other ranks get ``{}``); every rank must call this.
+def full_state_dict(learner: Trainable, *, all_ranks: bool = False) -> dict[str, torch.Tensor]:
+    """Unsharded HF-named weights on CPU; every rank must call this (the shards are gathered).
 
-    For the in-process generator: ``generator_model.load_state_dict(full_state_dict(learner))``.
+    Only rank 0 gets them (``{}`` elsewhere) unless ``all_ranks``: then every rank gets a full copy, e.g. for
+    an in-process generator on each rank: ``generator_model.load_state_dict(full_state_dict(learner))``.
     """
+    if all_ranks and learner.ctx.distributed:
+        state = get_model_state_dict(learner.model, options=StateDictOptions(full_state_dict=True))
+        return {name: tensor.detach().cpu() for name, tensor in state.items()}
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     state = get_model_state_dict(learner.model, options=options)
     return state if learner.ctx.rank == 0 else {}
 
 
-def export_hf(learner: Learner, directory: str | Path, *, tokenizer: Any | None = None) -> Path:
+def export_hf(learner: Trainable, directory: str | Path, *, tokenizer: Any | None = None) -> Path:
     """Write the current weights as a Hugging Face safetensors directory (config + weights [+ tokenizer]).
 
     Every rank must call this (the shards are gathered); rank 0 writes. Returns the directory.

@@ -351,9 +351,8 @@ class Learner:
             metrics.pop("kl")
         return metrics
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """Unsharded HF-named weights on CPU for the in-process generator (rank 0; ``{}`` elsewhere).
-
-        Every rank must call it under FSDP (the shards are gathered).
-        """
-        return full_state_dict(self)
+    def full_weights(self, *, all_ranks: bool = False) -> dict[str, torch.Tensor]:
+        """The policy's unsharded HF-named weights on CPU, for a generator (not a checkpoint: see
+        `learner.checkpoint`). Rank 0 only (``{}`` elsewhere) unless ``all_ranks``; under FSDP every rank
+        must call it (the shards are gathered)."""
+        return full_state_dict(self, all_ranks=all_ranks)

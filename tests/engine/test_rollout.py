@@ -196,7 +196,7 @@ async def test_staleness_bound_gates_generation_and_drops_stale_groups(pool, tmp
             await rollout.update_weights(state)
             await rollout.update_weights(state)
             stale = await rollout.next_batch()
-    assert set(first.weight_versions) == {1} and first.data_state == (0, 2)
+    assert set(first.weight_versions) == {1} and (first.state.epoch, first.state.position) == (0, 2)
     # Batch 1 was made by version 1; the backend is at 3 now: two versions old, over the bound of one.
     assert stale.metrics["filtered/stale"] == 2 and stale.groups == () and stale.metrics["weight_version"] == 3
 

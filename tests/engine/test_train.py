@@ -50,13 +50,13 @@ def test_two_steps_leave_config_metrics_samples_and_checkpoints(tiny_model, tmp_
 
 
 def _checkpoint_weights(model_dir: Path, checkpoint: Path | None) -> dict:
-    from learner.checkpoint import load_weights
+    from learner.checkpoint import load_model_weights
     from learner.config import LearnerConfig
     from learner.trainer import Learner
 
     learner = Learner.from_pretrained(str(model_dir), LearnerConfig(device="cpu"))
     if checkpoint is not None:
-        load_weights(learner, checkpoint)
+        load_model_weights(learner.model, checkpoint)
     return {k: v.detach().clone() for k, v in learner.model.state_dict().items()}
 
 
@@ -113,9 +113,33 @@ def test_cli_reports_bad_input_in_one_line(tiny_model, tmp_path, capsys):
     assert not (tmp_path / "t").exists(), "a failed start leaves no half-made run directory"
 
 
+# What a step's records depend on besides the clock: equal in a resumed and an uninterrupted run.
+SAMPLE_KEYS = ("step", "problem_id", "group_id", "sample_index", "text", "status", "reward", "weight_version")
+METRIC_KEYS = ("step", "reward_mean", "accuracy", "groups_kept", "samples_trained", "train/loss", "train/grad_norm")
+
+
+def _records(run_dir: Path) -> tuple[list[tuple], list[tuple]]:
+    samples = sorted(tuple(s[k] for k in SAMPLE_KEYS) for s in read_jsonl(run_dir / "samples.jsonl"))
+    metrics = [tuple(m.get(k) for k in METRIC_KEYS) for m in read_jsonl(run_dir / "metrics.jsonl")]
+    return samples, metrics
+
+
 @pytest.mark.slow
-def test_killed_run_resumes_from_its_last_checkpoint(tiny_model, tmp_path):
-    args = [sys.executable, "-m", "engine.run", "--quiet", *overrides(tiny_model, tmp_path, "run.steps=4")]
+def test_killed_run_resumes_exactly_where_it_stopped(tiny_model, tmp_path):
+    """SIGKILL after a checkpoint, then --resume: every step's samples (texts, rewards, group ids) and metrics
+    equal those of the same run left uninterrupted, so nothing a step depends on is missing from a checkpoint
+    (weights, optimizer, RNG, problem order, the rollout's round counter and group ids)."""
+    # Sampling at T = 1 with a seed and weight decay moving the weights every step: each step's texts depend
+    # on the weights, the optimizer state and the round seeds before it.
+    extra = ("run.steps=4", "learner.weight_decay=1.0", "generation.sampling.temperature=1.0", "run.seed=3")
+    base = [sys.executable, "-m", "engine.run", "--quiet"]
+    whole = subprocess.run(
+        [*base, *overrides(tiny_model, tmp_path, *extra, "run.name=whole")],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert whole.returncode == 0, whole.stderr[-2000:]
+
+    args = [*base, *overrides(tiny_model, tmp_path, *extra)]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     marker = tmp_path / "t" / "checkpoints" / "step_000002" / "COMPLETE"
     try:
@@ -123,7 +147,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_model, tmp_path):
         while not marker.exists():
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, "no second checkpoint within 10 minutes"
-            time.sleep(0.2)
+            time.sleep(0.05)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -136,12 +160,15 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_model, tmp_path):
     done = subprocess.run([*args, "--resume"], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"resumed from {newest}" in done.stderr, done.stderr[-2000:]
-    assert [m["step"] for m in read_jsonl(tmp_path / "t" / "metrics.jsonl")] == [0, 1, 2, 3]
     report = tmp_path / "t" / "report"
     assert {p.name for p in report.iterdir()} >= {"reward.png", "status_mix.png", "time_split.png", "report.md"}
-    samples = read_jsonl(tmp_path / "t" / "samples.jsonl")
-    assert sorted({s["step"] for s in samples}) == [0, 1, 2, 3]
-    assert len(samples) == 16
+
+    samples, metrics = _records(tmp_path / "t")
+    expected_samples, expected_metrics = _records(tmp_path / "whole")
+    assert [m[0] for m in metrics] == [0, 1, 2, 3] and len(samples) == 16
+    assert len({s[2] for s in samples}) == 8, "group ids are not reused after the resume"
+    assert samples == expected_samples
+    assert metrics == expected_metrics
 
 
 @pytest.mark.slow

@@ -14,7 +14,6 @@ from learner.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     load_model_weights,
-    load_weights,
     save_checkpoint,
 )
 from learner.config import AlgorithmConfig, LearnerConfig, RolloutBatch
@@ -32,7 +31,7 @@ def test_resume_matches_uninterrupted(tmp_path, make_model, make_sequences):
     learner = Learner(make_model(seed=0), CONFIG)
     learner.step(_batch(make_sequences, 0))
     torch.manual_seed(5)
-    save_checkpoint(learner, tmp_path / "step_00000001", data_state={"cursor": 6})
+    save_checkpoint(learner, tmp_path / "step_00000001", loop_state={"cursor": 6})
     draws_after_save = torch.rand(3)
     expected = learner.step(_batch(make_sequences, 1))
 
@@ -65,14 +64,14 @@ def _tie(model):
 def test_model_weights_load_into_a_plain_model_and_into_a_learner(tmp_path, make_model, make_sequences):
     trained = Learner(_tie(make_model(seed=1)), CONFIG)
     trained.step(_batch(make_sequences, 3))
-    save_checkpoint(trained, tmp_path / "step_1", data_state={"cursor": 6})
+    save_checkpoint(trained, tmp_path / "step_1", loop_state={"cursor": 6})
     expected = {name: value.detach().clone() for name, value in trained.model.state_dict().items()}
 
     plain = _tie(make_model(seed=2))
     assert not torch.equal(plain.model.embed_tokens.weight, expected["model.embed_tokens.weight"])
     load_model_weights(plain, tmp_path / "step_1")
     learner = Learner(_tie(make_model(seed=3)), CONFIG)
-    load_weights(learner, tmp_path / "step_1")
+    load_model_weights(learner.model, tmp_path / "step_1")
     for model in (plain, learner.model):
         assert model.state_dict().keys() == expected.keys()
         for name, value in model.state_dict().items():
@@ -108,7 +107,7 @@ def test_export_hf_round_trip(tmp_path, make_model, make_sequences, tied):
     export_hf(learner, tmp_path / "hf")
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
     state = full_state_dict(learner)
-    assert state.keys() == learner.state_dict().keys()
+    assert state.keys() == learner.full_weights().keys()
     assert set(loaded.state_dict()) == set(state)
     for name, value in loaded.state_dict().items():
         assert torch.equal(value, state[name]), name

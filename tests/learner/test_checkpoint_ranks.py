@@ -1,7 +1,7 @@
 """Model weights of a checkpoint saved by one process, loaded into a policy sharded over 2 ranks (torchrun, gloo).
 
 The test saves the checkpoint in-process, then runs this file under torchrun (the ``__main__`` block): each rank
-builds an FSDP2 Learner from other random weights, calls ``load_weights`` and rank 0 writes the gathered weights.
+builds an FSDP2 Learner from other random weights, calls ``load_model_weights`` and rank 0 writes the gathered weights.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from learner.checkpoint import full_state_dict, load_weights, save_checkpoint
+from learner.checkpoint import full_state_dict, load_model_weights, save_checkpoint
 from learner.config import LearnerConfig, RolloutBatch
 from learner.distributed import exit_rank, shutdown_distributed
 from learner.trainer import Learner
@@ -56,7 +56,7 @@ def _load_on_ranks(out: Path) -> None:
     torch.set_num_threads(1)
     learner = Learner(tiny_llama(seed=2), CONFIG)
     assert learner.ctx.distributed and learner.ctx.world_size == 2
-    load_weights(learner, out / "step_1")
+    load_model_weights(learner.model, out / "step_1", distributed=True)
     state = full_state_dict(learner)
     if learner.ctx.rank == 0:
         torch.save(state, out / "loaded.pt")

@@ -80,7 +80,7 @@ def test_two_ranks_match_one_process(tmp_path, worker):
         for key in ("loss", "kl", "grad_norm", "entropy", "clip_frac_high", "clip_frac_low"):
             assert got[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-7), key
     # checkpoint round trip across 2 ranks: the resumed step equals the uninterrupted one
-    assert results["data_state"] == {"next": 1}
+    assert results["loop_state"] == {"next": 1}
     assert _max_diff(results["weights_resumed"], results["weights_uninterrupted"]) == 0.0
     assert results["step2_resumed"]["grad_norm"] == results["step2_uninterrupted"]["grad_norm"]
     # the HF export gathered from the shards loads with transformers and holds the trained weights
@@ -89,7 +89,7 @@ def test_two_ranks_match_one_process(tmp_path, worker):
     # from_pretrained under torchrun: rank 1 starts on the meta device and gets rank 0's weights and buffers
     single = Learner.from_pretrained(str(tmp_path / "hf"), worker.dist_config(12))  # as the ranks loaded it
     loaded_metrics = single.step(worker.dist_batch())
-    assert _max_diff(results["weights_loaded"], single.state_dict()) < 1e-5
+    assert _max_diff(results["weights_loaded"], single.full_weights()) < 1e-5
     assert results["loaded_step"]["grad_norm"] == pytest.approx(loaded_metrics["grad_norm"], rel=1e-6)
     assert results["loaded_step"]["entropy"] == pytest.approx(loaded_metrics["entropy"], rel=1e-6)
 

@@ -109,11 +109,11 @@ def run_dist(out: Path) -> None:
         results[f"metrics_{tokens}"] = learner.step(dist_batch())
         results[f"grads_{tokens}"] = grads[0]
         results[f"weights_{tokens}"] = full_state_dict(learner)
-    save_checkpoint(learner, out / "ckpt" / "step_1", data_state={"next": 1})
+    save_checkpoint(learner, out / "ckpt" / "step_1", loop_state={"next": 1})
     results["step2_uninterrupted"] = learner.step(dist_batch())
     export_hf(learner, out / "hf")
     resumed = Learner(tiny_llama(seed=5), dist_config(10_000))
-    results["data_state"] = load_checkpoint(resumed, latest_checkpoint(out / "ckpt"))
+    results["loop_state"] = load_checkpoint(resumed, latest_checkpoint(out / "ckpt"))
     results["step2_resumed"] = resumed.step(dist_batch())
     results["weights_resumed"] = full_state_dict(resumed)
     results["weights_uninterrupted"] = full_state_dict(learner)
@@ -150,7 +150,7 @@ def run_train(ckpt: Path, steps: int, save_at: int, resume: bool) -> None:
         fingerprint = sum(float(p.double().square().sum()) for p in learner.model.parameters())
         print(json.dumps({"step": step, "fingerprint": fingerprint, **metrics}), flush=True)
         if step + 1 == save_at and not resume:
-            save_checkpoint(learner, ckpt / f"step_{step + 1:08d}", data_state={"next_step": step + 1})
+            save_checkpoint(learner, ckpt / f"step_{step + 1:08d}", loop_state={"next_step": step + 1})
             print("saved", flush=True)
 
 
