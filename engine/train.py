@@ -7,8 +7,11 @@ Phases of one step: `next_batch` (generation with verification on arrival and gr
 one readable line, and every `run.save_every` steps a checkpoint. The run directory is
 `run.output_dir/run.name`: config.yaml, metrics.jsonl, samples.jsonl, checkpoints/step_NNNNNN/.
 
-`--resume` restores the newest complete checkpoint (model, optimizer, scheduler, RNG, data position) and
-drops the rows that steps after it had written, so the files read as if the run had never stopped.
+`--resume` restores the newest complete checkpoint (model, optimizer, scheduler, RNG, and the rollout's
+`RolloutState`: problem position, round counter, next group id) and drops the rows that steps after it had
+written. With `rollout.max_staleness: 0` the resumed run then writes exactly the samples and metrics of an
+uninterrupted one; with staleness > 0, the batch that was being generated ahead when the run stopped is
+generated again by the checkpoint's (newer) weights.
 """
 
 from __future__ import annotations
