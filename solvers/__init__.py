@@ -6,45 +6,29 @@
     outcome.status, outcome.objective, outcome.reward, outcome.correct
 
 Command line: `python -m solvers verify --solver gurobipy --input IN.jsonl --output OUT.jsonl`.
+
+The names below are the package's contract. The parts behind them (`solvers.extract`, `solvers.harness`,
+`solvers.reward`'s helpers, `solvers.registry`, `solvers.adapters`) are importable from their modules for
+tests and tools, and may change without notice.
 """
 
 from __future__ import annotations
 
-from solvers import adapters as _adapters  # noqa: F401  (registers the built-in adapters)
-from solvers.base import (
-    Solver,
-    SolverUnavailableError,
-    SolveState,
-    UnknownSolverError,
-    available_solvers,
-    get_solver,
-    register,
-    solver_names,
-)
-from solvers.extract import ExtractConfig, extract_code
-from solvers.harness import build_program, parse_channel
-from solvers.reward import OUTCOME_STATUSES, Outcome, RewardConfig, matches, reward_of
-from solvers.verify import judge, verify, verify_code
+from solvers.base import Solver, SolverUnavailableError, UnknownSolverError
+from solvers.extract import ExtractConfig
+from solvers.registry import available_solvers, get_solver
+from solvers.reward import Outcome, RewardConfig
+from solvers.verify import verify, verify_code
 
 __all__ = [
-    "OUTCOME_STATUSES",
     "ExtractConfig",
     "Outcome",
     "RewardConfig",
-    "SolveState",
     "Solver",
     "SolverUnavailableError",
     "UnknownSolverError",
     "available_solvers",
-    "build_program",
-    "extract_code",
     "get_solver",
-    "judge",
-    "matches",
-    "parse_channel",
-    "register",
-    "reward_of",
-    "solver_names",
     "verify",
     "verify_code",
 ]

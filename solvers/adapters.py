@@ -7,7 +7,7 @@ License limits are recognised from the solver's own error codes, never from prin
 Gurobi errno 10010 (model too large for the size-limited license) and 10009 (no valid license),
 COPT retcode 4 (COPT_RETCODE_LICENSE, raised by solve()/solveLP() for models over the size limits).
 
-Importing this module registers them all; `python -c "import solvers; print(solvers.available_solvers())"`.
+`solvers.registry` lists them by name; `python -m solvers list` shows which are installed here.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from solvers.base import SolveState, SolveStateName, register
+from solvers.base import SolveState, SolveStateName
 from solvers.harness import RUNTIME_MODULES
 
 _COMMON = (
@@ -93,20 +93,20 @@ def _table(api: str, states: Mapping[str | int, SolveStateName]) -> dict[tuple[s
     return {(api, str(raw)): state for raw, state in states.items()}
 
 
-GUROBI_STATUS_NAMES = {
+_GUROBI_STATUS_NAMES = {
     1: "LOADED", 2: "OPTIMAL", 3: "INFEASIBLE", 4: "INF_OR_UNBD", 5: "UNBOUNDED", 6: "CUTOFF",
     7: "ITERATION_LIMIT", 8: "NODE_LIMIT", 9: "TIME_LIMIT", 10: "SOLUTION_LIMIT", 11: "INTERRUPTED",
     12: "NUMERIC", 13: "SUBOPTIMAL", 14: "INPROGRESS", 15: "USER_OBJ_LIMIT", 16: "WORK_LIMIT", 17: "MEM_LIMIT",
 }  # fmt: skip
-COPT_STATUS_NAMES = {
+_COPT_STATUS_NAMES = {
     0: "UNSTARTED", 1: "OPTIMAL", 2: "INFEASIBLE", 3: "UNBOUNDED", 4: "INF_OR_UNB", 5: "NUMERICAL",
     6: "NODELIMIT", 7: "IMPRECISE", 8: "TIMEOUT", 9: "UNFINISHED", 10: "INTERRUPTED",
 }  # fmt: skip
-PYWRAPLP_STATUS_NAMES = {
+_PYWRAPLP_STATUS_NAMES = {
     0: "OPTIMAL", 1: "FEASIBLE", 2: "INFEASIBLE", 3: "UNBOUNDED", 4: "ABNORMAL", 5: "MODEL_INVALID", 6: "NOT_SOLVED",
 }  # fmt: skip
-CP_SAT_STATUS_NAMES = {0: "UNKNOWN", 1: "MODEL_INVALID", 2: "FEASIBLE", 3: "INFEASIBLE", 4: "OPTIMAL"}
-PULP_SOLUTION_STATUS_NAMES = {
+_CP_SAT_STATUS_NAMES = {0: "UNKNOWN", 1: "MODEL_INVALID", 2: "FEASIBLE", 3: "INFEASIBLE", 4: "OPTIMAL"}
+_PULP_SOLUTION_STATUS_NAMES = {
     0: "NoSolutionFound", 1: "Optimal", 2: "IntegerFeasible", -1: "Infeasible", -2: "Unbounded",
 }  # fmt: skip
 
@@ -122,7 +122,7 @@ GUROBIPY = ApiAdapter(
     preload=_preload("gurobipy"),
     hook="gurobipy_hook",
     statuses=_table("", {2: "optimal", 3: "infeasible", 4: "inf_or_unbd", 5: "unbounded"}),
-    status_names={("", str(code)): name for code, name in GUROBI_STATUS_NAMES.items()},
+    status_names={("", str(code)): name for code, name in _GUROBI_STATUS_NAMES.items()},
     license_exception="GurobiError",
     license_codes=frozenset({10009, 10010}),
 )
@@ -139,7 +139,7 @@ COPTPY = ApiAdapter(
     preload=_preload("coptpy"),
     hook="coptpy_hook",
     statuses=_table("", {1: "optimal", 2: "infeasible", 3: "unbounded", 4: "inf_or_unbd"}),
-    status_names={("", str(code)): name for code, name in COPT_STATUS_NAMES.items()},
+    status_names={("", str(code)): name for code, name in _COPT_STATUS_NAMES.items()},
     license_exception="CoptError",
     license_codes=frozenset({4}),
 )
@@ -174,8 +174,8 @@ ORTOOLS = ApiAdapter(
         ),
     },
     status_names={
-        **{("pywraplp", str(code)): name for code, name in PYWRAPLP_STATUS_NAMES.items()},
-        **{("cp_sat", str(code)): name for code, name in CP_SAT_STATUS_NAMES.items()},
+        **{("pywraplp", str(code)): name for code, name in _PYWRAPLP_STATUS_NAMES.items()},
+        **{("cp_sat", str(code)): name for code, name in _CP_SAT_STATUS_NAMES.items()},
     },
 )
 
@@ -224,7 +224,7 @@ PULP = ApiAdapter(
     # PuLP's `status` says "Optimal" for any integer-feasible CBC answer; `sol_status` tells the two apart.
     status_key="solution_status",
     statuses=_table("", {1: "optimal", 2: "feasible", -1: "infeasible", -2: "unbounded"}),
-    status_names={("", str(code)): name for code, name in PULP_SOLUTION_STATUS_NAMES.items()},
+    status_names={("", str(code)): name for code, name in _PULP_SOLUTION_STATUS_NAMES.items()},
 )
 
 PYOMO = ApiAdapter(
@@ -242,7 +242,3 @@ PYOMO = ApiAdapter(
     statuses=_table("", {"optimal": "optimal", "globallyOptimal": "optimal", "infeasible": "infeasible",
                          "unbounded": "unbounded", "infeasibleOrUnbounded": "inf_or_unbd"}),
 )  # fmt: skip
-
-ADAPTERS: tuple[ApiAdapter, ...] = (GUROBIPY, ORTOOLS, COPTPY, PYSCIPOPT, HIGHSPY, PULP, PYOMO)
-for _adapter in ADAPTERS:
-    register(_adapter)

@@ -1,4 +1,4 @@
-"""The `Solver` extension point: one adapter per solver API, and the registry that finds them.
+"""The `Solver` extension point: what one adapter per solver API provides, and the registry's errors.
 
 An adapter says how to talk to one solver API and how to read what it reported:
 
@@ -8,14 +8,11 @@ An adapter says how to talk to one solver API and how to read what it reported:
 - `classify(record)`: one solve record from the hook -> a `SolveState` (canonical state + raw status);
 - `is_license_limit(exception)`: whether an exception record is the size-limited license refusing a model.
 
-    from solvers import get_solver, available_solvers
-    solver = get_solver("gurobipy")      # unknown names fail listing the valid ones
-    available_solvers()                  # those whose Python package is installed here
+The adapters are in `solvers.adapters`; `solvers.registry` lists them and looks them up by name.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -71,43 +68,3 @@ class UnknownSolverError(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
-
-
-_REGISTRY: dict[str, Solver] = {}
-
-
-def register(solver: Solver) -> Solver:
-    """Add `solver` to the registry under `solver.name`; a second solver with the same name is an error."""
-    if solver.name in _REGISTRY:
-        raise ValueError(f"a solver named {solver.name!r} is already registered")
-    _REGISTRY[solver.name] = solver
-    return solver
-
-
-def solver_names() -> list[str]:
-    """Every registered solver name, installed or not."""
-    return sorted(_REGISTRY)
-
-
-def is_installed(solver: Solver) -> bool:
-    return importlib.util.find_spec(solver.package) is not None
-
-
-def get_solver(name: str, *, require_installed: bool = True) -> Solver:
-    """The adapter called `name`; raises UnknownSolverError listing the valid names, or SolverUnavailableError."""
-    try:
-        solver = _REGISTRY[name]
-    except KeyError:
-        raise UnknownSolverError(f"unknown solver {name!r}; valid solvers: {', '.join(solver_names())}") from None
-    if require_installed and not is_installed(solver):
-        raise SolverUnavailableError(
-            f"solver {name!r} needs the Python package {solver.package!r}, which is not installed; "
-            f"install it with: pip install '{solver.pip_requirement}'"
-        )
-    return solver
-
-
-def available_solvers() -> list[str]:
-    """Names of the registered solvers whose Python package is installed here (found, not imported:
-    importing coptpy or gurobipy prints license banners and takes seconds)."""
-    return [name for name in solver_names() if is_installed(_REGISTRY[name])]

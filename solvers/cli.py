@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from solvers.base import SolverUnavailableError, available_solvers, get_solver, solver_names
+from solvers.base import SolverUnavailableError, UnknownSolverError
 from solvers.extract import ExtractConfig
+from solvers.registry import available_solvers, get_solver, solver_names
 from solvers.reward import OUTCOME_STATUSES, Outcome, RewardConfig
 from solvers.verify import verify, verify_code
 
@@ -146,8 +147,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return 2
     try:
         get_solver(args.solver)
-    except (KeyError, SolverUnavailableError) as exc:
-        print(f"error: {exc.args[0]}", file=sys.stderr)
+    except (UnknownSolverError, SolverUnavailableError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     rows, bad = read_rows(source)
     for message in bad:

@@ -16,12 +16,16 @@ infeasible or unbounded.
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from solvers.base import Solver, SolveState, get_solver
+from solvers.base import Solver, SolveState
 from solvers.extract import ExtractConfig, extract_code
 from solvers.harness import NO_KEY_EXIT, Report, build_program, new_key, parse_channel
+from solvers.registry import get_solver
 from solvers.reward import Outcome, OutcomeStatus, RewardConfig, matches, reward_of
+
+if TYPE_CHECKING:
+    from sandbox import Limits
 
 
 class RunResult(Protocol):
@@ -37,7 +41,7 @@ class RunResult(Protocol):
 class Runner(Protocol):
     """Anything with `sandbox.SandboxPool.run`'s signature."""
 
-    async def run(self, code: str, stdin: str = "", limits: Any = None) -> RunResult: ...
+    async def run(self, code: str, stdin: str = "", limits: Limits | None = None) -> RunResult: ...
 
 
 def _check_answer(answer: float | None) -> float | None:
@@ -55,7 +59,7 @@ async def verify(
     answer: float | None,
     *,
     reward: RewardConfig | None = None,
-    limits: Any = None,
+    limits: Limits | None = None,
     extract: ExtractConfig | None = None,
     flip_sense: bool = False,
     sandbox_retries: int = 1,
@@ -81,7 +85,7 @@ async def verify_code(
     answer: float | None,
     *,
     reward: RewardConfig | None = None,
-    limits: Any = None,
+    limits: Limits | None = None,
     flip_sense: bool = False,
     sandbox_retries: int = 1,
 ) -> Outcome:

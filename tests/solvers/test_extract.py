@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from solvers import ExtractConfig, extract_code
+from solvers import ExtractConfig
+from solvers.extract import extract_code
 
 TWO_BLOCKS = "Model:\n```python\nx = 1\n```\nthen the fix:\n```python\nx = 2\n```\nDone."
 

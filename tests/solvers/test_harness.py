@@ -7,8 +7,8 @@ import hashlib
 import hmac
 import json
 
-from solvers import get_solver, parse_channel
-from solvers.harness import HOOKS_DIR, RUNTIME_MODULES, build_program, new_key
+from solvers import get_solver
+from solvers.harness import HOOKS_DIR, RUNTIME_MODULES, build_program, new_key, parse_channel
 
 
 def _frame(key: str, record: dict) -> bytes:

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from sandbox import Limits, SandboxPool
-from solvers import Outcome, RewardConfig, matches, verify_code
+from solvers import Outcome, RewardConfig, verify_code
+from solvers.reward import matches
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -5,22 +5,27 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import types
 
 import pytest
 
-from solvers import (
-    Solver,
-    SolverUnavailableError,
-    UnknownSolverError,
-    available_solvers,
-    get_solver,
-    register,
-    solver_names,
-)
+import solvers
+from solvers import Solver, SolverUnavailableError, UnknownSolverError, available_solvers, get_solver
+from solvers import registry as registry_module
 from solvers.adapters import ApiAdapter
 from solvers.harness import HOOKS_DIR
+from solvers.registry import register, solver_names
 
 BUILT_IN = ["coptpy", "gurobipy", "highspy", "ortools", "pulp", "pyomo", "pyscipopt"]
+
+
+def test_the_package_exports_its_contract_and_nothing_else() -> None:
+    assert sorted(solvers.__all__) == [
+        "ExtractConfig", "Outcome", "RewardConfig", "Solver", "SolverUnavailableError", "UnknownSolverError",
+        "available_solvers", "get_solver", "verify", "verify_code",
+    ]  # fmt: skip
+    public = {n for n, v in vars(solvers).items() if not n.startswith("_") and not isinstance(v, types.ModuleType)}
+    assert public - {"annotations"} == set(solvers.__all__)  # annotations: the __future__ import
 
 
 def test_built_in_solvers_are_registered_and_installed_here() -> None:
@@ -35,7 +40,9 @@ def test_unknown_name_lists_the_valid_ones() -> None:
     assert str(caught.value).startswith("unknown solver 'cplex'; valid solvers: coptpy, gurobipy, highspy")
 
 
-def test_missing_package_names_the_pip_extra() -> None:
+def test_missing_package_names_the_pip_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A registry of its own, so that the built-in list the other tests read stays as shipped.
+    monkeypatch.setattr(registry_module, "_REGISTRY", dict(registry_module._REGISTRY))
     absent = ApiAdapter(
         name="absent-solver", package="evom_no_such_package", pip_requirement="evom[solvers-extra]",
         instructions="", preload=(), hook="gurobipy_hook", statuses={},

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from solvers import RewardConfig, matches, reward_of
+from solvers import RewardConfig
+from solvers.reward import matches, reward_of
 
 RELATIVE = RewardConfig()
 ORLM = RewardConfig(comparison="orlm")
