@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from engine.cli import exit_code
 from engine.evaluation.metrics import Cell, Item, format_markdown, format_table, summarize
 from engine.evaluation.models import ModelError, ModelSpec, open_model, parse_model
 from engine.evaluation.runner import Entry, EvalSettings, generate_and_score, score_completions
@@ -116,9 +117,7 @@ def load_solvers(names: Sequence[str]) -> list[Any]:
     solvers = []
     for name in dict.fromkeys(names):
         try:
-            solvers.append(get_solver(name))
-        except KeyError as exc:  # the message lists the valid names
-            raise EvalInputError(exc.args[0]) from None
+            solvers.append(get_solver(name))  # UnknownSolverError (bad input) lists the valid names
         except SolverUnavailableError as exc:
             extra = pip_extra(get_solver(name, require_installed=False).package)
             hint = f" (or the project's extra: pip install 'evom[{extra}]')" if extra else ""
@@ -276,26 +275,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Bad input -> exit 2, unusable environment (solver missing, sandbox, server error) -> exit 1; one line each.
+    """Bad input -> exit 2, unusable environment (solver missing, sandbox, server error) -> exit 1; one line each
+    (see engine/cli.py).
 
     Nothing here imports torch: scoring completions does not need it (and the import costs seconds)."""
-    from engine.data import DataError
-    from engine.generation import GenerationError
-    from sandbox import SandboxUnavailable
-    from solvers import SolverUnavailableError
-
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print("interrupted: nothing was written", file=sys.stderr)
-        return 130
-    except (EvalInputError, DataError, ModelError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (SolverUnavailableError, SandboxUnavailable, GenerationError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return exit_code(lambda: run(args), bad_input=(EvalInputError, ModelError), interrupted="nothing was written")
 
 
 if __name__ == "__main__":

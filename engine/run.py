@@ -4,7 +4,8 @@
     python -m engine.run rollout.group_size=8 run.name=x  # overrides, validated against engine/config.py
     torchrun --nproc-per-node 2 -m engine.run --config configs/...yaml
 
-Bad input (a missing config file, an unknown key, a wrong type) is reported in one line with exit code 2.
+Bad input (a missing config file, an unknown key, a wrong type, a missing data file) is reported in one line with
+exit code 2, an unusable environment (no sandbox, a solver package missing) with exit code 1 (engine/cli.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
+from engine.cli import exit_code
 from engine.config import Config, ConfigError, load_config, to_dict
 
 if TYPE_CHECKING:
@@ -81,13 +83,11 @@ def check_model(cfg: Config) -> Check:
 
 
 def check_solver(cfg: Config) -> Check:
-    from solvers import SolverUnavailableError, get_solver
+    from solvers import SolverUnavailableError, UnknownSolverError, get_solver
 
     try:
         solver = get_solver(cfg.solver.name)
-    except KeyError as exc:
-        return Check(name="solver", ok=False, detail=exc.args[0])
-    except SolverUnavailableError as exc:
+    except (UnknownSolverError, SolverUnavailableError) as exc:
         return Check(name="solver", ok=False, detail=str(exc))
     return Check(name="solver", ok=True, detail=f"{solver.name}: {solver.package} importable")
 
@@ -135,11 +135,11 @@ def check_eval_data(cfg: Config) -> Check:
 def check_sandbox(cfg: Config) -> Check:
     """Start a one-worker pool with the solver's preload and run a trivial program in it."""
     from sandbox import SandboxPool, SandboxUnavailable
-    from solvers import SolverUnavailableError, get_solver
+    from solvers import SolverUnavailableError, UnknownSolverError, get_solver
 
     try:
         preload = get_solver(cfg.solver.name).preload
-    except (KeyError, SolverUnavailableError):
+    except (UnknownSolverError, SolverUnavailableError):
         preload = ()
 
     async def probe() -> str:
@@ -177,12 +177,13 @@ def dry_run(cfg: Config) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Bad input -> exit 2, unusable environment -> exit 1, one line each (see engine/cli.py)."""
     args = parse_args(argv)
-    try:
-        cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return exit_code(lambda: command(args), bad_input=(ConfigError,), interrupted="nothing was started")
+
+
+def command(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
     if args.dry_run:
         return dry_run(cfg)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -200,33 +201,28 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def train_cli(cfg: Config, *, resume: bool, init_from: Path | None, progress: bool) -> int:
-    """Train, turning bad input and unusable environments into one line on stderr (exit 2 and 1)."""
-    from engine.data import DataError
-    from engine.train import RunError, train
-    from learner.models import ModelNotFoundError
-    from sandbox import SandboxUnavailable
-    from solvers import SolverUnavailableError
+    """Train and write the report; the project's errors become one line on stderr (exit 2 and 1), any other
+    exception (a bug) keeps its traceback.
 
-    try:
-        run_dir = run_async(train(cfg, resume=resume, init_from=init_from, progress=progress))
-    except KeyboardInterrupt:
-        print("interrupted: the run directory keeps every finished step; continue with --resume", file=sys.stderr)
-        return 130
-    except (RunError, DataError, ModelNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyError as exc:  # unknown solver: the message lists the valid names
-        print(f"error: {exc.args[0]}", file=sys.stderr)
-        return 2
-    except (SolverUnavailableError, SandboxUnavailable) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    RunError and ModelNotFoundError are imported here, not by main: their modules import torch."""
+    from engine.train import RunError
+    from learner.models import ModelNotFoundError
+
+    return exit_code(
+        lambda: _train(cfg, resume=resume, init_from=init_from, progress=progress),
+        bad_input=(RunError, ModelNotFoundError),
+        interrupted="the run directory keeps every finished step; continue with --resume",
+    )
+
+
+def _train(cfg: Config, *, resume: bool, init_from: Path | None, progress: bool) -> int:
+    from engine.report import write_report
+    from engine.train import train
     from learner.distributed import exit_rank, shutdown_distributed
 
+    run_dir = run_async(train(cfg, resume=resume, init_from=init_from, progress=progress))
     left = shutdown_distributed()  # under torchrun: every rank is done, so they leave the process group together
     if int(os.environ.get("RANK", "0")) == 0:
-        from engine.report import write_report
-
         report = write_report(run_dir)
         print(f"done: {run_dir} (metrics.jsonl, samples.jsonl, checkpoints/, plots in {report})")
     if left:

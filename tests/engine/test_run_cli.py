@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from engine.config import load_config
 from engine.run import DEFAULT_CONFIG, check_eval_data, check_train_data, main
 
@@ -70,3 +72,51 @@ def test_an_eval_set_that_cannot_be_loaded_is_named(tmp_path):
     check = check_eval_data(cfg)
     assert not check.ok
     assert check.detail.startswith("data.eval no_such_benchmark: no benchmark named 'no_such_benchmark'")
+
+
+def test_project_errors_map_to_one_line_and_their_exit_codes(capsys):
+    from engine.cli import exit_code
+    from engine.data import DataError
+    from sandbox import SandboxUnavailable
+
+    def raising(exc: BaseException):
+        def body() -> int:
+            raise exc
+
+        return body
+
+    assert exit_code(raising(DataError("data.train: no such file")), interrupted="-") == 2
+    assert capsys.readouterr().err == "error: data.train: no such file\n"
+    assert exit_code(raising(SandboxUnavailable("nsjail not found")), interrupted="-") == 1
+    assert capsys.readouterr().err == "error: nsjail not found\n"
+    assert exit_code(raising(KeyboardInterrupt()), interrupted="nothing was written") == 130
+    assert capsys.readouterr().err == "interrupted: nothing was written\n"
+    assert exit_code(raising(LookupError("own")), bad_input=(LookupError,), interrupted="-") == 2
+    assert exit_code(lambda: 0, interrupted="-") == 0
+
+
+def test_a_key_error_from_a_bug_is_not_mapped():
+    from engine.cli import exit_code
+
+    with pytest.raises(KeyError, match="missing"):
+        exit_code(lambda: {}["missing"], interrupted="-")
+
+
+def test_an_unknown_solver_stops_training_with_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["solver.name=not_a_solver", f"run.output_dir={tmp_path}", "sandbox.isolation=process"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown solver 'not_a_solver'; valid solvers: ") and err.count("\n") == 1
+    assert not any(tmp_path.iterdir()), "nothing was started"
+
+
+def test_a_key_error_raised_inside_train_keeps_its_traceback(tmp_path, capsys, monkeypatch):
+    """A KeyError from a bug (a missing key) must reach the user as a traceback, not as 'error: ...' with exit 2."""
+    import engine.train
+
+    async def buggy_check(cfg):  # train() calls this right after looking up the solver
+        return {}["learner_lr"]
+
+    monkeypatch.setattr(engine.train, "check_generation", buggy_check)
+    with pytest.raises(KeyError, match="learner_lr"):
+        main([f"run.output_dir={tmp_path}", "sandbox.isolation=process"])
+    assert "error:" not in capsys.readouterr().err

@@ -1,0 +1,55 @@
+"""How the command lines end: one mapping from the project's errors to exit codes, for `engine.run` and `engine.eval`.
+
+    def main(argv=None) -> int:
+        args = parser.parse_args(argv)
+        return exit_code(lambda: run(args), bad_input=(EvalInputError,), interrupted="nothing was written")
+
+Bad input (a missing data file, an unknown solver, a bad option) exits 2 and an unusable environment (a solver
+package not installed, no sandbox, a generation server failing) exits 1, each with one line on stderr; Ctrl-C
+exits 130 with the command's own note. Any other exception is a bug and propagates with its traceback: only the
+project's own error types are mapped, never a builtin such as KeyError.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+EXIT_ENVIRONMENT = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C
+
+ErrorTypes = tuple[type[Exception], ...]
+
+
+def project_errors() -> tuple[ErrorTypes, ErrorTypes]:
+    """The (bad input, unusable environment) error types every command line maps.
+
+    Imported on call, not with this module: `--help` and a bad option answer before these packages load."""
+    from engine.data import DataError
+    from engine.generation import GenerationError
+    from sandbox import SandboxUnavailable
+    from solvers import SolverUnavailableError, UnknownSolverError
+
+    return (DataError, UnknownSolverError), (SolverUnavailableError, SandboxUnavailable, GenerationError)
+
+
+def exit_code(
+    body: Callable[[], int], *, bad_input: ErrorTypes = (), environment: ErrorTypes = (), interrupted: str
+) -> int:
+    """`body()`'s exit code, or the code of the project error it raised, reported as one line on stderr.
+
+    `bad_input` and `environment` add the command's own error types to `project_errors()`; `interrupted` says
+    what a Ctrl-C left behind."""
+    common_input, common_environment = project_errors()
+    try:
+        return body()
+    except KeyboardInterrupt:
+        print(f"interrupted: {interrupted}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (*common_input, *bad_input) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (*common_environment, *environment) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
