@@ -1,7 +1,7 @@
 """sandbox: run untrusted Python with limits, in warm nsjail workers, behind an asyncio API.
 
     from sandbox import SandboxPool, Limits, Result
-    async with SandboxPool(workers=2, limits=Limits(wall_s=10), preload=("gurobipy",)) as pool:
+    async with SandboxPool(workers=2, limits=Limits(wall_s=10), preload=("numpy",)) as pool:
         r = await pool.run(code, stdin="")      # never raises for anything the code does
     r.status, r.exit_code, r.stdout, r.stderr, r.wall_s, r.truncated, r.channel
 
@@ -80,7 +80,7 @@ file.py` and a bare fork of a warm unsandboxed parent; results in `bench/sandbox
 
 from __future__ import annotations
 
-from sandbox.pool import ISOLATIONS, SandboxPool
+from sandbox.pool import ISOLATIONS, Isolation, SandboxPool
 from sandbox.types import STATUSES, Limits, Result, SandboxUnavailable
 
-__all__ = ["ISOLATIONS", "STATUSES", "Limits", "Result", "SandboxPool", "SandboxUnavailable"]
+__all__ = ["ISOLATIONS", "STATUSES", "Isolation", "Limits", "Result", "SandboxPool", "SandboxUnavailable"]

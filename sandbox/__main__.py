@@ -1,7 +1,7 @@
 """Command line: run one Python file in the sandbox and print its Result as JSON.
 
     python -m sandbox run prog.py [--stdin-file IN] [--wall-s 10] [--memory-mb 1024] [--isolation nsjail]
-        [--preload gurobipy ...] [--no-channel]
+        [--preload numpy ...] [--no-channel]
 
 Exit status: 0 when the run happened (whatever the program did; read "status"), 2 for bad input,
 3 when the sandbox could not start.

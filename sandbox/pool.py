@@ -1,6 +1,6 @@
 """SandboxPool: warm, jailed workers behind an asyncio API with fair queueing and cancellation.
 
-    async with SandboxPool(workers=2, limits=Limits(wall_s=10), preload=("gurobipy",)) as pool:
+    async with SandboxPool(workers=2, limits=Limits(wall_s=10), preload=("numpy",)) as pool:
         result = await pool.run("print(1 + 1)")
 
 Each worker is one nsjail jail (its own pid/mount/net/ipc/uts namespaces, cgroup v1 groups when the
@@ -24,7 +24,7 @@ import tempfile
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sandbox import _worker
 from sandbox.cgroups import CgroupParent, WorkerCgroup
@@ -32,7 +32,8 @@ from sandbox.jail import JailSpec, probe
 from sandbox.types import Limits, Result, SandboxUnavailable
 
 log = logging.getLogger("sandbox")
-ISOLATIONS = ("nsjail", "process")
+Isolation = Literal["nsjail", "process"]  # process: no jail, development only (see sandbox/__init__.py)
+ISOLATIONS: tuple[Isolation, ...] = get_args(Isolation)
 WORKER_FILE = str(Path(_worker.__file__).resolve())
 _LAUNCH = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 97; shift; n=$((n - 1)); done; exec "$@"'
 _MiB = 1 << 20
@@ -150,22 +151,26 @@ def _children_of(pid: int) -> list[int]:
 
 
 class SandboxPool:
-    """A bounded pool of warm sandbox workers. See the module docstring and `sandbox/__init__.py`."""
+    """A bounded pool of warm sandbox workers. See the module docstring and `sandbox/__init__.py`.
+
+    Options are keyword-only. `preload` names the modules each worker imports once before any run (a solver
+    adapter's `preload`, for instance); it is empty by default, since the sandbox knows nothing of solvers.
+    """
 
     def __init__(
         self,
+        *,
         workers: int = 2,
         limits: Limits | None = None,
-        preload: Sequence[str] = ("gurobipy",),
-        isolation: str = "nsjail",
+        preload: Sequence[str] = (),
+        isolation: Isolation = "nsjail",
         recycle_after: int = 1000,
-        *,
         env: Mapping[str, str] | None = None,
         extra_ro_binds: Sequence[str] = (),
         start_timeout_s: float = 120.0,
         grace_s: float = 5.0,
     ) -> None:
-        if isolation not in ISOLATIONS:
+        if isolation not in ISOLATIONS:  # a string from a command line or a config file may be anything
             raise ValueError(f"unknown isolation {isolation!r}; valid: {', '.join(ISOLATIONS)}")
         if workers < 1 or recycle_after < 1:
             raise ValueError(f"workers and recycle_after must be >= 1, got {workers} and {recycle_after}")

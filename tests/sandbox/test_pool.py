@@ -42,7 +42,13 @@ def test_limits_are_frozen_keyword_only_and_validated() -> None:
 
 def test_unknown_isolation_lists_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="nsjail, process"):
-        SandboxPool(isolation="docker")
+        SandboxPool(isolation="docker")  # type: ignore[arg-type]
+
+
+def test_options_are_keyword_only_and_preload_nothing_by_default() -> None:
+    with pytest.raises(TypeError):
+        SandboxPool(2)  # type: ignore[misc]
+    assert SandboxPool().preload == ()
 
 
 async def test_missing_nsjail_fails_at_start_saying_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
