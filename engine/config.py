@@ -22,7 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from engine.generation import SamplingParams
-from engine.generation.local import LocalConfig
+from engine.generation.local_config import LocalConfig
 from learner.config import AlgorithmConfig, LearnerConfig
 from sandbox import Limits
 from solvers import ExtractConfig, RewardConfig

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from learner import losses
-
 
 @dataclass(frozen=True, kw_only=True)
 class AlgorithmConfig:
@@ -31,6 +29,8 @@ class AlgorithmConfig:
     use_generator_logprobs: bool = False  # take old log-probs from the batch instead of recomputing them
 
     def __post_init__(self) -> None:
+        from learner import losses  # here, not at the top: reading a config must not import torch
+
         losses.get_policy_loss(self.policy_loss)
         losses.get_advantage_estimator(self.advantage_estimator)
         if self.loss_agg not in losses.AGG_MODES:

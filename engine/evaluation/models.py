@@ -7,9 +7,11 @@
     spec = parse_model("openai:http://localhost:8000/v1", api_model="qwen")   # kind "openai"
     async with open_model(spec, tokenizer="...") as served: served.backend, served.tokenizer
 
-Remote models are health-checked before anything else runs (SGLang: GET /health; OpenAI-compatible:
-GET /models), so an unreachable URL fails in seconds with the URL in the message. A checkpoint's weights are
-read by `learner.checkpoint.load_model_weights`, the one reader of the checkpoint format.
+Every backend is health-checked (`GenerationBackend.health`) before anything else runs, so an unreachable URL
+fails in seconds with the URL in the message. An OpenAI-compatible server's model list (GET /models) is read
+only when --api-model is not given (`transformers serve` answers it with 500 when it has no hub cache). A
+checkpoint's weights are read by `learner.checkpoint.load_model_weights`, the one reader of the checkpoint
+format.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from engine.generation import GenerationBackend
 
 ModelKind = Literal["local", "checkpoint", "sglang", "openai"]
 _SCHEMES = ("sglang:", "openai:")
@@ -101,7 +106,7 @@ def _run_model_path(checkpoint: Path) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class ServedModel:
-    backend: Any  # an entered GenerationBackend
+    backend: GenerationBackend  # entered
     tokenizer: Any | None  # None: the openai chat endpoint takes messages and returns text
 
 
@@ -109,36 +114,48 @@ class ServedModel:
 async def open_model(
     spec: ModelSpec, *, tokenizer: str | None = None, batch_size: int = 64
 ) -> AsyncIterator[ServedModel]:
-    """Load or connect to the model; remote servers are health-checked first (ModelError when down)."""
+    """Load or connect to the model; its servers are health-checked first (ModelError when one is down)."""
     from engine.generation import create_backend
 
-    if spec.kind in ("local", "checkpoint"):
-        from learner.models import ModelNotFoundError, load_model, load_tokenizer
+    name, options, model = await _backend_for(spec, batch_size)
+    async with create_backend(name, options, model=model) as backend:
+        down = [server for server, ok in (await backend.health()).items() if not ok]
+        if down:
+            raise ModelError(backend.explain_down(down))
+        yield ServedModel(backend=backend, tokenizer=await _tokenizer(spec, backend, tokenizer))
 
-        name = spec.location if spec.kind == "local" else spec.base_model
-        try:
-            model = load_model(name)
-        except ModelNotFoundError as exc:
-            raise ModelError(str(exc).splitlines()[0]) from None
-        if spec.kind == "checkpoint":
-            _load_checkpoint(model, spec.location)
-        backend = create_backend("local", {"max_batch_size": batch_size}, model=model)
-        async with backend:
-            yield ServedModel(backend=backend, tokenizer=load_tokenizer(tokenizer or name))
-        return
+
+async def _backend_for(spec: ModelSpec, batch_size: int) -> tuple[str, dict[str, Any], Any]:
+    """(backend name, its options, the in-process model or None) that serve `spec`."""
     if spec.kind == "sglang":
-        urls = [u.strip() for u in spec.location.split(",") if u.strip()]
-        backend = create_backend("sglang", {"urls": urls})
-        async with backend:
-            down = [url for url, ok in (await backend.health()).items() if not ok]
-            if down:
-                raise ModelError(f"SGLang server(s) {down} did not answer GET /health; start them or fix the URL")
-            yield ServedModel(backend=backend, tokenizer=await _sglang_tokenizer(backend, tokenizer))
-        return
-    served_name = await _openai_model_name(spec)
-    backend = create_backend("openai", {"base_url": spec.location, "model": served_name, "endpoint": "chat"})
-    async with backend:
-        yield ServedModel(backend=backend, tokenizer=None)
+        return "sglang", {"urls": [u.strip() for u in spec.location.split(",") if u.strip()]}, None
+    if spec.kind == "openai":
+        served = spec.api_model or await _served_model_name(spec.location)
+        return "openai", {"base_url": spec.location, "model": served, "endpoint": "chat"}, None
+    from learner.models import ModelNotFoundError, load_model
+
+    try:
+        model = load_model(_model_name(spec))
+    except ModelNotFoundError as exc:
+        raise ModelError(str(exc).splitlines()[0]) from None
+    if spec.kind == "checkpoint":
+        _load_checkpoint(model, spec.location)
+    return "local", {"max_batch_size": batch_size}, model
+
+
+def _model_name(spec: ModelSpec) -> str:
+    return spec.base_model if spec.kind == "checkpoint" and spec.base_model else spec.location
+
+
+async def _tokenizer(spec: ModelSpec, backend: Any, tokenizer: str | None) -> Any | None:
+    """The tokenizer that turns prompts into the token ids the backend takes; None for chat messages."""
+    if spec.kind == "openai":
+        return None
+    from learner.models import load_tokenizer
+
+    if spec.kind == "sglang":
+        return await _sglang_tokenizer(backend, tokenizer)
+    return load_tokenizer(tokenizer or _model_name(spec))
 
 
 def _load_checkpoint(model: Any, checkpoint: str) -> None:
@@ -165,23 +182,28 @@ async def _sglang_tokenizer(backend: Any, tokenizer: str | None) -> Any:
         ) from None
 
 
-async def _openai_model_name(spec: ModelSpec) -> str:
-    """GET {base}/models: the health check, and the served name when --api-model is not given and only one is."""
+async def _served_model_name(base_url: str) -> str:
+    """GET {base}/models, needed only without --api-model: the served name when the server lists exactly one."""
     import aiohttp
 
-    url = f"{spec.location}/models"
+    url = f"{base_url}/models"
     try:
         async with aiohttp.ClientSession() as session:
             timeout = aiohttp.ClientTimeout(total=_HEALTH_TIMEOUT_S)
             async with session.get(url, timeout=timeout) as response:
                 if response.status != 200:
-                    raise ModelError(f"OpenAI-compatible server answered GET {url} with HTTP {response.status}")
+                    raise ModelError(
+                        f"pass --api-model: the OpenAI-compatible server answered GET {url} with HTTP "
+                        f"{response.status}, so the served model's name is unknown"
+                    )
                 body = await response.json(content_type=None)
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise ModelError(f"OpenAI-compatible server at {spec.location} is unreachable ({type(exc).__name__})") from None
+        raise ModelError(f"OpenAI-compatible server at {base_url} is unreachable ({type(exc).__name__})") from None
+    except ValueError:
+        raise ModelError(
+            f"pass --api-model: GET {url} did not answer JSON, so the served model's name is unknown"
+        ) from None
     names = [m.get("id") for m in (body or {}).get("data", []) if isinstance(m, dict)]
-    if spec.api_model:
-        return spec.api_model
     if len(names) == 1:
         return str(names[0])
-    raise ModelError(f"pass --api-model: the server at {spec.location} serves {names or 'no listed models'}")
+    raise ModelError(f"pass --api-model: the server at {base_url} serves {names or 'no listed models'}")

@@ -5,14 +5,18 @@
     backend = create_backend("local", {"max_batch_size": 32}, model=policy_model)
     backend = create_backend("openai", {"base_url": "http://localhost:8000/v1", "model": "qwen"})
 
-`options` is the backend's config section (a mapping); unknown keys and unknown backend names fail with
-the valid ones listed.
+`options` is the backend's config section (a mapping, or its options dataclass already built); unknown keys
+and unknown backend names fail with the valid ones listed. Callers never branch on a backend's name: they
+read the capabilities of `backend_class(name)` (`weight_format`, `needs_model`, see `GenerationBackend`).
+Backend modules are imported on first use, so importing this package (or a config) imports neither torch
+nor aiohttp.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+import importlib
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from engine.generation.base import (
     Completion,
@@ -20,6 +24,7 @@ from engine.generation.base import (
     GenerationError,
     SamplingParams,
     Timings,
+    WeightFormat,
     WeightSource,
     config_from_options,
 )
@@ -30,50 +35,60 @@ __all__ = [
     "GenerationError",
     "SamplingParams",
     "Timings",
+    "WeightFormat",
     "WeightSource",
     "available_backends",
+    "backend_class",
+    "backend_options",
     "create_backend",
 ]
 
-
-def _local(options: Mapping[str, Any], model: Any | None) -> GenerationBackend:
-    from engine.generation.local import LocalBackend, LocalConfig
-
-    if model is None:
-        raise GenerationError("the 'local' backend decodes with the policy model in-process: pass model=...")
-    return LocalBackend(model, config_from_options(LocalConfig, options, where="generation backend 'local'"))
-
-
-def _sglang(options: Mapping[str, Any], model: Any | None) -> GenerationBackend:
-    from engine.generation.sglang_client import SGLangBackend, SGLangConfig
-
-    return SGLangBackend(config_from_options(SGLangConfig, options, where="generation backend 'sglang'"))
-
-
-def _openai(options: Mapping[str, Any], model: Any | None) -> GenerationBackend:
-    from engine.generation.openai_compat import OpenAIBackend, OpenAIConfig
-
-    return OpenAIBackend(config_from_options(OpenAIConfig, options, where="generation backend 'openai'"))
-
-
-# Factories share one signature (options, model); the remote backends ignore the in-process model.
-_BACKENDS: dict[str, Callable[[Mapping[str, Any], Any | None], GenerationBackend]] = {
-    "local": _local,
-    "openai": _openai,
-    "sglang": _sglang,
+# name -> "module:class". A new backend is one line here and a section of that name in the run config's
+# `generation` (engine/config.py); nothing else names it.
+_BACKENDS: dict[str, str] = {
+    "local": "engine.generation.local:LocalBackend",
+    "openai": "engine.generation.openai_compat:OpenAIBackend",
+    "sglang": "engine.generation.sglang_client:SGLangBackend",
 }
+
+
+class GenerationSection(Protocol):
+    """The shape of the run config's `generation` section this package reads: the chosen backend's name, and
+    one attribute per backend, named after it, holding its options."""
+
+    backend: str
 
 
 def available_backends() -> list[str]:
     return sorted(_BACKENDS)
 
 
-def create_backend(
-    name: str, options: Mapping[str, Any] | None = None, *, model: Any | None = None
-) -> GenerationBackend:
-    """Build the backend `name` from its config section; `model` is the in-process policy (local only)."""
+def backend_class(name: str) -> type[GenerationBackend]:
+    """The class registered as `name`, whose class attributes say what it can do (no instance needed)."""
     try:
-        factory = _BACKENDS[name]
+        module, cls = _BACKENDS[name].split(":")
     except KeyError:
         raise ValueError(f"unknown generation backend {name!r}; valid: {available_backends()}") from None
-    return factory(options or {}, model)
+    return getattr(importlib.import_module(module), cls)
+
+
+def backend_options(generation: GenerationSection) -> Any:
+    """The chosen backend's options in a `generation` config section (`generation.<backend>`)."""
+    backend_class(generation.backend)  # an unknown name fails here with the valid ones listed
+    return getattr(generation, generation.backend)
+
+
+def create_backend(
+    name: str, options: Mapping[str, Any] | object | None = None, *, model: Any = None
+) -> GenerationBackend:
+    """Build the backend `name` from its options; `model` is the policy module of a backend that `needs_model`."""
+    cls = backend_class(name)
+    if isinstance(options, cls.config_class):
+        config = options
+    else:
+        config = config_from_options(cls.config_class, options, where=f"generation backend {name!r}")  # type: ignore[arg-type]
+    if not cls.needs_model:
+        return cls(config)  # type: ignore[call-arg]
+    if model is None:
+        raise GenerationError(f"the {name!r} backend decodes with the policy model in-process: pass model=...")
+    return cls(model, config)  # type: ignore[call-arg]

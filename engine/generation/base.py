@@ -21,13 +21,17 @@ import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
-from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, TypeVar, runtime_checkable
 
 FinishReason = Literal["stop", "length", "abort"]
 FINISH_REASONS: tuple[str, ...] = ("stop", "length", "abort")
 
 # What a learner hands to `update_weights`: an in-memory state dict or an exported HF directory.
 WeightSource = Mapping[str, Any] | str | PathLike
+# The form a backend wants new weights in: "state_dict" (full tensors in memory, copied in place) or
+# "hf_dir" (a directory in Hugging Face layout that its servers read).
+WeightFormat = Literal["state_dict", "hf_dir"]
+_MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
 
 
 class GenerationError(RuntimeError):
@@ -66,6 +70,11 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+
+def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
+    """The stable 63-bit seed of sample (prompt_index, sample_index) of a call seeded with `seed`."""
+    return (seed * _MIX[0] + (prompt_index + 1) * _MIX[1] + (sample_index + 1) * _MIX[2]) % (1 << 63)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,9 +123,20 @@ class Completion:
 
 @runtime_checkable
 class GenerationBackend(Protocol):
-    """What the rollout needs from a generator. Implementations: local, sglang, openai."""
+    """What the rollout needs from a generator. Implementations: local, sglang, openai.
 
-    name: str
+    Callers never branch on `name`: they read the class-level capabilities below, which the registry
+    (`engine.generation.backend_class`) exposes before a backend is built. A backend is built from its
+    options dataclass, `cls(config)`, or `cls(model, config)` when it `needs_model`.
+    """
+
+    name: ClassVar[str]
+    # The options dataclass: the backend's section of the run config (`generation.<name>`).
+    config_class: ClassVar[type]
+    # The form `update_weights` wants new policy weights in; None: it serves a fixed model and cannot train.
+    weight_format: ClassVar[WeightFormat | None]
+    # Decodes with the caller's policy module in-process: build it with `create_backend(..., model=...)`.
+    needs_model: ClassVar[bool]
 
     @property
     def weight_version(self) -> int: ...
@@ -133,6 +153,14 @@ class GenerationBackend(Protocol):
 
     async def abort(self) -> None:
         """Abort every in-flight sample; their completions arrive with finish_reason "abort"."""
+        ...
+
+    async def health(self) -> dict[str, bool]:
+        """{server: answers} for every server this backend talks to; works before `start` (no launching)."""
+        ...
+
+    def explain_down(self, down: Sequence[str]) -> str:
+        """One line for a user: which of `health()`'s servers are down and how to bring them up."""
         ...
 
     async def close(self) -> None: ...

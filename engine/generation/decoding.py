@@ -16,19 +16,14 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, get_args
 
 import torch
 from transformers import DynamicCache, StaticCache
 from transformers.cache_utils import DynamicLayer
 
-from engine.generation.base import SamplingParams
+from engine.generation.base import SamplingParams, row_seed
+from engine.generation.local_config import CACHE_KINDS, CacheKind, FinishedRows
 from engine.generation.shared_prefix import SharedPrefix, decoding_attention, supports_shared_prefix
-
-CacheKind = Literal["shared", "dynamic", "static"]
-CACHE_KINDS: tuple[str, ...] = get_args(CacheKind)
-FinishedRows = Literal["compact", "mask"]
-_MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
 
 
 @dataclass(kw_only=True)
@@ -87,11 +82,6 @@ class GrowingLayer(DynamicLayer):
             new[:, :, : self.length].copy_(old[indices, :, : self.length])
             setattr(self, name, new)
         self.keys, self.values = self._keys[:, :, : self.length], self._values[:, :, : self.length]
-
-
-def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
-    """A stable 63-bit seed for one (prompt, sample) of a seeded call."""
-    return (seed * _MIX[0] + (prompt_index + 1) * _MIX[1] + (sample_index + 1) * _MIX[2]) % (1 << 63)
 
 
 def make_rows(prompts: Sequence[list[int]], n: int, params: SamplingParams, device: torch.device) -> list[Row]:

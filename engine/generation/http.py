@@ -1,19 +1,24 @@
-"""HTTP plumbing shared by the remote backends (sglang, openai): JSON codec, SSE events, retries, routing.
+"""HTTP plumbing shared by the remote backends (sglang, openai): their lifecycle, JSON codec, SSE events,
+retries, routing, status probes.
 
 Nothing here knows a server's schema; `sglang_client` and `openai_compat` do.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
+import contextlib
 import itertools
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
+
+from engine.generation.base import GenerationError
 
 try:  # orjson is optional: ~3x faster on the long cumulative chunks SGLang streams.
     import orjson
@@ -142,3 +147,90 @@ class LeastLoadedRouter:
         low = min(e.inflight for e in pool)
         tied = [e for e in pool if e.inflight == low]
         return tied[next(self._turn) % len(tied)]
+
+
+async def get_status(session: aiohttp.ClientSession, url: str, *, timeout_s: float) -> int | None:
+    """GET `url`: the HTTP status it answers with, or None when no answer came (refused, reset, timed out)."""
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+            return response.status
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
+class HTTPBackend(abc.ABC):
+    """The lifecycle of a remote backend: `async with` (or `start()`) opens one aiohttp session, `close()` ends
+    it for good (a closed backend refuses to reopen: build a new one), and the tasks it runs in the background
+    are awaited on close. Subclasses add their servers in `_on_start` and release them in `_on_close`."""
+
+    name: ClassVar[str]
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def __aenter__(self) -> Any:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Open the session and run `_on_start`; a start that fails closes what it opened (no leaked servers)."""
+        if self._closed:
+            raise GenerationError(f"this {self.name} backend was closed; create a new one")
+        if self._session is not None:
+            return
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), headers=self._headers())
+        try:
+            await self._on_start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        self._closed = True
+        try:
+            await self.abort()
+        finally:
+            if self._background:
+                await asyncio.gather(*self._background, return_exceptions=True)
+            session, self._session = self._session, None
+            if session is not None:
+                await session.close()
+            await self._on_close()
+
+    @abc.abstractmethod
+    async def abort(self) -> None:
+        """Abort every in-flight request (the session is still open when `close` calls this)."""
+
+    def _headers(self) -> Mapping[str, str]:
+        """Headers of every request (authentication)."""
+        return {}
+
+    async def _on_start(self) -> None:  # noqa: B027 (an optional hook: most backends have nothing to add)
+        """Runs once the session is open."""
+
+    async def _on_close(self) -> None:  # noqa: B027 (an optional hook)
+        """Runs once the session is closed."""
+
+    def _require_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise GenerationError(f"the {self.name} backend is not started: use `async with` or `await start()`")
+        return self._session
+
+    @contextlib.asynccontextmanager
+    async def _probe_session(self) -> AsyncIterator[aiohttp.ClientSession]:
+        """The open session, or a short-lived one: health checks also run before `start` (nothing launched)."""
+        if self._session is not None:
+            yield self._session
+            return
+        async with aiohttp.ClientSession(headers=self._headers()) as session:
+            yield session
+
+    def _in_background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

@@ -8,9 +8,14 @@ choice is handed over the moment its `finish_reason` arrives.
   `endpoint: chat` posts /chat/completions with `messages` (pass each prompt as a list of
   {"role", "content"} dicts).
 - Log-probs: `logprobs: 1` (completions) or `logprobs: true` (chat) when `logprobs` is on. Token ids come
-  from `token_ids` in a choice (vLLM's `return_token_ids`) or from log-prob tokens spelled "token_id:123"
-  (vLLM's `return_tokens_as_token_ids`); switch either on through `extra_body`. Without them a completion
+  from `token_ids` in a choice (vLLM's `return_token_ids`), from the `id` of each `logprobs.content` entry
+  (llama.cpp's server, which gives completions the chat shape `{"content": [{"id", "token", "bytes",
+  "logprob", "top_logprobs"}]}`), or from log-prob tokens spelled "token_id:123" (vLLM's
+  `return_tokens_as_token_ids`); switch vLLM's on through `extra_body`. Without any of them a completion
   carries `text` and empty `token_ids`.
+- `health()` asks GET /health at the server's root (the base URL without `/v1`): any answer but a 5xx
+  counts as up. The served model's list (GET /models) is never needed when `model` is given, so a server
+  whose /models fails (`transformers serve` answers 500 there without a hub cache) still serves.
 - `stop_token_ids` and `top_k` are not OpenAI parameters: they are sent only when set (vLLM and SGLang
   accept them; api.openai.com rejects them).
 
@@ -26,19 +31,21 @@ import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import aiohttp
 
-from engine.generation.base import Completion, GenerationError, SamplingParams, Timings, WeightSource
+from engine.generation.base import Completion, GenerationError, SamplingParams, Timings, WeightFormat, WeightSource
 from engine.generation.http import (
     JSON_HEADERS,
     SSE_DONE,
     Backoff,
     FatalHTTPError,
+    HTTPBackend,
     RetryableHTTPError,
     classify,
     dumps,
+    get_status,
     loads,
     raise_for_status,
     sse_events,
@@ -84,54 +91,49 @@ class _Choice:
     finish: str | None = None
 
 
-class OpenAIBackend:
+class OpenAIBackend(HTTPBackend):
     """Streams n samples per prompt from an OpenAI-compatible server; see the module docstring."""
 
-    name = "openai"
+    name: ClassVar[str] = "openai"
+    config_class: ClassVar[type] = OpenAIConfig
+    weight_format: ClassVar[WeightFormat | None] = None
+    needs_model: ClassVar[bool] = False
 
     def __init__(self, config: OpenAIConfig) -> None:
+        super().__init__()
         self.config = config
-        self._session: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(config.max_concurrency)
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._requests: set[asyncio.Task[Any]] = set()
         self._backoff = Backoff(base_s=config.backoff_base_s, max_s=config.backoff_max_s)
-        self._closed = False
 
     @property
     def weight_version(self) -> int:
         return 0
 
-    async def __aenter__(self) -> OpenAIBackend:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    async def start(self) -> None:
-        if self._closed:
-            raise GenerationError("this openai backend was closed; create a new one")
-        if self._session is None:
-            key = os.environ.get(self.config.api_key_env)
-            headers = {"Authorization": f"Bearer {key}"} if key else {}
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), headers=headers)
-
-    async def close(self) -> None:
-        self._closed = True
-        await self.abort()
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+    def _headers(self) -> dict[str, str]:
+        key = os.environ.get(self.config.api_key_env)
+        return {"Authorization": f"Bearer {key}"} if key else {}
 
     async def abort(self) -> None:
         """Cancel in-flight requests; closing the connection is how these servers learn of an abort."""
-        for task in list(self._tasks):
+        for task in list(self._requests):
             task.cancel()
 
+    async def health(self) -> dict[str, bool]:
+        """{base_url: reachable}: GET /health at the server's root (vLLM, SGLang, llama.cpp and `transformers
+        serve` have one) answers with anything but a 5xx. A server without that route still answers (404), so
+        this checks that the server is up, not that it serves the model: the first request tells that."""
+        root = self.config.base_url.removesuffix("/v1")
+        async with self._probe_session() as session:
+            status = await get_status(session, f"{root}/health", timeout_s=self.config.connect_timeout_s)
+        return {self.config.base_url: status is not None and status < 500}
+
+    def explain_down(self, down: Sequence[str]) -> str:
+        where = ", ".join(down)
+        return f"OpenAI-compatible server at {where} is unreachable (no answer to GET /health); start it or fix the URL"
+
     async def update_weights(self, source: WeightSource, *, version: int | None = None) -> int:
-        raise GenerationError(
-            "the openai backend serves a fixed model and cannot load weights; train with 'local' or 'sglang'"
-        )
+        raise GenerationError("the openai backend serves a fixed model and cannot load weights")
 
     async def generate(
         self, prompts: Sequence[Prompt], params: SamplingParams, *, n: int = 1
@@ -142,7 +144,7 @@ class OpenAIBackend:
         queue: asyncio.Queue[Completion] = asyncio.Queue()
         submitted = time.monotonic()
         tasks = [asyncio.create_task(self._prompt(i, p, params, n, submitted, queue)) for i, p in enumerate(prompts)]
-        self._tasks.update(tasks)
+        self._requests.update(tasks)
         try:
             for _ in range(len(tasks) * n):
                 yield await queue.get()
@@ -153,7 +155,7 @@ class OpenAIBackend:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            self._tasks.difference_update(tasks)
+            self._requests.difference_update(tasks)
 
     async def _prompt(
         self, i: int, prompt: Prompt, params: SamplingParams, n: int, submitted: float, out: asyncio.Queue[Completion]
@@ -235,12 +237,11 @@ class OpenAIBackend:
         return body | dict(self.config.extra_body)
 
     async def _stream(self, body: dict[str, Any], choices: list[_Choice], emit: Any) -> None:
-        if self._session is None:
-            raise GenerationError("the openai backend is not started; use `async with`")
+        session = self._require_session()
         timeout = aiohttp.ClientTimeout(
             total=None, connect=self.config.connect_timeout_s, sock_read=self.config.read_timeout_s
         )
-        async with self._session.post(self._url, data=dumps(body), headers=JSON_HEADERS, timeout=timeout) as response:
+        async with session.post(self._url, data=dumps(body), headers=JSON_HEADERS, timeout=timeout) as response:
             await raise_for_status(response, self._url)
             async for data in sse_events(response):
                 if data == SSE_DONE:
@@ -266,18 +267,22 @@ def _absorb(choice: _Choice, raw: Mapping[str, Any]) -> None:
         text = (raw.get("delta") or {}).get("content")
     choice.text += text or ""
     logprobs = raw.get("logprobs") or {}
-    if "content" in logprobs:  # chat: [{"token", "logprob", ...}]
-        tokens = [e.get("token", "") for e in logprobs.get("content") or []]
-        values = [e.get("logprob") for e in logprobs.get("content") or []]
+    ids: list[Any] = []
+    if "content" in logprobs:  # chat, and llama.cpp's completions: [{"token", "logprob", "id"?, ...}]
+        entries = logprobs.get("content") or []
+        tokens = [e.get("token", "") for e in entries]
+        values = [e.get("logprob") for e in entries]
+        ids = [e.get("id") for e in entries]  # llama.cpp names each entry's token id "id"
     else:  # completions: {"tokens": [...], "token_logprobs": [...]}
         tokens, values = logprobs.get("tokens") or [], logprobs.get("token_logprobs") or []
     choice.logprobs += [float("nan") if v is None else float(v) for v in values]
+    spelled = [_TOKEN_ID.match(str(t)) for t in tokens]
     if raw.get("token_ids") is not None:
         choice.token_ids += [int(t) for t in raw["token_ids"]]
-    else:
-        parsed = [_TOKEN_ID.match(str(t)) for t in tokens]
-        if parsed and all(parsed):
-            choice.token_ids += [int(m.group(1)) for m in parsed if m]
+    elif ids and all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+        choice.token_ids += ids
+    elif spelled and all(spelled):
+        choice.token_ids += [int(m.group(1)) for m in spelled if m]
     if choice.first_token_s is None and (text or tokens or raw.get("token_ids")):
         choice.first_token_s = time.monotonic()
     if raw.get("finish_reason") is not None:

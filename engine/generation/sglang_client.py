@@ -43,7 +43,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike, fspath
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 
@@ -52,17 +52,19 @@ from engine.generation.base import (
     GenerationError,
     SamplingParams,
     Timings,
+    WeightFormat,
     WeightSource,
     check_prompts,
     config_from_options,
+    row_seed,
 )
-from engine.generation.decoding import row_seed
 from engine.generation.http import (
     JSON_HEADERS,
     SSE_DONE,
     Backoff,
     Endpoint,
     FatalHTTPError,
+    HTTPBackend,
     LeastLoadedRouter,
     RetryableHTTPError,
     classify,
@@ -71,6 +73,7 @@ from engine.generation.http import (
     raise_for_status,
     sse_events,
 )
+from engine.generation.sglang_launch import LaunchConfig, LaunchedServers, check_health, launch_servers, wait_healthy
 
 SGLANG_VERSION = "0.5.23"
 
@@ -147,21 +150,23 @@ class _Stream:
                 self.meta[key] = meta[key]
 
 
-class SGLangBackend:
+class SGLangBackend(HTTPBackend):
     """Streams samples from SGLang servers; see the module docstring for the protocol and retry rules."""
 
-    name = "sglang"
+    name: ClassVar[str] = "sglang"
+    config_class: ClassVar[type] = SGLangConfig
+    # Servers on other machines read the learner's export; a state dict also works for servers on this machine.
+    weight_format: ClassVar[WeightFormat | None] = "hf_dir"
+    needs_model: ClassVar[bool] = False
 
     def __init__(self, config: SGLangConfig | None = None) -> None:
+        super().__init__()
         self.config = config or SGLangConfig()
         self._version = 0
-        self._session: aiohttp.ClientSession | None = None
         self._router: LeastLoadedRouter | None = None
         self._slots: asyncio.Semaphore | None = None
         self._calls: set[_Call] = set()
-        self._launched: Any = None
-        self._closed = False
-        self._background: set[asyncio.Task[Any]] = set()
+        self._launched: LaunchedServers | None = None
         self._backoff = Backoff(base_s=self.config.backoff_base_s, max_s=self.config.backoff_max_s)
 
     @property
@@ -172,47 +177,25 @@ class SGLangBackend:
     def endpoints(self) -> list[Endpoint]:
         return self._require_router().endpoints
 
-    async def __aenter__(self) -> SGLangBackend:
-        await self.start()
-        return self
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    async def start(self) -> None:
-        """Open the HTTP session; launch configured servers; wait for health if asked."""
-        if self._closed:
-            raise GenerationError("this sglang backend was closed; create a new one")
-        if self._session is not None:
-            return
+    async def _on_start(self) -> None:
+        """Launch the configured servers, route over them and the given ones, wait for health if asked."""
         urls = tuple(self.config.urls or ())
         if self.config.launch:
-            from engine.generation.sglang_launch import LaunchConfig, launch_servers
-
             launch = config_from_options(LaunchConfig, self.config.launch, where="generation.sglang.launch")
             self._launched = await launch_servers(launch)
             urls = urls + tuple(self._launched.urls)
-        headers = {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), headers=headers)
         self._router = LeastLoadedRouter(urls)
         self._slots = asyncio.Semaphore(self.config.max_inflight_per_server * len(urls))
         if self.config.wait_healthy_s > 0:
             await self.wait_healthy(self.config.wait_healthy_s)
 
-    async def close(self) -> None:
-        self._closed = True
-        try:
-            if self._calls and self._session is not None:
-                await self.abort()
-        finally:
-            if self._background:
-                await asyncio.gather(*self._background, return_exceptions=True)
-            session, self._session = self._session, None
-            if session is not None:
-                await session.close()
-            if self._launched is not None:
-                await self._launched.stop()
-                self._launched = None
+    async def _on_close(self) -> None:
+        launched, self._launched = self._launched, None
+        if launched is not None:
+            await launched.stop()
 
     # ----- generation -------------------------------------------------------------------------------
 
@@ -359,30 +342,20 @@ class SGLangBackend:
     # ----- health and weights -----------------------------------------------------------------------
 
     async def health(self) -> dict[str, bool]:
-        """GET /health on every server: {url: healthy}."""
-        session = self._require_session()
+        """GET /health on every server: {url: healthy}. Before `start`, only the configured `urls` (servers
+        to be launched are not up yet)."""
+        urls = [e.url for e in self.endpoints] if self._router is not None else list(self.config.urls or ())
+        async with self._probe_session() as session:
+            return await check_health(session, urls, timeout_s=self.config.connect_timeout_s)
 
-        async def one(url: str) -> bool:
-            try:
-                timeout = aiohttp.ClientTimeout(total=self.config.connect_timeout_s)
-                async with session.get(f"{url}/health", timeout=timeout) as response:
-                    return response.status == 200
-            except (aiohttp.ClientError, TimeoutError):
-                return False
-
-        urls = [e.url for e in self.endpoints]
-        return dict(zip(urls, await asyncio.gather(*(one(u) for u in urls)), strict=True))
+    def explain_down(self, down: Sequence[str]) -> str:
+        return (
+            f"SGLang server(s) {list(down)} did not answer GET /health; start them "
+            "(python -m sglang.launch_server ...) or fix the URLs"
+        )
 
     async def wait_healthy(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            status = await self.health()
-            if all(status.values()):
-                return
-            if time.monotonic() >= deadline:
-                down = [u for u, ok in status.items() if not ok]
-                raise GenerationError(f"SGLang server(s) {down} not healthy after {timeout_s:.0f} s; check their logs")
-            await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        await wait_healthy(self._require_session(), [e.url for e in self.endpoints], timeout_s=timeout_s)
 
     async def model_info(self) -> dict[str, Any]:
         """GET /model_info of the first server (model_path, weight_version, ...)."""
@@ -490,16 +463,6 @@ class SGLangBackend:
             if response.status >= 400:
                 raise GenerationError(f"HTTP {response.status} from {url}{path}: {raw[:500].decode(errors='replace')}")
             return reply
-
-    def _in_background(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    def _require_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise GenerationError("the sglang backend is not started; use `async with` or `await backend.start()`")
-        return self._session
 
     def _require_router(self) -> LeastLoadedRouter:
         if self._router is None:

@@ -21,12 +21,14 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 
 from engine.generation.base import GenerationError
+from engine.generation.http import get_status
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,23 +98,14 @@ class LaunchedServers:
             raise
 
     async def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.config.startup_timeout_s
         async with aiohttp.ClientSession() as session:
-            pending = set(range(len(self.processes)))
-            while pending:
-                for k in list(pending):
-                    if self.processes[k].returncode is not None:
-                        tail = self.logs[k].read_text(errors="replace")[-2000:]
-                        raise GenerationError(f"SGLang server {self.urls[k]} exited during start-up; log tail:\n{tail}")
-                    if await _healthy(session, self.urls[k]):
-                        pending.discard(k)
-                if pending and time.monotonic() > deadline:
-                    names = [self.urls[k] for k in sorted(pending)]
-                    raise GenerationError(
-                        f"SGLang server(s) {names} not healthy after {self.config.startup_timeout_s} s"
-                    )
-                if pending:
-                    await asyncio.sleep(0.5)
+            await wait_healthy(session, self.urls, timeout_s=self.config.startup_timeout_s, check=self._check_alive)
+
+    def _check_alive(self) -> None:
+        for k, process in enumerate(self.processes):
+            if process.returncode is not None:
+                tail = self.logs[k].read_text(errors="replace")[-2000:]
+                raise GenerationError(f"SGLang server {self.urls[k]} exited during start-up; log tail:\n{tail}")
 
     async def stop(self) -> None:
         for process in self.processes:
@@ -132,12 +125,34 @@ async def launch_servers(config: LaunchConfig) -> LaunchedServers:
     return servers
 
 
-async def _healthy(session: aiohttp.ClientSession, url: str) -> bool:
-    try:
-        async with session.get(f"{url}/health", timeout=aiohttp.ClientTimeout(total=5)) as response:
-            return response.status == 200
-    except (aiohttp.ClientError, TimeoutError):
-        return False
+async def check_health(session: aiohttp.ClientSession, urls: Sequence[str], *, timeout_s: float) -> dict[str, bool]:
+    """SGLang's health check, the one place it is written: {url: GET url/health answered 200}. SGLang answers
+    503 while it loads the model."""
+    statuses = await asyncio.gather(*(get_status(session, f"{url}/health", timeout_s=timeout_s) for url in urls))
+    return {url: status == 200 for url, status in zip(urls, statuses, strict=True)}
+
+
+async def wait_healthy(
+    session: aiohttp.ClientSession,
+    urls: Sequence[str],
+    *,
+    timeout_s: float,
+    check: Callable[[], None] | None = None,
+    probe_timeout_s: float = 5.0,
+) -> None:
+    """Poll `check_health` until every server answers; `check` runs first each round and may raise (a launched
+    server that died)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if check is not None:
+            check()
+        status = await check_health(session, urls, timeout_s=probe_timeout_s)
+        down = [url for url, ok in status.items() if not ok]
+        if not down:
+            return
+        if time.monotonic() >= deadline:
+            raise GenerationError(f"SGLang server(s) {down} not healthy after {timeout_s:.0f} s; check their logs")
+        await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
 
 def _signal_group(process: asyncio.subprocess.Process, sig: signal.Signals) -> None:

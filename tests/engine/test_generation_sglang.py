@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from engine.generation import GenerationError, SamplingParams, create_backend
-from engine.generation.decoding import row_seed
+from engine.generation.base import row_seed
 from engine.generation.sglang_client import SGLANG_VERSION, SGLangBackend, SGLangConfig
 from engine.generation.sglang_launch import LaunchConfig, server_command
 
