@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from solvers.base import SolverUnavailableError, UnknownSolverError
 from solvers.extract import ExtractConfig
 from solvers.registry import available_solvers, get_solver, solver_names
 from solvers.reward import OUTCOME_STATUSES, Outcome, RewardConfig
+from solvers.rows import RowError, check_answer, read_rows
 from solvers.verify import verify, verify_code
 
 
@@ -43,48 +43,26 @@ class Row:
     answer: float | None
 
 
-class BadRow(ValueError):
-    pass
-
-
-def parse_row(line: str, number: int) -> Row:
-    """One input line -> Row; raises BadRow saying what is wrong."""
-    try:
-        data = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise BadRow(f"not valid JSON ({exc.msg})") from None
-    if not isinstance(data, dict):
-        raise BadRow(f"expected a JSON object, got {type(data).__name__}")
-    missing = [name for name in ("id", "answer") if name not in data]
+def parse_row(obj: dict[str, Any], line: int) -> Row:
+    """One input object -> Row; raises RowError saying what is wrong."""
+    missing = [name for name in ("id", "answer") if name not in obj]
     if missing:
-        raise BadRow(f"missing field {', '.join(repr(m) for m in missing)}")
-    if "completion" not in data and "code" not in data:
-        raise BadRow("missing field 'completion' (or 'code')")
-    if "completion" in data and "code" in data:
-        raise BadRow("has both 'completion' and 'code'; give one")
-    text = data.get("completion", data.get("code"))
+        raise RowError(f"missing field {', '.join(repr(m) for m in missing)}")
+    if "completion" not in obj and "code" not in obj:
+        raise RowError("missing field 'completion' (or 'code')")
+    if "completion" in obj and "code" in obj:
+        raise RowError("has both 'completion' and 'code'; give one")
+    text = obj.get("completion", obj.get("code"))
     if not isinstance(text, str):
-        raise BadRow(f"'completion'/'code' must be a string, got {type(text).__name__}")
-    answer = data["answer"]
-    if answer is not None and (isinstance(answer, bool) or not isinstance(answer, int | float)):
-        raise BadRow(f"'answer' must be a number or null, got {answer!r}")
-    if answer is not None and not math.isfinite(answer):
-        raise BadRow(f"'answer' must be finite, got {answer!r}")
-    return Row(line=number, id=data["id"], text=text, is_code="code" in data, answer=answer)
+        raise RowError(f"'completion'/'code' must be a string, got {type(text).__name__}")
+    return Row(line=line, id=obj["id"], text=text, is_code="code" in obj, answer=check_answer(obj["answer"]))
 
 
-def read_rows(path: Path) -> tuple[list[Row], list[str]]:
+def read_input(path: Path) -> tuple[list[Row], list[str]]:
     """Good rows and `path:line: problem` messages for the bad ones; blank lines are skipped."""
-    rows, bad = [], []
     with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(parse_row(line, number))
-            except BadRow as exc:
-                bad.append(f"{path}:{number}: {exc}")
-    return rows, bad
+        rows, bad = read_rows(enumerate(f, start=1), parse_row)
+    return rows, [f"{path}:{b.line}: {b.reason}" for b in bad]
 
 
 def write_jsonl_atomic(path: Path, records: Iterable[dict[str, Any]]) -> None:
@@ -150,7 +128,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except (UnknownSolverError, SolverUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    rows, bad = read_rows(source)
+    try:
+        rows, bad = read_input(source)
+    except UnicodeDecodeError as exc:
+        print(f"error: {source} is not UTF-8 text ({exc.reason}); the input must be JSONL", file=sys.stderr)
+        return 2
     for message in bad:
         print(message, file=sys.stderr)
     outcomes = asyncio.run(verify_rows(rows, args)) if rows else []

@@ -15,7 +15,6 @@ infeasible or unbounded.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Protocol
 
 from solvers.base import Solver, SolveState
@@ -23,6 +22,7 @@ from solvers.extract import ExtractConfig, extract_code
 from solvers.harness import NO_KEY_EXIT, Report, build_program, new_key, parse_channel
 from solvers.registry import get_solver
 from solvers.reward import Outcome, OutcomeStatus, RewardConfig, matches, reward_of
+from solvers.rows import check_answer
 
 if TYPE_CHECKING:
     from sandbox import Limits
@@ -42,14 +42,6 @@ class Runner(Protocol):
     """Anything with `sandbox.SandboxPool.run`'s signature."""
 
     async def run(self, code: str, stdin: str = "", limits: Limits | None = None) -> RunResult: ...
-
-
-def _check_answer(answer: float | None) -> float | None:
-    if answer is None:
-        return None
-    if isinstance(answer, bool) or not isinstance(answer, int | float) or not math.isfinite(answer):
-        raise ValueError(f"answer must be a finite number or None (no optimum), got {answer!r}")
-    return float(answer)
 
 
 async def verify(
@@ -96,7 +88,7 @@ async def verify_code(
     """
     config = reward or RewardConfig()
     adapter = get_solver(solver) if isinstance(solver, str) else solver
-    answer = _check_answer(answer)
+    answer = check_answer(answer)  # a ValueError for anything but a finite number or None
     script = build_program(code, adapter, flip_sense=flip_sense)
     for _ in range(sandbox_retries + 1):
         key = new_key()

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from engine.data.benchmarks import (
-    BadRow,
     Benchmark,
     BenchmarkNotFound,
     DataError,
@@ -37,6 +36,7 @@ from engine.data.generator import (
 )
 from engine.data.problem import DIFFICULTIES, Problem
 from engine.data.stream import batch_at, epoch_order, iter_batches, iter_epoch
+from solvers.rows import BadRow
 
 if TYPE_CHECKING:
     from engine.config import DataConfig

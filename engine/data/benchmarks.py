@@ -12,6 +12,8 @@ schema (e.g. `code` in reference_programs.jsonl) are kept in `Problem.meta`. Hug
 `en_question` / `en_answer` are accepted, and so is an answer written as a numeric string or as one of
 `NO_OPTIMUM_WORDS` ("No Best Solution", "infeasible", ...), which means null. Numeric sentinels such as
 -99999 are kept as numbers: whether they mean "no optimum" depends on the source (see PROVENANCE.md).
+The row reading (one JSON object a line, bad rows kept with their line numbers, the answer check) is
+`solvers.rows`, which `python -m solvers verify` reads its input with too.
 
 Short names resolve against, in order: the `benchmarks_dir` argument, `$EVOM_BENCHMARKS`, and the
 `shared/data/benchmarks/` folder beside the repository checkout.
@@ -20,7 +22,6 @@ Short names resolve against, in order: the `benchmarks_dir` argument, `$EVOM_BEN
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.data.problem import Problem
+from solvers.rows import BadRow, RowError, check_answer, read_rows
 
 ENV_DIR = "EVOM_BENCHMARKS"
 _HUB_TIMEOUT_S = 15.0
@@ -43,12 +45,6 @@ class DataError(ValueError):
 
 class BenchmarkNotFound(DataError, FileNotFoundError):
     pass
-
-
-@dataclass(frozen=True, kw_only=True)
-class BadRow:
-    line: int
-    reason: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,27 +143,19 @@ def read_benchmark(path: str | Path) -> Benchmark:
 
 def parse_rows(lines: Iterable[tuple[int, str]], *, source: str, name: str) -> Benchmark:
     """Problems from numbered JSONL lines; every bad row is skipped and reported with its line."""
-    problems: list[Problem] = []
-    bad: list[BadRow] = []
     seen: set[str] = set()
-    rows = 0
-    for line_no, line in lines:
-        if not line.strip():
-            continue
-        rows += 1
-        try:
-            problem = _parse_row(line, line_no=line_no, source=source, name=name)
-        except _BadRow as e:
-            bad.append(BadRow(line=line_no, reason=str(e)))
-            continue
+
+    def parse(row: dict[str, Any], line_no: int) -> Problem:
+        problem = _problem(row, line_no=line_no, source=source, name=name)
         if problem.id in seen:
-            bad.append(BadRow(line=line_no, reason=f"duplicate id {problem.id!r}"))
-            continue
+            raise RowError(f"duplicate id {problem.id!r}")
         seen.add(problem.id)
-        problems.append(problem)
+        return problem
+
+    problems, bad = read_rows(lines, parse)
     report = LoadReport(
         source=source,
-        rows=rows,
+        rows=len(problems) + len(bad),
         loaded=len(problems),
         numeric=sum(p.answer is not None for p in problems),
         bad=tuple(bad),
@@ -175,22 +163,12 @@ def parse_rows(lines: Iterable[tuple[int, str]], *, source: str, name: str) -> B
     return Benchmark(name=name, problems=tuple(problems), report=report)
 
 
-class _BadRow(Exception):
-    pass
-
-
-def _parse_row(line: str, *, line_no: int, source: str, name: str) -> Problem:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise _BadRow(f"invalid JSON ({e.msg} at column {e.colno})") from None
-    if not isinstance(row, dict):
-        raise _BadRow(f"expected a JSON object, got {type(row).__name__}")
+def _problem(row: dict[str, Any], *, line_no: int, source: str, name: str) -> Problem:
     question = row.get("question", row.get("en_question"))
     if not isinstance(question, str) or not question.strip():
-        raise _BadRow("missing or empty 'question'")
+        raise RowError("missing or empty 'question'")
     if "answer" not in row and "en_answer" not in row:
-        raise _BadRow("no 'answer' field (use null for a problem without an optimum)")
+        raise RowError("no 'answer' field (use null for a problem without an optimum)")
     answer = _answer(row.get("answer", row.get("en_answer")))
     meta = dict(row["meta"]) if isinstance(row.get("meta"), dict) else {}
     for key, value in row.items():
@@ -210,20 +188,15 @@ def _parse_row(line: str, *, line_no: int, source: str, name: str) -> Problem:
 
 
 def _answer(value: Any) -> float | None:
-    if value is None:
-        return None
+    """The shared answer check, after the spellings some sources use: numeric strings, and words for null."""
     if isinstance(value, str):
         if value.strip().lower() in NO_OPTIMUM_WORDS:
             return None
         try:
             value = float(value.strip())
         except ValueError:
-            raise _BadRow(f"answer {value!r} is not a number (use null for no optimum)") from None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _BadRow(f"answer {value!r} is not a number or null")
-    if not math.isfinite(value):
-        raise _BadRow(f"answer {value!r} is not finite")
-    return float(value)
+            raise RowError(f"answer {value!r} is not a number (use null for no optimum)") from None
+    return check_answer(value)
 
 
 def _looks_like_hub_name(spec: str) -> bool:

@@ -95,12 +95,12 @@ def test_bad_rows_are_skipped_and_reported_with_their_line_numbers(tmp_path: Pat
     assert [(p.id, p.answer) for p in bench.problems] == [("a", 3.0), ("g", None), ("h", 2.5), ("k", None)]
     assert [b.line for b in bench.report.bad] == [2, 4, 5, 6, 7, 8, 11, 12, 13]
     reasons = dict((b.line, b.reason) for b in bench.report.bad)
-    assert reasons[2].startswith("invalid JSON")
+    assert reasons[2].startswith("not valid JSON")
     assert reasons[4] == reasons[5] == "missing or empty 'question'"
     assert "'twelve' is not a number" in reasons[6]
     assert reasons[8] == "duplicate id 'a'"
     assert "no 'answer' field" in reasons[11]
-    assert "not finite" in reasons[13]
+    assert "'answer' must be a finite number" in reasons[7] and reasons[13].endswith("got nan")
     assert bench.report.rows == 13 and bench.report.null == 2
     assert bench.report.bad_lines()[0] == f"{path}:2: {reasons[2]}"
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from solvers.cli import parse_row, write_jsonl_atomic
+from solvers.rows import read_rows
 
 REPO = Path(__file__).resolve().parents[2]
 SOLVE = "import gurobipy as gp\nm = gp.Model()\nx = m.addVar(ub=3)\nm.setObjective(x, gp.GRB.MAXIMIZE)\nm.optimize()"
@@ -44,7 +45,7 @@ def test_verify_command(tmp_path: Path) -> None:
     ]
     assert out[0]["objective"] == 3.0 and out[0]["correct"] is True
     assert f"{source}:4: not valid JSON" in done.stderr
-    assert f"{source}:5: 'answer' must be a number or null" in done.stderr
+    assert f"{source}:5: 'answer' must be a finite number, or null (None)" in done.stderr
     assert f"{source}:6: missing field 'completion'" in done.stderr
     assert f"{source}:7: missing field 'id'" in done.stderr
     assert "4/4" in done.stderr  # the progress bar
@@ -58,6 +59,13 @@ def test_missing_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert done.stderr.strip() == f"error: input file {tmp_path / 'nope.jsonl'} does not exist"
 
 
+def test_input_that_is_not_text_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_bytes(b'{"id": 1}\n\xff\xfe\n')
+    done = _run("verify", "--solver", "gurobipy", "--input", str(tmp_path / "in.jsonl"), "--output", "o.jsonl")
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith(f"error: {tmp_path / 'in.jsonl'} is not UTF-8 text")
+
+
 def test_unknown_solver_lists_the_valid_ones(tmp_path: Path) -> None:
     (tmp_path / "in.jsonl").write_text("")
     done = _run("verify", "--solver", "cplex", "--input", str(tmp_path / "in.jsonl"), "--output", "o.jsonl")
@@ -66,23 +74,27 @@ def test_unknown_solver_lists_the_valid_ones(tmp_path: Path) -> None:
 
 
 def test_parse_row_accepts_null_and_integers() -> None:
-    assert parse_row('{"id": 1, "code": "x", "answer": null}', 1).answer is None
-    assert parse_row('{"id": 1, "completion": "x", "answer": 4}', 1).answer == 4
+    assert parse_row({"id": 1, "code": "x", "answer": None}, 1).answer is None
+    assert parse_row({"id": 1, "completion": "x", "answer": 4}, 1).answer == 4
 
 
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ('{"id": 1, "code": "x", "answer": true}', "number or null"),
-        ('{"id": 1, "code": "x", "answer": NaN}', "finite"),
+        ('{"id": 1, "code": "x", "answer": true}', "finite number, or null"),
+        ('{"id": 1, "code": "x", "answer": NaN}', "finite number, or null"),
+        ('{"id": 1, "code": "x", "answer": "7"}', "finite number, or null"),
         ('{"id": 1, "code": "x", "completion": "y", "answer": 1}', "both"),
         ('{"id": 1, "code": 5, "answer": 1}', "must be a string"),
         ("[1, 2]", "JSON object"),
+        ('{"id": 1,', "not valid JSON"),
     ],
 )
-def test_parse_row_rejects(line: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        parse_row(line, 3)
+def test_bad_rows_are_reported_with_their_line(line: str, message: str) -> None:
+    good = '{"id": 2, "code": "x", "answer": 1.5}'
+    rows, bad = read_rows(enumerate([good, "", line, good], start=1), parse_row)
+    assert [(r.line, r.answer) for r in rows] == [(1, 1.5), (4, 1.5)]
+    assert [b.line for b in bad] == [3] and message in bad[0].reason
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
