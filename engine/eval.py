@@ -86,11 +86,19 @@ def settings_from(args: argparse.Namespace) -> EvalSettings:
         raise EvalInputError(f"--limit must be >= 1, got {args.limit}")
     temperature = args.temperature if args.temperature is not None else (0.0 if args.samples == 1 else 1.0)
     return EvalSettings(
-        samples=args.samples, temperature=temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-        max_prompt_tokens=args.max_prompt_tokens, seed=args.seed, workers=args.workers, wall_s=args.wall_s,
-        memory_mb=args.memory_mb, isolation=args.isolation, progress=not args.quiet,
+        samples=args.samples,
+        temperature=temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        max_prompt_tokens=args.max_prompt_tokens,
+        seed=args.seed,
+        workers=args.workers,
+        wall_s=args.wall_s,
+        memory_mb=args.memory_mb,
+        isolation=args.isolation,
+        progress=not args.quiet,
         reward=RewardConfig(comparison=args.comparison, tolerance=args.tolerance),
-    )  # fmt: skip
+    )
 
 
 def pip_extra(package: str) -> str | None:
@@ -243,19 +251,27 @@ async def evaluate(args: argparse.Namespace) -> tuple[list[Item], dict[str, Any]
     solvers = load_solvers(args.solver)
     benchmarks = load_benchmarks(args.benchmark, None if args.completions else args.limit)
     meta: dict[str, Any] = {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "solvers": [s.name for s in solvers],
-        "benchmarks": [b.report.source for b in benchmarks], "comparison": args.comparison,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "solvers": [s.name for s in solvers],
+        "benchmarks": [b.report.source for b in benchmarks],
+        "comparison": args.comparison,
         "tolerance": args.tolerance,
-    }  # fmt: skip
+    }
     if args.completions is not None:
         entries = read_completions(args.completions, benchmarks, args.limit)
         meta.update(mode="completions", completions=str(args.completions))
         return await score_completions(entries, solvers, settings), meta
     spec: ModelSpec = parse_model(args.model, api_model=args.api_model)
     meta.update(
-        mode="generate", model=spec.label, samples=settings.samples, temperature=settings.temperature,
-        top_p=settings.top_p, max_new_tokens=settings.max_new_tokens, seed=settings.seed, limit=args.limit,
-    )  # fmt: skip
+        mode="generate",
+        model=spec.label,
+        samples=settings.samples,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        max_new_tokens=settings.max_new_tokens,
+        seed=settings.seed,
+        limit=args.limit,
+    )
     async with open_model(spec, tokenizer=args.tokenizer, batch_size=args.batch_size) as served:
         return await generate_and_score(served, benchmarks, solvers, settings), meta
 

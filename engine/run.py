@@ -53,9 +53,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and check the setup")
     parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     parser.add_argument(
-        "--init-from", type=Path, default=None, metavar="CHECKPOINT",
+        "--init-from",
+        type=Path,
+        default=None,
+        metavar="CHECKPOINT",
         help="start from the weights of another run's checkpoint (e.g. adapt a policy to another solver.name)",
-    )  # fmt: skip
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar (the per-step lines stay)")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
     return parser.parse_intermixed_args(argv)

@@ -56,11 +56,19 @@ class Item:
 
     def row(self) -> dict[str, Any]:
         return {
-            "benchmark": self.benchmark, "id": self.id, "solver": self.solver, "sample": self.sample,
-            "status": self.status, "objective": self.objective, "answer": self.answer, "correct": self.correct,
-            "reward": self.reward, "reason": self.reason, "finish_reason": self.finish_reason,
+            "benchmark": self.benchmark,
+            "id": self.id,
+            "solver": self.solver,
+            "sample": self.sample,
+            "status": self.status,
+            "objective": self.objective,
+            "answer": self.answer,
+            "correct": self.correct,
+            "reward": self.reward,
+            "reason": self.reason,
+            "finish_reason": self.finish_reason,
             "completion": self.completion,
-        }  # fmt: skip
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,10 +88,17 @@ class Cell:
 
     def row(self) -> dict[str, Any]:
         return {
-            "benchmark": self.benchmark, "solver": self.solver, "problems": self.problems, "samples": self.samples,
-            "k": self.k, "pass@1": self.pass_at_1, f"pass@{self.k}": self.pass_at_k, "exec_rate": self.exec_rate,
-            "reward_mean": self.reward_mean, "statuses": self.statuses,
-        }  # fmt: skip
+            "benchmark": self.benchmark,
+            "solver": self.solver,
+            "problems": self.problems,
+            "samples": self.samples,
+            "k": self.k,
+            "pass@1": self.pass_at_1,
+            f"pass@{self.k}": self.pass_at_k,
+            "exec_rate": self.exec_rate,
+            "reward_mean": self.reward_mean,
+            "statuses": self.statuses,
+        }
 
 
 def summarize(items: Iterable[Item], *, k: int) -> list[Cell]:

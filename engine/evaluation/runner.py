@@ -107,21 +107,45 @@ async def score_completions(entries: Sequence[Entry], solvers: Sequence[Any], se
 
 
 def _item(
-    benchmark: str, id: str, solver: str, sample: int, answer: float | None, text: str, outcome: Any,
+    benchmark: str,
+    id: str,
+    solver: str,
+    sample: int,
+    answer: float | None,
+    text: str,
+    outcome: Any,
     finish_reason: str | None = None,
-) -> Item:  # fmt: skip
+) -> Item:
     return Item(
-        benchmark=benchmark, id=id, solver=solver, sample=sample, status=outcome.status, objective=outcome.objective,
-        answer=answer, correct=outcome.correct, reward=outcome.reward, reason=outcome.reason, completion=text,
+        benchmark=benchmark,
+        id=id,
+        solver=solver,
+        sample=sample,
+        status=outcome.status,
+        objective=outcome.objective,
+        answer=answer,
+        correct=outcome.correct,
+        reward=outcome.reward,
+        reason=outcome.reason,
+        completion=text,
         finish_reason=finish_reason,
-    )  # fmt: skip
+    )
 
 
 def _unscored(benchmark: str, problem: Any, solver: str, sample: int, status: str, reason: str) -> Item:
     return Item(
-        benchmark=benchmark, id=problem.id, solver=solver, sample=sample, status=status, objective=None,
-        answer=problem.answer, correct=False, reward=0.0, reason=reason, completion="",
-    )  # fmt: skip
+        benchmark=benchmark,
+        id=problem.id,
+        solver=solver,
+        sample=sample,
+        status=status,
+        objective=None,
+        answer=problem.answer,
+        correct=False,
+        reward=0.0,
+        reason=reason,
+        completion="",
+    )
 
 
 def sampling_params(settings: EvalSettings, tokenizer: Any | None) -> Any:
@@ -130,9 +154,12 @@ def sampling_params(settings: EvalSettings, tokenizer: Any | None) -> Any:
 
     stops = () if tokenizer is None or tokenizer.eos_token_id is None else (int(tokenizer.eos_token_id),)
     return SamplingParams(
-        max_new_tokens=settings.max_new_tokens, temperature=settings.temperature, top_p=settings.top_p,
-        stop_token_ids=stops, seed=settings.seed,
-    )  # fmt: skip
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        stop_token_ids=stops,
+        seed=settings.seed,
+    )
 
 
 class _Prompts:
@@ -203,9 +230,15 @@ async def _generate_cell(
             else:
                 outcome = await _verify(pool, solver, text, problem.answer, is_code=False, settings=settings)
                 item = _item(
-                    name, problem.id, solver.name, completion.sample_index, problem.answer, text, outcome,
+                    name,
+                    problem.id,
+                    solver.name,
+                    completion.sample_index,
+                    problem.answer,
+                    text,
+                    outcome,
                     finish_reason=completion.finish_reason,
-                )  # fmt: skip
+                )
             bar.update(1)
             return item
 

@@ -116,8 +116,8 @@ def test_completions_are_matched_to_the_benchmark_and_scored(bench, tmp_path, ca
         {"id": "p9", "code": P2_CODE},
     ])  # fmt: skip
     out = tmp_path / "out"
-    assert main(["--completions", str(completions), "--benchmark", str(bench), "--solver", "gurobipy",
-                 "--samples", "2", "--output", str(out), "--quiet"]) == 0  # fmt: skip
+    inputs = ["--completions", str(completions), "--benchmark", str(bench), "--solver", "gurobipy"]
+    assert main([*inputs, "--samples", "2", "--output", str(out), "--quiet"]) == 0
     assert "c.jsonl:5: id 'p9' is not in the given benchmark(s) (row skipped)" in capsys.readouterr().err
     items = read_jsonl(out / "items.jsonl")
     assert [(i["id"], i["sample"], i["status"], i["correct"]) for i in items] == [
@@ -199,8 +199,16 @@ def test_a_checkpoint_that_is_incomplete_or_not_of_its_runs_model_exits_2(tiny_m
     from learner.trainer import Learner
 
     narrow = tmp_path / "narrow"  # the run config names a model of another width than the one trained
-    LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                                 num_attention_heads=2, num_key_value_heads=1)).save_pretrained(narrow)  # fmt: skip
+    LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+        )
+    ).save_pretrained(narrow)
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "config.yaml").write_text(f"model:\n  path: {narrow}\n")
     checkpoint = tmp_path / "r" / "checkpoints" / "step_000001"

@@ -35,9 +35,18 @@ def test_pass_at_k_rejects_impossible_counts(n, c, k):
 
 def item(problem: str, sample: int, status: str, *, solver: str = "gurobipy", benchmark: str = "b") -> Item:
     return Item(
-        benchmark=benchmark, id=problem, solver=solver, sample=sample, status=status, objective=None, answer=1.0,
-        correct=status == "correct", reward=1.0 if status == "correct" else 0.0, reason="", completion="",
-    )  # fmt: skip
+        benchmark=benchmark,
+        id=problem,
+        solver=solver,
+        sample=sample,
+        status=status,
+        objective=None,
+        answer=1.0,
+        correct=status == "correct",
+        reward=1.0 if status == "correct" else 0.0,
+        reason="",
+        completion="",
+    )
 
 
 def test_summary_cells_hold_pass_at_1_pass_at_k_exec_rate_and_the_status_mix():
