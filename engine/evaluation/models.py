@@ -17,6 +17,7 @@ format.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,18 +192,16 @@ async def _served_model_name(base_url: str) -> str:
         async with aiohttp.ClientSession() as session:
             timeout = aiohttp.ClientTimeout(total=_HEALTH_TIMEOUT_S)
             async with session.get(url, timeout=timeout) as response:
-                if response.status != 200:
-                    raise ModelError(
-                        f"pass --api-model: the OpenAI-compatible server answered GET {url} with HTTP "
-                        f"{response.status}, so the served model's name is unknown"
-                    )
-                body = await response.json(content_type=None)
+                status, raw = response.status, await response.read()
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise ModelError(f"OpenAI-compatible server at {base_url} is unreachable ({type(exc).__name__})") from None
+    unknown = "so the served model's name is unknown; pass --api-model"
+    if status != 200:
+        raise ModelError(f"the OpenAI-compatible server answered GET {url} with HTTP {status}, {unknown}")
+    try:
+        body = json.loads(raw)
     except ValueError:
-        raise ModelError(
-            f"pass --api-model: GET {url} did not answer JSON, so the served model's name is unknown"
-        ) from None
+        raise ModelError(f"GET {url} did not answer JSON, {unknown}") from None
     names = [m.get("id") for m in (body or {}).get("data", []) if isinstance(m, dict)]
     if len(names) == 1:
         return str(names[0])

@@ -51,6 +51,27 @@ class FatalHTTPError(Exception):
 
 
 @dataclass(frozen=True, kw_only=True)
+class HTTPOptions:
+    """Timeouts and retries, the options every remote backend's config starts with."""
+
+    connect_timeout_s: float = 10.0
+    # Longest silence allowed before the first chunk and between two chunks of one stream.
+    read_timeout_s: float = 300.0
+    # Retries per request after the first attempt (connection errors, timeouts, 5xx, 429 only).
+    max_retries: int = 3
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 8.0
+
+    @property
+    def backoff(self) -> Backoff:
+        return Backoff(base_s=self.backoff_base_s, max_s=self.backoff_max_s)
+
+    def stream_timeout(self) -> aiohttp.ClientTimeout:
+        """No total limit (a long completion streams for minutes); limits on connecting and on silence."""
+        return aiohttp.ClientTimeout(total=None, connect=self.connect_timeout_s, sock_read=self.read_timeout_s)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Backoff:
     """Exponential backoff with full jitter: attempt k waits uniform(0, min(max_s, base_s * 2**k))."""
 

@@ -33,15 +33,13 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-import aiohttp
-
 from engine.generation.base import Completion, GenerationError, SamplingParams, Timings, WeightFormat, WeightSource
 from engine.generation.http import (
     JSON_HEADERS,
     SSE_DONE,
-    Backoff,
     FatalHTTPError,
     HTTPBackend,
+    HTTPOptions,
     RetryableHTTPError,
     classify,
     dumps,
@@ -56,7 +54,7 @@ Prompt = Sequence[int] | str | Sequence[Mapping[str, Any]]
 
 
 @dataclass(frozen=True, kw_only=True)
-class OpenAIConfig:
+class OpenAIConfig(HTTPOptions):
     """Options of the openai backend (the `generation.openai` config section)."""
 
     base_url: str = "http://127.0.0.1:8000/v1"
@@ -68,11 +66,6 @@ class OpenAIConfig:
     # Extra request fields, e.g. {"return_token_ids": true} for vLLM.
     extra_body: Mapping[str, Any] = field(default_factory=dict)
     max_concurrency: int = 64
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 300.0
-    max_retries: int = 3
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 8.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
@@ -104,7 +97,7 @@ class OpenAIBackend(HTTPBackend):
         self.config = config
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._requests: set[asyncio.Task[Any]] = set()
-        self._backoff = Backoff(base_s=config.backoff_base_s, max_s=config.backoff_max_s)
+        self._backoff = config.backoff
 
     @property
     def weight_version(self) -> int:
@@ -238,9 +231,7 @@ class OpenAIBackend(HTTPBackend):
 
     async def _stream(self, body: dict[str, Any], choices: list[_Choice], emit: Any) -> None:
         session = self._require_session()
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=self.config.connect_timeout_s, sock_read=self.config.read_timeout_s
-        )
+        timeout = self.config.stream_timeout()
         async with session.post(self._url, data=dumps(body), headers=JSON_HEADERS, timeout=timeout) as response:
             await raise_for_status(response, self._url)
             async for data in sse_events(response):

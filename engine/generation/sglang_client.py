@@ -61,10 +61,10 @@ from engine.generation.base import (
 from engine.generation.http import (
     JSON_HEADERS,
     SSE_DONE,
-    Backoff,
     Endpoint,
     FatalHTTPError,
     HTTPBackend,
+    HTTPOptions,
     LeastLoadedRouter,
     RetryableHTTPError,
     classify,
@@ -79,7 +79,7 @@ SGLANG_VERSION = "0.5.23"
 
 
 @dataclass(frozen=True, kw_only=True)
-class SGLangConfig:
+class SGLangConfig(HTTPOptions):
     """Options of the sglang backend (the `generation.sglang` config section)."""
 
     # Running SGLang servers (or one sglang-router URL); requests go to the least loaded. Unset: the
@@ -87,13 +87,6 @@ class SGLangConfig:
     urls: tuple[str, ...] | None = None
     # Sent as `Authorization: Bearer` when the servers run with --api-key.
     api_key: str | None = None
-    connect_timeout_s: float = 10.0
-    # Longest silence allowed before the first chunk and between two chunks of one stream.
-    read_timeout_s: float = 300.0
-    # Retries per sample after the first attempt (connection errors, timeouts, 5xx, 429 only).
-    max_retries: int = 3
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 8.0
     # Requests in flight per server; more samples wait client-side.
     max_inflight_per_server: int = 256
     # On start, poll /health on every server for up to this long (0: do not wait).
@@ -167,7 +160,7 @@ class SGLangBackend(HTTPBackend):
         self._slots: asyncio.Semaphore | None = None
         self._calls: set[_Call] = set()
         self._launched: LaunchedServers | None = None
-        self._backoff = Backoff(base_s=self.config.backoff_base_s, max_s=self.config.backoff_max_s)
+        self._backoff = self.config.backoff
 
     @property
     def weight_version(self) -> int:
@@ -292,9 +285,7 @@ class SGLangBackend(HTTPBackend):
 
     async def _stream(self, endpoint: Endpoint, body: dict[str, Any], stream: _Stream) -> None:
         session = self._require_session()
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=self.config.connect_timeout_s, sock_read=self.config.read_timeout_s
-        )
+        timeout = self.config.stream_timeout()
         url = f"{endpoint.url}/generate"
         async with session.post(url, data=dumps(body), headers=JSON_HEADERS, timeout=timeout) as response:
             await raise_for_status(response, url)

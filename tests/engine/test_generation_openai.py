@@ -2,7 +2,10 @@
 
 The server follows the OpenAI streaming shapes as vLLM serves them (`choices[].text` / `delta.content`,
 `logprobs.tokens` + `token_logprobs` / `logprobs.content`, `finish_reason` on a choice's last chunk,
-`return_tokens_as_token_ids` spelling tokens "token_id:N"). Run: .venv/bin/pytest tests/engine/test_generation_openai.py
+`return_tokens_as_token_ids` spelling tokens "token_id:N"), or as llama.cpp's server does (`llamacpp`: completions
+log-probs in the chat shape, each entry with the token's `id`). GET /health and GET /v1/models answer with the
+statuses a test sets (`transformers serve` answers /v1/models with 500 when it has no hub cache).
+Run: .venv/bin/pytest tests/engine/test_generation_openai.py
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import socket
 
 import pytest
 from aiohttp import web
@@ -33,6 +37,9 @@ class OpenAIPeer:
         self.requests: list[dict] = []
         self.fail_next = 0
         self.token_delay_s = 0.0
+        self.llamacpp = False
+        self.health_status = 200
+        self.models_status = 200
         self.runner: web.AppRunner | None = None
         self.url = ""
 
@@ -40,12 +47,22 @@ class OpenAIPeer:
         app = web.Application()
         app.router.add_post("/v1/completions", self.handle)
         app.router.add_post("/v1/chat/completions", self.handle)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/v1/models", self.models)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
         self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"
         return self.url
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({}, status=self.health_status)
+
+    async def models(self, request: web.Request) -> web.Response:
+        if self.models_status != 200:
+            return web.Response(text="Internal Server Error", status=self.models_status)
+        return web.json_response({"object": "list", "data": [{"id": "tiny", "object": "model"}]})
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -68,9 +85,15 @@ class OpenAIPeer:
                 finish = None if t < length - 1 else ("stop" if length == choice_length(j) else "length")
                 spelled = f"token_id:{tok}" if body.get("return_tokens_as_token_ids") else f"<{tok}>"
                 choice = {"index": j, "finish_reason": finish}
+                if chat or self.llamacpp:
+                    entry = {"token": spelled, "logprob": lp, "top_logprobs": []}
+                    if self.llamacpp:
+                        entry |= {"id": tok, "bytes": list(f"<{tok}>".encode())}
+                    choice["logprobs"] = {"content": [entry]}
                 if chat:
                     choice["delta"] = {"content": f"<{tok}>"}
-                    choice["logprobs"] = {"content": [{"token": spelled, "logprob": lp, "top_logprobs": []}]}
+                elif self.llamacpp:
+                    choice["text"] = f"<{tok}>"
                 else:
                     choice["text"] = f"<{tok}>"
                     choice["logprobs"] = {"tokens": [spelled], "token_logprobs": [lp], "top_logprobs": None}
@@ -150,6 +173,56 @@ async def test_abort_and_no_weight_updates(peer):
     # Choice 1 needs 5 tokens at 200 ms each: still streaming when the abort lands.
     assert [c.finish_reason for c in got if c.sample_index == 1] == ["abort", "abort"]
     assert all(c.error is None for c in got)
+
+
+async def test_llamacpp_token_ids_come_from_each_logprob_entry(peer):
+    peer.llamacpp = True
+    async with backend_for(peer) as backend:
+        got = [c async for c in backend.generate([[7, 8]], SamplingParams(max_new_tokens=4, seed=1), n=2)]
+    for c in got:
+        expected = [token([7, 8], 1, c.sample_index, t) for t in range(min(choice_length(c.sample_index), 4))]
+        assert list(c.token_ids) == [tok for tok, _ in expected]
+        assert list(c.logprobs) == pytest.approx([lp for _, lp in expected])
+
+
+async def test_health_is_reachability_at_the_server_root(peer):
+    backend = backend_for(peer)
+    assert await backend.health() == {peer.url: True}  # before start: a short-lived session
+    async with backend:
+        for status, up in ((404, True), (503, False), (200, True)):
+            peer.health_status = status
+            assert await backend.health() == {peer.url: up}, status
+    dead = OpenAIBackend(OpenAIConfig(base_url=f"{closed_port_url()}/v1", model="m", connect_timeout_s=1.0))
+    assert await dead.health() == {dead.config.base_url: False}
+    assert dead.explain_down([dead.config.base_url]).startswith(
+        f"OpenAI-compatible server at {dead.config.base_url} is unreachable"
+    )
+
+
+async def test_eval_uses_api_model_without_listing_models(peer):
+    """`transformers serve` answers GET /v1/models with 500 without a hub cache: --api-model must not need it."""
+    from engine.evaluation.models import ModelError, open_model, parse_model
+
+    peer.models_status = 500
+    async with open_model(parse_model(f"openai:{peer.url}", api_model="tiny")) as served:
+        messages = [{"role": "user", "content": "x"}]
+        got = [c async for c in served.backend.generate([messages], SamplingParams(max_new_tokens=3))]
+    assert served.tokenizer is None and len(got) == 1 and got[0].error is None
+    with pytest.raises(ModelError, match=r"HTTP 500, so the served model's name is unknown; pass --api-model"):
+        async with open_model(parse_model(f"openai:{peer.url}")):
+            pass
+    peer.models_status = 200
+    async with open_model(parse_model(f"openai:{peer.url}")) as served:
+        assert served.backend.config.model == "tiny"
+    with pytest.raises(ModelError, match="is unreachable"):
+        async with open_model(parse_model(f"openai:{closed_port_url()}/v1", api_model="tiny")):
+            pass
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 def test_registry_builds_openai_backend():
