@@ -10,9 +10,9 @@ of it; the next step then matches an uninterrupted run. This module is the only 
 
 It works on anything shaped like a `Trainable` (``learner.trainer.Learner`` is one), not on the Learner itself.
 
-    save_checkpoint(learner, "runs/x/checkpoints/step_00000010", loop_state={"step": 10, "position": 40})
+    save_checkpoint(learner, "runs/x/checkpoints/step_000010", loop_state={"step": 10, "position": 40})
     loop_state = load_checkpoint(learner, latest_checkpoint("runs/x/checkpoints"))
-    load_model_weights(load_model(run_model_path), "runs/x/checkpoints/step_00000010")   # weights only
+    load_model_weights(load_model(run_model_path), "runs/x/checkpoints/step_000010")   # weights only
     export_hf(learner, "runs/x/weights", tokenizer=tok)      # a directory the generation backend loads
 """
 
