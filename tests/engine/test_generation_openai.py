@@ -230,3 +230,57 @@ def test_registry_builds_openai_backend():
     assert isinstance(backend, OpenAIBackend) and backend.config.base_url == "http://h/v1"
     with pytest.raises(ValueError, match="model is required"):
         create_backend("openai", {})
+
+
+@pytest.mark.slow
+def test_transformers_serve_is_a_real_openai_compatible_peer(tiny_model, tmp_path):
+    """`transformers serve` (the `dev` extra's fastapi/uvicorn/openai/rich) serving the tiny random model, offline
+    and with an empty hub cache, so its GET /v1/models fails: health, chat streaming, and engine.eval with
+    --api-model all work against it. It ignores `n` (one choice per request), so only n=1 is asked."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from engine.eval import main
+    from engine.records import read_jsonl
+
+    port = int(closed_port_url().rsplit(":", 1)[1])
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "TRANSFORMERS_OFFLINE": "1"}
+    serve = "from transformers.cli.transformers import main; main()"
+    cmd = [sys.executable, "-c", serve, "serve", str(tiny_model), "--port", str(port), "--device", "cpu"]
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()[-2000:]
+                assert time.monotonic() < deadline, "transformers serve did not start"
+                time.sleep(0.2)
+        url = f"http://127.0.0.1:{port}/v1"
+
+        async def chat() -> list:
+            config = OpenAIConfig(base_url=url, model=str(tiny_model), endpoint="chat", max_retries=0)
+            async with OpenAIBackend(config) as backend:
+                assert await backend.health() == {url: True}
+                prompts = [[{"role": "user", "content": f"Minimise {k}x subject to x >= 1."}] for k in (2, 3)]
+                return [c async for c in backend.generate(prompts, SamplingParams(max_new_tokens=4, seed=0))]
+
+        got = asyncio.run(chat())
+        assert sorted(c.prompt_index for c in got) == [0, 1]
+        assert all(c.error is None and c.finish_reason in ("stop", "length") and c.text is not None for c in got)
+
+        bench = tmp_path / "bench.jsonl"
+        bench.write_text(json.dumps({"id": "p1", "question": "Minimise x subject to x >= 1.", "answer": 1.0}) + "\n")
+        out = tmp_path / "out"
+        args = ["--model", f"openai:{url}", "--api-model", str(tiny_model), "--benchmark", str(bench)]
+        assert main([*args, "--solver", "gurobipy", "--max-new-tokens", "4", "--output", str(out), "--quiet"]) == 0
+        items = read_jsonl(out / "items.jsonl")
+        assert [i["id"] for i in items] == ["p1"] and items[0]["finish_reason"] in ("stop", "length")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
