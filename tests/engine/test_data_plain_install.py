@@ -1,13 +1,15 @@
 """A plain `pip install .` (no extras) runs the generator and the command lines.
 
-Each command runs in a fresh interpreter where every package of every optional extra in pyproject.toml is
-made unimportable, as in an install without extras: a module-level import of an extra's package anywhere on
-these paths fails here as it would for a user.
+Each command runs in a fresh interpreter where the packages of pyproject.toml's optional extras are made
+unimportable (those the base dependencies require themselves stay), as in an install without extras: a
+module-level import of an extra's package anywhere on these paths fails here as it would for a user.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import re
 import subprocess
 import sys
 import tomllib
@@ -19,10 +21,30 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _extra_modules() -> list[str]:
+    """Top-level modules of the extras' packages that the base dependencies do not pull in themselves."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    requirements = [r for group in project["optional-dependencies"].values() for r in group]
-    names = {r.split("==")[0].split("[")[0].strip().lower().replace("-", "_") for r in requirements}
-    return sorted(names - {"evom"})
+    extras = {_name(r) for group in project["optional-dependencies"].values() for r in group}
+    return sorted(extras - _closure([_name(r) for r in project["dependencies"]]) - {"evom"})
+
+
+def _closure(names: list[str]) -> set[str]:
+    """`names` and everything their installed distributions require, extras' requirements left out."""
+    seen: set[str] = set()
+    while names:
+        name = names.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        names += [_name(r) for r in requires if not re.search(r"\bextra\s*==", r)]
+    return seen
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[\s\[<>=!~;(]", requirement.strip(), maxsplit=1)[0].lower().replace("-", "_")
 
 
 def _run_without_extras(module: str, *args: str) -> subprocess.CompletedProcess[str]:
