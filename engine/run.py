@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Execution-verified RL for optimization modeling: generate programs, verify them in the "
         "sandbox with a real solver, and update the model with GRPO/DAPO.",
         epilog="Overrides: section.key=value, e.g. rollout.group_size=8 solver.name=ortools learner.lr=1e-6. "
-        "Sections: " + ", ".join(to_dict(Config())),
+        "Sections: " + ", ".join(f.name for f in dataclasses.fields(Config)),
     )
     parser.add_argument("--config", type=Path, default=None, help=f"YAML config (default: {DEFAULT_CONFIG.name})")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and check the setup")

@@ -33,13 +33,23 @@ from tqdm import tqdm
 
 from engine.config import Config, read_yaml, to_dict, write_config
 from engine.data import Problem, load_train
-from engine.generation import SamplingParams
+from engine.generation import (
+    GenerationBackend,
+    GenerationError,
+    SamplingParams,
+    WeightSource,
+    available_backends,
+    backend_class,
+    backend_options,
+    create_backend,
+)
 from engine.prompts import PromptBuilder, PromptSettings
 from engine.records import METRICS_FILE, SAMPLES_FILE, RunRecorder, dumps, read_jsonl
 from engine.rollout import Rollout, RolloutResult, RolloutSettings, RolloutState
 from engine.verifier import SolverVerifier
 from learner.checkpoint import (
     COMPLETE,
+    export_hf,
     latest_checkpoint,
     load_checkpoint,
     load_model_weights,
@@ -48,7 +58,7 @@ from learner.checkpoint import (
 )
 from learner.config import LearnerConfig, RolloutBatch
 from learner.distributed import DistContext, init_distributed
-from learner.models import load_tokenizer
+from learner.models import load_model, load_tokenizer
 from learner.trainer import Learner
 from sandbox import SandboxPool
 from solvers import Solver, get_solver
@@ -163,56 +173,46 @@ def sampling_params(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> Sampling
     return dataclasses.replace(params, stop_token_ids=tuple(sorted(stops)), seed=seed)
 
 
-def make_backend(cfg: Config, device: Any = "cpu") -> Any:
-    """The generation backend; the local one decodes with its own copy of the policy on the learner's device
-    (bf16 on CUDA), synced after each step."""
-    from engine.generation import create_backend
-
+def make_backend(cfg: Config, device: torch.device | str = "cpu") -> GenerationBackend:
+    """The generation backend; one that `needs_model` decodes with its own copy of the policy on the learner's
+    device (bf16 on CUDA), synced after each step."""
     gen = cfg.generation
-    if gen.backend == "local":
-        from learner.models import load_model
-
-        return create_backend("local", to_dict(gen.local), model=load_model(cfg.model.path, device=device))
-    return create_backend(gen.backend, getattr(gen, gen.backend))
+    model = load_model(cfg.model.path, device=device) if backend_class(gen.backend).needs_model else None
+    return create_backend(gen.backend, backend_options(gen), model=model)
 
 
 async def check_generation(cfg: Config) -> None:
     """Fail in seconds, before any model is loaded, when generation cannot work: a backend that cannot take
-    new weights, options the backend rejects, or SGLang servers that do not answer GET /health."""
-    from engine.generation import GenerationError
-
+    new weights, options the backend rejects, or running servers that fail the backend's health check."""
     gen = cfg.generation
-    if gen.backend == "openai":
-        raise RunError("generation.backend=openai serves a fixed model and cannot load new weights; train with "
-                       "local or sglang (openai is for engine.eval)")  # fmt: skip
-    if gen.backend != "sglang" or gen.sglang.get("launch"):
-        return  # local needs no server; launched servers are waited for when they start
-    try:
-        async with make_backend(cfg) as backend:
-            down = [url for url, ok in (await backend.health()).items() if not ok]
-    except (ValueError, GenerationError) as exc:
-        raise RunError(f"generation.sglang: {exc}") from None
-    if down:
+    if backend_class(gen.backend).weight_format is None:
+        trainable = [name for name in available_backends() if backend_class(name).weight_format is not None]
         raise RunError(
-            f"SGLang server(s) {', '.join(down)} did not answer GET /health; start them "
-            "(python -m sglang.launch_server ...) or fix generation.sglang.urls"
+            f"generation.backend={gen.backend} serves a fixed model and cannot load new weights; train with one "
+            f"of {', '.join(trainable)} ({gen.backend} is for engine.eval)"
         )
+    if backend_class(gen.backend).needs_model:
+        return  # decodes in-process: no server to reach, and building it would load the model now
+    try:
+        backend = create_backend(gen.backend, backend_options(gen))
+        try:
+            status = await backend.health()  # not started: servers it would launch are waited for at start
+        finally:
+            await backend.close()
+    except (ValueError, GenerationError) as exc:
+        raise RunError(f"generation.{gen.backend}: {exc}") from None
+    down = [server for server, ok in status.items() if not ok]
+    if down:
+        raise RunError(f"generation.{gen.backend}: {backend.explain_down(down)}")
 
 
-def generator_weights(cfg: Config, learner: Any, run_dir: Path) -> Any:
-    """The current policy for the generator: full tensors in memory for the local backend (on every rank),
-    otherwise a HF directory the servers load (`/update_weights_from_disk`). Every rank must call this."""
-    from learner.checkpoint import export_hf, full_state_dict
-
-    if cfg.generation.backend != "local":
+def generator_weights(cfg: Config, learner: Learner, run_dir: Path) -> WeightSource:
+    """The current policy in the generator's `weight_format`: full tensors in memory for "state_dict" (on every
+    rank: each rank decodes with its own copy), a HF directory its servers load (`/update_weights_from_disk`)
+    for "hf_dir". Every rank must call this."""
+    if backend_class(cfg.generation.backend).weight_format == "hf_dir":
         return str(export_hf(learner, run_dir / "weights" / "latest").resolve())
-    if not learner.ctx.distributed:
-        return full_state_dict(learner)
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    # Each rank decodes with its own copy, so every rank needs the unsharded weights (not only rank 0).
-    state = get_model_state_dict(learner.model, options=StateDictOptions(full_state_dict=True))
-    return {name: tensor.detach().cpu() for name, tensor in state.items()}
+    return learner.full_weights(all_ranks=True)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -177,3 +177,10 @@ def test_base_chains_merge_and_cycles_are_reported(tmp_path):
     (tmp_path / "c.yaml").write_text("base: missing.yaml\n")
     with pytest.raises(ConfigError, match=r"missing\.yaml not found"):
         load_config(tmp_path / "c.yaml")
+
+
+def test_reading_the_config_imports_no_torch():
+    """`engine.run --help` must answer at once: the config module (and every section type it names) is torch-free."""
+    code = "import sys, engine.config; print(sorted({'torch', 'transformers', 'aiohttp'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -105,8 +105,8 @@ def test_cli_reports_bad_input_in_one_line(tiny_model, tmp_path, capsys):
     argv = [*overrides(tiny_model, tmp_path), "generation.backend=sglang", f"generation.sglang={{urls: [{dead}]}}"]
     assert main(argv) == 2
     assert capsys.readouterr().err == (
-        f"error: SGLang server(s) {dead} did not answer GET /health; start them (python -m sglang.launch_server ...) "
-        "or fix generation.sglang.urls\n"
+        f"error: generation.sglang: SGLang server(s) ['{dead}'] did not answer GET /health; start them "
+        "(python -m sglang.launch_server ...) or fix the URLs\n"
     )
     assert main([*overrides(tiny_model, tmp_path), "generation.backend=openai"]) == 2
     assert "cannot load new weights" in capsys.readouterr().err

@@ -178,3 +178,9 @@ def test_bf16_compute_keeps_fp32_master_weights(make_model, make_sequences):
     assert bf16["entropy"] == pytest.approx(fp32["entropy"], rel=1e-3)
     assert bf16["grad_norm"] == pytest.approx(fp32["grad_norm"], rel=5e-3)
     assert bf16["grad_norm"] != fp32["grad_norm"]  # the bf16 path really ran
+
+
+def test_the_package_exports_what_it_lists():
+    import learner
+
+    assert all(getattr(learner, name) is not None for name in learner.__all__)
