@@ -76,10 +76,24 @@ GENERATED = "generated"
 def load_train(cfg: DataConfig) -> Benchmark:
     """The training set of a `data` config section: generated problems, or every valid row of a file/dataset.
 
-    `num_problems`, `families` and `difficulty` apply to generated problems only; a file is used whole.
+    `num_problems`, `families` and `difficulty` apply to generated problems only; a file is used whole. A set
+    with no usable problem is a DataError here, before a run loads its model.
     """
-    if cfg.train != GENERATED:
-        return load_benchmark(cfg.train, benchmarks_dir=cfg.benchmarks_dir)
+    bench = _generated(cfg) if cfg.train == GENERATED else _load(cfg.train, cfg)
+    if not bench.problems:
+        raise DataError(f"no usable problems ({bench.report.summary()}); check data.train")
+    return bench
+
+
+def load_eval(cfg: DataConfig) -> list[Benchmark]:
+    return [_load(spec, cfg) for spec in cfg.eval]
+
+
+def _load(spec: str, cfg: DataConfig) -> Benchmark:
+    return load_benchmark(spec, benchmarks_dir=cfg.benchmarks_dir)
+
+
+def _generated(cfg: DataConfig) -> Benchmark:
     problems = generate_problems(
         cfg.num_problems,
         families=cfg.families,
@@ -90,7 +104,3 @@ def load_train(cfg: DataConfig) -> Benchmark:
     numeric = sum(p.answer is not None for p in problems)
     report = LoadReport(source=GENERATED, rows=len(problems), loaded=len(problems), numeric=numeric, bad=())
     return Benchmark(name=GENERATED, problems=tuple(problems), report=report)
-
-
-def load_eval(cfg: DataConfig) -> list[Benchmark]:
-    return [load_benchmark(spec, benchmarks_dir=cfg.benchmarks_dir) for spec in cfg.eval]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator, Sequence
 
+from engine.data.benchmarks import DataError
 from engine.data.families import FAMILIES
 from engine.data.families.base import LEVELS, Family, Instance
 from engine.data.lp import Solution, solve
@@ -37,7 +38,7 @@ def get_family(name: str) -> Family:
     try:
         return FAMILIES[name]
     except KeyError:
-        raise ValueError(f"unknown problem family {name!r}; valid: {available_families()}") from None
+        raise DataError(f"unknown problem family {name!r}; valid: {available_families()}") from None
 
 
 def register_family(family: Family) -> None:
@@ -90,9 +91,9 @@ def iter_generated(
     n: int, *, families: Sequence[str] = (), difficulty: str = "easy", seed: int = 0, infeasible_rate: float = 0.05
 ) -> Iterator[Problem]:
     if n < 0:
-        raise ValueError(f"the number of problems must be >= 0, got {n}")
+        raise DataError(f"the number of problems must be >= 0, got {n}")
     if not 0.0 <= infeasible_rate <= 1.0:
-        raise ValueError(f"infeasible_rate must be in [0, 1], got {infeasible_rate}")
+        raise DataError(f"infeasible_rate must be in [0, 1], got {infeasible_rate}")
     names = list(dict.fromkeys(families)) or available_families()  # a repeated name would repeat problems
     for name in names:
         get_family(name)
@@ -118,5 +119,5 @@ def _draw(fam: Family, rng: random.Random, level: int, infeasible: bool) -> tupl
 
 def _level(difficulty: str) -> int:
     if difficulty not in LEVELS:
-        raise ValueError(f"unknown difficulty {difficulty!r}; valid: {list(DIFFICULTIES)}")
+        raise DataError(f"unknown difficulty {difficulty!r}; valid: {list(DIFFICULTIES)}")
     return LEVELS[difficulty]

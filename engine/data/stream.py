@@ -19,6 +19,8 @@ from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from typing import Generic, TypeVar
 
+from engine.data.benchmarks import DataError
+
 T = TypeVar("T")
 
 
@@ -64,7 +66,7 @@ def iter_batches(
 
 def _check(items: Sequence[object], batch_size: int, rank: int, world_size: int) -> None:
     if not items:
-        raise ValueError("no problems to iterate over (the data set is empty)")
+        raise DataError("no problems to iterate over (the data set is empty)")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not 0 <= rank < world_size:
@@ -80,7 +82,7 @@ class ProblemStream(Generic[T]):
 
     def __init__(self, items: Sequence[T], *, seed: int, epoch: int = 0, position: int = 0) -> None:
         if not items:
-            raise ValueError("the problem stream needs at least one problem; check data.train")
+            raise DataError("the problem stream needs at least one problem; check data.train")
         self.items, self.seed = items, seed
         self.epoch, self.position = epoch, position
         self._order = epoch_order(len(items), seed=seed, epoch=epoch)

@@ -30,6 +30,7 @@ from engine.data import (
 )
 from engine.data.__main__ import main, write_atomic
 from engine.data.benchmarks import _pick_file, parse_text
+from engine.data.stream import ProblemStream
 
 REPO = Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO / ".." / "shared" / "data" / "benchmarks"
@@ -173,8 +174,20 @@ def test_batches_are_a_pure_function_of_seed_and_step_and_cover_each_epoch():
     assert len({x for b in ranks for x in b}) == 6  # the ranks of one step share nothing
     with pytest.raises(ValueError, match="rank must be in"):
         batch_at(items, 2, 0, seed=1, rank=3, world_size=3)
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(DataError, match="empty"):
         next(iter_batches([], 2, seed=0))
+
+
+def test_an_empty_training_set_is_a_data_error_that_names_data_train(tmp_path: Path):
+    """DataError, so `engine.run data.train=<an empty file>` ends in one line and exit 2, not a traceback."""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"id": "x", "answer": 1.0}\n')  # its one row has no question
+    with pytest.raises(DataError, match=rf"no usable problems \({re.escape(str(empty))}: 0 problems .* 1 bad rows"):
+        load_train(DataConfig(train=str(empty)))
+    with pytest.raises(DataError, match=r"no usable problems \(generated: 0 problems"):
+        load_train(DataConfig(num_problems=0))
+    with pytest.raises(DataError, match=r"at least one problem; check data\.train"):
+        ProblemStream([], seed=0)
 
 
 def test_cli_generate_is_atomic_and_reproducible_and_check_reports(tmp_path: Path, capsys):

@@ -13,7 +13,7 @@ import pyscipopt as scip
 import pytest
 from pyscipopt import quicksum
 
-from engine.data import available_families, generate_problems, get_family
+from engine.data import DataError, available_families, generate_problems, get_family
 from engine.data.generator import generate_problem
 from engine.data.problem import DIFFICULTIES, Problem
 
@@ -97,12 +97,17 @@ def test_wording_varies_and_states_every_number_and_the_sense(family: str):
 
 
 def test_unknown_names_fail_listing_the_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown problem family 'nope'; valid: .*knapsack"):
+    # DataError, so the command lines report it as one line of bad input (exit 2), not a traceback
+    with pytest.raises(DataError, match=r"unknown problem family 'nope'; valid: .*knapsack"):
         generate_problems(1, families=["nope"])
-    with pytest.raises(ValueError, match=r"unknown difficulty 'extreme'; valid: \['easy', 'medium', 'hard'\]"):
+    with pytest.raises(DataError, match=r"unknown problem family 'nope'; valid: .*knapsack"):
+        get_family("nope")
+    with pytest.raises(DataError, match=r"unknown difficulty 'extreme'; valid: \['easy', 'medium', 'hard'\]"):
         generate_problems(1, difficulty="extreme")
-    with pytest.raises(ValueError, match="infeasible_rate"):
+    with pytest.raises(DataError, match="infeasible_rate"):
         generate_problems(1, infeasible_rate=1.5)
+    with pytest.raises(DataError, match="number of problems must be >= 0"):
+        generate_problems(-1)
     assert get_family("diet").name == "diet"
 
 
