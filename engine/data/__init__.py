@@ -90,7 +90,7 @@ def load_eval(cfg: DataConfig) -> list[Benchmark]:
 
 
 def _load(spec: str, cfg: DataConfig) -> Benchmark:
-    return load_benchmark(spec, benchmarks_dir=cfg.benchmarks_dir)
+    return load_benchmark(spec, benchmarks_dir=cfg.benchmarks_dir, split=cfg.hf_split)
 
 
 def _generated(cfg: DataConfig) -> Benchmark:

@@ -1,13 +1,16 @@
 """Benchmark loading (counts against PROVENANCE.md, bad rows with line numbers, missing files, the hub error
-path), the training order, and the `python -m engine.data` command line."""
+path, the hub split), the training order, and the `python -m engine.data` command line."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import islice
 from pathlib import Path
 
@@ -158,6 +161,69 @@ def test_load_train_and_eval_follow_the_data_config(tmp_path: Path):
         {**p.to_row(), "meta": {**p.meta, "answer_raw": p.to_row()["answer_raw"]}} for p in gen.problems
     ]
     assert [b.report.loaded for b in load_eval(DataConfig(eval=[str(path), str(path)]))] == [9, 9]
+
+
+HUB_REPO, HUB_SHA = "evom-test/tiny", "a" * 40
+HUB_FILES = {
+    "train.jsonl": b'{"id": "t1", "question": "Minimise x with x >= 1.", "answer": 1}\n',
+    "validation.jsonl": b'{"id": "v1", "question": "Minimise x with x >= 2.", "answer": 2}\n',
+}
+
+
+class _Hub(BaseHTTPRequestHandler):
+    """The two Hugging Face hub routes `load_hf_dataset` reads (dataset info, file resolve) for HUB_REPO: the hub
+    cannot be reached from the test machine, and its client runs for real against this."""
+
+    def do_GET(self) -> None:
+        path = self.path.split("?")[0]
+        resolve = f"/datasets/{HUB_REPO}/resolve/main/"
+        if path == f"/api/datasets/{HUB_REPO}":
+            siblings = [{"rfilename": name} for name in HUB_FILES]
+            self._send(json.dumps({"id": HUB_REPO, "sha": HUB_SHA, "siblings": siblings}).encode())
+        elif path.startswith(resolve) and path.removeprefix(resolve) in HUB_FILES:
+            body = HUB_FILES[path.removeprefix(resolve)]
+            self._send(body, {"X-Repo-Commit": HUB_SHA, "ETag": f'"{hashlib.sha256(body).hexdigest()}"'})
+        else:
+            self.send_error(404)
+
+    do_HEAD = do_GET
+
+    def _send(self, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command == "GET":
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_data_hf_split_picks_the_hub_file_for_training_and_eval(tmp_path: Path):
+    """`data.hf_split` reaches the hub loader: the default split ("test") matches neither file, so an ignored
+    split fails with "several JSON files"."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    code = (
+        "from engine.config import DataConfig; from engine.data import load_eval, load_train\n"
+        "train = load_train(DataConfig(train='hf:evom-test/tiny', hf_split='validation'))\n"
+        "evals = load_eval(DataConfig(eval=['evom-test/tiny'], hf_split='train'))\n"
+        "print([p.id for p in train.problems], [p.id for b in evals for p in b.problems])"
+    )
+    # The hub client reads its endpoint and cache folder from the environment when it is imported.
+    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}", "HF_HUB_CACHE": str(tmp_path)}
+    env.pop("HF_HUB_OFFLINE", None)
+    try:
+        run = subprocess.run(
+            [sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split("\n")[0] == "['v1'] ['t1']"
 
 
 def test_batches_are_a_pure_function_of_seed_and_step_and_cover_each_epoch():
