@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import shutil
 import sys
@@ -36,12 +35,16 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.cli import exit_code
 from engine.evaluation.metrics import Cell, Item, format_markdown, format_table, summarize
 from engine.evaluation.models import ModelError, ModelSpec, open_model, parse_model
 from engine.evaluation.runner import Entry, EvalSettings, generate_and_score, score_completions
+from solvers.rows import RowError, check_answer, read_rows
+
+if TYPE_CHECKING:
+    from engine.data import Benchmark, Problem
 
 ITEMS_FILE, SUMMARY_JSON, SUMMARY_MD = "items.jsonl", "summary.json", "summary.md"
 
@@ -133,7 +136,7 @@ def load_solvers(names: Sequence[str]) -> list[Any]:
     return solvers
 
 
-def load_benchmarks(specs: Sequence[str], limit: int | None) -> list[Any]:
+def load_benchmarks(specs: Sequence[str], limit: int | None) -> list[Benchmark]:
     """Benchmarks by path or short name, first `limit` problems each; bad rows are reported on stderr."""
     import dataclasses
 
@@ -153,30 +156,29 @@ def load_benchmarks(specs: Sequence[str], limit: int | None) -> list[Any]:
 
 
 def _answer(value: Any, where: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise EvalInputError(f"{where}: 'answer' must be a finite number or null, got {value!r}")
-    return float(value)
+    try:
+        return check_answer(value)
+    except RowError as exc:
+        raise RowError(f"{where}: {exc}") from None
 
 
-def read_completions(path: Path, benchmarks: Sequence[Any], limit: int | None) -> list[Entry]:
+def read_completions(path: Path, benchmarks: Sequence[Benchmark], limit: int | None) -> list[Entry]:
     """Entries of a completions file; rows that cannot be scored are reported on stderr and skipped."""
     if not path.is_file():
         raise EvalInputError(f"completions file not found: {path}")
     problems = {p.id: (b.name, p) for b in benchmarks for p in b.problems}
-    entries: list[Entry] = []
     seen: Counter[tuple[str, str]] = Counter()
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                entry = _entry(json.loads(line), problems, bool(benchmarks), path.stem, seen)
-            except (json.JSONDecodeError, EvalInputError) as exc:
-                print(f"warning: {path}:{number}: {exc} (row skipped)", file=sys.stderr)
-                continue
-            entries.append(entry)
+
+    def parse(row: dict[str, Any], line: int) -> Entry:
+        return _entry(row, problems, bool(benchmarks), path.stem, seen)
+
+    try:
+        with path.open(encoding="utf-8") as f:
+            entries, bad = read_rows(enumerate(f, 1), parse)
+    except UnicodeDecodeError as exc:
+        raise EvalInputError(f"{path} is not UTF-8 text ({exc.reason}); completions files are JSONL") from None
+    for row in bad:
+        print(f"warning: {path}:{row.line}: {row.reason} (row skipped)", file=sys.stderr)
     if limit is not None:
         keep = set(list(dict.fromkeys((e.benchmark, e.id) for e in entries))[:limit])
         entries = [e for e in entries if (e.benchmark, e.id) in keep]
@@ -185,23 +187,28 @@ def read_completions(path: Path, benchmarks: Sequence[Any], limit: int | None) -
     return entries
 
 
-def _entry(row: Any, problems: dict[str, Any], matched: bool, default_name: str, seen: Counter) -> Entry:
-    if not isinstance(row, dict):
-        raise EvalInputError(f"expected a JSON object, got {type(row).__name__}")
+def _entry(
+    row: dict[str, Any],
+    problems: dict[str, tuple[str, Problem]],
+    matched: bool,
+    default_name: str,
+    seen: Counter[tuple[str, str]],
+) -> Entry:
+    """One completions row as an Entry; RowError says why a row cannot be scored."""
     if row.get("id") is None:
-        raise EvalInputError("no 'id'")
+        raise RowError("no 'id'")
     row_id = str(row["id"])
     text = row.get("completion", row.get("code"))
     if not isinstance(text, str):
-        raise EvalInputError("needs a string 'completion' (model output) or 'code' (a program)")
+        raise RowError("needs a string 'completion' (model output) or 'code' (a program)")
     if matched:
         if row_id not in problems:
-            raise EvalInputError(f"id {row_id!r} is not in the given benchmark(s)")
+            raise RowError(f"id {row_id!r} is not in the given benchmark(s)")
         name, problem = problems[row_id]
         answer = problem.answer
     else:
         if "answer" not in row:
-            raise EvalInputError("no 'answer' (without --benchmark every row must carry its own; null: no optimum)")
+            raise RowError("no 'answer' (without --benchmark every row must carry its own; null: no optimum)")
         name = row["benchmark"] if isinstance(row.get("benchmark"), str) else default_name
         answer = _answer(row["answer"], f"id {row_id!r}")
     sample = row.get("sample", row.get("sample_index"))

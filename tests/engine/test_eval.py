@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.eval import main
+from engine.eval import EvalInputError, main, read_completions
 from engine.records import read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
@@ -129,6 +129,43 @@ def test_completions_are_matched_to_the_benchmark_and_scored(bench, tmp_path, ca
     assert cell["pass@1"] == pytest.approx((1 / 2 + 1 + 0) / 3)
     assert cell["exec_rate"] == pytest.approx(3 / 4)
     assert cell["statuses"] == {"correct": 2, "no_code": 1, "wrong": 1}
+
+
+def test_completion_rows_that_cannot_be_scored_are_skipped_with_their_line_and_reason(tmp_path, capsys):
+    path = tmp_path / "c.jsonl"
+    lines = [
+        json.dumps({"id": "a", "code": "print(1)", "answer": 2}),
+        "{not json",
+        "[1, 2]",
+        json.dumps({"code": "print(1)", "answer": 1}),
+        json.dumps({"id": "b", "answer": 1}),
+        "",
+        json.dumps({"id": "c", "code": "print(1)"}),
+        json.dumps({"id": "d", "code": "print(1)", "answer": "12"}),
+        '{"id": "e", "code": "print(1)", "answer": NaN}',
+        json.dumps({"id": "f", "completion": "no code", "answer": None, "benchmark": "other"}),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    entries = read_completions(path, [], None)
+    assert [(e.benchmark, e.id, e.answer, e.is_code) for e in entries] == [
+        ("c", "a", 2.0, True),
+        ("other", "f", None, False),
+    ]
+    must_be = "'answer' must be a finite number, or null (None) for a problem without an optimum; got"
+    reasons = [
+        (2, "not valid JSON (Expecting property name enclosed in double quotes at column 2)"),
+        (3, "expected a JSON object, got list"),
+        (4, "no 'id'"),
+        (5, "needs a string 'completion' (model output) or 'code' (a program)"),
+        (7, "no 'answer' (without --benchmark every row must carry its own; null: no optimum)"),
+        (8, f"id 'd': {must_be} '12'"),
+        (9, f"id 'e': {must_be} nan"),
+    ]
+    warnings = [f"warning: {path}:{line}: {reason} (row skipped)" for line, reason in reasons]
+    assert capsys.readouterr().err.splitlines() == warnings
+    path.write_bytes(b'{"id": "a", "code": "print(1)", "answer": 2}\n\xff\n')
+    with pytest.raises(EvalInputError, match=r"c\.jsonl is not UTF-8 text .*completions files are JSONL"):
+        read_completions(path, [], None)
 
 
 def test_reference_programs_score_their_accuracy_without_a_benchmark(tmp_path, capsys):
