@@ -24,7 +24,7 @@ import yaml
 from engine.generation import SamplingParams
 from engine.generation.local_config import LocalConfig
 from learner.config import AlgorithmConfig, LearnerConfig
-from sandbox import Limits
+from sandbox import Isolation, Limits
 from solvers import ExtractConfig, RewardConfig
 
 
@@ -62,7 +62,7 @@ class SolverConfig:
 
 @dataclass(kw_only=True)
 class SandboxConfig:
-    isolation: Literal["nsjail", "process"] = "nsjail"  # process = no jail, development only
+    isolation: Isolation = "nsjail"  # process = no jail, development only
     workers: int = 2
     recycle_after: int = 200  # runs per warm worker before it is replaced
     limits: Limits = field(default_factory=Limits)

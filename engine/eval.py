@@ -41,6 +41,7 @@ from engine.cli import exit_code
 from engine.evaluation.metrics import Cell, Item, format_markdown, format_table, summarize
 from engine.evaluation.models import ModelError, ModelSpec, open_model, parse_model
 from engine.evaluation.runner import Entry, EvalSettings, generate_and_score, score_completions
+from sandbox import ISOLATIONS
 from solvers.rows import RowError, check_answer, read_rows
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="sandbox workers per pool (default 2)")
     p.add_argument("--wall-s", type=float, default=30.0, help="wall and CPU seconds per program (default 30)")
     p.add_argument("--memory-mb", type=int, default=2048)
-    p.add_argument("--isolation", choices=("nsjail", "process"), default="nsjail")
+    p.add_argument("--isolation", choices=ISOLATIONS, default="nsjail")
     p.add_argument("--comparison", choices=("relative", "orlm"), default="relative", help="answer matching rule")
     p.add_argument("--tolerance", type=float, default=1e-6, help="relative tolerance of the answer match")
     p.add_argument("--seed", type=int, default=0)

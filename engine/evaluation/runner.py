@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from engine.evaluation.metrics import GENERATION_ERROR, PROMPT_TOO_LONG, Item
 
 if TYPE_CHECKING:
+    from sandbox import Isolation
     from solvers import RewardConfig
 
 
@@ -35,7 +36,7 @@ class EvalSettings:
     workers: int = 2
     wall_s: float = 30.0
     memory_mb: int = 2048
-    isolation: str = "nsjail"
+    isolation: Isolation = "nsjail"
     reward: RewardConfig | None = None  # None: the default binary reward
     progress: bool = True
 
