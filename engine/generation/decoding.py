@@ -119,7 +119,7 @@ def candidates(logits: torch.Tensor, params: SamplingParams) -> tuple[torch.Tens
 
 class Workspace:
     """Reusable (B, V)-sized float buffers for sampling, so a decode step allocates no fresh vocabulary-wide
-    tensors (on CPU each fresh multi-MB tensor costs page faults: ~6 ms a step for 16 rows x 49k tokens)."""
+    tensors: on CPU each fresh multi-MB tensor costs page faults every step (bench/NOTES.md, "Local generation")."""
 
     def __init__(self) -> None:
         self._buffers: dict[str, torch.Tensor] = {}

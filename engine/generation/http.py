@@ -20,7 +20,7 @@ import aiohttp
 
 from engine.generation.base import GenerationError
 
-try:  # orjson is optional: ~3x faster on the long cumulative chunks SGLang streams.
+try:  # orjson is optional: it parses the long cumulative chunks SGLang streams faster than json.
     import orjson
 
     def loads(data: bytes | str) -> Any:

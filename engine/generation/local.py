@@ -10,7 +10,7 @@ the middle of one: every sample of a call carries the one weight version it was 
         async for c in backend.generate(prompt_ids, SamplingParams(temperature=1.0, seed=0), n=8): ...
         await backend.update_weights(learner_model.state_dict())   # in-place copy, version + 1
 
-Measured choices (bench/generation_bench.py, numbers in engine/generation/README.md): see LocalConfig.
+Options and the reasons for their defaults: LocalConfig (the measurements: bench/NOTES.md, "Local generation").
 """
 
 from __future__ import annotations

@@ -18,24 +18,25 @@ class LocalConfig:
     max_batch_size: int = 64
     # "shared" keeps each prompt's KV cache once for all of its samples and each row's response positions in a
     # buffer filled in place (engine/generation/shared_prefix.py; models it cannot reproduce fall back to
-    # "dynamic"). "dynamic" gives every row its own copy of the prompt's cache in such a buffer; "static" (a
-    # transformers StaticCache) attends over all of prompt + max_new_tokens every step. On SmolLM2, 2 prompts x 4
-    # samples, attention per layer per step took 0.85 ms shared vs 1.35 ms dynamic (engine/generation/README.md).
+    # "dynamic"), so a decode step reads each prompt once instead of once per sample. "dynamic" gives every row
+    # its own copy of the prompt's cache in such a buffer; "static" (a transformers StaticCache) attends over all
+    # of prompt + max_new_tokens every step, which pays only for short max_new_tokens. Measurements:
+    # bench/NOTES.md, "Local generation".
     cache: CacheKind = "shared"
-    # "compact" drops finished rows from the batch and KV cache; "mask" keeps computing them. Compact
-    # measured 1.3-1.4x faster than mask on CPU when lengths vary (engine/generation/README.md).
+    # "compact" drops finished rows from the batch and KV cache; "mask" keeps computing them, so compact is
+    # faster whenever lengths vary (bench/NOTES.md, "Local generation").
     finished_rows: FinishedRows = "compact"
     # Stop on the model's EOS id(s) from its generation config, as SGLang and vLLM do by default.
     stop_at_eos: bool = True
     # torch intra-op threads for the decode thread; 0 leaves torch's setting alone (all cores). When the sandbox
-    # verifies on the same cores while this decodes (the rollout overlaps them), leave it cores - workers:
-    # with 2 threads on 2 cores and one busy sandbox worker, generation ran 2.6x slower (0.34 s -> 0.88 s) as
-    # each kernel waited for the preempted thread, and the pipelined step took 1.13x the synchronous one
-    # (0.68x with 1 thread; bench/rollout_bench.py --torch-threads 2).
+    # verifies on the same cores while this decodes (the rollout overlaps them), leave it cores - workers: a
+    # thread that shares its core with a sandbox worker is preempted, and every kernel waits for it, which costs
+    # more than the overlap gains (bench/NOTES.md, `torch_threads`; bench/rollout_bench.py --torch-threads N).
     torch_threads: int = 0
     # On CPU, run the linear layers on weights reordered once into oneDNN's blocked layout (packed_linear.py),
-    # repacked whenever a weight changes. SmolLM2-135M, 2 prompts x 4 samples, 1 thread: 1.33-1.39x the tokens/s
-    # of the plain kernels, for a second copy of the linear weights in memory and ~0.3 s of packing per update.
+    # repacked whenever a weight changes: decoding on CPU is bound by the linear layers, and the packed kernel
+    # runs them faster, for a second copy of the linear weights in memory and a repack per weight update
+    # (bench/NOTES.md, `prepack_weights`).
     prepack_weights: bool = True
 
     def __post_init__(self) -> None:

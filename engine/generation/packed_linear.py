@@ -1,10 +1,9 @@
 """Linear layers on prepacked oneDNN weights for CPU decoding.
 
 A decode step multiplies a handful of rows (the live samples) by every weight matrix of the model, and on
-CPU that is where the time goes: on SmolLM2-135M, 8 rows, one thread, the plain `F.linear` (MKL sgemm on a
-row-major weight) took 28 ms for the 49152 x 576 output layer and about 1.1 ms per decoder layer. oneDNN
-runs the same product on a weight reordered once into its blocked layout in 10.8 ms and 0.78 ms. Reordering
-costs about 0.3 s for the whole 135M-parameter model, so it pays for itself within a few decode steps.
+CPU that is where the time goes. The plain `F.linear` runs MKL's sgemm on the row-major weight; oneDNN runs
+the same product faster on a weight reordered once into its blocked layout, and the reorder pays for itself
+within a few decode steps (per-call timings and the whole-decode gain: bench/NOTES.md, `prepack_weights`).
 
 `PackedLinears` keeps those reordered copies, keyed by weight tensor. `refresh(model)` packs what changed:
 every in-place write to a weight (an optimizer step, `copy_` in `update_weights`, `load_state_dict`) bumps
@@ -16,8 +15,8 @@ learner sharing the model), calls that need autograd, other dtypes or devices, a
 last refresh take the plain `F.linear`.
 
 Why patch the modules rather than intercept `F.linear` with a torch function mode, which would be
-thread-local by construction: a mode sees every torch call of the step, not only the linear ones (about 520
-per decode step of a 4-layer model), and on the tiny bench model that alone cost 14% of the tokens/s.
+thread-local by construction: a mode sees every torch call of the step, not only the linear ones, and on a
+small model that overhead ate the gain (bench/NOTES.md, "Prepacked linear weights").
 
 The result equals `F.linear` up to float rounding (the kernels sum in a different order: about 1e-6 on
 unit-scale outputs in float32).
@@ -62,8 +61,8 @@ class _Packed:
 class PackedLinears:
     """oneDNN-packed copies of a CPU model's `nn.Linear` weights (see the module docstring).
 
-    batch_hint: the row count oneDNN picks its layout for. 8 measured best for decode steps of 1-64 rows and
-    no worse than the plain kernel for prefills of hundreds of tokens.
+    batch_hint: the row count oneDNN picks its layout for. The default, 8, suits decode steps of 1-64 rows
+    without slowing prefills of hundreds of tokens below the plain kernel (bench/NOTES.md, `prepack_weights`).
     """
 
     def __init__(self, batch_hint: int = 8) -> None:
