@@ -106,13 +106,29 @@ class RunRecorder:
 def sample_row(s: Sample, *, step: int, round: int, epoch: int, verdict: str) -> dict[str, Any]:
     """The samples.jsonl row of one completion. Times are seconds since the rollout started."""
     return {
-        "step": step, "round": round, "epoch": epoch, "problem_id": s.problem_id, "group_id": s.group_id,
-        "sample_index": s.sample_index, "verdict": verdict, "status": s.status, "infra_failure": s.infra_failure,
-        "score": s.score, "reward": s.reward, "correct": s.correct, "objective": s.objective, "detail": s.detail,
-        "weight_version": s.weight_version, "prompt_tokens": len(s.prompt_ids),
-        "response_tokens": len(s.response_ids), "finish_reason": s.finish_reason, "t_generated_s": s.generated_s,
-        "t_verify_start_s": s.verify_start_s, "t_verify_end_s": s.verify_end_s, "text": s.text,
-    }  # fmt: skip
+        "step": step,
+        "round": round,
+        "epoch": epoch,
+        "problem_id": s.problem_id,
+        "group_id": s.group_id,
+        "sample_index": s.sample_index,
+        "verdict": verdict,
+        "status": s.status,
+        "infra_failure": s.infra_failure,
+        "score": s.score,
+        "reward": s.reward,
+        "correct": s.correct,
+        "objective": s.objective,
+        "detail": s.detail,
+        "weight_version": s.weight_version,
+        "prompt_tokens": len(s.prompt_ids),
+        "response_tokens": len(s.response_ids),
+        "finish_reason": s.finish_reason,
+        "t_generated_s": s.generated_s,
+        "t_verify_start_s": s.verify_start_s,
+        "t_verify_end_s": s.verify_end_s,
+        "text": s.text,
+    }
 
 
 @dataclass(eq=False, kw_only=True)

@@ -28,10 +28,17 @@ REPORT_DIR = "report"
 STATUS_PREFIX, FILTERED_PREFIX = "status/", "filtered/"
 # Fixed colours, so a status looks the same in every report (others take matplotlib's cycle).
 STATUS_COLORS = {
-    "correct": "tab:green", "wrong": "tab:orange", "infeasible": "tab:olive", "unbounded": "tab:pink",
-    "no_solve": "tab:purple", "error": "tab:red", "timeout": "tab:brown", "no_code": "tab:gray",
-    "license_limit": "tab:cyan", "sandbox_error": "black",
-}  # fmt: skip
+    "correct": "tab:green",
+    "wrong": "tab:orange",
+    "infeasible": "tab:olive",
+    "unbounded": "tab:pink",
+    "no_solve": "tab:purple",
+    "error": "tab:red",
+    "timeout": "tab:brown",
+    "no_code": "tab:gray",
+    "license_limit": "tab:cyan",
+    "sandbox_error": "black",
+}
 # (metrics key, label) of the three phases of a step, in the order they are stacked.
 TIME_SPLIT = (
     ("time_generating_s", "generate"),

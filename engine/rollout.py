@@ -205,9 +205,12 @@ class RolloutResult:
         if not self.groups:
             raise ValueError(f"step {self.step} kept no group (see its filtered/* metrics); skip the update")
         return LearnerBatch(
-            prompts=self.prompt_ids, responses=self.response_ids, rewards=self.rewards, group_ids=self.group_ids,
+            prompts=self.prompt_ids,
+            responses=self.response_ids,
+            rewards=self.rewards,
+            group_ids=self.group_ids,
             old_logprobs=self.old_logprobs,
-        )  # fmt: skip
+        )
 
 
 @dataclass(eq=False, kw_only=True)
@@ -428,9 +431,7 @@ class Rollout:
             for group in list(batch.open):
                 self._close(group, "surplus" if full else "interrupted")
         self._current = None
-        return RolloutResult(
-            step=step, groups=tuple(batch.kept), metrics=self._metrics(batch), state=self.state
-        )
+        return RolloutResult(step=step, groups=tuple(batch.kept), metrics=self._metrics(batch), state=self.state)
 
     def _open_groups(self, batch: _BatchState) -> list[_OpenGroup]:
         """The next prompts_per_step problems whose prompts fit, as new open groups."""
@@ -448,9 +449,13 @@ class Rollout:
                     )
                 continue
             group = _OpenGroup(
-                group_id=self._next_group_id, problem=problem, epoch=epoch, round=batch.rounds,
-                prompt_ids=prompt.ids, batch=batch,
-            )  # fmt: skip
+                group_id=self._next_group_id,
+                problem=problem,
+                epoch=epoch,
+                round=batch.rounds,
+                prompt_ids=prompt.ids,
+                batch=batch,
+            )
             self._next_group_id += 1
             batch.open.add(group)
             groups.append(group)
@@ -536,10 +541,16 @@ class Rollout:
             return Sample(**base, **times, status=outcome.status, infra_failure=True, detail=outcome.reason)
         score = float(outcome.reward)
         return Sample(
-            **base, **times, status=outcome.status, infra_failure=False, score=score,
-            reward=score + self._shaping(len(c.token_ids)), correct=bool(outcome.correct),
-            objective=outcome.objective, detail=outcome.reason,
-        )  # fmt: skip
+            **base,
+            **times,
+            status=outcome.status,
+            infra_failure=False,
+            score=score,
+            reward=score + self._shaping(len(c.token_ids)),
+            correct=bool(outcome.correct),
+            objective=outcome.objective,
+            detail=outcome.reason,
+        )
 
     def _shaping(self, length: int) -> float:
         if not self.settings.overlong_buffer:
@@ -547,18 +558,26 @@ class Rollout:
         lengths = torch.tensor([length])
         return float(
             overlong_penalty(
-                lengths, max_len=self.sampling.max_new_tokens, buffer=self.settings.overlong_buffer,
+                lengths,
+                max_len=self.sampling.max_new_tokens,
+                buffer=self.settings.overlong_buffer,
                 factor=self.settings.overlong_factor,
             )[0]
-        )  # fmt: skip
+        )
 
     def _sample_fields(self, group: _OpenGroup, c: Completion, text: str) -> dict[str, Any]:
         return {
-            "problem_id": group.problem.id, "group_id": group.group_id, "sample_index": c.sample_index,
-            "prompt_ids": group.prompt_ids, "response_ids": tuple(c.token_ids), "logprobs": tuple(c.logprobs),
-            "finish_reason": c.finish_reason, "weight_version": c.weight_version, "text": text,
+            "problem_id": group.problem.id,
+            "group_id": group.group_id,
+            "sample_index": c.sample_index,
+            "prompt_ids": group.prompt_ids,
+            "response_ids": tuple(c.token_ids),
+            "logprobs": tuple(c.logprobs),
+            "finish_reason": c.finish_reason,
+            "weight_version": c.weight_version,
+            "text": text,
             "generated_s": c.timings.finished_s - self._t0,
-        }  # fmt: skip
+        }
 
     def _unscored(self, group: _OpenGroup, c: Completion, status: str, detail: str) -> Sample:
         text = c.text if c.text is not None else self.prompts.decode(c.token_ids)
@@ -566,11 +585,20 @@ class Rollout:
 
     def _missing(self, group: _OpenGroup, sample_index: int, detail: str) -> Sample:
         return Sample(
-            problem_id=group.problem.id, group_id=group.group_id, sample_index=sample_index,
-            prompt_ids=group.prompt_ids, response_ids=(), logprobs=(), finish_reason="abort",
-            weight_version=self.backend.weight_version, text="", status="backend_error", infra_failure=True,
-            detail=detail, generated_s=time.monotonic() - self._t0,
-        )  # fmt: skip
+            problem_id=group.problem.id,
+            group_id=group.group_id,
+            sample_index=sample_index,
+            prompt_ids=group.prompt_ids,
+            response_ids=(),
+            logprobs=(),
+            finish_reason="abort",
+            weight_version=self.backend.weight_version,
+            text="",
+            status="backend_error",
+            infra_failure=True,
+            detail=detail,
+            generated_s=time.monotonic() - self._t0,
+        )
 
     def _busy_enter(self) -> float:
         now = time.monotonic()
@@ -604,9 +632,11 @@ class Rollout:
     def _judge(self, group: _OpenGroup) -> None:
         batch = group.batch
         complete = Group(
-            group_id=group.group_id, problem_id=group.problem.id, size=self.settings.group_size,
+            group_id=group.group_id,
+            problem_id=group.problem.id,
+            size=self.settings.group_size,
             samples=tuple(group.samples[j] for j in sorted(group.samples)),
-        )  # fmt: skip
+        )
         scored = [s for s in complete.samples if not s.infra_failure]
         batch.stats.scores += [s.score for s in scored]  # type: ignore[misc]
         batch.stats.rewards += [s.reward for s in scored]  # type: ignore[misc]
@@ -646,9 +676,13 @@ class Rollout:
     def _metrics(self, batch: _BatchState) -> dict[str, Any]:
         now = time.monotonic()
         return batch.stats.row(
-            now, step=batch.step, rounds=batch.rounds, kept=[s for g in batch.kept for s in g.samples],
-            verifying_s=self._busy_time(now) - batch.busy_at_start, data_epoch=self.stream.epoch,
-        )  # fmt: skip
+            now,
+            step=batch.step,
+            rounds=batch.rounds,
+            kept=[s for g in batch.kept for s in g.samples],
+            verifying_s=self._busy_time(now) - batch.busy_at_start,
+            data_epoch=self.stream.epoch,
+        )
 
 
 def round_sampling(params: SamplingParams, round_index: int) -> SamplingParams:

@@ -49,9 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         code = args.file.read_text()
         stdin = args.stdin_file.read_text() if args.stdin_file else ""
         limits = Limits(
-            wall_s=args.wall_s, cpu_s=args.cpu_s, memory_mb=args.memory_mb, max_procs=args.max_procs,
-            output_bytes=args.output_bytes, tmp_mb=args.tmp_mb,
-        )  # fmt: skip
+            wall_s=args.wall_s,
+            cpu_s=args.cpu_s,
+            memory_mb=args.memory_mb,
+            max_procs=args.max_procs,
+            output_bytes=args.output_bytes,
+            tmp_mb=args.tmp_mb,
+        )
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         print(f"sandbox: bad input: {exc}", file=sys.stderr)
         return 2

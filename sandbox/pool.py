@@ -216,8 +216,12 @@ class SandboxPool:
             await self.close()
             raise
         self._state = "open"
-        log.info("sandbox pool: %d workers, isolation=%s, limits enforced by %s", self.workers, self.isolation,
-                 self.enforcement)  # fmt: skip
+        log.info(
+            "sandbox pool: %d workers, isolation=%s, limits enforced by %s",
+            self.workers,
+            self.isolation,
+            self.enforcement,
+        )
 
     def _prepare(self) -> None:
         self._cgroups = CgroupParent.create() if os.geteuid() == 0 else CgroupParent({})

@@ -94,21 +94,54 @@ def _table(api: str, states: Mapping[str | int, SolveStateName]) -> dict[tuple[s
 
 
 _GUROBI_STATUS_NAMES = {
-    1: "LOADED", 2: "OPTIMAL", 3: "INFEASIBLE", 4: "INF_OR_UNBD", 5: "UNBOUNDED", 6: "CUTOFF",
-    7: "ITERATION_LIMIT", 8: "NODE_LIMIT", 9: "TIME_LIMIT", 10: "SOLUTION_LIMIT", 11: "INTERRUPTED",
-    12: "NUMERIC", 13: "SUBOPTIMAL", 14: "INPROGRESS", 15: "USER_OBJ_LIMIT", 16: "WORK_LIMIT", 17: "MEM_LIMIT",
-}  # fmt: skip
+    1: "LOADED",
+    2: "OPTIMAL",
+    3: "INFEASIBLE",
+    4: "INF_OR_UNBD",
+    5: "UNBOUNDED",
+    6: "CUTOFF",
+    7: "ITERATION_LIMIT",
+    8: "NODE_LIMIT",
+    9: "TIME_LIMIT",
+    10: "SOLUTION_LIMIT",
+    11: "INTERRUPTED",
+    12: "NUMERIC",
+    13: "SUBOPTIMAL",
+    14: "INPROGRESS",
+    15: "USER_OBJ_LIMIT",
+    16: "WORK_LIMIT",
+    17: "MEM_LIMIT",
+}
 _COPT_STATUS_NAMES = {
-    0: "UNSTARTED", 1: "OPTIMAL", 2: "INFEASIBLE", 3: "UNBOUNDED", 4: "INF_OR_UNB", 5: "NUMERICAL",
-    6: "NODELIMIT", 7: "IMPRECISE", 8: "TIMEOUT", 9: "UNFINISHED", 10: "INTERRUPTED",
-}  # fmt: skip
+    0: "UNSTARTED",
+    1: "OPTIMAL",
+    2: "INFEASIBLE",
+    3: "UNBOUNDED",
+    4: "INF_OR_UNB",
+    5: "NUMERICAL",
+    6: "NODELIMIT",
+    7: "IMPRECISE",
+    8: "TIMEOUT",
+    9: "UNFINISHED",
+    10: "INTERRUPTED",
+}
 _PYWRAPLP_STATUS_NAMES = {
-    0: "OPTIMAL", 1: "FEASIBLE", 2: "INFEASIBLE", 3: "UNBOUNDED", 4: "ABNORMAL", 5: "MODEL_INVALID", 6: "NOT_SOLVED",
-}  # fmt: skip
+    0: "OPTIMAL",
+    1: "FEASIBLE",
+    2: "INFEASIBLE",
+    3: "UNBOUNDED",
+    4: "ABNORMAL",
+    5: "MODEL_INVALID",
+    6: "NOT_SOLVED",
+}
 _CP_SAT_STATUS_NAMES = {0: "UNKNOWN", 1: "MODEL_INVALID", 2: "FEASIBLE", 3: "INFEASIBLE", 4: "OPTIMAL"}
 _PULP_SOLUTION_STATUS_NAMES = {
-    0: "NoSolutionFound", 1: "Optimal", 2: "IntegerFeasible", -1: "Infeasible", -2: "Unbounded",
-}  # fmt: skip
+    0: "NoSolutionFound",
+    1: "Optimal",
+    2: "IntegerFeasible",
+    -1: "Infeasible",
+    -2: "Unbounded",
+}
 
 GUROBIPY = ApiAdapter(
     name="gurobipy",
@@ -190,9 +223,10 @@ PYSCIPOPT = ApiAdapter(
     ),
     preload=_preload("pyscipopt"),
     hook="pyscipopt_hook",
-    statuses=_table("", {"optimal": "optimal", "infeasible": "infeasible", "unbounded": "unbounded",
-                         "inforunbd": "inf_or_unbd"}),
-)  # fmt: skip
+    statuses=_table(
+        "", {"optimal": "optimal", "infeasible": "infeasible", "unbounded": "unbounded", "inforunbd": "inf_or_unbd"}
+    ),
+)
 
 HIGHSPY = ApiAdapter(
     name="highspy",
@@ -206,9 +240,17 @@ HIGHSPY = ApiAdapter(
     ),
     preload=_preload("highspy"),
     hook="highspy_hook",
-    statuses=_table("", {"kOptimal": "optimal", "kModelEmpty": "optimal", "kInfeasible": "infeasible",
-                         "kUnbounded": "unbounded", "kUnboundedOrInfeasible": "inf_or_unbd"}),
-)  # fmt: skip
+    statuses=_table(
+        "",
+        {
+            "kOptimal": "optimal",
+            "kModelEmpty": "optimal",
+            "kInfeasible": "infeasible",
+            "kUnbounded": "unbounded",
+            "kUnboundedOrInfeasible": "inf_or_unbd",
+        },
+    ),
+)
 
 PULP = ApiAdapter(
     name="pulp",
@@ -239,6 +281,14 @@ PYOMO = ApiAdapter(
     ),
     preload=_preload("pyomo.environ", "highspy"),
     hook="pyomo_hook",
-    statuses=_table("", {"optimal": "optimal", "globallyOptimal": "optimal", "infeasible": "infeasible",
-                         "unbounded": "unbounded", "infeasibleOrUnbounded": "inf_or_unbd"}),
-)  # fmt: skip
+    statuses=_table(
+        "",
+        {
+            "optimal": "optimal",
+            "globallyOptimal": "optimal",
+            "infeasible": "infeasible",
+            "unbounded": "unbounded",
+            "infeasibleOrUnbounded": "inf_or_unbd",
+        },
+    ),
+)

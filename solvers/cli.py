@@ -139,11 +139,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
     write_jsonl_atomic(
         target,
         (
-            {"id": row.id, "status": o.status, "objective": o.objective, "correct": o.correct, "reward": o.reward,
-             "reason": o.reason}
+            {
+                "id": row.id,
+                "status": o.status,
+                "objective": o.objective,
+                "correct": o.correct,
+                "reward": o.reward,
+                "reason": o.reason,
+            }
             for row, o in zip(rows, outcomes, strict=True)
         ),
-    )  # fmt: skip
+    )
     print(summary_table(outcomes, len(bad)))
     return 1 if bad else 0
 

@@ -22,13 +22,29 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 OutcomeStatus = Literal[
-    "correct", "wrong", "infeasible", "unbounded", "no_solve", "error", "timeout", "no_code", "license_limit",
+    "correct",
+    "wrong",
+    "infeasible",
+    "unbounded",
+    "no_solve",
+    "error",
+    "timeout",
+    "no_code",
+    "license_limit",
     "sandbox_error",
-]  # fmt: skip
+]
 OUTCOME_STATUSES: tuple[str, ...] = (
-    "correct", "wrong", "infeasible", "unbounded", "no_solve", "error", "timeout", "no_code", "license_limit",
+    "correct",
+    "wrong",
+    "infeasible",
+    "unbounded",
+    "no_solve",
+    "error",
+    "timeout",
+    "no_code",
+    "license_limit",
     "sandbox_error",
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -208,9 +208,13 @@ class OpenAIBackend(HTTPBackend):
 
     def _body(self, prompt: Prompt, params: SamplingParams, n: int) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "model": self.config.model, "n": n, "stream": True, "max_tokens": params.max_new_tokens,
-            "temperature": params.temperature, "top_p": params.top_p,
-        }  # fmt: skip
+            "model": self.config.model,
+            "n": n,
+            "stream": True,
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+        }
         if self.config.endpoint == "chat":
             if isinstance(prompt, str) or not all(isinstance(m, Mapping) for m in prompt):
                 raise GenerationError("endpoint 'chat' takes each prompt as a list of {'role', 'content'} messages")
