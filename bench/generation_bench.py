@@ -49,10 +49,17 @@ class Workload:
 def tiny_model(vocab: int, hidden: int, layers: int) -> LlamaForCausalLM:
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 11 // 4, num_hidden_layers=layers,
-        num_attention_heads=max(1, hidden // 64), num_key_value_heads=max(1, hidden // 128),
-        max_position_embeddings=2048, eos_token_id=None, bos_token_id=1, pad_token_id=0,
-    )  # fmt: skip
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=hidden * 11 // 4,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 64),
+        num_key_value_heads=max(1, hidden // 128),
+        max_position_embeddings=2048,
+        eos_token_id=None,
+        bos_token_id=1,
+        pad_token_id=0,
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -69,9 +76,13 @@ def workload(model: torch.nn.Module, args: argparse.Namespace) -> Workload:
     eos = model.generation_config.eos_token_id
     stops += tuple(eos if isinstance(eos, list) else [eos]) if eos is not None else ()
     params = SamplingParams(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-        stop_token_ids=stops, seed=0,
-    )  # fmt: skip
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        stop_token_ids=stops,
+        seed=0,
+    )
     return Workload(prompts=prompts, n=args.n, params=params)
 
 
@@ -83,9 +94,10 @@ def rollout_prompts(model_name: str, count: int, solver: str) -> list[list[int]]
     from solvers import get_solver
 
     builder = PromptBuilder(
-        load_tokenizer(model_name), instructions=get_solver(solver).instructions,
+        load_tokenizer(model_name),
+        instructions=get_solver(solver).instructions,
         settings=PromptSettings(max_prompt_tokens=1 << 20),
-    )  # fmt: skip
+    )
     return [builder.render(p.question) for p in generate_problems(count, difficulty="easy", seed=0)]
 
 
@@ -103,10 +115,16 @@ def run_generate(model: torch.nn.Module, w: Workload, seed: int = 0) -> list[int
     torch.manual_seed(seed)
     with torch.inference_mode():
         out = model.generate(
-            input_ids=ids, attention_mask=mask, do_sample=not p.greedy, temperature=p.temperature or None,
-            top_p=p.top_p, top_k=max(p.top_k, 0), max_new_tokens=p.max_new_tokens,
-            eos_token_id=list(p.stop_token_ids) or None, pad_token_id=0,
-        )  # fmt: skip
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=not p.greedy,
+            temperature=p.temperature or None,
+            top_p=p.top_p,
+            top_k=max(p.top_k, 0),
+            max_new_tokens=p.max_new_tokens,
+            eos_token_id=list(p.stop_token_ids) or None,
+            pad_token_id=0,
+        )
     return useful_lengths(out[:, width:].tolist(), set(p.stop_token_ids))
 
 
@@ -193,9 +211,11 @@ def main() -> None:
     base = statistics.median(rates["hf_generate"])
     shape = f"hidden={model.config.hidden_size} layers={model.config.num_hidden_layers} vocab={model.config.vocab_size}"
     p = w.params
-    print(f"model={args.model} {shape} rows={args.batch}x{args.n} max_new_tokens={p.max_new_tokens} "
-          f"T={p.temperature} top_p={p.top_p} top_k={p.top_k} threads={torch.get_num_threads()} "
-          f"repeats={args.repeats}")  # fmt: skip
+    print(
+        f"model={args.model} {shape} rows={args.batch}x{args.n} max_new_tokens={p.max_new_tokens} "
+        f"T={p.temperature} top_p={p.top_p} top_k={p.top_k} threads={torch.get_num_threads()} "
+        f"repeats={args.repeats}"
+    )
     prompt_lens = sorted(map(len, w.prompts))
     print(f"prompt tokens: {prompt_lens}")
     report = {}
@@ -205,11 +225,17 @@ def main() -> None:
         per_sample = sum(map(sum, runs)) / sum(map(len, runs))
         early = sum(n < p.max_new_tokens for run in runs for n in run) / sum(map(len, runs))
         report[name] = {
-            "median_tok_s": med, "min": min(values), "max": max(values), "vs_generate": med / base,
-            "mean_sample_tokens": per_sample, "stopped_early": early,
-        }  # fmt: skip
-        print(f"{name:>20}: {med:8.1f} tok/s  [{min(values):.1f} .. {max(values):.1f}]  x{med / base:.2f}   "
-              f"{per_sample:.0f} tokens/sample, {early:.0%} stopped before max_new_tokens")  # fmt: skip
+            "median_tok_s": med,
+            "min": min(values),
+            "max": max(values),
+            "vs_generate": med / base,
+            "mean_sample_tokens": per_sample,
+            "stopped_early": early,
+        }
+        print(
+            f"{name:>20}: {med:8.1f} tok/s  [{min(values):.1f} .. {max(values):.1f}]  x{med / base:.2f}   "
+            f"{per_sample:.0f} tokens/sample, {early:.0%} stopped before max_new_tokens"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "prompt_tokens": prompt_lens, "results": report}, f, indent=2)

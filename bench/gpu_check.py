@@ -91,13 +91,20 @@ def config(args: argparse.Namespace, out_dir: Path) -> Any:
     from engine.run import DEFAULT_CONFIG
 
     overrides = {
-        "model.path": args.model, "learner.device": args.device, "generation.backend": "local",
-        "rollout.prompts_per_step": args.prompts, "rollout.group_size": args.group_size,
+        "model.path": args.model,
+        "learner.device": args.device,
+        "generation.backend": "local",
+        "rollout.prompts_per_step": args.prompts,
+        "rollout.group_size": args.group_size,
         "generation.sampling.max_new_tokens": args.max_new_tokens,
         "learner.micro_batch_tokens": args.micro_batch_tokens,
-        "data.num_problems": max(64, args.prompts * args.steps), "run.steps": args.steps, "run.save_every": 10**6,
-        "run.keep_checkpoints": 1, "run.output_dir": str(out_dir), "run.name": "gpu_check",
-    }  # fmt: skip
+        "data.num_problems": max(64, args.prompts * args.steps),
+        "run.steps": args.steps,
+        "run.save_every": 10**6,
+        "run.keep_checkpoints": 1,
+        "run.output_dir": str(out_dir),
+        "run.name": "gpu_check",
+    }
     return load_config(DEFAULT_CONFIG, [f"{k}={v}" for k, v in overrides.items()])
 
 
@@ -175,18 +182,21 @@ def render(report: dict[str, Any]) -> str:
         return "-" if value is None else format(value, spec)
 
     step, peak = report["step_s"], fmt(report["peak_bf16_tflops"], ".0f")
-    return "\n".join([
-        f"device          {report['device']} (torch {report['torch']}, peak bf16 {peak} TFLOP/s)",
-        f"model           {report['config']['model']} ({report['params'] / 1e6:.1f}M params)",
-        f"batch           {report['config']['prompts']} prompts x G={report['config']['group_size']}, "
-        f"max_new_tokens {report['config']['max_new_tokens']}, {report['steps_timed']} timed steps",
-        f"step time       {step['median']:.2f} s (min {step['min']:.2f}, max {step['max']:.2f}); "
-        f"generate {fmt(report['generating_s'], '.2f')} s, train {fmt(report['train_s'], '.2f')} s",
-        f"generation      {fmt(report['gen_tokens_per_s'], '.0f')} tokens/s (local backend, on {report['generator']})",
-        f"learner         {fmt(report['train_tokens_per_s'], '.0f')} tokens/s, MFU {fmt(report['mfu'], '.2%')}",
-        f"losses          {report['loss']}",
-        f"wall            {report['wall_s']:.1f} s for the whole run",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"device          {report['device']} (torch {report['torch']}, peak bf16 {peak} TFLOP/s)",
+            f"model           {report['config']['model']} ({report['params'] / 1e6:.1f}M params)",
+            f"batch           {report['config']['prompts']} prompts x G={report['config']['group_size']}, "
+            f"max_new_tokens {report['config']['max_new_tokens']}, {report['steps_timed']} timed steps",
+            f"step time       {step['median']:.2f} s (min {step['min']:.2f}, max {step['max']:.2f}); "
+            f"generate {fmt(report['generating_s'], '.2f')} s, train {fmt(report['train_s'], '.2f')} s",
+            f"generation      {fmt(report['gen_tokens_per_s'], '.0f')} tokens/s "
+            f"(local backend, on {report['generator']})",
+            f"learner         {fmt(report['train_tokens_per_s'], '.0f')} tokens/s, MFU {fmt(report['mfu'], '.2%')}",
+            f"losses          {report['loss']}",
+            f"wall            {report['wall_s']:.1f} s for the whole run",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -140,9 +140,13 @@ def main() -> None:
     parser.add_argument("--sequences", type=int, default=4)
     parser.add_argument("--prompt-len", type=int, nargs=2, default=(24, 64))
     parser.add_argument("--response-len", type=int, nargs=2, default=(16, 96))
-    parser.add_argument("--group-size", type=int, default=1,
-                        help="sequences per prompt: 1 measures the learner's overhead on unrelated sequences; "
-                        "a GRPO group (e.g. 4) lets the learner pack the group on one copy of its prompt")  # fmt: skip
+    parser.add_argument(
+        "--group-size",
+        type=int,
+        default=1,
+        help="sequences per prompt: 1 measures the learner's overhead on unrelated sequences; "
+        "a GRPO group (e.g. 4) lets the learner pack the group on one copy of its prompt",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--json", default=None, help="also write the report here")

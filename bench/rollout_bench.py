@@ -76,9 +76,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="sandbox workers = verification concurrency")
     p.add_argument("--torch-threads", type=int, default=1, help="decode threads (leaves cores to the sandbox)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--program-sleep-s", type=float, default=0.0,
-                   help="each program sleeps this long in the sandbox first: solver time spent off this box's "
-                   "cores, as when the sandbox has its own CPUs and the generator a GPU")  # fmt: skip
+    p.add_argument(
+        "--program-sleep-s",
+        type=float,
+        default=0.0,
+        help="each program sleeps this long in the sandbox first: solver time spent off this box's "
+        "cores, as when the sandbox has its own CPUs and the generator a GPU",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="event loop implementation")
     return p.parse_args(argv)
@@ -89,20 +93,34 @@ class Bench:
         self.args, self.pool, self.backend = args, pool, backend
         solver = get_solver("gurobipy")
         self.verifier = SolverVerifier(pool, solver)
-        self.prompts = PromptBuilder(policy.tokenizer, instructions=solver.instructions,
-                                     settings=PromptSettings(max_prompt_tokens=1024))  # fmt: skip
-        self.problems = [Problem(id=f"p{i}", question=f"plant {i} makes {i + 2} products", answer=3.0)
-                         for i in range(args.prompts)]  # fmt: skip
+        self.prompts = PromptBuilder(
+            policy.tokenizer, instructions=solver.instructions, settings=PromptSettings(max_prompt_tokens=1024)
+        )
+        self.problems = [
+            Problem(id=f"p{i}", question=f"plant {i} makes {i + 2} products", answer=3.0) for i in range(args.prompts)
+        ]
         self.sampling = SamplingParams(max_new_tokens=args.max_new_tokens, seed=args.seed)
 
     async def pipelined(self) -> tuple[float, dict[tuple[str, int], str], dict[str, Any]]:
         a = self.args
         settings = RolloutSettings(
-            group_size=a.group_size, prompts_per_step=a.prompts, dynamic_sampling=False, max_gen_batches=1,
-            max_staleness=0, queue_size=a.prompts * a.group_size, verify_concurrency=a.workers, seed=a.seed,
-        )  # fmt: skip
-        rollout = Rollout(backend=self.backend, verifier=self.verifier, prompts=self.prompts, problems=self.problems,
-                          settings=settings, sampling=self.sampling)  # fmt: skip
+            group_size=a.group_size,
+            prompts_per_step=a.prompts,
+            dynamic_sampling=False,
+            max_gen_batches=1,
+            max_staleness=0,
+            queue_size=a.prompts * a.group_size,
+            verify_concurrency=a.workers,
+            seed=a.seed,
+        )
+        rollout = Rollout(
+            backend=self.backend,
+            verifier=self.verifier,
+            prompts=self.prompts,
+            problems=self.problems,
+            settings=settings,
+            sampling=self.sampling,
+        )
         start = time.monotonic()
         async with rollout:
             result = await rollout.next_batch()
@@ -127,11 +145,15 @@ class Bench:
 
         results = await asyncio.gather(*(verify(c) for c in completions))
         end = time.monotonic()
-        outcomes = {(problems[c.prompt_index].id, c.sample_index): o.status
-                    for c, o in zip(completions, results, strict=True)}  # fmt: skip
+        outcomes = {
+            (problems[c.prompt_index].id, c.sample_index): o.status for c, o in zip(completions, results, strict=True)
+        }
         tokens = sum(len(c.token_ids) for c in completions)
-        return end - start, outcomes, {"time_generating_s": generated - start, "time_verifying_s": end - generated,
-                                       "gen_tokens": tokens}  # fmt: skip
+        return (
+            end - start,
+            outcomes,
+            {"time_generating_s": generated - start, "time_verifying_s": end - generated, "gen_tokens": tokens},
+        )
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

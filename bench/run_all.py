@@ -77,18 +77,26 @@ def list_spread(values: list[float], unit: str = "s") -> str:
 def rollout_headline(r: dict[str, Any]) -> Headline:
     ratio = r["ratio_pipelined_over_synchronous"]
     return Headline(
-        comparison="pipelined step / synchronous step (time)", ratio=ratio, target="<= 0.8", met=ratio <= 0.8,
-        evom=list_spread(r["pipelined_s"]), alternative=list_spread(r["synchronous_s"]),
-    )  # fmt: skip
+        comparison="pipelined step / synchronous step (time)",
+        ratio=ratio,
+        target="<= 0.8",
+        met=ratio <= 0.8,
+        evom=list_spread(r["pipelined_s"]),
+        alternative=list_spread(r["synchronous_s"]),
+    )
 
 
 def learner_headline(r: dict[str, Any]) -> Headline:
     ratio = r["ratio_learner_to_floor_wall"]
     shape = "unrelated sequences" if r["group_size"] == 1 else f"GRPO groups of {r['group_size']} sharing a prompt"
     return Headline(
-        comparison=f"Learner.step / plain fwd+bwd+AdamW (wall time, {shape})", ratio=ratio, target="<= 1.15",
-        met=ratio <= 1.15, evom=spread(r["wall_s"]["learner"]), alternative=spread(r["wall_s"]["floor"]),
-    )  # fmt: skip
+        comparison=f"Learner.step / plain fwd+bwd+AdamW (wall time, {shape})",
+        ratio=ratio,
+        target="<= 1.15",
+        met=ratio <= 1.15,
+        evom=spread(r["wall_s"]["learner"]),
+        alternative=spread(r["wall_s"]["floor"]),
+    )
 
 
 def generation_headline(r: dict[str, Any]) -> Headline:
@@ -96,19 +104,25 @@ def generation_headline(r: dict[str, Any]) -> Headline:
     ratio = res["local_compact"]["vs_generate"]  # the backend's default (shared cache, compact rows)
     keys = {"median": "median_tok_s", "low": "min", "high": "max", "unit": "tok/s"}
     return Headline(
-        comparison=f"local backend tokens/s / model.generate tokens/s ({r['args']['model']} model)", ratio=ratio,
-        target=">= 1.5", met=ratio >= 1.5,
-        evom=spread(res["local_compact"], **keys), alternative=spread(res["hf_generate"], **keys),
-    )  # fmt: skip
+        comparison=f"local backend tokens/s / model.generate tokens/s ({r['args']['model']} model)",
+        ratio=ratio,
+        target=">= 1.5",
+        met=ratio >= 1.5,
+        evom=spread(res["local_compact"], **keys),
+        alternative=spread(res["hf_generate"], **keys),
+    )
 
 
 def trl_headline(r: dict[str, Any]) -> Headline:
     ratio = r["ratio_trl_over_evom"]
     return Headline(
-        comparison="TRL GRPOTrainer step time / EVOM step time", ratio=ratio, target=">= 2.0", met=ratio >= 2.0,
+        comparison="TRL GRPOTrainer step time / EVOM step time",
+        ratio=ratio,
+        target=">= 2.0",
+        met=ratio >= 2.0,
         evom=spread(r["evom_step"], median="median_s", low="min_s", high="max_s"),
         alternative=spread(r["trl_step"], median="median_s", low="min_s", high="max_s"),
-    )  # fmt: skip
+    )
 
 
 def sandbox_headline(markdown: str) -> Headline:
@@ -120,10 +134,13 @@ def sandbox_headline(markdown: str) -> Headline:
         raise ValueError("no gurobipy targets row or results table in the sandbox report")
     ratio, target = float(row[1]), float(row[2])
     return Headline(
-        comparison="cold nsjail per program / warm pool (gurobipy programs, median latency)", ratio=ratio,
-        target=f">= {target:g}", met=ratio >= target, evom=f"{warm[1]} ms [IQR {warm[2]}]",
+        comparison="cold nsjail per program / warm pool (gurobipy programs, median latency)",
+        ratio=ratio,
+        target=f">= {target:g}",
+        met=ratio >= target,
+        evom=f"{warm[1]} ms [IQR {warm[2]}]",
         alternative=f"{cold[1]} ms [IQR {cold[2]}]",
-    )  # fmt: skip
+    )
 
 
 BENCHES: dict[str, Bench] = {
@@ -272,8 +289,10 @@ def shown(command: list[str]) -> str:
     """The command as typed from the repository root."""
     exe = Path(command[0])
     head = str(exe.relative_to(REPO)) if exe.is_relative_to(REPO) else exe.name
-    rest = [str(Path(a).relative_to(REPO)) if Path(a).is_absolute() and Path(a).is_relative_to(REPO) else a
-            for a in command[1:]]  # fmt: skip
+    rest = [
+        str(Path(a).relative_to(REPO)) if Path(a).is_absolute() and Path(a).is_relative_to(REPO) else a
+        for a in command[1:]
+    ]
     return shlex.join([head, *rest])
 
 
@@ -323,8 +342,16 @@ def section(o: Outcome) -> list[str]:
     if o.markdown:
         lines += ["", "Its report:", "", _demote(o.markdown.strip())]
     if o.result is not None:
-        lines += ["", "<details><summary>raw results (JSON)</summary>", "", "```json",
-                  json.dumps(o.result, indent=1), "```", "", "</details>"]  # fmt: skip
+        lines += [
+            "",
+            "<details><summary>raw results (JSON)</summary>",
+            "",
+            "```json",
+            json.dumps(o.result, indent=1),
+            "```",
+            "",
+            "</details>",
+        ]
     elif o.stdout_tail and not o.markdown:
         lines += ["", "Output (tail):", "", "```", o.stdout_tail.strip(), "```"]
     return [*lines, ""]
@@ -335,8 +362,15 @@ def _demote(markdown: str) -> str:
     return "\n".join("##" + line if line.startswith("#") else line for line in markdown.splitlines())
 
 
-def render(outcomes: list[Outcome], *, started: datetime.datetime, wall_s: float, argv: list[str],
-           gpu_log: Path | None, found: dict[str, str]) -> str:  # fmt: skip
+def render(
+    outcomes: list[Outcome],
+    *,
+    started: datetime.datetime,
+    wall_s: float,
+    argv: list[str],
+    gpu_log: Path | None,
+    found: dict[str, str],
+) -> str:
     load = os.getloadavg()
     lines = [
         "# EVOM benchmarks",
@@ -366,8 +400,14 @@ def render(outcomes: list[Outcome], *, started: datetime.datetime, wall_s: float
     lines += ["## GPU check (`bench/gpu_check.sh`)", ""]
     if gpu_log is not None and gpu_log.is_file():
         stamp = datetime.datetime.fromtimestamp(gpu_log.stat().st_mtime, datetime.UTC)
-        lines += [f"Output of `bash bench/gpu_check.sh` ({gpu_log.name}, {stamp:%Y-%m-%d %H:%M} UTC):", "", "```",
-                  gpu_log.read_text().strip(), "```", ""]  # fmt: skip
+        lines += [
+            f"Output of `bash bench/gpu_check.sh` ({gpu_log.name}, {stamp:%Y-%m-%d %H:%M} UTC):",
+            "",
+            "```",
+            gpu_log.read_text().strip(),
+            "```",
+            "",
+        ]
     else:
         lines += [
             "Not run: no GPU in this run. On a CUDA machine: `bash bench/gpu_check.sh | tee bench/out/gpu_check.txt`, "
@@ -408,8 +448,9 @@ def main(argv: list[str] | None = None) -> int:
         ratio = f", ratio {outcome.headline.ratio:.2f}x" if outcome.headline and outcome.headline.ratio else ""
         print(f"   {verdict} in {outcome.wall_s / 60:.1f} min{ratio}", flush=True)
         # Rewritten after every bench, so an interrupted run still leaves the finished benches' results.
-        text = render(outcomes, started=started, wall_s=time.perf_counter() - t0, argv=argv, gpu_log=args.gpu_log,
-                      found=found)  # fmt: skip
+        text = render(
+            outcomes, started=started, wall_s=time.perf_counter() - t0, argv=argv, gpu_log=args.gpu_log, found=found
+        )
         args.out.write_text(text)
     print(f"wrote {args.out}")
     return 0 if all(o.rc == 0 for o in outcomes) else 1

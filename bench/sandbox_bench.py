@@ -138,10 +138,14 @@ def cpsat_programs(n: int, seed: int) -> list[str]:
     for _ in range(n):
         items, size = rng.randint(15, 30), rng.randint(5, 8)
         w = [rng.randint(1, 30) for _ in range(items)]
-        programs.append(CPSAT.format(
-            w=w, v=[rng.randint(1, 50) for _ in range(items)], cap=sum(w) // 3,
-            cost=[[rng.randint(1, 99) for _ in range(size)] for _ in range(size)],
-        ))  # fmt: skip
+        programs.append(
+            CPSAT.format(
+                w=w,
+                v=[rng.randint(1, 50) for _ in range(items)],
+                cap=sum(w) // 3,
+                cost=[[rng.randint(1, 99) for _ in range(size)] for _ in range(size)],
+            )
+        )
     return programs
 
 
@@ -212,8 +216,12 @@ async def make_runners(preload: tuple[str, ...], workdir: Path) -> list[Runner]:
         forker.stdin.close()
         await forker.wait()
 
-    return [Runner("warm pool", warm, pool.close), Runner("cold nsjail", cold),
-            Runner("plain python", plain), Runner("bare warm fork", fork, stop_fork)]  # fmt: skip
+    return [
+        Runner("warm pool", warm, pool.close),
+        Runner("cold nsjail", cold),
+        Runner("plain python", plain),
+        Runner("bare warm fork", fork, stop_fork),
+    ]
 
 
 async def measure(programs: list[str], preload: tuple[str, ...], rounds: int) -> dict[str, dict[str, list[float]]]:
@@ -264,9 +272,13 @@ def targets(title: str, data: dict[str, dict[str, list[float]]], cold_target: fl
 
 def table(title: str, n: int, data: dict[str, dict[str, list[float]]]) -> list[str]:
     warm_median = statistics.median(data["warm pool"]["latency"])
-    lines = [f"### {title} ({n} programs)", "",
-             "| mode | median ms/program | IQR ms | programs/s at the median | total s (all programs) | "
-             "clean exits | median vs warm pool |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        f"### {title} ({n} programs)",
+        "",
+        "| mode | median ms/program | IQR ms | programs/s at the median | total s (all programs) | "
+        "clean exits | median vs warm pool |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for mode in MODES:
         lat = data[mode]["latency"]
         q1, med, q3 = _quartiles(lat)
@@ -278,10 +290,14 @@ def table(title: str, n: int, data: dict[str, dict[str, list[float]]]) -> list[s
     fork = warm_median / statistics.median(data["bare warm fork"]["latency"])
     per_cold = [c / w for c, w in zip(data["cold nsjail"]["latency"], data["warm pool"]["latency"], strict=True)]
     per_fork = [w / f for w, f in zip(data["warm pool"]["latency"], data["bare warm fork"]["latency"], strict=True)]
-    lines += ["", f"- cold nsjail / warm pool: **{cold:.1f}x** on the median latency; per program, median "
-              f"{statistics.median(per_cold):.1f}x (IQR {_iqr(per_cold)}).",
-              f"- warm pool / bare warm fork: **{fork:.2f}x** on the median latency; per program, median "
-              f"{statistics.median(per_fork):.2f}x (IQR {_iqr(per_fork)}).", ""]  # fmt: skip
+    lines += [
+        "",
+        f"- cold nsjail / warm pool: **{cold:.1f}x** on the median latency; per program, median "
+        f"{statistics.median(per_cold):.1f}x (IQR {_iqr(per_cold)}).",
+        f"- warm pool / bare warm fork: **{fork:.2f}x** on the median latency; per program, median "
+        f"{statistics.median(per_fork):.2f}x (IQR {_iqr(per_fork)}).",
+        "",
+    ]
     return lines
 
 
@@ -309,20 +325,25 @@ def main() -> None:
         ),
     ]
     lines = [
-        "# Sandbox throughput", "",
+        "# Sandbox throughput",
+        "",
         f"Run {started} on {platform.node()} ({platform.machine()}, {platform.processor() or 'cpu'}), "
         f"Python {platform.python_version()}; `{' '.join(sys.argv)}`. One program at a time in every mode; modes "
         f"alternate per program (rotated order), {args.rounds} rounds, per-program median. The machine is shared "
-        "with other jobs, so absolute numbers are noisy: read the ratios, which come from the same run.", "",
+        "with other jobs, so absolute numbers are noisy: read the ratios, which come from the same run.",
+        "",
         "Modes: **warm pool** = `SandboxPool(workers=1, preload=...)`, nsjail + seccomp + cgroups, fork per run; "
         "**cold nsjail** = one nsjail process per program with the same jail; **plain python** = `python "
-        "main.py`, no sandbox; **bare warm fork** = fork of an unsandboxed parent that imported the solver.", "",
-    ]  # fmt: skip
+        "main.py`, no sandbox; **bare warm fork** = fork of an unsandboxed parent that imported the solver.",
+        "",
+    ]
     verdicts = [
-        "### Targets (issue 3), from this run", "",
+        "### Targets (issue 3), from this run",
+        "",
         "| suite | cold nsjail / warm pool | warm pool / bare warm fork | cold nsjail / bare warm fork "
-        "(the most any warm design can gain) | |", "|---|---:|---:|---:|---|",
-    ]  # fmt: skip
+        "(the most any warm design can gain) | |",
+        "|---|---:|---:|---:|---|",
+    ]
     for title, programs, preload in suites:
         print(f"measuring {title}: {len(programs)} programs x {len(MODES)} modes x {args.rounds} rounds", flush=True)
         data = asyncio.run(measure(programs, preload, args.rounds))

@@ -62,12 +62,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def evom_config(args: argparse.Namespace, out_dir: Path) -> Config:
     """configs/default.yaml with the bench's sizes: the configuration `make run` trains with."""
     overrides = {
-        "model.path": args.model, "rollout.group_size": args.group_size, "rollout.prompts_per_step": args.prompts,
-        "generation.sampling.max_new_tokens": args.max_new_tokens, "generation.sampling.temperature": args.temperature,
-        "learner.lr": args.lr, "learner.device": "cpu", "sandbox.workers": args.workers,
-        "sandbox.isolation": args.isolation, "run.steps": args.repeats + 1, "run.seed": args.seed,
-        "run.output_dir": str(out_dir), "run.name": "evom",
-    }  # fmt: skip
+        "model.path": args.model,
+        "rollout.group_size": args.group_size,
+        "rollout.prompts_per_step": args.prompts,
+        "generation.sampling.max_new_tokens": args.max_new_tokens,
+        "generation.sampling.temperature": args.temperature,
+        "learner.lr": args.lr,
+        "learner.device": "cpu",
+        "sandbox.workers": args.workers,
+        "sandbox.isolation": args.isolation,
+        "run.steps": args.repeats + 1,
+        "run.seed": args.seed,
+        "run.output_dir": str(out_dir),
+        "run.name": "evom",
+    }
     return load_config(DEFAULT_CONFIG, [f"{k}={v}" for k, v in overrides.items()])
 
 
@@ -156,9 +164,12 @@ class VerifierReward:
         self.cfg, self.solver = cfg, get_solver(cfg.solver.name)
         self.runner = asyncio.Runner()
         self.pool = SandboxPool(
-            workers=cfg.sandbox.workers, limits=cfg.sandbox.limits, preload=self.solver.preload,
-            isolation=cfg.sandbox.isolation, recycle_after=cfg.sandbox.recycle_after,
-        )  # fmt: skip
+            workers=cfg.sandbox.workers,
+            limits=cfg.sandbox.limits,
+            preload=self.solver.preload,
+            isolation=cfg.sandbox.isolation,
+            recycle_after=cfg.sandbox.recycle_after,
+        )
         self.runner.run(self.pool.__aenter__())
         self.rewards: list[list[float]] = []
         self.seconds: list[float] = []  # time in the reward function (all verifications of a batch), per step
@@ -170,8 +181,10 @@ class VerifierReward:
 
         async def all_of_them() -> list[Any]:
             s = self.cfg.solver
-            jobs = (verify(self.pool, t, self.solver, a, reward=s.reward, extract=s.extract)
-                    for t, a in zip(texts, answer, strict=True))  # fmt: skip
+            jobs = (
+                verify(self.pool, t, self.solver, a, reward=s.reward, extract=s.extract)
+                for t, a in zip(texts, answer, strict=True)
+            )
             return await asyncio.gather(*jobs)
 
         started = time.perf_counter()
@@ -194,20 +207,44 @@ def trl_args(cfg: Config, args: argparse.Namespace, out_dir: Path) -> Any:
     batch = cfg.rollout.prompts_per_step * cfg.rollout.group_size
     learner, algo, sampling = cfg.learner, cfg.algorithm, cfg.generation.sampling
     return GRPOConfig(
-        output_dir=str(out_dir / "trl"), use_cpu=True, bf16=False, fp16=False, seed=args.seed,
-        max_steps=args.repeats + 1, per_device_train_batch_size=batch, gradient_accumulation_steps=1,
-        num_generations=cfg.rollout.group_size, steps_per_generation=1,
-        num_iterations=learner.ppo_epochs, max_completion_length=sampling.max_new_tokens,
-        temperature=sampling.temperature, top_p=sampling.top_p, top_k=max(sampling.top_k, 0),
-        learning_rate=learner.lr, lr_scheduler_type="constant", warmup_steps=learner.warmup_steps,
-        weight_decay=learner.weight_decay, adam_beta1=learner.betas[0], adam_beta2=learner.betas[1],
-        adam_epsilon=learner.eps, max_grad_norm=learner.grad_clip, beta=0.0, epsilon=algo.clip_low,
-        epsilon_high=algo.clip_high, loss_type="dapo", scale_rewards="group", use_vllm=False,
-        logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0,
+        output_dir=str(out_dir / "trl"),
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        seed=args.seed,
+        max_steps=args.repeats + 1,
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=1,
+        num_generations=cfg.rollout.group_size,
+        steps_per_generation=1,
+        num_iterations=learner.ppo_epochs,
+        max_completion_length=sampling.max_new_tokens,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        top_k=max(sampling.top_k, 0),
+        learning_rate=learner.lr,
+        lr_scheduler_type="constant",
+        warmup_steps=learner.warmup_steps,
+        weight_decay=learner.weight_decay,
+        adam_beta1=learner.betas[0],
+        adam_beta2=learner.betas[1],
+        adam_epsilon=learner.eps,
+        max_grad_norm=learner.grad_clip,
+        beta=0.0,
+        epsilon=algo.clip_low,
+        epsilon_high=algo.clip_high,
+        loss_type="dapo",
+        scale_rewards="group",
+        use_vllm=False,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
         log_completions=False,
         # TRL's GRPOConfig turns activation checkpointing on by default; EVOM's learner runs without it here
         gradient_checkpointing=learner.gradient_checkpointing,
-    )  # fmt: skip
+    )
 
 
 def step_clock(evom: EvomArm, warmup: int) -> Any:
@@ -261,8 +298,11 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     cfg = evom_config(args, out_dir)
     tokenizer = load_tokenizer(cfg.model.path)
-    builder = PromptBuilder(tokenizer, instructions=get_solver(cfg.solver.name).instructions,
-                            settings=PromptSettings(max_prompt_tokens=cfg.data.max_prompt_tokens))  # fmt: skip
+    builder = PromptBuilder(
+        tokenizer,
+        instructions=get_solver(cfg.solver.name).instructions,
+        settings=PromptSettings(max_prompt_tokens=cfg.data.max_prompt_tokens),
+    )
     problems = pick_problems(cfg, builder)
     torch.manual_seed(args.seed)
     trl_model = load_model(cfg.model.path, dtype="float32")
@@ -274,9 +314,13 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
         rows = [{"prompt": builder.messages(p.question), "answer": float(p.answer)} for p in problems]
         clock = step_clock(evom, warmup=1)
         trainer = GRPOTrainer(
-            model=trl_model, reward_funcs=reward, args=trl_args(cfg, args, out_dir),
-            train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer, callbacks=[clock],
-        )  # fmt: skip
+            model=trl_model,
+            reward_funcs=reward,
+            args=trl_args(cfg, args, out_dir),
+            train_dataset=datasets.Dataset.from_list(rows),
+            processing_class=tokenizer,
+            callbacks=[clock],
+        )
         trainer.train()
         trl_losses = [float(r["loss"]) for r in trainer.state.log_history if "loss" in r]
         report_moves = {"trl": moved(trainer.model, initial), "evom": moved(evom.learner.model, initial)}
@@ -285,10 +329,14 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
         evom.close()
     trl_s, evom_s = summary(clock.times), summary(evom.times)
     trained = {
-        name: {"losses": losses, "losses_finite": all(math.isfinite(x) for x in losses),
-               "max_weight_change": report_moves[name], "weights_changed": report_moves[name] > 0}
+        name: {
+            "losses": losses,
+            "losses_finite": all(math.isfinite(x) for x in losses),
+            "max_weight_change": report_moves[name],
+            "weights_changed": report_moves[name] > 0,
+        }
         for name, losses in (("trl", trl_losses), ("evom", evom.losses))
-    }  # fmt: skip
+    }
     return {
         "config": vars(args),
         "versions": {"trl": trl.__version__, "transformers": transformers.__version__, "torch": torch.__version__},
