@@ -32,8 +32,12 @@ def script(tmp_path: Path, body: str) -> str:
 
 
 def test_failing_bench_is_recorded_with_its_error(tmp_path: Path) -> None:
-    bench = run_all.Bench(name="broken", script=script(tmp_path, "import sys; sys.exit('no solver here')"), args=(),
-                          what="a bench that fails")  # fmt: skip
+    bench = run_all.Bench(
+        name="broken",
+        script=script(tmp_path, "import sys; sys.exit('no solver here')"),
+        args=(),
+        what="a bench that fails",
+    )
     (tmp_path / "broken.json").write_text('{"left": "by an earlier run"}')
     outcome = run_all.run_bench(bench, tmp_path, timeout_s=60)
     assert outcome.rc == 1 and "no solver here" in outcome.error and outcome.result is None
@@ -65,8 +69,14 @@ def test_json_result_gives_the_headline(tmp_path: Path) -> None:
 def test_stdout_json_bench(tmp_path: Path) -> None:
     report = {"ratio_pipelined_over_synchronous": 0.9, "pipelined_s": [3.0, 1.0, 2.0], "synchronous_s": [2.0]}
     body = f"print('warming up'); print({json.dumps(json.dumps(report))})"
-    bench = run_all.Bench(name="rollout", script=script(tmp_path, body), args=(), what="x", json_arg=None,
-                          headline=run_all.rollout_headline)  # fmt: skip
+    bench = run_all.Bench(
+        name="rollout",
+        script=script(tmp_path, body),
+        args=(),
+        what="x",
+        json_arg=None,
+        headline=run_all.rollout_headline,
+    )
     outcome = run_all.run_bench(bench, tmp_path, timeout_s=60)
     assert outcome.result == report and outcome.headline.met is False
     assert outcome.headline.evom == "2 s [1 .. 3]"

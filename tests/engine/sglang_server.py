@@ -42,19 +42,62 @@ VOCAB_SIZE = 1000
 
 # GenerateReqInput (io_struct.py) fields the peer accepts; SGLang's schema gate refuses unknown ones.
 GENERATE_FIELDS = {
-    "rid", "text", "input_ids", "sampling_params", "return_logprob", "logprob_start_len", "top_logprobs_num",
-    "token_ids_logprob", "return_text_in_logprobs", "stream", "log_metrics", "lora_path", "custom_logit_processor",
-    "routed_dp_rank", "priority", "extra_key", "no_logs", "custom_labels", "session_params", "bootstrap_host",
-    "bootstrap_port", "bootstrap_room", "return_hidden_states", "image_data", "data_parallel_rank",
-}  # fmt: skip
+    "rid",
+    "text",
+    "input_ids",
+    "sampling_params",
+    "return_logprob",
+    "logprob_start_len",
+    "top_logprobs_num",
+    "token_ids_logprob",
+    "return_text_in_logprobs",
+    "stream",
+    "log_metrics",
+    "lora_path",
+    "custom_logit_processor",
+    "routed_dp_rank",
+    "priority",
+    "extra_key",
+    "no_logs",
+    "custom_labels",
+    "session_params",
+    "bootstrap_host",
+    "bootstrap_port",
+    "bootstrap_room",
+    "return_hidden_states",
+    "image_data",
+    "data_parallel_rank",
+}
 # SamplingParams API fields (sampling_params.py).
 SAMPLING_FIELDS = {
-    "max_new_tokens", "stop", "stop_token_ids", "stop_regex", "temperature", "top_p", "top_k", "min_p",
-    "frequency_penalty", "presence_penalty", "repetition_penalty", "min_new_tokens", "n", "beam_width",
-    "json_schema", "regex", "ebnf", "structural_tag", "ignore_eos", "skip_special_tokens",
-    "spaces_between_special_tokens", "no_stop_trim", "stream_interval", "logit_bias", "sampling_seed",
-    "custom_params", "watermark",
-}  # fmt: skip
+    "max_new_tokens",
+    "stop",
+    "stop_token_ids",
+    "stop_regex",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "frequency_penalty",
+    "presence_penalty",
+    "repetition_penalty",
+    "min_new_tokens",
+    "n",
+    "beam_width",
+    "json_schema",
+    "regex",
+    "ebnf",
+    "structural_tag",
+    "ignore_eos",
+    "skip_special_tokens",
+    "spaces_between_special_tokens",
+    "no_stop_trim",
+    "stream_interval",
+    "logit_bias",
+    "sampling_seed",
+    "custom_params",
+    "watermark",
+}
 
 
 def token_at(input_ids: list[int], seed: int | None, version: str, position: int) -> tuple[int, float]:
@@ -115,8 +158,13 @@ class SGLangPeer:
         app.router.add_get("/health_generate", self.health)
         app.router.add_get("/model_info", self.model_info)
         app.router.add_get("/get_model_info", self.model_info)
-        for path in ("/update_weights_from_disk", "/update_weights_from_tensor", "/init_weights_update_group",
-                     "/update_weights_from_distributed", "/destroy_weights_update_group"):  # fmt: skip
+        for path in (
+            "/update_weights_from_disk",
+            "/update_weights_from_tensor",
+            "/init_weights_update_group",
+            "/update_weights_from_distributed",
+            "/destroy_weights_update_group",
+        ):
             app.router.add_post(path, self.weights)
         return app
 
@@ -180,10 +228,15 @@ class SGLangPeer:
             end = t + 1
             start = t if self.incremental else 0
             meta = {
-                "id": rid, "finish_reason": reason, "prompt_tokens": len(body["input_ids"]),
-                "weight_version": version, "num_retractions": 0, "completion_tokens": end, "cached_tokens": 0,
+                "id": rid,
+                "finish_reason": reason,
+                "prompt_tokens": len(body["input_ids"]),
+                "weight_version": version,
+                "num_retractions": 0,
+                "completion_tokens": end,
+                "cached_tokens": 0,
                 "reasoning_tokens": 0,
-            }  # fmt: skip
+            }
             if body.get("return_logprob"):
                 meta["input_token_logprobs"] = []
                 meta["output_token_logprobs"] = [[lps[k], ids[k], None] for k in range(start, end)]

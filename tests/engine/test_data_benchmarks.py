@@ -130,11 +130,13 @@ def test_an_unreachable_hub_is_a_clear_error_that_says_to_pass_a_path():
 
 
 def test_a_json_array_file_parses_like_jsonl_with_item_numbers():
-    content = json.dumps([
-        {"id": 1, "en_question": "q1", "en_answer": "12.5"},
-        {"id": 2, "en_question": "", "en_answer": "3"},
-        {"id": 3, "en_question": "q3", "en_answer": "No Best Solution"},
-    ])  # fmt: skip
+    content = json.dumps(
+        [
+            {"id": 1, "en_question": "q1", "en_answer": "12.5"},
+            {"id": 2, "en_question": "", "en_answer": "3"},
+            {"id": 3, "en_question": "q3", "en_answer": "No Best Solution"},
+        ]
+    )
     bench = parse_text(content, source="hf:o/d/test.json", name="o/d")
     assert [(p.id, p.answer) for p in bench.problems] == [("1", 12.5), ("3", None)]
     assert bench.report.bad_lines() == ["hf:o/d/test.json:2: missing or empty 'question'"]
@@ -320,7 +322,12 @@ def test_module_entry_point_matches_in_process_bytes_under_another_hash_seed(tmp
     assert done.returncode == 0, done.stderr
     here = "".join(p.to_json() + "\n" for p in generate_problems(7, difficulty="hard", seed=9, infeasible_rate=0.3))
     assert out.read_text(encoding="utf-8") == here
-    missing = subprocess.run([sys.executable, "-m", "engine.data", "check", str(tmp_path / "none.jsonl")],
-                             cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
+    missing = subprocess.run(
+        [sys.executable, "-m", "engine.data", "check", str(tmp_path / "none.jsonl")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert missing.returncode == 2 and "error: benchmark file not found" in missing.stderr
     assert "Traceback" not in missing.stderr

@@ -91,8 +91,9 @@ def test_generate_prints_the_table_and_writes_every_sample(tiny_model, bench, tm
     assert all(set(i) >= {"status", "objective", "correct", "reward", "reason"} for i in items)
     cells = summary(out)["cells"]
     assert [(c["solver"], c["problems"], c["samples"], c["k"]) for c in cells] == [
-        ("gurobipy", 3, 6, 2), ("ortools", 3, 6, 2),
-    ]  # fmt: skip
+        ("gurobipy", 3, 6, 2),
+        ("ortools", 3, 6, 2),
+    ]
     for cell in cells:  # a random model writes no program: every sample is counted, none passes
         assert sum(cell["statuses"].values()) == 6 and cell["pass@1"] == 0.0 and cell["exec_rate"] == 0.0
     assert "| three | " in (out / "summary.md").read_text()
@@ -108,21 +109,27 @@ def test_prompts_over_the_limit_are_counted_not_generated(tiny_model, bench, tmp
 
 
 def test_completions_are_matched_to_the_benchmark_and_scored(bench, tmp_path, capsys):
-    completions = write_jsonl(tmp_path / "c.jsonl", [
-        {"id": "p1", "completion": f"Here it is:\n```python\n{P1_CODE}```\n", "answer": 999},  # answer: benchmark's
-        {"id": "p1", "completion": "I cannot write code."},
-        {"id": "p2", "code": P2_CODE},
-        {"id": "p3", "code": P3_WRONG_CODE},
-        {"id": "p9", "code": P2_CODE},
-    ])  # fmt: skip
+    completions = write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {"id": "p1", "completion": f"Here it is:\n```python\n{P1_CODE}```\n", "answer": 999},  # answer: benchmark's
+            {"id": "p1", "completion": "I cannot write code."},
+            {"id": "p2", "code": P2_CODE},
+            {"id": "p3", "code": P3_WRONG_CODE},
+            {"id": "p9", "code": P2_CODE},
+        ],
+    )
     out = tmp_path / "out"
     inputs = ["--completions", str(completions), "--benchmark", str(bench), "--solver", "gurobipy"]
     assert main([*inputs, "--samples", "2", "--output", str(out), "--quiet"]) == 0
     assert "c.jsonl:5: id 'p9' is not in the given benchmark(s) (row skipped)" in capsys.readouterr().err
     items = read_jsonl(out / "items.jsonl")
     assert [(i["id"], i["sample"], i["status"], i["correct"]) for i in items] == [
-        ("p1", 0, "correct", True), ("p1", 1, "no_code", False), ("p2", 0, "correct", True), ("p3", 0, "wrong", False),
-    ]  # fmt: skip
+        ("p1", 0, "correct", True),
+        ("p1", 1, "no_code", False),
+        ("p2", 0, "correct", True),
+        ("p3", 0, "wrong", False),
+    ]
     assert items[0]["objective"] == pytest.approx(12.0) and items[0]["answer"] == 12.0
     (cell,) = summary(out)["cells"]
     assert cell["k"] == 1, "pass@k needs k samples of every problem: p2 and p3 have one"
@@ -202,10 +209,18 @@ def test_a_training_checkpoint_is_evaluated_with_its_trained_weights(tiny_model,
     from learner.trainer import Learner
 
     overrides = [
-        f"model.path={tiny_model}", f"run.output_dir={tmp_path}", "run.name=r", "run.steps=1", "learner.lr=1e-2",
-        "rollout.prompts_per_step=2", "rollout.group_size=2", "generation.sampling.max_new_tokens=8",
-        "sandbox.workers=1", "data.num_problems=4", "learner.weight_decay=0.5",  # zero advantages: decay moves weights
-    ]  # fmt: skip
+        f"model.path={tiny_model}",
+        f"run.output_dir={tmp_path}",
+        "run.name=r",
+        "run.steps=1",
+        "learner.lr=1e-2",
+        "rollout.prompts_per_step=2",
+        "rollout.group_size=2",
+        "generation.sampling.max_new_tokens=8",
+        "sandbox.workers=1",
+        "data.num_problems=4",
+        "learner.weight_decay=0.5",  # zero advantages: decay moves weights
+    ]
     cfg = load_config(REPO / "configs" / "default.yaml", overrides)
     checkpoint = asyncio.run(train(cfg, progress=False)) / "checkpoints" / "step_000001"
     spec = parse_model(str(checkpoint))

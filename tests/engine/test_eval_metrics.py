@@ -70,8 +70,11 @@ def test_uneven_sample_counts_lower_k_to_the_smallest():
 
 
 def test_tables_put_benchmarks_in_rows_and_solvers_in_columns():
-    items = [item("a", 0, "correct", benchmark="nl4opt"), item("a", 0, "wrong", benchmark="mamo"),
-             item("a", 0, "correct", benchmark="mamo", solver="ortools")]  # fmt: skip
+    items = [
+        item("a", 0, "correct", benchmark="nl4opt"),
+        item("a", 0, "wrong", benchmark="mamo"),
+        item("a", 0, "correct", benchmark="mamo", solver="ortools"),
+    ]
     cells = summarize(items, k=1)
     lines = format_table(cells).splitlines()
     assert lines[0].split() == ["benchmark", "gurobipy", "ortools"]

@@ -21,11 +21,20 @@ from engine.rollout import Group, Sample
 def sample(i: int, reward: float | None, *, finish: str = "stop") -> Sample:
     failed = reward is None
     return Sample(
-        problem_id="p", group_id=7, sample_index=i, prompt_ids=(1, 2), response_ids=(3,) * (i + 1),
+        problem_id="p",
+        group_id=7,
+        sample_index=i,
+        prompt_ids=(1, 2),
+        response_ids=(3,) * (i + 1),
         logprobs=(-0.5,) * (i + 1),
-        finish_reason=finish, weight_version=0, text="", status="sandbox_error" if failed else "wrong",
-        infra_failure=failed, score=reward, reward=reward,
-    )  # fmt: skip
+        finish_reason=finish,
+        weight_version=0,
+        text="",
+        status="sandbox_error" if failed else "wrong",
+        infra_failure=failed,
+        score=reward,
+        reward=reward,
+    )
 
 
 def group(*rewards: float | None, finishes: tuple[str, ...] = ()) -> Group:

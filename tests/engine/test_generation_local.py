@@ -18,9 +18,13 @@ from engine.generation.local import LocalBackend, LocalConfig
 EOS = 2
 PROMPTS = [[5, 17, 33, 9], [1, 40, 41], [7, 8, 9, 10, 11, 12], [99]]
 LAYOUTS = [
-    ("shared", "compact"), ("shared", "mask"), ("dynamic", "compact"), ("dynamic", "mask"), ("static", "compact"),
+    ("shared", "compact"),
+    ("shared", "mask"),
+    ("dynamic", "compact"),
+    ("dynamic", "mask"),
+    ("static", "compact"),
     ("static", "mask"),
-]  # fmt: skip
+]
 
 
 def tiny_model(seed: int = 0) -> LlamaForCausalLM:
@@ -99,8 +103,10 @@ def test_full_vocabulary_race_is_the_exponential_race_over_softmax():
     params = SamplingParams(temperature=0.7)
 
     def rows():
-        return [Row(prompt_index=0, sample_index=b, prompt=[1], generator=torch.Generator().manual_seed(b))
-                for b in range(6)]  # fmt: skip
+        return [
+            Row(prompt_index=0, sample_index=b, prompt=[1], generator=torch.Generator().manual_seed(b))
+            for b in range(6)
+        ]
 
     got = sample_tokens(logits, rows(), params)
     probs = torch.softmax(logits / 0.7, dim=-1)

@@ -87,8 +87,12 @@ async def test_streaming_tokens_logprobs_and_finish_reasons(peer, incremental):
     sent = peer.generate_requests[0]
     assert sent["stream"] is True and sent["return_logprob"] is True
     assert sent["sampling_params"] | {"sampling_seed": 0} == {
-        "max_new_tokens": 40, "temperature": 0.8, "top_p": 0.9, "top_k": 50, "sampling_seed": 0,
-    }  # fmt: skip
+        "max_new_tokens": 40,
+        "temperature": 0.8,
+        "top_p": 0.9,
+        "top_k": 50,
+        "sampling_seed": 0,
+    }
     assert len({r["rid"] for r in peer.generate_requests}) == 6
 
 
@@ -208,9 +212,12 @@ async def test_weight_updates(peer, peer2, tmp_path):
     for server, rank_offset in ((peer, 1), (peer2, 2)):
         paths = [p for p, _ in server.weight_updates]
         assert paths == [
-            "/update_weights_from_disk", "/update_weights_from_tensor", "/init_weights_update_group",
-            "/update_weights_from_distributed", "/destroy_weights_update_group",
-        ]  # fmt: skip
+            "/update_weights_from_disk",
+            "/update_weights_from_tensor",
+            "/init_weights_update_group",
+            "/update_weights_from_distributed",
+            "/destroy_weights_update_group",
+        ]
         bodies = dict(server.weight_updates)
         assert bodies["/update_weights_from_disk"]["model_path"] == str(tmp_path)
         assert bodies["/update_weights_from_tensor"]["decoded"] == [
@@ -267,8 +274,15 @@ def free_port_pair() -> int:
 
 
 def test_launch_command_follows_sglang_flags():
-    config = LaunchConfig(model_path="/ckpt/step_10", num_servers=2, base_port=31000, tp_size=2, base_gpu_id=4,
-                          mem_fraction_static=0.7, extra_args=("--enable-metrics",))  # fmt: skip
+    config = LaunchConfig(
+        model_path="/ckpt/step_10",
+        num_servers=2,
+        base_port=31000,
+        tp_size=2,
+        base_gpu_id=4,
+        mem_fraction_static=0.7,
+        extra_args=("--enable-metrics",),
+    )
     assert server_command(config, 1)[1:] == [
         "-m", "sglang.launch_server", "--model-path", "/ckpt/step_10", "--host", "127.0.0.1", "--port", "31001",
         "--tp-size", "2", "--base-gpu-id", "6", "--mem-fraction-static", "0.7", "--enable-metrics",
@@ -278,8 +292,15 @@ def test_launch_command_follows_sglang_flags():
 async def test_launched_servers_are_supervised(tmp_path):
     port = free_port_pair()
     peer_script = str(Path(__file__).with_name("sglang_server.py"))
-    launch = {"model_path": "tiny", "num_servers": 2, "base_port": port, "entry": [peer_script],
-              "log_dir": str(tmp_path), "startup_timeout_s": 60, "stop_grace_s": 5}  # fmt: skip
+    launch = {
+        "model_path": "tiny",
+        "num_servers": 2,
+        "base_port": port,
+        "entry": [peer_script],
+        "log_dir": str(tmp_path),
+        "startup_timeout_s": 60,
+        "stop_grace_s": 5,
+    }
     backend = create_backend("sglang", {"launch": launch})
     async with backend:
         processes = list(backend._launched.processes)

@@ -110,9 +110,16 @@ def test_attention_refuses_calls_outside_decoding():
 def tiny_llama(**overrides) -> LlamaForCausalLM:
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=96, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=6,
-        num_key_value_heads=2, max_position_embeddings=256, eos_token_id=None, **overrides,
-    )  # fmt: skip
+        vocab_size=96,
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=None,
+        **overrides,
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -123,8 +130,15 @@ def decode(model, prompts, params, cache, n=3):
     def on_finish(row, reason):
         got[(row.prompt_index, row.sample_index)] = (row.tokens, row.logprobs, reason)
 
-    decode_batch(model, rows, params, stop_ids=frozenset(params.stop_token_ids), on_finish=on_finish,
-                 should_abort=lambda: False, cache=cache)  # fmt: skip
+    decode_batch(
+        model,
+        rows,
+        params,
+        stop_ids=frozenset(params.stop_token_ids),
+        on_finish=on_finish,
+        should_abort=lambda: False,
+        cache=cache,
+    )
     return got
 
 
@@ -151,9 +165,16 @@ def test_models_it_does_not_reproduce_decode_with_the_repeated_cache():
     assert not supports_shared_prefix(tiny_llama(attn_implementation="flex_attention"))
     torch.manual_seed(0)
     config = Qwen2Config(
-        vocab_size=96, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=6,
-        num_key_value_heads=2, use_sliding_window=True, sliding_window=4, max_window_layers=0,
-    )  # fmt: skip
+        vocab_size=96,
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        use_sliding_window=True,
+        sliding_window=4,
+        max_window_layers=0,
+    )
     windowed = Qwen2ForCausalLM(config).eval()
     assert not supports_shared_prefix(windowed)
     params = SamplingParams(max_new_tokens=6, temperature=0.0)

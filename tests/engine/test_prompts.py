@@ -27,14 +27,17 @@ def tokenizer() -> PreTrainedTokenizerFast:
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=600, special_tokens=["<|im_start|>", "<|im_end|>", "<|endoftext|>"],
+        vocab_size=600,
+        special_tokens=["<|im_start|>", "<|im_end|>", "<|endoftext|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )  # fmt: skip
+    )
     bpe.train_from_iterator([INSTRUCTIONS, QUESTION, "Problem: minimise the cost of shipping"] * 4, trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=bpe, eos_token="<|endoftext|>", additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+        tokenizer_object=bpe,
+        eos_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
         chat_template=CHATML,
-    )  # fmt: skip
+    )
 
 
 def builder(tokenizer, **settings) -> PromptBuilder:

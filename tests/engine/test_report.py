@@ -23,10 +23,17 @@ def trained_run(tmp_path_factory, tiny_model) -> Path:
 
     root = tmp_path_factory.mktemp("report")
     overrides = [
-        f"model.path={tiny_model}", f"run.output_dir={root}", "run.name=t", "run.steps=2", "run.save_every=2",
-        "rollout.prompts_per_step=2", "rollout.group_size=2", "generation.sampling.max_new_tokens=8",
-        "sandbox.workers=1", "data.num_problems=8",
-    ]  # fmt: skip
+        f"model.path={tiny_model}",
+        f"run.output_dir={root}",
+        "run.name=t",
+        "run.steps=2",
+        "run.save_every=2",
+        "rollout.prompts_per_step=2",
+        "rollout.group_size=2",
+        "generation.sampling.max_new_tokens=8",
+        "sandbox.workers=1",
+        "data.num_problems=8",
+    ]
     return asyncio.run(train(load_config(REPO / "configs" / "default.yaml", overrides), progress=False))
 
 

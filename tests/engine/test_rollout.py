@@ -54,9 +54,15 @@ def problems(answers: list[float | None]) -> list[Problem]:
 
 def settings(**overrides) -> RolloutSettings:
     base = dict(
-        group_size=4, prompts_per_step=2, dynamic_sampling=False, max_gen_batches=1, max_staleness=0,
-        queue_size=8, verify_concurrency=2, seed=0,
-    )  # fmt: skip
+        group_size=4,
+        prompts_per_step=2,
+        dynamic_sampling=False,
+        max_gen_batches=1,
+        max_staleness=0,
+        queue_size=8,
+        verify_concurrency=2,
+        seed=0,
+    )
     return RolloutSettings(**{**base, **overrides})
 
 
@@ -67,13 +73,18 @@ async def pool():
 
 
 def make_rollout(pool, backend, policy, items, run_dir, *, max_new_tokens=6, max_prompt_tokens=512, **overrides):
-    prompts = PromptBuilder(policy.tokenizer, instructions=SOLVER.instructions,
-                            settings=PromptSettings(max_prompt_tokens=max_prompt_tokens))  # fmt: skip
+    prompts = PromptBuilder(
+        policy.tokenizer, instructions=SOLVER.instructions, settings=PromptSettings(max_prompt_tokens=max_prompt_tokens)
+    )
     return Rollout(
-        backend=backend, verifier=SolverVerifier(pool, SOLVER), prompts=prompts, problems=items,
-        settings=settings(**overrides), sampling=SamplingParams(max_new_tokens=max_new_tokens, seed=7),
+        backend=backend,
+        verifier=SolverVerifier(pool, SOLVER),
+        prompts=prompts,
+        problems=items,
+        settings=settings(**overrides),
+        sampling=SamplingParams(max_new_tokens=max_new_tokens, seed=7),
         recorder=RunRecorder(run_dir),
-    )  # fmt: skip
+    )
 
 
 def test_problem_stream_follows_the_data_order_across_epochs_and_resumes():
@@ -96,8 +107,9 @@ async def test_first_verification_starts_before_the_last_completion_is_generated
     policy = toy.toy_policy(seed=1)
     # Four decode batches of four rows each: the last completion comes several batches after the first.
     async with LocalBackend(policy.model, LocalConfig(max_batch_size=4)) as backend:
-        rollout = make_rollout(pool, backend, policy, problems([toy.ANSWER] * 4), tmp_path, prompts_per_step=4,
-                               max_new_tokens=24)  # fmt: skip
+        rollout = make_rollout(
+            pool, backend, policy, problems([toy.ANSWER] * 4), tmp_path, prompts_per_step=4, max_new_tokens=24
+        )
         async with rollout:
             batch = await rollout.next_batch()
         rollout.recorder.close()
@@ -152,8 +164,9 @@ async def test_dynamic_sampling_drops_and_replaces_zero_variance_groups(pool, tm
 async def test_max_gen_batches_bounds_the_refill(pool, tmp_path):
     policy = toy.toy_policy(seed=3)
     async with LocalBackend(policy.model) as backend:
-        rollout = make_rollout(pool, backend, policy, problems([IMPOSSIBLE] * 6), tmp_path, dynamic_sampling=True,
-                               max_gen_batches=3)  # fmt: skip
+        rollout = make_rollout(
+            pool, backend, policy, problems([IMPOSSIBLE] * 6), tmp_path, dynamic_sampling=True, max_gen_batches=3
+        )
         async with rollout:
             batch = await rollout.next_batch()
     m = batch.metrics
@@ -164,8 +177,9 @@ async def test_max_gen_batches_bounds_the_refill(pool, tmp_path):
     # The same data without dynamic sampling: one round, and the useless groups go to the learner. With DAPO's
     # soft overlong punishment over the last 3 of 6 tokens, each reward is 0 minus (length - 3) / 3, capped at 1.
     async with LocalBackend(policy.model) as backend:
-        rollout = make_rollout(pool, backend, policy, problems([IMPOSSIBLE] * 6), tmp_path / "plain",
-                               max_gen_batches=3, overlong_buffer=3)  # fmt: skip
+        rollout = make_rollout(
+            pool, backend, policy, problems([IMPOSSIBLE] * 6), tmp_path / "plain", max_gen_batches=3, overlong_buffer=3
+        )
         async with rollout:
             plain = await rollout.next_batch()
     assert plain.metrics["rounds"] == 1 and len(plain.groups) == 2 and "filtered/zero_variance" not in plain.metrics
@@ -330,6 +344,10 @@ def test_settings_and_filter_names_are_validated():
     assert settings(dynamic_sampling=True, filters=("overlong",)).filter_names == ("overlong", "zero_variance")
     with pytest.raises(ValueError, match=r"unknown rollout filter.*valid: \['min_samples'"):
         Rollout(
-            backend=None, verifier=None, prompts=None, problems=problems([1.0]),
-            settings=settings(filters=("nope",)), sampling=SamplingParams(),
-        )  # fmt: skip
+            backend=None,
+            verifier=None,
+            prompts=None,
+            problems=problems([1.0]),
+            settings=settings(filters=("nope",)),
+            sampling=SamplingParams(),
+        )

@@ -16,10 +16,25 @@ from engine.rollout import Sample
 
 def make_sample(**overrides) -> Sample:
     base = dict(
-        problem_id="p1", group_id=3, sample_index=1, prompt_ids=(1, 2, 3), response_ids=(4, 5), logprobs=(-0.1, -0.2),
-        finish_reason="stop", weight_version=2, text="```python\nprint(1)\n```", status="correct", infra_failure=False,
-        score=1.0, reward=0.5, correct=True, objective=3.0, generated_s=0.25, verify_start_s=0.5, verify_end_s=0.75,
-    )  # fmt: skip
+        problem_id="p1",
+        group_id=3,
+        sample_index=1,
+        prompt_ids=(1, 2, 3),
+        response_ids=(4, 5),
+        logprobs=(-0.1, -0.2),
+        finish_reason="stop",
+        weight_version=2,
+        text="```python\nprint(1)\n```",
+        status="correct",
+        infra_failure=False,
+        score=1.0,
+        reward=0.5,
+        correct=True,
+        objective=3.0,
+        generated_s=0.25,
+        verify_start_s=0.5,
+        verify_end_s=0.75,
+    )
     return Sample(**{**base, **overrides})
 
 
@@ -48,8 +63,15 @@ def test_non_finite_floats_are_written_as_null(monkeypatch, use_orjson):
 
 
 def test_step_stats_row():
-    stats = StepStats(started_s=10.0, tokens=40, generating_s=2.0, scores=[1.0, 0.0, 0.0, 1.0],
-                      rewards=[1.0, -0.5, 0.0, 1.0], queue_wait_s=[0.1, 0.3], queue_depths=[1, 3, 2])  # fmt: skip
+    stats = StepStats(
+        started_s=10.0,
+        tokens=40,
+        generating_s=2.0,
+        scores=[1.0, 0.0, 0.0, 1.0],
+        rewards=[1.0, -0.5, 0.0, 1.0],
+        queue_wait_s=[0.1, 0.3],
+        queue_depths=[1, 3, 2],
+    )
     stats.counts.update({"samples_correct": 2, "status/correct": 2, "filtered/zero_variance": 1})
     kept = [make_sample(sample_index=0, reward=1.0), make_sample(sample_index=1, reward=-0.5, response_ids=(1,))]
     row = stats.row(15.0, step=4, rounds=2, kept=kept, verifying_s=3.0, data_epoch=1)

@@ -54,11 +54,17 @@ async def _child(run_dir: Path) -> None:
     policy = toy.toy_policy(seed=6, slow_s=5.0)
     problems = [Problem(id=f"p{i}", question=f"plant {i}", answer=toy.ANSWER) for i in range(8)]
     settings = RolloutSettings(
-        group_size=4, prompts_per_step=2, dynamic_sampling=True, max_gen_batches=2, max_staleness=0,
-        queue_size=4, verify_concurrency=2,
-    )  # fmt: skip
-    prompts = PromptBuilder(policy.tokenizer, instructions=solver.instructions,
-                            settings=PromptSettings(max_prompt_tokens=512))  # fmt: skip
+        group_size=4,
+        prompts_per_step=2,
+        dynamic_sampling=True,
+        max_gen_batches=2,
+        max_staleness=0,
+        queue_size=4,
+        verify_concurrency=2,
+    )
+    prompts = PromptBuilder(
+        policy.tokenizer, instructions=solver.instructions, settings=PromptSettings(max_prompt_tokens=512)
+    )
     try:
         async with (
             SandboxPool(workers=2, limits=Limits(wall_s=30), preload=solver.preload) as pool,
@@ -66,10 +72,14 @@ async def _child(run_dir: Path) -> None:
         ):
             with RunRecorder(run_dir) as recorder:
                 async with Rollout(
-                    backend=backend, verifier=_marking_verifier(pool, solver, run_dir / "verifying"),
-                    prompts=prompts, problems=problems,
-                    settings=settings, sampling=SamplingParams(max_new_tokens=6, seed=1), recorder=recorder,
-                ) as rollout:  # fmt: skip
+                    backend=backend,
+                    verifier=_marking_verifier(pool, solver, run_dir / "verifying"),
+                    prompts=prompts,
+                    problems=problems,
+                    settings=settings,
+                    sampling=SamplingParams(max_new_tokens=6, seed=1),
+                    recorder=recorder,
+                ) as rollout:
                     for _ in range(100):
                         batch = await rollout.next_batch()
                         recorder.metrics(batch.metrics)

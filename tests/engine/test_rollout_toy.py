@@ -68,9 +68,13 @@ def toy_tokenizer(*, slow_s: float = 0.0) -> tuple[PreTrainedTokenizerFast, dict
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     backend.decoder = decoders.Fuse()  # tokens carry their own spacing and newlines
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-        additional_special_tokens=specials[3:], chat_template=CHAT_TEMPLATE,
-    )  # fmt: skip
+        tokenizer_object=backend,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        additional_special_tokens=specials[3:],
+        chat_template=CHAT_TEMPLATE,
+    )
     assert tokenizer.eos_token_id == EOS_ID
     return tokenizer, program_ids
 
@@ -80,10 +84,17 @@ def toy_policy(*, seed: int = 0, slow_s: float = 0.0, hidden: int = 32, layers: 
     tokenizer, program_ids = toy_tokenizer(slow_s=slow_s)
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, eos_token_id=EOS_ID,
-        bos_token_id=1, pad_token_id=0,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        eos_token_id=EOS_ID,
+        bos_token_id=1,
+        pad_token_id=0,
+    )
     return ToyPolicy(tokenizer=tokenizer, model=LlamaForCausalLM(config).eval(), program_ids=program_ids)
 
 

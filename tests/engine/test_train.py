@@ -24,10 +24,19 @@ REPO = Path(__file__).resolve().parents[1].parent
 
 def overrides(model: Path, out: Path, *extra: str) -> list[str]:
     return [
-        f"model.path={model}", f"run.output_dir={out}", "run.name=t", "run.steps=2", "run.save_every=1",
-        "rollout.prompts_per_step=2", "rollout.group_size=2", "generation.sampling.max_new_tokens=12",
-        "sandbox.workers=1", "data.num_problems=8", "learner.lr=1e-3", *extra,
-    ]  # fmt: skip
+        f"model.path={model}",
+        f"run.output_dir={out}",
+        "run.name=t",
+        "run.steps=2",
+        "run.save_every=1",
+        "rollout.prompts_per_step=2",
+        "rollout.group_size=2",
+        "generation.sampling.max_new_tokens=12",
+        "sandbox.workers=1",
+        "data.num_problems=8",
+        "learner.lr=1e-3",
+        *extra,
+    ]
 
 
 def test_two_steps_leave_config_metrics_samples_and_checkpoints(tiny_model, tmp_path):
@@ -67,8 +76,10 @@ def test_init_from_starts_another_solver_from_a_trained_policy(tiny_model, tmp_p
     first_cfg = load_config(None, overrides(tiny_model, tmp_path, "run.steps=1", "learner.weight_decay=1.0"))
     first = asyncio.run(train(first_cfg, progress=False))
     trained = first / "checkpoints" / "step_000001"
-    cfg = load_config(None, overrides(tiny_model, tmp_path, "run.name=adapted", "solver.name=ortools", "run.steps=1",
-                                      "learner.lr=1e-12"))  # fmt: skip
+    cfg = load_config(
+        None,
+        overrides(tiny_model, tmp_path, "run.name=adapted", "solver.name=ortools", "run.steps=1", "learner.lr=1e-12"),
+    )
     adapted = asyncio.run(train(cfg, init_from=trained, progress=False))
     assert [m["step"] for m in read_jsonl(adapted / "metrics.jsonl")] == [0], "a new run, from step 0"
 
@@ -135,8 +146,11 @@ def test_killed_run_resumes_exactly_where_it_stopped(tiny_model, tmp_path):
     base = [sys.executable, "-m", "engine.run", "--quiet"]
     whole = subprocess.run(
         [*base, *overrides(tiny_model, tmp_path, *extra, "run.name=whole")],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert whole.returncode == 0, whole.stderr[-2000:]
 
     args = [*base, *overrides(tiny_model, tmp_path, *extra)]
@@ -192,4 +206,6 @@ def test_torchrun_two_ranks_train_one_model_on_the_global_batch(tiny_model, tmp_
         assert m["train/response_tokens"] == tokens, "the learner trained on both ranks' samples"
     assert {s["weight_version"] for s in rank1 if s["step"] == 1} == {1}, "rank 1's generator got the update"
     assert sorted(p.name for p in (run_dir / "checkpoints" / "step_000002").glob("extra_rank*.pt")) == [
-        "extra_rank0.pt", "extra_rank1.pt"]  # fmt: skip
+        "extra_rank0.pt",
+        "extra_rank1.pt",
+    ]

@@ -80,8 +80,10 @@ def test_oversized_sequence_gets_its_own_micro_batch():
 def _grouped(seed: int, groups: int = 3, size: int = 4) -> tuple[list[list[int]], list[list[int]]]:
     """GRPO-shaped sequences: ``groups`` prompts, ``size`` responses each (one of length 1), groups interleaved."""
     g = torch.Generator().manual_seed(seed)
-    heads = [torch.randint(0, 97, (int(torch.randint(3, 12, (1,), generator=g)),), generator=g).tolist()
-             for _ in range(groups)]  # fmt: skip
+    heads = [
+        torch.randint(0, 97, (int(torch.randint(3, 12, (1,), generator=g)),), generator=g).tolist()
+        for _ in range(groups)
+    ]
     prompts, responses = [], []
     for k in range(size):
         for head in heads:

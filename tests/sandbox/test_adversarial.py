@@ -194,8 +194,19 @@ async def test_host_files_and_environment_are_invisible(pool: SandboxPool, tmp_p
     secret.write_text("s3cr3t")
     os.environ["EVOM_SANDBOX_SECRET"] = "s3cr3t-env"
     repo = Path(__file__).resolve().parents[2]
-    targets = [str(secret), "/etc/passwd", "/etc/shadow", "/root/.bashrc", "/root/.ssh", str(repo / "pyproject.toml"),
-               str(repo / "sandbox"), "/work/shared", "/home", "/proc/1/environ", "/sys/fs/cgroup"]  # fmt: skip
+    targets = [
+        str(secret),
+        "/etc/passwd",
+        "/etc/shadow",
+        "/root/.bashrc",
+        "/root/.ssh",
+        str(repo / "pyproject.toml"),
+        str(repo / "sandbox"),
+        "/work/shared",
+        "/home",
+        "/proc/1/environ",
+        "/sys/fs/cgroup",
+    ]
     code = f"""import os
 seen = []
 for path in {targets!r}:

@@ -29,10 +29,17 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 LABEL_ROUNDED = {"ref-industryor-prob_026"}  # labelled 1146.57, optimum 1146.5665...
 # Objective constant on the feasible set (measured: the flipped run reports the same optimum).
 DEGENERATE = {
-    "ref-complexor-prob_002_blend_problem", "ref-complexor-prob_012_netasgn", "ref-complexor-prob_013_netmcol",
-    "ref-industryor-prob_036", "ref-industryor-prob_063", "ref-industryor-prob_064", "ref-logior-prob_075",
-    "ref-logior-prob_086", "ref-optmathstyle-sirl027", "ref-optmathstyle-sirl043",
-}  # fmt: skip
+    "ref-complexor-prob_002_blend_problem",
+    "ref-complexor-prob_012_netasgn",
+    "ref-complexor-prob_013_netmcol",
+    "ref-industryor-prob_036",
+    "ref-industryor-prob_063",
+    "ref-industryor-prob_064",
+    "ref-logior-prob_075",
+    "ref-logior-prob_086",
+    "ref-optmathstyle-sirl027",
+    "ref-optmathstyle-sirl043",
+}
 FAST_COUNT = 6
 
 

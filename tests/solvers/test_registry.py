@@ -21,9 +21,17 @@ BUILT_IN = ["coptpy", "gurobipy", "highspy", "ortools", "pulp", "pyomo", "pyscip
 
 def test_the_package_exports_its_contract_and_nothing_else() -> None:
     assert sorted(solvers.__all__) == [
-        "ExtractConfig", "Outcome", "RewardConfig", "Solver", "SolverUnavailableError", "UnknownSolverError",
-        "available_solvers", "get_solver", "verify", "verify_code",
-    ]  # fmt: skip
+        "ExtractConfig",
+        "Outcome",
+        "RewardConfig",
+        "Solver",
+        "SolverUnavailableError",
+        "UnknownSolverError",
+        "available_solvers",
+        "get_solver",
+        "verify",
+        "verify_code",
+    ]
     public = {n for n, v in vars(solvers).items() if not n.startswith("_") and not isinstance(v, types.ModuleType)}
     assert public - {"annotations"} == set(solvers.__all__)  # annotations: the __future__ import
 
@@ -44,9 +52,14 @@ def test_missing_package_names_the_pip_extra(monkeypatch: pytest.MonkeyPatch) ->
     # A registry of its own, so that the built-in list the other tests read stays as shipped.
     monkeypatch.setattr(registry_module, "_REGISTRY", dict(registry_module._REGISTRY))
     absent = ApiAdapter(
-        name="absent-solver", package="evom_no_such_package", pip_requirement="evom[solvers-extra]",
-        instructions="", preload=(), hook="gurobipy_hook", statuses={},
-    )  # fmt: skip
+        name="absent-solver",
+        package="evom_no_such_package",
+        pip_requirement="evom[solvers-extra]",
+        instructions="",
+        preload=(),
+        hook="gurobipy_hook",
+        statuses={},
+    )
     register(absent)
     with pytest.raises(SolverUnavailableError, match=r"pip install 'evom\[solvers-extra\]'"):
         get_solver("absent-solver")
