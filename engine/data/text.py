@@ -173,6 +173,8 @@ _SINGULAR = {
     "supply boxes": "supply box",
     "square meters": "square meter",
     "weeks": "week",
+    "bags": "bag",
+    "tablets": "tablet",
 }
 
 
