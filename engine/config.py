@@ -42,7 +42,7 @@ class DataConfig:
     train: str = "generated"  # "generated" (the project's own problems), a JSONL path/name, or a HF dataset
     eval: list[str] = field(default_factory=list)
     families: list[str] = field(default_factory=list)  # generated problem families; empty = all
-    difficulty: Literal["easy", "medium", "hard"] = "easy"
+    difficulty: Literal["intro", "easy", "medium", "hard"] = "easy"  # engine.data DIFFICULTIES; intro: some families
     num_problems: int = 256
     infeasible_rate: float = 0.05  # share of generated problems with no optimum (answer null)
     benchmarks_dir: str | None = None  # where short benchmark names are looked up ($EVOM_BENCHMARKS otherwise)

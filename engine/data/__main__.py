@@ -4,7 +4,8 @@
         --output problems.jsonl              # atomic: written to a temporary file, then renamed
     python -m engine.data check FILE.jsonl   # or a short benchmark name; exit 1: bad rows, 2: missing file
     python -m engine.data show --family diet --difficulty medium --n 3   # print problems and answers
-    python -m engine.data families           # the generator's families
+    python -m engine.data families           # the generator's families and the difficulties each has
+    python -m engine.data generate --difficulty intro --n 20 --output intro.jsonl   # the families with intro
 
 Exit codes: 0 success, 1 bad rows found (check), 2 bad input (missing file, unknown family, bad argument).
 """
@@ -46,9 +47,12 @@ def _parser() -> argparse.ArgumentParser:
         "--family",
         action="append",
         default=[],
-        help=f"family (repeatable or comma-separated; default: all): {', '.join(available_families())}",
+        help=f"family (repeatable or comma-separated; default: all that have the difficulty): "
+        f"{', '.join(available_families())}",
     )
-    g.add_argument("--difficulty", default="easy", choices=DIFFICULTIES)
+    g.add_argument(
+        "--difficulty", default="easy", choices=DIFFICULTIES, help="intro exists for some families only (see families)"
+    )
     g.add_argument("--n", type=int, required=True, help="number of problems")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--infeasible-rate", type=float, default=0.05, help="share of problems without an optimum")
@@ -65,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--infeasible-rate", type=float, default=0.05)
     s.set_defaults(run=_show)
-    f = sub.add_parser("families", help="list the generator's problem families")
+    f = sub.add_parser("families", help="list the generator's problem families and their difficulties")
     f.set_defaults(run=_families)
     return p
 
@@ -147,7 +151,8 @@ def _check(args: argparse.Namespace) -> int:
 
 def _families(args: argparse.Namespace) -> int:
     for name in available_families():
-        print(f"{name:16s} {get_family(name).summary}")
+        family = get_family(name)
+        print(f"{name:16s} {','.join(family.difficulties):24s} {family.summary}")
     return 0
 
 

@@ -6,6 +6,9 @@
 Or from the shell: `python -m engine.data generate --family knapsack --difficulty hard --n 50 --seed 1
 --output knap.jsonl`.
 
+Difficulties, easiest first: intro (one or two variables, one or two constraints, small whole numbers; only
+the families whose `difficulties` list it), easy, medium, hard. `python -m engine.data families` lists them.
+
 Each problem has its own random stream, seeded by (seed, family, difficulty, per-family index), so the
 same arguments give byte-identical problems and the first k problems of a run do not depend on n. The
 ground truth is the optimum HiGHS proves at generation time (zero MIP gap); an instance drawn to be
@@ -41,8 +44,14 @@ def get_family(name: str) -> Family:
         raise DataError(f"unknown problem family {name!r}; valid: {available_families()}") from None
 
 
+def families_for(difficulty: str) -> list[str]:
+    """The families that have `difficulty` (every family has easy, medium and hard; some have intro)."""
+    _level(difficulty)
+    return [name for name in available_families() if difficulty in FAMILIES[name].difficulties]
+
+
 def register_family(family: Family) -> None:
-    """Add a family (anything with `name`, `summary` and `build(rng, level, *, infeasible)`)."""
+    """Add a family (anything with `name`, `summary`, `difficulties` and `build(rng, level, *, infeasible)`)."""
     if family.name in FAMILIES:
         raise ValueError(f"problem family {family.name!r} is already registered")
     FAMILIES[family.name] = family
@@ -52,6 +61,7 @@ def generate_problem(family: str, difficulty: str, *, seed: int, index: int, inf
     """Problem number `index` of `family` at `difficulty` for `seed`; a pure function of its arguments."""
     fam = get_family(family)
     level = _level(difficulty)
+    _check_has(fam, difficulty)
     rng = random.Random(f"evom/{seed}/{family}/{difficulty}/{index}")
     infeasible = rng.random() < infeasible_rate
     instance, solution = _draw(fam, rng, level, infeasible)
@@ -83,7 +93,7 @@ def generate_problem(family: str, difficulty: str, *, seed: int, index: int, inf
 def generate_problems(
     n: int, *, families: Sequence[str] = (), difficulty: str = "easy", seed: int = 0, infeasible_rate: float = 0.05
 ) -> list[Problem]:
-    """n problems, families taken in turn (all of them when `families` is empty)."""
+    """n problems, families taken in turn (all that have `difficulty` when `families` is empty)."""
     return list(iter_generated(n, families=families, difficulty=difficulty, seed=seed, infeasible_rate=infeasible_rate))
 
 
@@ -94,10 +104,10 @@ def iter_generated(
         raise DataError(f"the number of problems must be >= 0, got {n}")
     if not 0.0 <= infeasible_rate <= 1.0:
         raise DataError(f"infeasible_rate must be in [0, 1], got {infeasible_rate}")
-    names = list(dict.fromkeys(families)) or available_families()  # a repeated name would repeat problems
-    for name in names:
-        get_family(name)
     _level(difficulty)
+    names = list(dict.fromkeys(families)) or families_for(difficulty)  # a repeated name would repeat problems
+    for name in names:
+        _check_has(get_family(name), difficulty)
     for i in range(n):
         yield generate_problem(
             names[i % len(names)], difficulty, seed=seed, index=i // len(names), infeasible_rate=infeasible_rate
@@ -121,3 +131,11 @@ def _level(difficulty: str) -> int:
     if difficulty not in LEVELS:
         raise DataError(f"unknown difficulty {difficulty!r}; valid: {list(DIFFICULTIES)}")
     return LEVELS[difficulty]
+
+
+def _check_has(fam: Family, difficulty: str) -> None:
+    if difficulty not in fam.difficulties:
+        raise DataError(
+            f"problem family {fam.name!r} has no {difficulty!r} level (it has {list(fam.difficulties)}); "
+            f"families with {difficulty!r}: {families_for(difficulty)}"
+        )

@@ -11,8 +11,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Difficulty = Literal["easy", "medium", "hard"]
-DIFFICULTIES: tuple[Difficulty, ...] = ("easy", "medium", "hard")
+# From easiest to hardest. `intro` (one or two variables, one or two constraints, small whole-number data) is
+# the tier a very small model can solve some of the time; only some families have it (`Family.difficulties`).
+Difficulty = Literal["intro", "easy", "medium", "hard"]
+DIFFICULTIES: tuple[Difficulty, ...] = ("intro", "easy", "medium", "hard")
 
 
 @dataclass(frozen=True, kw_only=True)

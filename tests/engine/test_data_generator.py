@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pyscipopt as scip
 import pytest
 from pyscipopt import quicksum
 
-from engine.data import DataError, available_families, generate_problems, get_family
-from engine.data.generator import generate_problem
+from engine.config import load_config
+from engine.data import DataError, available_families, generate_problems, get_family, load_train
+from engine.data.__main__ import main
+from engine.data.generator import families_for, generate_problem
 from engine.data.problem import DIFFICULTIES, Problem
 
 FAMILIES = ["production", "diet", "transportation", "assignment", "knapsack", "staffing", "facility"]
+INTRO_FAMILIES = ["diet", "knapsack", "production", "staffing"]
+# Every (family, difficulty) the generator has: all families have easy/medium/hard, four have intro.
+LEVELS = [(f, d) for d in DIFFICULTIES for f in FAMILIES if d != "intro" or f in INTRO_FAMILIES]
 
 
 def test_all_seven_families_are_registered():
@@ -44,8 +50,7 @@ def test_a_prefix_does_not_depend_on_n_and_ids_are_unique():
     ]
 
 
-@pytest.mark.parametrize("difficulty", DIFFICULTIES)
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(("family", "difficulty"), LEVELS)
 def test_answer_matches_an_independent_scip_model(family: str, difficulty: str):
     for problem in generate_problems(3, families=[family], difficulty=difficulty, seed=11, infeasible_rate=0.0):
         assert problem.meta["status"] == "optimal"
@@ -54,8 +59,7 @@ def test_answer_matches_an_independent_scip_model(family: str, difficulty: str):
         assert problem.answer == pytest.approx(value, rel=1e-6, abs=1e-6), problem.id
 
 
-@pytest.mark.parametrize("difficulty", DIFFICULTIES)
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(("family", "difficulty"), LEVELS)
 def test_infeasible_instances_are_infeasible_for_scip(family: str, difficulty: str):
     problem = generate_problem(family, difficulty, seed=5, index=0, infeasible_rate=1.0)
     assert problem.answer is None and problem.meta["status"] == "infeasible"
@@ -80,7 +84,7 @@ def test_difficulty_grows_size_and_integrality_and_easy_stays_small():
         )
         if d == "easy":
             assert max(p.meta["num_vars"] for p in ps) <= 4
-    assert stats["easy"][0] < stats["medium"][0] < stats["hard"][0]
+    assert stats["intro"][0] < stats["easy"][0] < stats["medium"][0] < stats["hard"][0]
     assert stats["easy"][1] < stats["hard"][1]
 
 
@@ -102,7 +106,7 @@ def test_unknown_names_fail_listing_the_valid_ones():
         generate_problems(1, families=["nope"])
     with pytest.raises(DataError, match=r"unknown problem family 'nope'; valid: .*knapsack"):
         get_family("nope")
-    with pytest.raises(DataError, match=r"unknown difficulty 'extreme'; valid: \['easy', 'medium', 'hard'\]"):
+    with pytest.raises(DataError, match=r"unknown difficulty 'extreme'; valid: \['intro', 'easy', 'medium', 'hard'\]"):
         generate_problems(1, difficulty="extreme")
     with pytest.raises(DataError, match="infeasible_rate"):
         generate_problems(1, infeasible_rate=1.5)
@@ -111,15 +115,128 @@ def test_unknown_names_fail_listing_the_valid_ones():
     assert get_family("diet").name == "diet"
 
 
+# --- the intro tier --------------------------------------------------------------------------------------
+
+
+def test_intro_exists_for_four_families_and_the_others_refuse_it_naming_those():
+    assert families_for("intro") == INTRO_FAMILIES
+    assert families_for("easy") == sorted(FAMILIES)
+    for name in FAMILIES:
+        assert get_family(name).difficulties == (("intro",) if name in INTRO_FAMILIES else ()) + (
+            "easy",
+            "medium",
+            "hard",
+        )
+    problems = generate_problems(8, difficulty="intro", seed=0)  # default families: the ones with intro
+    assert [p.family for p in problems] == INTRO_FAMILIES * 2
+    listed = r"families with 'intro': \['diet', 'knapsack', 'production', 'staffing'\]"
+    with pytest.raises(DataError, match=rf"problem family 'transportation' has no 'intro' level .*{listed}"):
+        generate_problems(2, families=["production", "transportation"], difficulty="intro")
+    with pytest.raises(DataError, match=rf"'facility' has no 'intro' level .*{listed}"):
+        generate_problem("facility", "intro", seed=0, index=0)
+
+
+def test_intro_is_deterministic_with_the_id_scheme_and_a_prefix_independent_of_n():
+    a = [p.to_json() for p in generate_problems(12, difficulty="intro", seed=5, infeasible_rate=0.2)]
+    b = [p.to_json() for p in generate_problems(12, difficulty="intro", seed=5, infeasible_rate=0.2)]
+    c = [p.to_json() for p in generate_problems(12, difficulty="intro", seed=6, infeasible_rate=0.2)]
+    assert a == b
+    assert sum(x != y for x, y in zip(a, c, strict=True)) == 12
+    longer = generate_problems(20, difficulty="intro", seed=5, infeasible_rate=0.2)
+    assert [p.to_json() for p in longer[:12]] == a
+    assert [p.id for p in longer[:5]] == [
+        "gen-diet-intro-s5-0",
+        "gen-knapsack-intro-s5-0",
+        "gen-production-intro-s5-0",
+        "gen-staffing-intro-s5-0",
+        "gen-diet-intro-s5-1",
+    ]
+    assert all(p.difficulty == "intro" for p in longer)
+
+
+def test_intro_problems_are_small_with_small_numbers_and_some_without_optimum():
+    problems = generate_problems(200, difficulty="intro", seed=7, infeasible_rate=0.1)
+    for p in problems:
+        assert 1 <= p.meta["num_vars"] <= 2, p.id
+        assert 1 <= p.meta["num_constraints"] <= 2, p.id
+        assert p.answer is None or p.answer > 0, p.id
+        numbers = sorted(_stated_numbers(p.meta["data"]))
+        assert numbers[-1] <= 1000, (p.id, numbers)  # the largest are infeasible wage budgets
+    data_numbers = sorted(n for p in problems for n in _stated_numbers(p.meta["data"]))
+    assert data_numbers[int(0.9 * len(data_numbers))] <= 100
+    assert 5 <= sum(p.answer is None for p in problems) <= 40
+    assert {(p.meta["num_vars"], p.meta["num_constraints"]) for p in problems} >= {(1, 2), (2, 1), (2, 2)}
+
+
+@pytest.mark.parametrize("family", INTRO_FAMILIES)
+def test_intro_wording_states_every_number_and_asks_one_question(family: str):
+    problems = generate_problems(30, families=[family], difficulty="intro", seed=4, infeasible_rate=0.1)
+    assert len({p.meta["template"].rsplit("/", 1)[1] for p in problems}) == 3  # all three styles appear
+    for p in problems:
+        numbers = set(re.findall(r"\d+", p.question))
+        missing = [n for n in _stated_numbers(p.meta["data"]) if str(n) not in numbers]
+        assert not missing, (p.id, missing)
+        assert p.question.count("?") == 1 and p.question.endswith("?"), p.id
+        asked = p.question.rsplit(". ", 1)[-1].rsplit("\n", 1)[-1]
+        assert asked.startswith("What is the " + ("maximum" if p.meta["sense"] == "max" else "minimum")), p.id
+        assert (
+            "1 bags" not in p.question and "1 tablets" not in p.question and " 1 full-time employees" not in p.question
+        )
+
+
+@pytest.mark.parametrize("family", ["diet", "production", "staffing"])
+def test_intro_whole_unit_answers_do_not_hinge_on_the_integrality_declaration(family: str):
+    # SCIP with every variable continuous gets the same optimum: at intro these families teach stating the model.
+    whole = [
+        p
+        for p in generate_problems(20, families=[family], difficulty="intro", seed=9, infeasible_rate=0.0)
+        if p.meta["num_integer_vars"]
+    ]
+    assert len(whole) >= 5
+    for p in whole:
+        status, value = _scip(p, relax=True)
+        assert status == "optimal" and p.answer == pytest.approx(value, rel=1e-9), p.id
+
+
+def test_intro_knapsack_answers_need_the_binary_choice():
+    problems = generate_problems(20, families=["knapsack"], difficulty="intro", seed=9, infeasible_rate=0.0)
+    higher = [p.id for p in problems if _scip(p, relax=True)[1] > p.answer + 1e-6]
+    assert len(higher) >= 15, higher  # a relaxation takes a fraction of the item that does not fit
+
+
+def test_intro_from_the_command_line_and_the_config(tmp_path: Path, capsys):
+    out = tmp_path / "intro.jsonl"
+    assert main(["generate", "--difficulty", "intro", "--n", "20", "--seed", "3", "--output", str(out)]) == 0
+    assert "wrote 20 intro problems" in capsys.readouterr().out
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in rows[:4]] == [f"gen-{f}-intro-s3-0" for f in INTRO_FAMILIES]
+    assert out.read_text(encoding="utf-8") == "".join(
+        p.to_json() + "\n" for p in generate_problems(20, difficulty="intro", seed=3)
+    )
+    bad = tmp_path / "bad.jsonl"
+    argv = ["generate", "--difficulty", "intro", "--family", "assignment", "--n", "2", "--output", str(bad)]
+    assert main(argv) == 2
+    assert "problem family 'assignment' has no 'intro' level" in capsys.readouterr().err
+    assert not bad.exists()
+    assert main(["families"]) == 0
+    listing = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()}
+    assert listing["production"] == "intro,easy,medium,hard" and listing["transportation"] == "easy,medium,hard"
+    cfg = load_config(None, ["data.difficulty=intro", "data.num_problems=6", "data.families=[knapsack]"])
+    train = load_train(cfg.data)
+    assert [p.id for p in train.problems] == [f"gen-knapsack-intro-s0-{i}" for i in range(6)]
+
+
 # --- independent SCIP models, one per family, from meta["data"] ----------------------------------------
 
 
-def _scip(problem: Problem) -> tuple[str, float | None]:
+def _scip(problem: Problem, *, relax: bool = False) -> tuple[str, float | None]:
     m = scip.Model()
     m.hideOutput()
     m.setParam("limits/gap", 0.0)
     m.setParam("limits/absgap", 0.0)
     objective = _MODELS[problem.family](m, problem.meta["data"])
+    for v in m.getVars() if relax else ():
+        m.chgVarType(v, "C")
     m.setObjective(objective, sense="maximize" if problem.meta["sense"] == "max" else "minimize")
     m.optimize()
     status = m.getStatus()
@@ -143,6 +260,8 @@ def _diet(m: scip.Model, d: dict):
         m.addCons(quicksum(a * v for a, v in zip(row, x, strict=True)) >= need)
     if d["limit_row"]:
         m.addCons(quicksum(a * v for a, v in zip(d["limit_row"], x, strict=True)) <= d["limit_cap"])
+    if d.get("max_total"):  # intro only: a cap on the total amount bought
+        m.addCons(quicksum(x) <= d["max_total"])
     return quicksum(c * v for c, v in zip(d["cost"], x, strict=True))
 
 

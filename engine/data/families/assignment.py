@@ -1,10 +1,11 @@
 """Assignment: give each task to one worker (binary x_wt), each worker at most one task, at best total score.
 
     opt sum_wt score_wt x_wt   s.t.  sum_w x_wt = 1 (each task),  sum_t x_wt <= 1 (each worker),  x binary
-Easy: 2 workers x 2 tasks. Medium: 3 workers x 3 tasks, or 4 workers for 3 tasks, with one worker not
-qualified for one task. Hard: generalized assignment, 3-4 workers x 5-6 tasks, each worker with an hour
-budget the tasks assigned to them must fit in. The sense is min (cost, time) or max (quality) by theme.
-Infeasible: a task no worker is qualified for (easy, medium) or hour budgets below the work (hard).
+No intro level: two workers and two tasks already need 4 binaries and 4 constraints. Easy: 2 workers x 2
+tasks. Medium: 3 workers x 3 tasks, or 4 workers for 3 tasks, with one worker not qualified for one task.
+Hard: generalized assignment, 3-4 workers x 5-6 tasks, each worker with an hour budget the tasks assigned
+to them must fit in. The sense is min (cost, time) or max (quality) by theme. Infeasible: a task no
+worker is qualified for (easy, medium) or hour budgets below the work (hard).
 """
 
 from __future__ import annotations

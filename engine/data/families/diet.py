@@ -1,9 +1,11 @@
 """Diet and blending: buy the cheapest mix of foods or ingredients that meets nutrient requirements.
 
     min sum_j cost_j x_j   s.t.  sum_j content_ij x_j >= need_i,  sum_j limit_j x_j <= cap,  x_j <= max_j
-Easy: 2 foods, 2 nutrients. Medium: 3-4 foods, 2-3 nutrients, one upper limit on a nutrient. Hard: 5-6
-foods, 3-4 nutrients, the upper limit, purchase caps, whole units. Infeasible: purchase caps too small
-for one requirement.
+Intro: 2 foods, 1 nutrient requirement, sometimes a limit on one food, small numbers, stated as rows;
+whole units only where the LP optimum is already whole. Easy: 2 foods, 2 nutrients. Medium: 3-4 foods,
+2-3 nutrients, one upper limit on a nutrient. Hard: 5-6 foods, 3-4 nutrients, the upper limit, purchase
+caps, whole units. Infeasible: purchase caps too small for one requirement (intro: a cap on the total
+amount bought, `max_total`, too small for the requirement).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import random
 from dataclasses import dataclass
 
 from engine.data import text
-from engine.data.families.base import FunctionFamily, Instance, integer_share
+from engine.data.families.base import FunctionFamily, Instance, integer_share, whole_at_intro
 from engine.data.lp import LinearModel
 
 
@@ -192,6 +194,84 @@ def _dot(a: list[int], b: list[int]) -> int:
     return sum(x * y for x, y in zip(a, b, strict=True))
 
 
+def build_intro(rng: random.Random, infeasible: bool) -> Instance:
+    return whole_at_intro(rng, lambda r: _intro(r, infeasible))
+
+
+def _intro(rng: random.Random, infeasible: bool) -> Instance:
+    theme = rng.choice(THEMES)
+    integer = rng.random() < 0.5
+    items = rng.sample(list(theme.items), 2)
+    nutrient, unit, scale = rng.choice(theme.nutrients)
+    cost = [rng.randint(1, 12) for _ in items]
+    content = [rng.randint(1, 6) * min(scale, 5) for _ in items]  # intro keeps numbers small
+    need = round(rng.uniform(2, 6) * sum(content) / 2)
+    max_buy: dict[int, int] = {}
+    max_total = 0
+    if infeasible:
+        need = max(need, 2 * max(content))
+        max_total = (need - 1) // max(content)  # even the richer item alone falls short
+    elif rng.random() < 0.5:
+        j = rng.randrange(2)
+        max_buy[j] = rng.randint(1, max(1, need // content[j] - 1))
+
+    m = LinearModel(sense="min")
+    xs = [m.var(f"x{j}", integer=integer) for j in range(2)]
+    m.add(dict(zip(xs, content, strict=True)), ">=", need)
+    for j, v in max_buy.items():
+        m.add({xs[j]: 1}, "<=", v)
+    if max_total:
+        m.add(dict.fromkeys(xs, 1), "<=", max_total)
+    m.objective(dict(zip(xs, cost, strict=True)))
+
+    cur = text.currency(rng)
+    one, many = theme.unit
+    rules = [f"Together, the purchase must provide at least {text.qty(need, unit)} of {nutrient}."]
+    for j, v in max_buy.items():
+        rules.append(f"At most {text.qty(v, many)} of {items[j]} can be used.")
+    if max_total:
+        rules.append(f"At most {text.qty(max_total, many)} can be used in total.")
+    rules.append(text.integrality(integer, f"the amounts bought (in {many})"))
+    style = rng.randrange(3)
+    if style == 0:
+        per = " ".join(
+            f"One {one} of {it} costs {cur(cost[j])} and provides {text.qty(content[j], unit)} of {nutrient}."
+            for j, it in enumerate(items)
+        )
+        q = f"{theme.who} is putting together {theme.goal} from {text.join(items)}. {per} {' '.join(rules)}"
+    elif style == 1:
+        rows = [
+            f"{it}: {cur(cost[j])} per {one}, {text.qty(content[j], unit)} of {nutrient}" for j, it in enumerate(items)
+        ]
+        q = f"{theme.who} needs {theme.goal}. The {theme.item_word}s are:\n{text.bullets(rows)}\n{' '.join(rules)}"
+    else:
+        per = " ".join(
+            f"Each {one} of {it} contains {text.qty(content[j], unit)} of {nutrient}, at a price of {cur(cost[j])}."
+            for j, it in enumerate(items)
+        )
+        q = f"To prepare {theme.goal}, {theme.who[0].lower()}{theme.who[1:]} can buy {text.join(items)}. {per} "
+        q += " ".join(rules)
+    sep = "\n" if style == 1 else " "  # the bullet-list style asks on its own line
+    q += f"{sep}What is the minimum total cost?"
+    data = {
+        "items": items,
+        "nutrients": [nutrient],
+        "cost": cost,
+        "content": [content],
+        "need": [need],
+        "limited": None,
+        "limit_row": [],
+        "limit_cap": 0,
+        "max": {items[j]: v for j, v in sorted(max_buy.items())},
+        "max_total": max_total,  # 0: no cap on the total amount
+        "integer": integer,
+    }
+    return Instance(question=q, model=m, data=data, template=f"intro/{theme.item_word}/{style}")
+
+
 FAMILY = FunctionFamily(
-    name="diet", summary="diet / blending: cheapest mix meeting nutrient bounds (min cost)", builder=build
+    name="diet",
+    summary="diet / blending: cheapest mix meeting nutrient bounds (min cost)",
+    builder=build,
+    intro=build_intro,
 )

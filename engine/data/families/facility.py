@@ -1,9 +1,10 @@
 """Facility location (capacitated): open sites (binary) and ship from them to customers at least cost.
 
     min sum_i fixed_i y_i + sum_ij cost_ij x_ij   s.t.  sum_i x_ij = demand_j,  sum_j x_ij <= cap_i y_i
-Easy: 2 sites, one customer region (4 variables). Medium: 3 sites, 2-3 customers. Hard: 4-5 sites, 4-5
-customers, whole units, at most k sites open. Infeasible: the capacity of all sites (or of the k
-largest) is below total demand.
+No intro level: opening sites and shipping from them takes at least 4 variables. Easy: 2 sites, one
+customer region (4 variables). Medium: 3 sites, 2-3 customers. Hard: 4-5 sites, 4-5 customers, whole
+units, at most k sites open. Infeasible: the capacity of all sites (or of the k largest) is below total
+demand.
 """
 
 from __future__ import annotations

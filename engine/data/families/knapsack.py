@@ -1,9 +1,10 @@
 """Knapsack: pick items (binary) of greatest total value within a capacity.
 
     max sum_j value_j x_j   s.t.  sum_j weight_j x_j <= capacity  (+ a second resource),  x binary
-Easy: 3-4 items. Medium: 5-7 items, sometimes a second limit. Hard: 8-12 items, two limits, a conflict
-(at most one of two items) and a dependency (one item requires another). Infeasible: items that must be
-taken weigh more than the capacity.
+Intro: 2 items, one capacity (stated as a row); the answer needs the binary choice. Easy: 3-4 items.
+Medium: 5-7 items, sometimes a second limit. Hard: 8-12 items, two limits, a conflict (at most one of two
+items) and a dependency (one item requires another). Infeasible: items that must be taken weigh more
+than the capacity (intro: one item that must be taken, stated as a row).
 """
 
 from __future__ import annotations
@@ -221,4 +222,70 @@ def _words(
     )
 
 
-FAMILY = FunctionFamily(name="knapsack", summary="choose items (binary) of most value within capacities", builder=build)
+def build_intro(rng: random.Random, infeasible: bool) -> Instance:
+    theme = rng.choice(THEMES)
+    items = rng.sample(list(theme.items), 2)
+    weight = [rng.randint(2, 20) for _ in items]
+    value = [rng.randint(5, 60) for _ in items]
+    cap = rng.randint(min(weight), sum(weight) - 1)  # something fits, not everything
+    must: list[int] = []
+    if infeasible:
+        j = rng.randrange(2)
+        weight[j] = cap + rng.randint(1, 8)
+        must = [j]
+
+    m = LinearModel(sense="max")
+    x = [m.var(f"x{j}", integer=True, ub=1) for j in range(2)]
+    m.add(dict(zip(x, weight, strict=True)), "<=", cap)
+    for j in must:
+        m.add({x[j]: 1}, ">=", 1)
+    m.objective(dict(zip(x, value, strict=True)))
+
+    cur = text.currency(rng)
+
+    def amount(u: str, v: int) -> str:
+        return f"{cur(v)}k" if u == "{cur}k" else cur(v) if u == "{cur}" else text.qty(v, u)
+
+    what, unit = theme.weight
+    per = [
+        f"{it}: {what} {amount(unit, weight[j])}, {theme.value} {amount(theme.value_unit, value[j])}"
+        for j, it in enumerate(items)
+    ]
+    rules = [f"The total {what} may not exceed {amount(unit, cap)}."]
+    if must:
+        rules.append(f"{text.capital(items[must[0]])} must be included.")
+    rules.append("Each option is either taken once or not at all.")
+    in_units = {
+        "{cur}k": f", in thousands of {cur.word}",
+        "{cur}": f", in {cur.word}",
+        "thousand people": ", in thousands of people",
+    }.get(theme.value_unit, "")
+    question = f"What is the maximum total {theme.value}{in_units}?"
+    style = rng.randrange(3)
+    if style == 0:
+        q = f"{theme.intro}. The options are:\n{text.bullets(per)}\n{' '.join(rules)}\n{question}"
+    elif style == 1:
+        chosen = " ".join(f"Choosing {line.replace(':', ' gives', 1)}." for line in per)
+        q = f"{theme.intro}, with 2 candidates. {chosen} {' '.join(rules)} {question}"
+    else:
+        q = f"{theme.intro}: {text.join(items)} are the two options.\n{text.bullets(per)}\n{' '.join(rules)} {question}"
+    data = {
+        "items": items,
+        "weight": weight,
+        "value": value,
+        "capacity": cap,
+        "weight2": [],
+        "capacity2": 0,
+        "conflict": [],
+        "requires": [],
+        "must": must,
+    }
+    return Instance(question=q, model=m, data=data, template=f"intro/{theme.holder}/{style}")
+
+
+FAMILY = FunctionFamily(
+    name="knapsack",
+    summary="choose items (binary) of most value within capacities",
+    builder=build,
+    intro=build_intro,
+)

@@ -1,9 +1,11 @@
 """Production mix: choose how much of each product to make under limited resources, maximizing profit.
 
     max sum_j profit_j x_j   s.t.  sum_j use_ij x_j <= capacity_i,  min_j <= x_j <= max_j
-Easy: 2 products, 2 resources. Medium: 3 products, 2-3 resources, one demand bound. Hard: 4-5 products,
+Intro: 1-2 products, one resource, sometimes a market limit on one product (one product always has
+it), small numbers, stated as rows; whole units only where the LP optimum is already whole. Easy: 2
+products, 2 resources. Medium: 3 products, 2-3 resources, one demand bound. Hard: 4-5 products,
 3-4 resources, several demand bounds, whole units. Infeasible: a contract minimum that one resource
-alone cannot cover.
+alone cannot cover (intro: more of one product than the resource allows).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import random
 from dataclasses import dataclass
 
 from engine.data import text
-from engine.data.families.base import FunctionFamily, Instance, integer_share
+from engine.data.families.base import FunctionFamily, Instance, integer_share, whole_at_intro
 from engine.data.lp import LinearModel
 
 
@@ -241,4 +243,82 @@ def _words(
     )
 
 
-FAMILY = FunctionFamily(name="production", summary="product mix under resource limits (max profit)", builder=build)
+def build_intro(rng: random.Random, infeasible: bool) -> Instance:
+    return whole_at_intro(rng, lambda r: _intro(r, infeasible))
+
+
+def _intro(rng: random.Random, infeasible: bool) -> Instance:
+    theme = rng.choice(THEMES)
+    n_prod = 1 if rng.random() < 0.25 else 2
+    products = rng.sample(list(theme.products), n_prod)
+    resource = rng.choice(theme.resources)
+    profit = [rng.randint(2, 12) * 5 for _ in products]
+    use = [rng.randint(1, 6) for _ in products]
+    cap = rng.randint(10, 60)
+    limit: dict[str, int] = {}  # "min" (a contract, only when infeasible) or "max" (the market)
+    j = rng.randrange(n_prod)
+    if infeasible:
+        limit["min"] = cap // use[j] + rng.randint(1, 5)
+    elif n_prod == 1 or rng.random() < 0.5:
+        limit["max"] = rng.randint(2, max(2, cap // use[j] - 1))  # below what the resource allows alone
+
+    m = LinearModel(sense="max")
+    xs = [m.var(f"x{k}", integer=theme.discrete) for k in range(n_prod)]
+    m.add(dict(zip(xs, use, strict=True)), "<=", cap)
+    if "min" in limit:
+        m.add({xs[j]: 1}, ">=", limit["min"])
+    if "max" in limit:
+        m.add({xs[j]: 1}, "<=", limit["max"])
+    m.objective(dict(zip(xs, profit, strict=True)))
+
+    cur = text.currency(rng)
+    company = rng.choice(text.COMPANY)
+    names = [p[1] if theme.discrete else p[0] for p in products]
+    res, unit = resource
+    per = " ".join(
+        f"{_each(theme, p).capitalize()} uses {text.qty(use[k], unit)} of {res} and earns {cur(profit[k])} profit."
+        for k, p in enumerate(products)
+    )
+    rules = [f"{text.capital(text.qty(cap, unit))} of {res} are available per {theme.period}."]
+    if "min" in limit:
+        rules.append(f"A contract requires at least {_amount(theme, products[j], limit['min'])} per {theme.period}.")
+    if "max" in limit:
+        rules.append(f"The market can absorb at most {_amount(theme, products[j], limit['max'])} per {theme.period}.")
+    rules.append(text.integrality(theme.discrete, "production quantities"))
+    style = rng.randrange(3)
+    if style == 0:
+        q = f"{company} runs {text.a(theme.business)} that makes {text.join(names)}. {per} {' '.join(rules)}"
+    elif style == 1:
+        rows = [
+            f"{names[k]}: profit {cur(profit[k])} per {p[0] if theme.discrete else p[1]}, "
+            f"uses {text.qty(use[k], unit)} of {res}"
+            for k, p in enumerate(products)
+        ]
+        q = (
+            f"{text.capital(text.a(theme.business))} ({company}) plans its production for the coming {theme.period}."
+            f"\n{text.bullets(rows)}\n{' '.join(rules)}"
+        )
+    else:
+        plans = f"The manager of {text.a(theme.business)} plans the production of {text.join(names)}."
+        q = f"{plans} {' '.join(rules)} {per}"
+    sep = "\n" if style == 1 else " "  # the bullet-list style asks on its own line
+    q += f"{sep}What is the maximum total profit per {theme.period}?"
+    data = {
+        "products": names,
+        "resources": [res],
+        "profit": profit,
+        "use": [use],
+        "capacity": [cap],
+        "min": {names[j]: limit["min"]} if "min" in limit else {},
+        "max": {names[j]: limit["max"]} if "max" in limit else {},
+        "integer": theme.discrete,
+    }
+    return Instance(question=q, model=m, data=data, template=f"intro/{theme.business}/{style}")
+
+
+FAMILY = FunctionFamily(
+    name="production",
+    summary="product mix under resource limits (max profit)",
+    builder=build,
+    intro=build_intro,
+)

@@ -1,10 +1,12 @@
 """Staffing and shift scheduling: hire whole numbers of workers to cover demand at least cost.
 
-Easy: two kinds of staff (full-time, part-time) with hours and wages; cover required hours, with a
-minimum share of full-time staff; min wage bill. Medium: a day cut into 4-6 periods, each shift covering
-2 consecutive periods (wrapping around midnight), per-shift wages; min cost. Hard: a week where each
-employee works 5 consecutive days then rests 2, daily requirements, weekend-start premium; min cost.
-Infeasible: a wage budget (easy) or a head-count cap (medium, hard) below what coverage needs.
+Intro: two kinds of staff covering a day's required hours at least wage cost, sometimes a minimum number
+of full-time staff (a row); small numbers, and the LP optimum is already whole. Easy: two kinds of staff
+(full-time, part-time) with hours and wages; cover required hours, with a minimum share of full-time
+staff; min wage bill. Medium: a day cut into 4-6 periods, each shift covering 2 consecutive periods
+(wrapping around midnight), per-shift wages; min cost. Hard: a week where each employee works 5
+consecutive days then rests 2, daily requirements, weekend-start premium; min cost. Infeasible: a wage
+budget (intro, easy) or a head-count cap (medium, hard) below what coverage needs.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import math
 import random
 
 from engine.data import text
-from engine.data.families.base import FunctionFamily, Instance
+from engine.data.families.base import FunctionFamily, Instance, whole_at_intro
 from engine.data.lp import LinearModel
 
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -203,6 +205,69 @@ def _week(rng: random.Random, infeasible: bool) -> Instance:
     return Instance(question=q, model=m, data=data, template=f"week/{style}")
 
 
+def build_intro(rng: random.Random, infeasible: bool) -> Instance:
+    return whole_at_intro(rng, lambda r: _intro(r, infeasible))
+
+
+def _intro(rng: random.Random, infeasible: bool) -> Instance:
+    place = rng.choice(PLACES)
+    cur = text.currency(rng)
+    h_full, h_part = rng.randint(6, 10), rng.randint(3, 5)
+    w_full, w_part = rng.randint(5, 15) * 10, rng.randint(2, 8) * 10
+    need = rng.randint(20, 60)
+    min_full = rng.randint(1, need // h_full - 1) if not infeasible and rng.random() < 0.5 else 0
+    budget = 0
+    if infeasible:
+        cheapest = need * min(w_full / h_full, w_part / h_part)  # the LP bound, below any whole plan's cost
+        budget = max(10, math.floor(cheapest / 10) * 10 - rng.randint(1, 5) * 10)
+    m = LinearModel(sense="min")
+    f, p = m.var("full", integer=True), m.var("part", integer=True)
+    m.add({f: h_full, p: h_part}, ">=", need)
+    if min_full:
+        m.add({f: 1}, ">=", min_full)
+    if budget:
+        m.add({f: w_full, p: w_part}, "<=", budget)
+    m.objective({f: w_full, p: w_part})
+
+    rules = [f"At least {text.plural(min_full, 'full-time employee')} must be on staff."] if min_full else []
+    if budget:
+        rules.append(f"The daily wage budget is {cur(budget)}.")
+    rules.append("Employees are hired in whole numbers.")
+    style = rng.randrange(3)
+    if style == 0:
+        q = (
+            f"{text.capital(text.a(place))} needs at least {need} staff hours per day. A full-time employee works "
+            f"{h_full} hours a day and is paid {cur(w_full)} per day; a part-time employee works {h_part} hours "
+            f"and is paid {cur(w_part)} per day."
+        )
+    elif style == 1:
+        rows = [
+            f"full-time: {h_full} hours/day, {cur(w_full)}/day",
+            f"part-time: {h_part} hours/day, {cur(w_part)}/day",
+        ]
+        q = f"Staffing plan for {text.a(place)}:\n{text.bullets(rows)}\n"
+        q += f"The {place} needs {need} or more staff hours each day."
+    else:
+        q = (
+            f"The manager of {text.a(place)} can hire full-time staff ({h_full} hours a day at {cur(w_full)}) and "
+            f"part-time staff ({h_part} hours a day at {cur(w_part)}). Together they must provide at least {need} "
+            f"hours of work per day."
+        )
+    q += f" {' '.join(rules)} What is the minimum total daily wage cost?"
+    data = {
+        "kind": "two_types",
+        "hours": [h_full, h_part],
+        "wage": [w_full, w_part],
+        "need": need,
+        "min_full": min_full,
+        "budget": budget,
+    }
+    return Instance(question=q, model=m, data=data, template=f"intro/{style}")
+
+
 FAMILY = FunctionFamily(
-    name="staffing", summary="staffing and cyclic shift scheduling, whole workers (min cost)", builder=build
+    name="staffing",
+    summary="staffing and cyclic shift scheduling, whole workers (min cost)",
+    builder=build,
+    intro=build_intro,
 )

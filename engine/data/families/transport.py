@@ -1,8 +1,9 @@
 """Transportation: ship from sources to destinations at least cost, within supplies, meeting demands.
 
     min sum_ij cost_ij x_ij   s.t.  sum_j x_ij <= supply_i,  sum_i x_ij >= demand_j,  x_ij <= route cap
-Easy: 2 sources x 2 destinations. Medium: 2-3 x 3 with a route capacity. Hard: 3-4 x 4 with whole
-truckloads (cost per truck, x_ij <= truck_size * trucks_ij, trucks integer) and route capacities.
+No intro level: the smallest problem that is still a transportation problem has 2 x 2 routes and 4
+constraints. Easy: 2 sources x 2 destinations. Medium: 2-3 x 3 with a route capacity. Hard: 3-4 x 4 with
+whole truckloads (cost per truck, x_ij <= truck_size * trucks_ij, trucks integer) and route capacities.
 Infeasible: total demand above total supply.
 """
 
