@@ -105,28 +105,26 @@ def _data_detail(bench: Benchmark) -> str:
 
 def check_train_data(cfg: Config) -> Check:
     """Load the training set as the run does: a file is read whole, generated problems are generated."""
-    from engine.data import load_train
+    from engine.data import DataError, load_train
 
     try:
-        bench = load_train(cfg.data)
-    except ValueError as exc:  # DataError, or the generator's unknown family or difficulty
+        bench = load_train(cfg.data)  # refuses a set without a usable problem
+    except DataError as exc:
         return Check(name="train", ok=False, detail=f"data.train={cfg.data.train}: {exc}")
-    if not bench.problems:
-        detail = f"data.train={cfg.data.train}: no usable problems ({bench.report.summary()})"
-        return Check(name="train", ok=False, detail=detail)
     return Check(name="train", ok=True, detail=f"{bench.report.source}: {_data_detail(bench)}")
 
 
 def check_eval_data(cfg: Config) -> Check:
-    from engine.data import load_benchmark
+    """Load each eval set as the run does (`engine.data.load_eval`: benchmarks_dir and hf_split apply)."""
+    from engine.data import DataError, load_eval
 
     if not cfg.data.eval:
         return Check(name="eval", ok=True, detail="none (data.eval is empty)")
     details = []
     for spec in cfg.data.eval:
         try:
-            bench = load_benchmark(spec, benchmarks_dir=cfg.data.benchmarks_dir)
-        except ValueError as exc:
+            (bench,) = load_eval(dataclasses.replace(cfg.data, eval=[spec]))
+        except DataError as exc:
             return Check(name="eval", ok=False, detail=f"data.eval {spec}: {exc}")
         if not bench.problems:
             detail = f"data.eval {spec}: no usable problems ({bench.report.summary()})"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 OutcomeStatus = Literal[
     "correct",
@@ -33,18 +33,7 @@ OutcomeStatus = Literal[
     "license_limit",
     "sandbox_error",
 ]
-OUTCOME_STATUSES: tuple[str, ...] = (
-    "correct",
-    "wrong",
-    "infeasible",
-    "unbounded",
-    "no_solve",
-    "error",
-    "timeout",
-    "no_code",
-    "license_limit",
-    "sandbox_error",
-)
+OUTCOME_STATUSES: tuple[str, ...] = get_args(OutcomeStatus)
 
 
 @dataclass(frozen=True, kw_only=True)
