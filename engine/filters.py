@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from engine.rollout import Group
+    from engine.rollout.batch import Group
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.rollout import Sample
+    from engine.rollout.batch import Sample
 
 try:
     import orjson

@@ -1,38 +1,5 @@
-"""The asyncio rollout pipeline: problems -> G samples each -> verified on arrival -> filtered groups -> a batch.
-
-    async with SandboxPool(workers=2, preload=solver.preload) as pool, create_backend("local", model=m) as gen:
-        rollout = Rollout(backend=gen, verifier=SolverVerifier(pool, solver), prompts=prompt_builder,
-                          problems=problems, settings=RolloutSettings(...), sampling=SamplingParams(...),
-                          recorder=recorder)
-        async with rollout:
-            for step in range(steps):
-                result = await rollout.next_batch()      # RolloutResult: kept groups, per-sample columns, metrics
-                train = learner.step(result.learner_batch()) if len(result) else {}
-                recorder.metrics({**result.metrics, **train})
-                await rollout.update_weights(learner.full_weights())
-
-How one batch is made (`_collect`): a generation round sends `prompts_per_step` prompts with group size G to
-the backend; every completion is put on a bounded queue the moment the backend yields it, and
-`verify_concurrency` workers (one per sandbox worker) verify them while the rest of the round still decodes.
-A group is judged by the filters (`engine.filters`) the moment its G-th outcome lands. Another round starts
-as soon as the kept groups plus the groups still undecided cannot fill the batch, up to `max_gen_batches`
-rounds; groups judged after the batch is full are surplus. Infrastructure failures (sandbox_error, backend
-errors, aborts, verifier timeouts) are excluded from training and counted, never scored 0.
-
-Overlap with the learner: a producer task makes batches ahead of the learner. Batch k may start generating
-once the learner has made k - max_staleness weight updates (`update_weights`), so `max_staleness: 0` is
-strictly on-policy and 1 lets batch k+1 generate while the learner trains on batch k. At hand-over each
-sample's staleness (backend version now minus the version that generated it) is measured, and groups over the
-bound are dropped as "stale".
-
-Memory is bounded: the verify queue holds at most `queue_size` completions (a slow sandbox stalls the reading
-of the generation stream, not the heap), one finished batch waits for the learner, and a round holds at most
-prompts_per_step * G completions. Cancelling (Ctrl-C) cancels the producer, the round and the verifications
-(the sandbox kills their programs), writes the unfinished batch's metrics row marked "interrupted" and flushes.
-
-The verifier is `engine.verifier`'s (any object with an async `verify(problem, text)` fits); problems come in
-`engine.data.stream.ProblemStream`'s training order; the filters that judge groups are `engine.filters`'.
-"""
+"""The rollout's scheduler: generation rounds, verification on arrival, group judgement, batches handed to the
+learner within the staleness bound. The package docstring (`engine.rollout`) describes how it works."""
 
 from __future__ import annotations
 
@@ -40,8 +7,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -51,166 +18,11 @@ from engine.filters import build_filters, judge
 from engine.generation import Completion, GenerationBackend, GenerationError, SamplingParams, WeightSource
 from engine.prompts import PromptBuilder
 from engine.records import RunRecorder, StepStats, sample_row
+from engine.rollout.batch import Group, RolloutResult, RolloutSettings, RolloutState, Sample
 from engine.verifier import INFRA_STATUSES, ProblemLike, Verifier
-from learner.config import RolloutBatch as LearnerBatch
 from learner.losses import overlong_penalty
 
 log = logging.getLogger("engine.rollout")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Sample:
-    """One completion and its verification, as the learner and `samples.jsonl` see it.
-
-    status: the verifier's outcome status ("correct", "wrong", ...), or an infrastructure failure:
-    "sandbox_error", "backend_error", "aborted", "verify_error", "verify_timeout", "not_verified".
-    score: the verifier's reward; reward: score plus reward shaping (DAPO's overlong penalty), the value
-    advantages are computed from. Both are None for an infrastructure failure, which is never scored.
-    Times are seconds since the rollout started: completion finished, verification started and ended.
-    """
-
-    problem_id: str
-    group_id: int
-    sample_index: int
-    prompt_ids: tuple[int, ...]
-    response_ids: tuple[int, ...]
-    logprobs: tuple[float, ...]
-    finish_reason: str
-    weight_version: int
-    text: str
-    status: str
-    infra_failure: bool
-    score: float | None = None
-    reward: float | None = None
-    correct: bool = False
-    objective: float | None = None
-    detail: str = ""
-    generated_s: float = 0.0
-    verify_start_s: float | None = None
-    verify_end_s: float | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class Group:
-    """The samples of one prompt (at most `size`, fewer once samples are excluded)."""
-
-    group_id: int
-    problem_id: str
-    size: int
-    samples: tuple[Sample, ...]
-
-    @property
-    def rewards(self) -> list[float]:
-        return [s.reward for s in self.samples if s.reward is not None]
-
-    def without(self, sample_indices: Iterable[int]) -> Group:
-        drop = set(sample_indices)
-        return replace(self, samples=tuple(s for s in self.samples if s.sample_index not in drop))
-
-
-@dataclass(frozen=True, kw_only=True)
-class RolloutSettings:
-    """The rollout's knobs (config sections `rollout` and `algorithm.overlong_*`); see the module docstring."""
-
-    group_size: int
-    prompts_per_step: int
-    dynamic_sampling: bool
-    max_gen_batches: int
-    max_staleness: int
-    queue_size: int
-    verify_concurrency: int  # concurrent verifications; give it the sandbox pool's worker count
-    filters: tuple[str, ...] = ()  # extra group filters (engine.filters); dynamic_sampling adds "zero_variance"
-    overlong_buffer: int = 0  # DAPO soft overlong punishment over the last tokens of max_new_tokens; 0 = off
-    overlong_factor: float = 1.0
-    seed: int = 0  # data order (sampling seeds come from SamplingParams.seed, see round_sampling)
-    verify_timeout_s: float = 600.0  # a verification taking longer counts as an infrastructure failure
-
-    def __post_init__(self) -> None:
-        for name in ("group_size", "prompts_per_step", "max_gen_batches", "queue_size", "verify_concurrency"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"RolloutSettings.{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_staleness < 0 or self.overlong_buffer < 0:
-            raise ValueError("RolloutSettings.max_staleness and overlong_buffer must be >= 0")
-        object.__setattr__(self, "filters", tuple(self.filters))
-
-    @property
-    def filter_names(self) -> tuple[str, ...]:
-        return (*self.filters, "zero_variance") if self.dynamic_sampling else self.filters
-
-
-@dataclass(frozen=True, kw_only=True)
-class RolloutState:
-    """Everything a later batch depends on besides the weights: where the problem stream is, how many
-    generation rounds ran (each round's sampling seed derives from it) and the next group id. A checkpoint
-    saves the state after its step's batch; a rollout started from it makes the same batches again."""
-
-    epoch: int = 0
-    position: int = 0
-    rounds: int = 0
-    next_group_id: int = 0
-
-    @classmethod
-    def from_dict(cls, saved: Mapping[str, Any]) -> RolloutState:
-        """The state a checkpoint saved (`dataclasses.asdict`); missing fields start at 0."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: int(v) for k, v in saved.items() if k in names})
-
-
-@dataclass(frozen=True, kw_only=True)
-class RolloutResult:
-    """One step's rollout: the kept groups (flattened into per-sample columns for the learner) and metrics."""
-
-    step: int
-    groups: tuple[Group, ...]
-    metrics: Mapping[str, Any]
-    state: RolloutState  # after this step's batch: checkpoint it to resume exactly
-
-    @property
-    def samples(self) -> list[Sample]:
-        return [s for g in self.groups for s in g.samples]
-
-    def __len__(self) -> int:
-        return sum(len(g.samples) for g in self.groups)
-
-    @property
-    def prompt_ids(self) -> list[tuple[int, ...]]:
-        return [s.prompt_ids for s in self.samples]
-
-    @property
-    def response_ids(self) -> list[tuple[int, ...]]:
-        return [s.response_ids for s in self.samples]
-
-    @property
-    def old_logprobs(self) -> list[tuple[float, ...]]:
-        return [s.logprobs for s in self.samples]
-
-    @property
-    def rewards(self) -> list[float]:
-        return [s.reward for s in self.samples]  # type: ignore[misc]  (kept samples are always scored)
-
-    @property
-    def group_ids(self) -> list[int]:
-        return [s.group_id for s in self.samples]
-
-    @property
-    def response_lengths(self) -> list[int]:
-        return [len(s.response_ids) for s in self.samples]
-
-    @property
-    def weight_versions(self) -> list[int]:
-        return [s.weight_version for s in self.samples]
-
-    def learner_batch(self) -> LearnerBatch:
-        """The learner's input. Check `len(result)` first: a step whose groups were all dropped has nothing."""
-        if not self.groups:
-            raise ValueError(f"step {self.step} kept no group (see its filtered/* metrics); skip the update")
-        return LearnerBatch(
-            prompts=self.prompt_ids,
-            responses=self.response_ids,
-            rewards=self.rewards,
-            group_ids=self.group_ids,
-            old_logprobs=self.old_logprobs,
-        )
 
 
 @dataclass(eq=False, kw_only=True)
