@@ -290,18 +290,20 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     import trl
     from trl import GRPOTrainer
 
-    from engine.prompts import PromptBuilder, PromptSettings
+    from engine.prompts import PromptBuilder, prompt_settings
     from learner.models import load_model, load_tokenizer
     from solvers import get_solver
 
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = evom_config(args, out_dir)
+    if cfg.data.answer_prefix:
+        # TRL's arm gets chat messages, which cannot leave the assistant's turn open after a prefix.
+        raise SystemExit("trl_bench: data.answer_prefix is set in the config; TRL's arm cannot take it")
     tokenizer = load_tokenizer(cfg.model.path)
+    # The prompts EVOM's arm builds in engine.train.open_rollout (system message and example included).
     builder = PromptBuilder(
-        tokenizer,
-        instructions=get_solver(cfg.solver.name).instructions,
-        settings=PromptSettings(max_prompt_tokens=cfg.data.max_prompt_tokens),
+        tokenizer, instructions=get_solver(cfg.solver.name).instructions, settings=prompt_settings(cfg.data)
     )
     problems = pick_problems(cfg, builder)
     torch.manual_seed(args.seed)

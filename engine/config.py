@@ -23,6 +23,7 @@ import yaml
 
 from engine.generation import SamplingParams
 from engine.generation.local_config import LocalConfig
+from engine.prompts import DEFAULT_TEMPLATE, ExampleConfig, prompt_settings
 from learner.config import AlgorithmConfig, LearnerConfig
 from sandbox import Isolation, Limits
 from solvers import ExtractConfig, RewardConfig
@@ -49,8 +50,27 @@ class DataConfig:
     hf_split: str = "test"  # split of a Hugging Face dataset
     max_prompt_tokens: int = 1024
     prompt_overlong: Literal["skip", "truncate"] = "skip"  # a prompt over max_prompt_tokens: skip it, or cut it
+    # The prompt (engine/prompts.py): a user turn `prompt_template` over the solver's instructions and the question,
+    # after an optional system message and an optional worked example on another problem ({question, answer}: a
+    # previous user turn under the same template, then the assistant's full answer); `answer_prefix` is appended
+    # after the chat template's generation prompt, the same opening of every answer. engine.eval --config uses
+    # the same prompts.
+    prompt_template: str = DEFAULT_TEMPLATE  # placeholders {instructions} and {question}
     system_prompt: str | None = None  # a system message, for chat templates that take one
+    example: ExampleConfig | None = None
+    answer_prefix: str = ""  # e.g. "```python\nimport pulp\n": prompt tokens, not trained on; scored with the answer
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        # The prompt options are checked when the config is read, not when the first prompt is built after the
+        # model has loaded; the message names this section's keys.
+        try:
+            prompt_settings(self)
+        except ValueError as exc:
+            message = str(exc)
+            for setting, key in (("template", "prompt_template"), ("overlong", "prompt_overlong"), ("", "")):
+                message = message.replace(f"PromptSettings.{setting}", key)
+            raise ValueError(message) from None
 
 
 @dataclass(kw_only=True)

@@ -1,25 +1,55 @@
 """Prompts for the policy: the solver's instructions and the problem, in the model's chat template, as token ids.
 
     prompts = PromptBuilder(tokenizer, instructions=get_solver("gurobipy").instructions,
-                            settings=PromptSettings(max_prompt_tokens=1024))
+                            settings=prompt_settings(cfg.data))   # or PromptSettings(max_prompt_tokens=1024)
     prompt = prompts.build(problem.question)
     prompt.ids          # token ids for the generation backend, or None when the prompt was skipped
     prompt.status       # "ok" | "truncated" | "too_long" (counted in the rollout's metrics)
-    prompts.decode(completion.token_ids)      # response text for the verifier
+    prompts.response_text(completion.token_ids)   # what the verifier scores: answer_prefix + the decoded response
 
-The template is rendered to text and then tokenized without adding special tokens, because chat templates
-write their own BOS / role markers. A prompt over `max_prompt_tokens` is skipped by default; with
-`overlong="truncate"` the question is cut from its end until the rendered prompt fits (the instructions are
-kept whole, since without them no answer can be verified).
+The conversation is: an optional system message; an optional worked example on another problem (`example`: a
+user turn with the same template and instructions as a real question, then an assistant turn with the example's
+answer); the user turn with the problem. The chat template renders it to text ending with the assistant turn's
+opening, `answer_prefix` (a fixed opening of the answer, the same for every problem) is appended, and the whole
+string is tokenized without adding special tokens, because chat templates write their own BOS / role markers.
+The prefix is part of the prompt (the learner does not train on it), so everything that scores or records a
+completion uses `response_text`, which puts it back in front of the generated text.
+
+A prompt over `max_prompt_tokens` is skipped by default; with `overlong="truncate"` the question is cut from its
+end until the rendered prompt fits (the instructions, the example and the prefix are kept whole, since without
+them no answer can be verified or the scaffolding is lost).
+
+Training (engine.train) and evaluation (engine.eval --config) build their settings with `prompt_settings`, so a
+model is evaluated on the prompts it was trained on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from engine.config import DataConfig
 
 PromptStatus = Literal["ok", "truncated", "too_long"]
+DEFAULT_TEMPLATE = "{instructions}\n\nProblem:\n{question}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExampleConfig:
+    """A one-shot worked example on another problem, shown as a previous chat turn: the user asks `question`
+    (under the same template and instructions as a real problem) and the assistant answers `answer`, its full
+    text (for example a fenced program)."""
+
+    question: str
+    answer: str
+
+    def __post_init__(self) -> None:
+        for name in ("question", "answer"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"ExampleConfig.{name} must be non-empty text, got {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,8 +58,10 @@ class PromptSettings:
 
     max_prompt_tokens: int
     overlong: Literal["skip", "truncate"] = "skip"
-    template: str = "{instructions}\n\nProblem:\n{question}"
+    template: str = DEFAULT_TEMPLATE
     system: str | None = None  # a system message, for templates that take one
+    example: ExampleConfig | None = None  # a worked example on another problem, as a previous chat turn
+    answer_prefix: str = ""  # appended after the template's generation prompt: the answer's fixed opening
 
     def __post_init__(self) -> None:
         if self.max_prompt_tokens < 1:
@@ -38,6 +70,15 @@ class PromptSettings:
             raise ValueError(f"PromptSettings.overlong must be 'skip' or 'truncate', got {self.overlong!r}")
         if "{question}" not in self.template:
             raise ValueError("PromptSettings.template must contain '{question}' (and usually '{instructions}')")
+        try:
+            self.template.format(instructions="", question="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"PromptSettings.template may use only {{instructions}} and {{question}} (write a literal brace as "
+                f"{{{{ or }}}}); {self.template!r} fails: {type(exc).__name__}: {exc}"
+            ) from None
+        if self.example is not None and not isinstance(self.example, ExampleConfig):
+            raise ValueError(f"PromptSettings.example must be an ExampleConfig or None, got {self.example!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,14 +105,16 @@ class PromptBuilder:
         self.settings = settings
 
     def messages(self, question: str) -> list[dict[str, str]]:
-        user = self.settings.template.format(instructions=self.instructions, question=question)
-        system = [{"role": "system", "content": self.settings.system}] if self.settings.system else []
-        return [*system, {"role": "user", "content": user}]
+        return chat_messages(question, instructions=self.instructions, settings=self.settings)
+
+    def text(self, question: str) -> str:
+        """The full prompt as text: the templated conversation, its generation prompt, then the answer prefix."""
+        chat = self.tokenizer.apply_chat_template(self.messages(question), add_generation_prompt=True, tokenize=False)
+        return chat + self.settings.answer_prefix
 
     def render(self, question: str) -> list[int]:
-        """Token ids of the full prompt, ending with the assistant turn's opening."""
-        text = self.tokenizer.apply_chat_template(self.messages(question), add_generation_prompt=True, tokenize=False)
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        """Token ids of the full prompt, ending with the assistant turn's opening and the answer prefix."""
+        return list(self.tokenizer(self.text(question), add_special_tokens=False)["input_ids"])
 
     def build(self, question: str) -> Prompt:
         ids = self.render(question)
@@ -83,7 +126,8 @@ class PromptBuilder:
         return self._truncate(question, over=len(ids) - limit)
 
     def _truncate(self, question: str, *, over: int) -> Prompt:
-        """Cut question tokens from the end until the rendered prompt fits (token merges can shift by a few)."""
+        """Cut question tokens from the end until the rendered prompt fits (token merges can shift by a few).
+        Only the question shrinks: the instructions, the example and the answer prefix are rendered whole."""
         tokens = list(self.tokenizer(question, add_special_tokens=False)["input_ids"])
         keep = len(tokens) - over
         while keep > 0:
@@ -91,7 +135,37 @@ class PromptBuilder:
             if len(ids) <= self.settings.max_prompt_tokens:
                 return Prompt(ids=tuple(ids), status="truncated")
             keep -= max(1, len(ids) - self.settings.max_prompt_tokens)
-        return Prompt(ids=None, status="too_long")  # the instructions and template alone exceed the limit
+        return Prompt(ids=None, status="too_long")  # the prompt without its question already exceeds the limit
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def response_text(self, ids: Sequence[int], *, text: str | None = None) -> str:
+        """The answer as the verifier and the records see it: the answer prefix (part of the prompt) followed by
+        the generated text, `text` when the backend returned it, else the decoded `ids`."""
+        return self.settings.answer_prefix + (text if text is not None else self.decode(ids))
+
+
+def chat_messages(question: str, *, instructions: str, settings: PromptSettings) -> list[dict[str, str]]:
+    """The conversation for one problem (see the module docstring); the answer prefix is not in it, because a
+    chat message list cannot leave the assistant's turn open."""
+
+    def ask(text: str) -> dict[str, str]:
+        return {"role": "user", "content": settings.template.format(instructions=instructions, question=text)}
+
+    turns = [{"role": "system", "content": settings.system}] if settings.system else []
+    if settings.example is not None:
+        turns += [ask(settings.example.question), {"role": "assistant", "content": settings.example.answer}]
+    return [*turns, ask(question)]
+
+
+def prompt_settings(data: DataConfig) -> PromptSettings:
+    """The prompt options of a run's `data` section; training and evaluation both build their prompts from it."""
+    return PromptSettings(
+        max_prompt_tokens=data.max_prompt_tokens,
+        overlong=data.prompt_overlong,
+        template=data.prompt_template,
+        system=data.system_prompt,
+        example=data.example,
+        answer_prefix=data.answer_prefix,
+    )

@@ -43,7 +43,7 @@ from engine.generation import (
     backend_options,
     create_backend,
 )
-from engine.prompts import PromptBuilder, PromptSettings
+from engine.prompts import PromptBuilder, prompt_settings
 from engine.records import METRICS_FILE, SAMPLES_FILE, RunRecorder, dumps, read_jsonl
 from engine.rollout import Rollout, RolloutResult, RolloutSettings, RolloutState
 from engine.verifier import SolverVerifier
@@ -344,15 +344,7 @@ async def open_rollout(
 
     The training loop's pipeline; benches build theirs with it too, so both measure the same thing."""
     tokenizer = load_tokenizer(cfg.model.path)
-    prompts = PromptBuilder(
-        tokenizer,
-        instructions=solver.instructions,
-        settings=PromptSettings(
-            max_prompt_tokens=cfg.data.max_prompt_tokens,
-            overlong=cfg.data.prompt_overlong,
-            system=cfg.data.system_prompt,
-        ),
-    )
+    prompts = PromptBuilder(tokenizer, instructions=solver.instructions, settings=prompt_settings(cfg.data))
     pool = SandboxPool(
         workers=cfg.sandbox.workers,
         limits=cfg.sandbox.limits,

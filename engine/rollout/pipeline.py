@@ -331,7 +331,7 @@ class Rollout:
 
     async def _verify(self, job: _Job) -> Sample:
         c, group = job.completion, job.group
-        text = c.text if c.text is not None else self.prompts.decode(c.token_ids)
+        text = self.prompts.response_text(c.token_ids, text=c.text)
         start = self._busy_enter()
         group.batch.stats.queue_wait_s.append(start - job.arrived_s)
         status, detail, outcome = "", "", None
@@ -392,7 +392,7 @@ class Rollout:
         }
 
     def _unscored(self, group: _OpenGroup, c: Completion, status: str, detail: str) -> Sample:
-        text = c.text if c.text is not None else self.prompts.decode(c.token_ids)
+        text = self.prompts.response_text(c.token_ids, text=c.text)
         return Sample(**self._sample_fields(group, c, text), status=status, infra_failure=True, detail=detail)
 
     def _missing(self, group: _OpenGroup, sample_index: int, detail: str) -> Sample:
