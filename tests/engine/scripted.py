@@ -20,7 +20,9 @@ one, `Reply(raise_error=...)` makes the stream raise GenerationError when that s
 early (the rollout aborting a round) cancels what is still decoding and records it in `Call.unfinished`.
 
 `ScriptedVerifier` implements the rollout's `Verifier` protocol and records what it started, finished and had
-cancelled. `tokenizer()` is a real Hugging Face tokenizer, one token per character with a chat template, so the
+cancelled. Most tests script by table: `plan({"p3": ["correct", Held(gate, "wrong")]})` (a status per sample,
+optionally gated) with `held_judge({("p3", 0): gate})` (verification of sample 0 of p3 waits for `gate`).
+`tokenizer()` is a real Hugging Face tokenizer, one token per character with a chat template, so the
 real `engine.prompts.PromptBuilder` renders prompts and decodes completions (ASCII text round-trips exactly).
 Loaded by path from the tests (tests/ is no package), like tests/engine/sglang_server.py.
 """
@@ -148,6 +150,7 @@ class Call:
 
 
 Script = Callable[[Request], Awaitable[Reply | None]]
+_Done = tuple[int, int, Reply | Exception | None]  # (prompt, sample, what the script returned or raised)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -169,8 +172,8 @@ class ScriptedBackend(_Watched):
         self.calls: list[Call] = []
         self.updates: list[WeightSource] = []
         self._version = weight_version
-        self._running: dict[int, dict[tuple[int, int], asyncio.Task[None]]] = {}
-        self._aborting: set[int] = set()
+        # Per open call: its samples' tasks and the queue their replies land on.
+        self._running: dict[int, tuple[dict[tuple[int, int], asyncio.Task[None]], asyncio.Queue[_Done]]] = {}
         self._state = "new"
 
     @property
@@ -209,10 +212,11 @@ class ScriptedBackend(_Watched):
 
     async def abort(self) -> None:
         """Every sample still decoding finishes now with finish_reason "abort"."""
-        for index, tasks in self._running.items():
-            self._aborting.add(index)
-            for task in tasks.values():
-                task.cancel()
+        for tasks, done in self._running.values():
+            for (i, j), task in tasks.items():
+                if not task.done():  # a finished task has put its reply already
+                    task.cancel()
+                    done.put_nowait((i, j, Reply(finish_reason="abort")))
 
     async def generate(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams, *, n: int = 1
@@ -229,13 +233,13 @@ class ScriptedBackend(_Watched):
         self.calls.append(call)
         self._notify()
         submitted = time.monotonic()
-        done: asyncio.Queue[tuple[int, int, Reply | Exception | None]] = asyncio.Queue()
+        done: asyncio.Queue[_Done] = asyncio.Queue()
         tasks = {
             (i, j): asyncio.create_task(self._run(self._request(call, i, j), done))
             for i in range(len(call.prompts))
             for j in range(n)
         }
-        self._running[call.index] = tasks
+        self._running[call.index] = (tasks, done)
         try:
             for _ in range(len(tasks)):
                 i, j, reply = await done.get()
@@ -251,7 +255,6 @@ class ScriptedBackend(_Watched):
                 yield completion
         finally:
             del self._running[call.index]
-            self._aborting.discard(call.index)
             call.unfinished = sorted(k for k, t in tasks.items() if not t.done())
             for task in tasks.values():
                 task.cancel()
@@ -272,14 +275,10 @@ class ScriptedBackend(_Watched):
             weight_version=call.weight_version,
         )
 
-    async def _run(self, req: Request, done: asyncio.Queue[tuple[int, int, Reply | Exception | None]]) -> None:
+    async def _run(self, req: Request, done: asyncio.Queue[_Done]) -> None:
         reply: Reply | Exception | None
         try:
             reply = await self.script(req)
-        except asyncio.CancelledError:
-            if req.call not in self._aborting:
-                raise
-            reply = Reply(finish_reason="abort")
         except Exception as exc:
             reply = exc
         done.put_nowait((req.prompt_index, req.sample_index, reply))
@@ -359,3 +358,54 @@ class ScriptedVerifier(_Watched):
         self.finished.append(key)
         self._notify()
         return result
+
+
+# ----- scripting by table ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Held:
+    """A sample that finishes decoding only once `gate` is set (never, if the test does not set it)."""
+
+    gate: asyncio.Event
+    reply: str | Reply | None
+
+
+Item = str | Reply | Held | None
+
+
+def plan(table: dict[str, Sequence[Item]]) -> Script:
+    """A backend script from problem id -> one item per sample index. A string is the status the verifier will
+    read; the text gets a "(p3 #1)" tag so every completion is unique and can be found in samples.jsonl."""
+
+    async def script(req: Request) -> Reply | None:
+        pid = problem_id(req.prompt_text)
+        item = table[pid][req.sample_index]
+        if isinstance(item, Held):
+            await item.gate.wait()
+            item = item.reply
+        if isinstance(item, str):
+            return Reply(text=f"{item} ({pid} #{req.sample_index})")
+        return item
+
+    return script
+
+
+def held_judge(holds: dict[tuple[str, int], asyncio.Event]) -> Judge:
+    """`outcome_of` for `plan`'s tagged texts, after waiting on `holds[(problem id, sample index)]` where the
+    test put a gate there."""
+
+    async def judge(problem: Any, text: str) -> Outcome:
+        tag = re.search(r"#(\d+)\)$", text)
+        gate = holds.get((problem.id, int(tag.group(1)))) if tag else None
+        if gate is not None:
+            await gate.wait()
+        return outcome_of(text)
+
+    return judge
+
+
+async def settle() -> None:
+    """Let every ready task run to its next real wait. Used only to show that something does NOT happen."""
+    for _ in range(200):
+        await asyncio.sleep(0)

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import re
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,8 @@ import pytest
 from engine.data import Problem, epoch_order
 from engine.generation import GenerationBackend, SamplingParams
 from engine.records import RunRecorder, read_jsonl
-from engine.rollout import Rollout, RolloutSettings, RolloutState, Verifier, round_sampling
+from engine.rollout import Rollout, RolloutSettings, RolloutState, round_sampling
+from engine.verifier import Verifier
 
 
 def _load_scripted():
@@ -37,53 +37,18 @@ def _load_scripted():
 
 
 scripted = _load_scripted()
-Reply = scripted.Reply
+Reply, Held, plan, held_judge, settle = (
+    scripted.Reply,
+    scripted.Held,
+    scripted.plan,
+    scripted.held_judge,
+    scripted.settle,
+)
 PROMPTS = scripted.prompt_builder()
 SAMPLING = SamplingParams(max_new_tokens=16, seed=7)
 
 
 # ----- scripting helpers -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Held:
-    """A sample that finishes decoding only once `gate` is set (never, if the test does not set it)."""
-
-    gate: asyncio.Event
-    reply: str | scripted.Reply | None
-
-
-Item = str | scripted.Reply | Held | None
-
-
-def plan(table: dict[str, Sequence[Item]]) -> scripted.Script:
-    """A backend script from problem id -> one item per sample index. A string is the status the verifier will
-    read; the text gets a "(p3 #1)" tag so every completion is unique and can be found in samples.jsonl."""
-
-    async def script(req: scripted.Request) -> scripted.Reply | None:
-        pid = scripted.problem_id(req.prompt_text)
-        item = table[pid][req.sample_index]
-        if isinstance(item, Held):
-            await item.gate.wait()
-            item = item.reply
-        if isinstance(item, str):
-            return Reply(text=f"{item} ({pid} #{req.sample_index})")
-        return item
-
-    return script
-
-
-def held_judge(holds: dict[tuple[str, int], asyncio.Event]):
-    """The default judgement, waiting on `holds[(problem id, sample index)]` first where the test put a gate."""
-
-    async def judge(problem, text: str) -> scripted.Outcome:
-        tag = re.search(r"#(\d+)\)$", text)
-        gate = holds.get((problem.id, int(tag.group(1)))) if tag else None
-        if gate is not None:
-            await gate.wait()
-        return scripted.outcome_of(text)
-
-    return judge
 
 
 def order(n: int, *, seed: int = 0, epoch: int = 0) -> list[str]:
@@ -132,14 +97,8 @@ def make_rollout(
     )
 
 
-def backend_for(table: dict[str, Sequence[Item]]) -> scripted.ScriptedBackend:
+def backend_for(table: dict[str, Sequence[scripted.Item]]) -> scripted.ScriptedBackend:
     return scripted.ScriptedBackend(plan(table), tokenizer=PROMPTS.tokenizer)
-
-
-async def settle() -> None:
-    """Let every ready task run to its next real wait. Used only to show that something does NOT happen."""
-    for _ in range(200):
-        await asyncio.sleep(0)
 
 
 def rows_by_sample(path: Path) -> dict[tuple[str, int], dict]:
@@ -182,6 +141,14 @@ async def test_backend_yields_in_release_order_and_records_what_a_closed_stream_
     assert got[0].text is None and PROMPTS.decode(got[0].token_ids) == "b (p0 #1)"
     call = backend.calls[0]
     assert call.yielded == [(0, 1), (0, 0)] and call.unfinished == [(0, 2)] and call.closed
+    async with scripted.ScriptedBackend(plan({"p0": [Held(never, "a")]}), tokenizer=PROMPTS.tokenizer) as backend:
+        stream = backend.generate([prompt], SAMPLING)
+        waiting = asyncio.create_task(anext(stream))
+        await backend.until(lambda: len(backend.calls) == 1)
+        await backend.abort()  # the protocol: in-flight samples arrive with finish_reason "abort"
+        aborted = await waiting
+        await stream.aclose()
+    assert (aborted.finish_reason, aborted.token_ids, aborted.failed) == ("abort", (), False)
 
 
 # ----- filling a batch ---------------------------------------------------------------------------------------
@@ -283,6 +250,31 @@ async def test_dynamic_sampling_drops_zero_variance_groups_and_refills_the_batch
         (o[4], 2): "kept",
     }
     assert len(rows) == 10
+
+
+async def test_a_new_round_starts_only_once_the_undecided_groups_cannot_fill_the_batch():
+    o = order(8)
+    first, second = asyncio.Event(), asyncio.Event()
+    hold = {(o[0], 0): first, (o[0], 1): first, (o[1], 0): second, (o[1], 1): second}
+    backend = backend_for(
+        {o[0]: ["wrong", "wrong"], o[1]: ["correct", "wrong"], o[2]: ["correct", "wrong"], o[3]: ["correct", "wrong"]}
+    )
+    verifier = scripted.ScriptedVerifier(held_judge(hold))
+    async with (
+        backend,
+        make_rollout(backend, verifier, 8, dynamic_sampling=True, max_gen_batches=3, verify_concurrency=4) as rollout,
+    ):
+        pending = asyncio.create_task(rollout.next_batch())
+        await verifier.until(lambda: len(verifier.started) == 4)
+        await backend.until(lambda: backend.calls[0].closed)
+        await settle()
+        assert len(backend.calls) == 1  # round 0 has finished decoding, but its two open groups may still fill it
+        first.set()  # o[0] is dropped: kept + undecided = 1 < 2
+        await backend.until(lambda: len(backend.calls) == 2)
+        assert verifier.finished == [(o[0], f"wrong ({o[0]} #0)"), (o[0], f"wrong ({o[0]} #1)")]
+        second.set()
+        result = await pending
+    assert [g.problem_id for g in result.groups] == [o[1], o[2]] and result.metrics["rounds"] == 2
 
 
 async def test_max_gen_batches_bounds_the_refill_and_hands_over_a_short_batch():
