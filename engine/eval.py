@@ -6,6 +6,7 @@
     python -m engine.eval --model openai:http://localhost:8000/v1 --api-model qwen --benchmark nl4opt --solver ortools
     python -m engine.eval --completions outputs.jsonl --benchmark nl4opt --solver gurobipy     # score, no model
     python -m engine.eval --completions shared/data/benchmarks/reference_programs.jsonl --solver gurobipy
+    python -m engine.eval --config runs/learn-cpu/config.yaml --model runs/learn-cpu --benchmark heldout.jsonl
 
 --model: the embedded alias, a HF directory or hub name, a training checkpoint (runs/<name>/checkpoints/step_N,
 weights loaded into the run's `model.path`; a run directory means its newest one), `sglang:URL[,URL...]`, or
@@ -13,6 +14,12 @@ weights loaded into the run's `model.path`; a run directory means its newest one
 Every problem gets k samples under each solver's instructions (greedy by default when k = 1), each is verified
 in the sandbox, and the table prints pass@1, pass@k (Chen et al. 2021), the execution rate and the status mix;
 zero-shot solver transfer is one more name after --solver.
+
+--config RUN_DIR/config.yaml evaluates as the run trained: its prompt (system prompt, template, worked example,
+answer prefix, max_prompt_tokens, overlong rule), solver (when no --solver is given), code extraction, answer rule
+(comparison, tolerances, accept_feasible, min_variables: the binary correctness the run's reward was built on,
+without its shaping terms, which never enter an evaluation score), and sampling length and stop tokens. A flag
+given here wins over the config. With --completions only the solver, extraction and answer rule apply.
 
 --completions FILE scores rows {"id", "completion" | "code", ["sample"], ["answer"], ["benchmark"]} instead of
 generating: with --benchmark the ids are matched to its problems and the answers come from it; without, each row
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -42,9 +50,11 @@ from engine.evaluation.metrics import Cell, Item, format_markdown, format_table,
 from engine.evaluation.models import ModelError, ModelSpec, open_model, parse_model
 from engine.evaluation.runner import Entry, EvalSettings, generate_and_score, score_completions
 from sandbox import ISOLATIONS
+from solvers import RewardConfig
 from solvers.rows import RowError, check_answer, read_rows
 
 if TYPE_CHECKING:
+    from engine.config import Config
     from engine.data import Benchmark, Problem
 
 ITEMS_FILE, SUMMARY_JSON, SUMMARY_MD = "items.jsonl", "summary.json", "summary.md"
@@ -57,14 +67,16 @@ class EvalInputError(ValueError):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m engine.eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="alias, HF directory, checkpoint dir, sglang:URL or openai:URL")
+    p.add_argument("--config", type=Path, help="a run's config.yaml: its prompt, solver, extraction, answer rule apply")
     p.add_argument("--benchmark", nargs="+", default=[], metavar="B", help="benchmark paths or short names")
     p.add_argument("--solver", nargs="+", default=[], metavar="S", help="solver names (see python -m solvers list)")
     p.add_argument("--completions", type=Path, help="score this JSONL of completions/programs instead of generating")
     p.add_argument("--samples", type=int, default=1, help="samples per problem, k of pass@k (default 1)")
     p.add_argument("--temperature", type=float, help="default: 0 (greedy) for 1 sample, 1.0 for more")
     p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--max-new-tokens", type=int, default=1024)
-    p.add_argument("--max-prompt-tokens", type=int, default=4096, help="longer prompts are skipped and counted")
+    # Defaults of None: a flag left out takes the --config's value, else EvalSettings' default.
+    p.add_argument("--max-new-tokens", type=int, help="default: the config's, else 1024")
+    p.add_argument("--max-prompt-tokens", type=int, help="longer prompts are skipped and counted (default 4096)")
     p.add_argument("--limit", type=int, help="first N problems of each benchmark (or of the completions file)")
     p.add_argument("--output", type=Path, help="results directory, new or empty (default runs/eval/<UTC time>)")
     p.add_argument("--api-model", help="openai: the served model name (default: the only one listed)")
@@ -74,35 +86,118 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wall-s", type=float, default=30.0, help="wall and CPU seconds per program (default 30)")
     p.add_argument("--memory-mb", type=int, default=2048)
     p.add_argument("--isolation", choices=ISOLATIONS, default="nsjail")
-    p.add_argument("--comparison", choices=("relative", "orlm"), default="relative", help="answer matching rule")
-    p.add_argument("--tolerance", type=float, default=1e-6, help="relative tolerance of the answer match")
+    p.add_argument("--comparison", choices=("relative", "orlm"), help="answer matching rule (default relative)")
+    p.add_argument("--tolerance", type=float, help="relative tolerance of the answer match (default 1e-6)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
-def settings_from(args: argparse.Namespace) -> EvalSettings:
-    from solvers import RewardConfig
+def read_run_config(path: Path) -> Config:
+    """A run's config (its resolved config.yaml, or any config file engine.run takes), validated."""
+    from engine.config import ConfigError, load_config
 
+    if path.is_dir():
+        raise EvalInputError(f"--config {path} is a directory; give the run's config file, {path / 'config.yaml'}")
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise EvalInputError(f"--config: {exc}") from None
+
+
+def judging_rule(reward: RewardConfig) -> RewardConfig:
+    """The part of a run's reward that decides correctness (comparison, tolerances, accept_feasible,
+    min_variables), as a binary reward: shaping terms (format_reward, executed_reward, status_rewards) reward
+    training behaviour and never enter an evaluation score."""
+    return RewardConfig(
+        comparison=reward.comparison,
+        tolerance=reward.tolerance,
+        orlm_tolerance=reward.orlm_tolerance,
+        accept_feasible=reward.accept_feasible,
+        min_variables=reward.min_variables,
+    )
+
+
+def from_run(run: Config | None) -> dict[str, Any]:
+    """EvalSettings fields taken from a run's config (nothing without one)."""
+    from engine.prompts import prompt_settings
+
+    if run is None:
+        return {}
+    return {
+        "prompt": prompt_settings(run.data),
+        "reward": judging_rule(run.solver.reward),
+        "extract": run.solver.extract,
+        "max_new_tokens": run.generation.sampling.max_new_tokens,
+        "stop_token_ids": tuple(run.generation.sampling.stop_token_ids),
+    }
+
+
+def settings_from(args: argparse.Namespace, run: Config | None = None) -> EvalSettings:
+    """The run's settings (if any) under the flags given: a flag wins over the config, the config over the
+    defaults on EvalSettings and RewardConfig."""
     if args.samples < 1:
         raise EvalInputError(f"--samples must be >= 1, got {args.samples}")
     if args.limit is not None and args.limit < 1:
         raise EvalInputError(f"--limit must be >= 1, got {args.limit}")
+    for flag, value in (("--max-new-tokens", args.max_new_tokens), ("--max-prompt-tokens", args.max_prompt_tokens)):
+        if value is not None and value < 1:
+            raise EvalInputError(f"{flag} must be >= 1, got {value}")
+    chosen = from_run(run)
+    if args.max_new_tokens is not None:
+        chosen["max_new_tokens"] = args.max_new_tokens
+    if args.max_prompt_tokens is not None:
+        prompt = chosen.get("prompt", EvalSettings().prompt)
+        chosen["prompt"] = dataclasses.replace(prompt, max_prompt_tokens=args.max_prompt_tokens)
+    rule = {"comparison": args.comparison, "tolerance": args.tolerance}
+    chosen["reward"] = dataclasses.replace(
+        chosen.get("reward", RewardConfig()), **{k: v for k, v in rule.items() if v is not None}
+    )
     temperature = args.temperature if args.temperature is not None else (0.0 if args.samples == 1 else 1.0)
     return EvalSettings(
         samples=args.samples,
         temperature=temperature,
         top_p=args.top_p,
-        max_new_tokens=args.max_new_tokens,
-        max_prompt_tokens=args.max_prompt_tokens,
         seed=args.seed,
         workers=args.workers,
         wall_s=args.wall_s,
         memory_mb=args.memory_mb,
         isolation=args.isolation,
         progress=not args.quiet,
-        reward=RewardConfig(comparison=args.comparison, tolerance=args.tolerance),
+        **chosen,
     )
+
+
+def config_meta(path: Path, args: argparse.Namespace, settings: EvalSettings) -> dict[str, Any]:
+    """What summary.json records of --config: the file, the settings as applied (after the flags), and the flags
+    that won over the config."""
+    prompt = settings.prompt
+    applied: dict[str, Any] = {
+        "extract": dataclasses.asdict(settings.extract) if settings.extract is not None else None,
+        "reward": {key: value for key, value in dataclasses.asdict(settings.reward).items() if key != "status_rewards"},
+    }
+    if args.completions is None:
+        applied.update(
+            prompt={
+                "system": prompt.system,
+                "template": prompt.template,
+                "example": dataclasses.asdict(prompt.example) if prompt.example is not None else None,
+                "answer_prefix": prompt.answer_prefix,
+                "max_prompt_tokens": prompt.max_prompt_tokens,
+                "overlong": prompt.overlong,
+            },
+            max_new_tokens=settings.max_new_tokens,
+            stop_token_ids=list(settings.stop_token_ids),
+        )
+    flags = {
+        "--solver": args.solver,
+        "--max-new-tokens": args.max_new_tokens,
+        "--max-prompt-tokens": args.max_prompt_tokens,
+        "--comparison": args.comparison,
+        "--tolerance": args.tolerance,
+    }
+    won = [flag for flag, value in flags.items() if value not in (None, [])]
+    return {"config": str(path), "config_applied": applied, "config_overridden_by": won}
 
 
 def pip_extra(package: str) -> str | None:
@@ -139,8 +234,6 @@ def load_solvers(names: Sequence[str]) -> list[Any]:
 
 def load_benchmarks(specs: Sequence[str], limit: int | None) -> list[Benchmark]:
     """Benchmarks by path or short name, first `limit` problems each; bad rows are reported on stderr."""
-    import dataclasses
-
     from engine.data import load_benchmark
 
     benchmarks = []
@@ -242,29 +335,33 @@ def check_output(output: Path) -> None:
         raise EvalInputError(f"--output {output} already exists and is not an empty directory; pick a new one")
 
 
-def check_args(args: argparse.Namespace) -> None:
+def check_args(args: argparse.Namespace, run: Config | None = None) -> None:
     if args.completions is None and not args.model:
         raise EvalInputError("give --model (to generate) or --completions FILE (to score existing outputs)")
     if args.completions is not None and args.model:
         raise EvalInputError("--model and --completions exclude each other: --completions scores without a model")
     if args.completions is None and not args.benchmark:
         raise EvalInputError("give at least one --benchmark (a path or a short name such as nl4opt_clean_llmopt)")
-    if not args.solver:
-        raise EvalInputError("give at least one --solver (python -m solvers list shows them)")
+    if not args.solver and run is None:
+        raise EvalInputError("give at least one --solver (python -m solvers list shows them) or a run's --config")
 
 
-async def evaluate(args: argparse.Namespace) -> tuple[list[Item], dict[str, Any]]:
-    """Everything is validated (solvers, benchmarks, completions, model/server) before the first sample runs."""
-    settings = settings_from(args)
-    solvers = load_solvers(args.solver)
+async def evaluate(args: argparse.Namespace, run: Config | None = None) -> tuple[list[Item], dict[str, Any]]:
+    """Everything is validated (solvers, benchmarks, completions, model/server) before the first sample runs.
+    `run`: the --config's run config, whose settings apply where no flag is given."""
+    settings = settings_from(args, run)
+    solvers = load_solvers(args.solver or ([run.solver.name] if run is not None else []))
     benchmarks = load_benchmarks(args.benchmark, None if args.completions else args.limit)
+    reward = settings.reward or RewardConfig()
     meta: dict[str, Any] = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "solvers": [s.name for s in solvers],
         "benchmarks": [b.report.source for b in benchmarks],
-        "comparison": args.comparison,
-        "tolerance": args.tolerance,
+        "comparison": reward.comparison,
+        "tolerance": reward.tolerance,
     }
+    if run is not None:
+        meta.update(config_meta(args.config, args, settings))
     if args.completions is not None:
         entries = read_completions(args.completions, benchmarks, args.limit)
         meta.update(mode="completions", completions=str(args.completions))
@@ -281,15 +378,21 @@ async def evaluate(args: argparse.Namespace) -> tuple[list[Item], dict[str, Any]
         limit=args.limit,
     )
     async with open_model(spec, tokenizer=args.tokenizer, batch_size=args.batch_size) as served:
+        if served.tokenizer is None and settings.prompt.answer_prefix:
+            raise EvalInputError(
+                f"{spec.label} takes chat messages, which cannot carry the answer prefix (data.answer_prefix of "
+                f"{args.config}); evaluate with a local model or sglang:URL, or give a config without one"
+            )
         return await generate_and_score(served, benchmarks, solvers, settings), meta
 
 
 def run(args: argparse.Namespace) -> int:
-    check_args(args)
+    config = read_run_config(args.config) if args.config is not None else None
+    check_args(args, config)
     output = args.output or Path("runs") / "eval" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     check_output(output)
     started = time.monotonic()
-    items, meta = asyncio.run(evaluate(args))
+    items, meta = asyncio.run(evaluate(args, config))
     cells = summarize(items, k=args.samples)
     meta["wall_s"] = round(time.monotonic() - started, 1)
     write_results(output, items, cells, meta)

@@ -15,29 +15,36 @@ import asyncio
 import dataclasses
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.evaluation.metrics import GENERATION_ERROR, PROMPT_TOO_LONG, Item
+from engine.prompts import PromptSettings
 
 if TYPE_CHECKING:
     from sandbox import Isolation
-    from solvers import RewardConfig
+    from solvers import ExtractConfig, RewardConfig
 
 
 @dataclass(frozen=True, kw_only=True)
 class EvalSettings:
+    """`prompt`: how prompts are built (a run's, through engine.prompts.prompt_settings, under --config);
+    `reward`: the answer rule (None: the default binary reward); `extract`: which code block is run (None: the
+    default); `stop_token_ids`: stops besides the tokenizer's end-of-turn token."""
+
     samples: int = 1
     temperature: float = 0.0
     top_p: float = 1.0
     max_new_tokens: int = 1024
-    max_prompt_tokens: int = 4096
+    stop_token_ids: tuple[int, ...] = ()
+    prompt: PromptSettings = field(default_factory=lambda: PromptSettings(max_prompt_tokens=4096))
     seed: int = 0
     workers: int = 2
     wall_s: float = 30.0
     memory_mb: int = 2048
     isolation: Isolation = "nsjail"
-    reward: RewardConfig | None = None  # None: the default binary reward
+    reward: RewardConfig | None = None
+    extract: ExtractConfig | None = None
     progress: bool = True
 
 
@@ -87,7 +94,7 @@ async def _verify(pool: Any, solver: Any, text: str, answer: float | None, *, is
 
     if is_code:
         return await verify_code(pool, text, solver, answer, reward=settings.reward)
-    return await verify(pool, text, solver, answer, reward=settings.reward)
+    return await verify(pool, text, solver, answer, reward=settings.reward, extract=settings.extract)
 
 
 async def score_completions(entries: Sequence[Entry], solvers: Sequence[Any], settings: EvalSettings) -> list[Item]:
@@ -150,15 +157,18 @@ def _unscored(benchmark: str, problem: Any, solver: str, sample: int, status: st
 
 
 def sampling_params(settings: EvalSettings, tokenizer: Any | None) -> Any:
-    """Greedy when temperature is 0; stops at the tokenizer's end-of-turn token besides the model's EOS."""
+    """Greedy when temperature is 0; stops at the tokenizer's end-of-turn token besides the model's EOS (and at
+    `settings.stop_token_ids`)."""
     from engine.generation import SamplingParams
 
-    stops = () if tokenizer is None or tokenizer.eos_token_id is None else (int(tokenizer.eos_token_id),)
+    stops = set(settings.stop_token_ids)
+    if tokenizer is not None and tokenizer.eos_token_id is not None:
+        stops.add(int(tokenizer.eos_token_id))
     return SamplingParams(
         max_new_tokens=settings.max_new_tokens,
         temperature=settings.temperature,
         top_p=settings.top_p,
-        stop_token_ids=stops,
+        stop_token_ids=tuple(sorted(stops)),
         seed=settings.seed,
     )
 
@@ -167,32 +177,39 @@ class _Prompts:
     """Prompts for one solver: token ids through the chat template, or chat messages (openai chat endpoint)."""
 
     def __init__(self, tokenizer: Any | None, solver: Any, settings: EvalSettings) -> None:
-        from engine.prompts import PromptBuilder, PromptSettings
+        from engine.prompts import PromptBuilder
 
-        self.prompt_settings = PromptSettings(max_prompt_tokens=settings.max_prompt_tokens)
+        self.settings = settings.prompt
         self.instructions = solver.instructions
         self.builder = (
-            PromptBuilder(tokenizer, instructions=solver.instructions, settings=self.prompt_settings)
+            PromptBuilder(tokenizer, instructions=solver.instructions, settings=self.settings)
             if tokenizer is not None
             else None
         )
 
     def build(self, question: str) -> Any | None:
+        from engine.prompts import chat_messages
+
         if self.builder is not None:
             return self.builder.build(question).ids
-        user = self.prompt_settings.template.format(instructions=self.instructions, question=question)
-        return [{"role": "user", "content": user}]
+        return chat_messages(question, instructions=self.instructions, settings=self.settings)
 
     def text(self, completion: Any) -> str:
-        if completion.text is not None:
-            return completion.text
-        return self.builder.decode(completion.token_ids) if self.builder is not None else ""
+        """What is scored and recorded: the answer prefix (part of the prompt) and the generated text."""
+        if self.builder is not None:
+            return self.builder.response_text(completion.token_ids, text=completion.text)
+        return self.settings.answer_prefix + (completion.text or "")
 
 
 async def generate_and_score(
     served: Any, benchmarks: Sequence[Any], solvers: Sequence[Any], settings: EvalSettings
 ) -> list[Item]:
     """k samples per problem of every benchmark under every solver's instructions, each verified on arrival."""
+    if served.tokenizer is None and settings.prompt.answer_prefix:
+        raise ValueError(
+            "an answer prefix needs token-id prompts (a local model or sglang); this backend takes chat messages, "
+            "which cannot leave the assistant's turn open after the prefix"
+        )
     params = sampling_params(settings, served.tokenizer)
 
     async def work(pool: Any, solver: Any) -> list[Item]:
@@ -211,8 +228,9 @@ async def _generate_cell(
     k, name = settings.samples, benchmark.name
     built = [(problem, prompts.build(problem.question)) for problem in benchmark.problems]
     usable = [(problem, prompt) for problem, prompt in built if prompt is not None]
+    too_long = f"prompt over {settings.prompt.max_prompt_tokens} tokens"
     items = [
-        _unscored(name, problem, solver.name, j, PROMPT_TOO_LONG, f"prompt over {settings.max_prompt_tokens} tokens")
+        _unscored(name, problem, solver.name, j, PROMPT_TOO_LONG, too_long)
         for problem, prompt in built
         if prompt is None
         for j in range(k)
