@@ -2,11 +2,12 @@
 
     python -m engine.learning --config configs/learn-cpu.yaml [section.key=value ...]   # train, then measure
     python -m engine.learning runs/learn-cpu [--heldout-n 60] [--heldout-seed S]       # measure a finished run
+    python -m engine.learning runs/learn-cpu --heldout-seed 2000 --output runs/learn-cpu/seed2000   # a cross-check
     make learn ARGS="run.seed=2 run.name=learn-cpu-s2"                                  # the first form
 
 With `--config`, the run is trained first through `engine.run` (its directory is run.output_dir/run.name; a
 directory that already holds the same run is resumed, or skipped when it is finished; one that holds a run of
-another config is refused). Then, in RUN_DIR:
+another config is refused). Then, in RUN_DIR (or --output DIR):
 
 - heldout.jsonl: `--heldout-n` problems (default 60) from the training distribution (the config's data.families,
   data.difficulty, data.infeasible_rate) with another generator seed (default data.seed + 1000; the training
@@ -259,14 +260,14 @@ def write_heldout(heldout: HeldOut, path: Path) -> None:
 # ----------------------------------------------------------------------------------------------- evaluation
 
 
-def eval_argv(run: Run, model: str, output: Path, *, quiet: bool) -> list[str]:
+def eval_argv(run: Run, out: Path, model: str, output: Path, *, quiet: bool) -> list[str]:
     """engine.eval's command line for one side: the run's config decides prompt, solver, extraction, answer rule
     and sampling length (engine.eval --config); the sandbox flags give it the run's sandbox too."""
     sandbox = run.config.sandbox
     flags = {
         "--config": str(run.run_dir / "config.yaml"),
         "--model": model,
-        "--benchmark": str(run.run_dir / HELDOUT_FILE),
+        "--benchmark": str(out / HELDOUT_FILE),
         "--output": str(output),
         "--samples": "1",
         "--temperature": "0",
@@ -297,11 +298,11 @@ def reusable(output: Path, model: str, heldout: HeldOut) -> bool:
     return failed <= MAX_INFRASTRUCTURE_SHARE * len(items)
 
 
-def evaluate(run: Run, side: str, model: str, heldout: HeldOut, *, quiet: bool) -> Path:
-    """Run engine.eval for one side, or reuse its finished directory; returns the directory."""
+def evaluate(run: Run, out: Path, side: str, model: str, heldout: HeldOut, *, quiet: bool) -> Path:
+    """Run engine.eval for one side into out/side, or reuse that finished directory; returns the directory."""
     from engine.eval import main as eval_main
 
-    output = run.run_dir / side
+    output = out / side
     if reusable(output, model, heldout):
         print(f"learning: {side}: reusing the finished evaluation in {output}")
         return output
@@ -310,7 +311,7 @@ def evaluate(run: Run, side: str, model: str, heldout: HeldOut, *, quiet: bool) 
         output.rename(aside)
         print(f"learning: {side}: {output} was for another model or problem set; moved to {aside}")
     print(f"learning: {side}: evaluating {model} on {len(heldout.problems)} held-out problems (greedy, 1 sample)")
-    argv = eval_argv(run, model, output, quiet=quiet)
+    argv = eval_argv(run, out, model, output, quiet=quiet)
     code = eval_main(argv)
     if code != 0:
         raise EvalFailed(code)
@@ -591,6 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout-n", type=int, default=60, help="held-out problems (default 60)")
     p.add_argument("--heldout-seed", type=int, help=f"generator seed (default data.seed + {HELDOUT_SEED_OFFSET})")
     p.add_argument("--heldout", type=Path, help="a held-out JSONL file instead of generated problems")
+    p.add_argument("--output", type=Path, help="where heldout.jsonl, eval-*/ and learning.* go (default RUN_DIR)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -621,13 +623,15 @@ def measure(run: Run, args: argparse.Namespace) -> int:
     else:
         seed = args.heldout_seed if args.heldout_seed is not None else cfg.data.seed + HELDOUT_SEED_OFFSET
         heldout = generated_heldout(cfg, n=args.heldout_n, seed=seed)
-    write_heldout(heldout, run.run_dir / HELDOUT_FILE)
+    out = args.output or run.run_dir
+    out.mkdir(parents=True, exist_ok=True)
+    write_heldout(heldout, out / HELDOUT_FILE)
     print(
         f"learning: {len(heldout.problems)} held-out problems ({heldout.source}; {heldout.dropped_train} dropped as "
-        f"training questions, {heldout.dropped_duplicate} as repeats) in {run.run_dir / HELDOUT_FILE}"
+        f"training questions, {heldout.dropped_duplicate} as repeats) in {out / HELDOUT_FILE}"
     )
     models = {EVAL_BEFORE: cfg.model.path, EVAL_AFTER: str(run.checkpoint)}
-    outputs = {side: evaluate(run, side, model, heldout, quiet=args.quiet) for side, model in models.items()}
+    outputs = {side: evaluate(run, out, side, model, heldout, quiet=args.quiet) for side, model in models.items()}
     items = {side: read_jsonl(out / ITEMS_FILE) for side, out in outputs.items()}
     comparison = compare(items[EVAL_BEFORE], items[EVAL_AFTER])
     if len(comparison.excluded) > MAX_INFRASTRUCTURE_SHARE * len(heldout.problems):
@@ -640,8 +644,7 @@ def measure(run: Run, args: argparse.Namespace) -> int:
     }
     eval_s = {f"eval_{side.removeprefix('eval-')}": wall for side, wall in walls.items()}
     res = results(run, heldout, comparison, {**eval_s, "eval": sum(walls.values())})
-    commands = {side: eval_argv(run, models[side], out, quiet=False) for side, out in outputs.items()}
-    out = run.run_dir
+    commands = {side: eval_argv(run, out, models[side], output, quiet=False) for side, output in outputs.items()}
     _atomic(out / LEARNING_JSON, lambda tmp: Path(tmp).write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8"))
     _atomic(out / LEARNING_MD, lambda tmp: Path(tmp).write_text(markdown(res, commands), encoding="utf-8"))
     plot(run, res, out / LEARNING_PNG)

@@ -318,3 +318,11 @@ def test_make_learn_pipeline_trains_evaluates_and_reports_on_a_tiny_model(tiny_m
     out = capsys.readouterr().out
     assert out.count("reusing the finished evaluation") == 2
     assert [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")] == [0, 1]
+
+    check = tmp_path / "check"
+    assert main([str(run_dir), "--heldout-n", "3", "--heldout-seed", "7", "--output", str(check), "--quiet"]) == 0
+    assert json.loads((check / "learning.json").read_text())["heldout_seed"] == 7
+    assert json.loads((run_dir / "learning.json").read_text())["heldout_seed"] == 1000, "the run's own is kept"
+    assert main([str(run_dir), "--heldout-n", "3", "--heldout-seed", "8", "--output", str(check), "--quiet"]) == 0
+    assert capsys.readouterr().out.count("was for another model or problem set; moved to") == 2
+    assert len(list(check.glob("eval-before.replaced-*"))) == 1, "the old evaluation is kept aside, not deleted"
