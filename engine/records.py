@@ -131,6 +131,16 @@ def sample_row(s: Sample, *, step: int, round: int, epoch: int, verdict: str) ->
     }
 
 
+def kept_metrics(kept: Sequence[Sample]) -> dict[str, Any]:
+    """The metrics of the samples a step trains on; recomputed whenever groups are dropped after the step."""
+    return {
+        "groups_kept": len({s.group_id for s in kept}),
+        "samples_trained": len(kept),
+        "batch_reward_mean": _mean([s.reward for s in kept if s.reward is not None]),
+        "response_length_mean": _mean([len(s.response_ids) for s in kept]),
+    }
+
+
 @dataclass(eq=False, kw_only=True)
 class StepStats:
     """Counters and timings of one rollout step, accumulated while it runs; `row()` makes its metrics row.
@@ -157,13 +167,10 @@ class StepStats:
         return {
             "step": step,
             "rounds": rounds,
-            "groups_kept": len({s.group_id for s in kept}),
-            "samples_trained": len(kept),
+            **kept_metrics(kept),
             "reward_mean": _mean(self.rewards),
             "score_mean": _mean(self.scores),
             "accuracy": self.counts["samples_correct"] / len(self.scores) if self.scores else None,
-            "batch_reward_mean": _mean([s.reward for s in kept if s.reward is not None]),
-            "response_length_mean": _mean([len(s.response_ids) for s in kept]),
             "gen_tokens": self.tokens,
             "gen_tokens_per_s": self.tokens / self.generating_s if self.generating_s else None,
             "time_rollout_s": elapsed,

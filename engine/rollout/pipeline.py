@@ -17,7 +17,7 @@ from engine.data.stream import ProblemStream
 from engine.filters import build_filters, judge
 from engine.generation import Completion, GenerationBackend, GenerationError, SamplingParams, WeightSource
 from engine.prompts import PromptBuilder
-from engine.records import RunRecorder, StepStats, sample_row
+from engine.records import RunRecorder, StepStats, kept_metrics, sample_row
 from engine.rollout.batch import Group, RolloutResult, RolloutSettings, RolloutState, Sample
 from engine.verifier import INFRA_STATUSES, ProblemLike, Verifier
 from learner.losses import overlong_penalty
@@ -191,8 +191,7 @@ class Rollout:
         metrics = {
             **batch.metrics,
             "filtered/stale": len(batch.groups) - len(fresh),
-            "groups_kept": len(fresh),
-            "samples_trained": sum(len(g.samples) for g in fresh),
+            **kept_metrics([s for g in fresh for s in g.samples]),
             "weight_version": now_version,
             "staleness_max": max(staleness, default=0),
             "staleness_mean": sum(staleness) / len(staleness) if staleness else 0.0,
@@ -241,6 +240,8 @@ class Rollout:
                     await round_task
             full = len(batch.kept) >= need
             for group in list(batch.open):
+                if full:
+                    batch.stats.counts["groups_surplus"] += 1
                 self._close(group, "surplus" if full else "interrupted")
         self._current = None
         return RolloutResult(step=step, groups=tuple(batch.kept), metrics=self._metrics(batch), state=self.state)
@@ -293,7 +294,12 @@ class Rollout:
                         self._deliver(group, self._unscored(group, c, status, c.error or "aborted by the backend"))
                         continue
                     arrived = time.monotonic()
-                    await self._verify_q.put(_Job(group=group, completion=c, arrived_s=arrived))
+                    job = _Job(group=group, completion=c, arrived_s=arrived)
+                    try:
+                        await self._verify_q.put(job)
+                    except asyncio.CancelledError:  # held here, in neither the queue nor a worker: record it now
+                        self._deliver(group, self._unscored(group, c, "not_verified", "interrupted"))
+                        raise
                     batch.stats.blocked_s += time.monotonic() - arrived  # the sandbox holding generation back
                     batch.stats.queue_depths.append(self._verify_q.qsize())
         except GenerationError as exc:
