@@ -43,6 +43,7 @@ from transformers import PreTrainedTokenizerFast
 from engine.data import Problem
 from engine.generation import Completion, GenerationError, SamplingParams, Timings, WeightFormat, WeightSource
 from engine.prompts import PromptBuilder, PromptSettings
+from engine.rollout import RolloutSettings
 
 _SPECIALS = ("<unk>", "</s>", "<|user|>", "<|assistant|>", "<|end|>")
 CHAT_TEMPLATE = (
@@ -73,6 +74,21 @@ def prompt_builder(*, max_prompt_tokens: int = 4096) -> PromptBuilder:
     return PromptBuilder(
         tokenizer(), instructions=INSTRUCTIONS, settings=PromptSettings(max_prompt_tokens=max_prompt_tokens)
     )
+
+
+def rollout_settings(**overrides: Any) -> RolloutSettings:
+    """Small rollout settings for scripted tests: 2 prompts x 2 samples, one round, on-policy."""
+    base: dict[str, Any] = dict(
+        group_size=2,
+        prompts_per_step=2,
+        dynamic_sampling=False,
+        max_gen_batches=1,
+        max_staleness=0,
+        queue_size=8,
+        verify_concurrency=2,
+        seed=0,
+    )
+    return RolloutSettings(**{**base, **overrides})
 
 
 def problems(n: int, *, answer: float = 3.0) -> list[Problem]:

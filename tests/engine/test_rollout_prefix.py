@@ -13,7 +13,7 @@ from pathlib import Path
 from engine.generation import SamplingParams
 from engine.prompts import ExampleConfig, PromptBuilder, PromptSettings
 from engine.records import RunRecorder, read_jsonl
-from engine.rollout import Rollout, RolloutSettings
+from engine.rollout import Rollout
 
 
 def _load_scripted():
@@ -50,23 +50,13 @@ async def test_the_answer_prefix_ends_each_prompt_and_starts_each_scored_and_rec
 
     backend = scripted.ScriptedBackend(script, tokenizer=tokenizer)
     verifier = scripted.ScriptedVerifier(lambda problem, text: scripted.outcome_of(text.removeprefix(PREFIX)))
-    settings = RolloutSettings(
-        group_size=2,
-        prompts_per_step=2,
-        dynamic_sampling=False,
-        max_gen_batches=1,
-        max_staleness=0,
-        queue_size=8,
-        verify_concurrency=2,
-        seed=0,
-    )
     with RunRecorder(tmp_path) as recorder:
         rollout = Rollout(
             backend=backend,
             verifier=verifier,
             prompts=prompts,
             problems=scripted.problems(2),
-            settings=settings,
+            settings=scripted.rollout_settings(),
             sampling=SamplingParams(max_new_tokens=16, seed=7),
             recorder=recorder,
             start_step=0,

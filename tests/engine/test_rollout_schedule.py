@@ -22,7 +22,7 @@ import pytest
 from engine.data import Problem, epoch_order
 from engine.generation import GenerationBackend, SamplingParams
 from engine.records import RunRecorder, read_jsonl
-from engine.rollout import Rollout, RolloutSettings, RolloutState, round_sampling
+from engine.rollout import Rollout, RolloutState, round_sampling
 from engine.verifier import Verifier
 
 
@@ -56,20 +56,6 @@ def order(n: int, *, seed: int = 0, epoch: int = 0) -> list[str]:
     return [f"p{i}" for i in epoch_order(n, seed=seed, epoch=epoch)]
 
 
-def settings(**overrides) -> RolloutSettings:
-    base = dict(
-        group_size=2,
-        prompts_per_step=2,
-        dynamic_sampling=False,
-        max_gen_batches=1,
-        max_staleness=0,
-        queue_size=8,
-        verify_concurrency=2,
-        seed=0,
-    )
-    return RolloutSettings(**{**base, **overrides})
-
-
 def make_rollout(
     backend: GenerationBackend,
     verifier: Verifier,
@@ -88,7 +74,7 @@ def make_rollout(
         verifier=verifier,
         prompts=prompts,
         problems=scripted.problems(n_problems),
-        settings=settings(**overrides),
+        settings=scripted.rollout_settings(**overrides),
         sampling=sampling,
         recorder=recorder,
         start_step=start_step,
@@ -739,7 +725,7 @@ async def test_prompts_over_the_limit_are_skipped_and_counted():
         verifier=scripted.ScriptedVerifier(),
         prompts=prompts,
         problems=items,
-        settings=settings(),
+        settings=scripted.rollout_settings(),
         sampling=SAMPLING,
     )
     async with backend, rollout:
@@ -753,7 +739,7 @@ async def test_prompts_over_the_limit_are_skipped_and_counted():
         verifier=scripted.ScriptedVerifier(),
         prompts=prompts,
         problems=[items[int(long_id[1:])]],
-        settings=settings(),
+        settings=scripted.rollout_settings(),
         sampling=SAMPLING,
     )
     async with backend, rollout:
