@@ -21,13 +21,14 @@ from engine.data.generator import families_for, generate_problem
 from engine.data.problem import DIFFICULTIES, Problem
 
 FAMILIES = ["production", "diet", "transportation", "assignment", "knapsack", "staffing", "facility"]
-INTRO_FAMILIES = ["diet", "knapsack", "production", "staffing"]
-# Every (family, difficulty) the generator has: all families have easy/medium/hard, four have intro.
+INTRO_FAMILIES = ["diet", "knapsack", "market", "production", "staffing"]
+# Every (family, difficulty) of the families above: they have easy/medium/hard, four of them intro; "market"
+# has intro only (its own test below).
 LEVELS = [(f, d) for d in DIFFICULTIES for f in FAMILIES if d != "intro" or f in INTRO_FAMILIES]
 
 
-def test_all_seven_families_are_registered():
-    assert sorted(FAMILIES) == available_families()
+def test_all_eight_families_are_registered():
+    assert sorted([*FAMILIES, "market"]) == available_families()
 
 
 def test_same_seed_gives_identical_bytes_and_another_seed_differs():
@@ -118,7 +119,7 @@ def test_unknown_names_fail_listing_the_valid_ones():
 # --- the intro tier --------------------------------------------------------------------------------------
 
 
-def test_intro_exists_for_four_families_and_the_others_refuse_it_naming_those():
+def test_intro_exists_for_five_families_and_the_others_refuse_it_naming_those():
     assert families_for("intro") == INTRO_FAMILIES
     assert families_for("easy") == sorted(FAMILIES)
     for name in FAMILIES:
@@ -128,8 +129,9 @@ def test_intro_exists_for_four_families_and_the_others_refuse_it_naming_those():
             "hard",
         )
     problems = generate_problems(8, difficulty="intro", seed=0)  # default families: the ones with intro
-    assert [p.family for p in problems] == INTRO_FAMILIES * 2
-    listed = r"families with 'intro': \['diet', 'knapsack', 'production', 'staffing'\]"
+    assert get_family("market").difficulties == ("intro",)
+    assert [p.family for p in problems] == (INTRO_FAMILIES * 2)[:8]
+    listed = r"families with 'intro': \['diet', 'knapsack', 'market', 'production', 'staffing'\]"
     with pytest.raises(DataError, match=rf"problem family 'transportation' has no 'intro' level .*{listed}"):
         generate_problems(2, families=["production", "transportation"], difficulty="intro")
     with pytest.raises(DataError, match=rf"'facility' has no 'intro' level .*{listed}"):
@@ -147,9 +149,9 @@ def test_intro_is_deterministic_with_the_id_scheme_and_a_prefix_independent_of_n
     assert [p.id for p in longer[:5]] == [
         "gen-diet-intro-s5-0",
         "gen-knapsack-intro-s5-0",
+        "gen-market-intro-s5-0",
         "gen-production-intro-s5-0",
         "gen-staffing-intro-s5-0",
-        "gen-diet-intro-s5-1",
     ]
     assert all(p.difficulty == "intro" for p in longer)
 
@@ -209,7 +211,7 @@ def test_intro_from_the_command_line_and_the_config(tmp_path: Path, capsys):
     assert main(["generate", "--difficulty", "intro", "--n", "20", "--seed", "3", "--output", str(out)]) == 0
     assert "wrote 20 intro problems" in capsys.readouterr().out
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    assert [r["id"] for r in rows[:4]] == [f"gen-{f}-intro-s3-0" for f in INTRO_FAMILIES]
+    assert [r["id"] for r in rows[:5]] == [f"gen-{f}-intro-s3-0" for f in INTRO_FAMILIES]
     assert out.read_text(encoding="utf-8") == "".join(
         p.to_json() + "\n" for p in generate_problems(20, difficulty="intro", seed=3)
     )
@@ -379,3 +381,19 @@ def _stated_numbers(data: dict) -> set[int]:
 
 def _row(line: str) -> dict:
     return json.loads(line)
+
+
+def test_market_problems_ask_for_the_sum_of_profit_times_market_limit_or_state_an_impossible_contract():
+    problems = generate_problems(40, families=["market"], difficulty="intro", seed=2, infeasible_rate=0.2)
+    assert 3 <= sum(p.answer is None for p in problems) <= 15
+    for p in problems:
+        data = p.meta["data"]
+        if p.answer is None:  # one product whose contract asks for more than its market takes
+            (name,) = data["products"]
+            assert data["min"][name] > data["max"][name], p.id
+        else:
+            pairs = zip(data["products"], data["profit"], strict=True)
+            expected = sum(profit * data["max"][name] for name, profit in pairs)
+            assert p.answer == pytest.approx(expected), p.id
+    with pytest.raises(DataError, match=r"'market' has no 'easy' level \(it has \['intro'\]\)"):
+        generate_problems(2, families=["market"], difficulty="easy")

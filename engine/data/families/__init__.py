@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.data.families import assignment, diet, facility, knapsack, production, staffing, transport
+from engine.data.families import assignment, diet, facility, knapsack, market, production, staffing, transport
 from engine.data.families.base import Family
 
 FAMILIES: dict[str, Family] = {
@@ -15,5 +15,6 @@ FAMILIES: dict[str, Family] = {
         knapsack.FAMILY,
         staffing.FAMILY,
         facility.FAMILY,
+        market.FAMILY,
     )
 }
