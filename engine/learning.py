@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.cli import exit_code
 from engine.config import Config, ConfigError, load_config, to_dict
-from engine.report import STATUS_COLORS, ReportError, _atomic, _figure, _integer_steps, _line, load_run
+from engine.report import STATUS_COLORS, ReportError, integer_steps, load_run, plot_line, save_figure, write_atomic
 
 if TYPE_CHECKING:
     from engine.data import Problem
@@ -254,7 +254,7 @@ def file_heldout(cfg: Config, path: Path, *, n: int) -> HeldOut:
 def write_heldout(heldout: HeldOut, path: Path) -> None:
     text = "".join(p.to_json() + "\n" for p in heldout.problems)
     if not (path.is_file() and path.read_text(encoding="utf-8") == text):  # unchanged: keep it as it is
-        _atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        write_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 # ----------------------------------------------------------------------------------------------- evaluation
@@ -537,12 +537,12 @@ def plot(run: Run, res: dict[str, Any], path: Path) -> Path:
         left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
         for (label, values), color in zip(series.items(), ("tab:blue", "tab:green"), strict=True):
             smooth = _smoothed(values)
-            _line(left, steps, values, label, color=color, alpha=0.35 if smooth else 1.0)
+            plot_line(left, steps, values, label, color=color, alpha=0.35 if smooth else 1.0)
             if smooth:
-                _line(left, steps, smooth, f"{label}, mean of {_window(len(values))}", color=color)
+                plot_line(left, steps, smooth, f"{label}, mean of {_window(len(values))}", color=color)
         left.set(title="Training", xlabel="step", ylabel="mean over judged samples")
         left.grid(alpha=0.3)
-        _integer_steps(left)
+        integer_steps(left)
         if left.get_legend_handles_labels()[0]:
             left.legend(fontsize=8)
         sides = ("before", "after")
@@ -558,7 +558,7 @@ def plot(run: Run, res: dict[str, Any], path: Path) -> Path:
         right.legend(handles[::-1], labels[::-1], fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         fig.suptitle(verdict_line(res).removeprefix("learning: "), fontsize=9)
 
-    return _figure(draw, path, size=(11.0, 4.2))
+    return save_figure(draw, path, size=(11.0, 4.2))
 
 
 def _window(count: int) -> int:
@@ -645,8 +645,9 @@ def measure(run: Run, args: argparse.Namespace) -> int:
     eval_s = {f"eval_{side.removeprefix('eval-')}": wall for side, wall in walls.items()}
     res = results(run, heldout, comparison, {**eval_s, "eval": sum(walls.values())})
     commands = {side: eval_argv(run, out, models[side], output, quiet=False) for side, output in outputs.items()}
-    _atomic(out / LEARNING_JSON, lambda tmp: Path(tmp).write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8"))
-    _atomic(out / LEARNING_MD, lambda tmp: Path(tmp).write_text(markdown(res, commands), encoding="utf-8"))
+    as_json = json.dumps(res, indent=2) + "\n"
+    write_atomic(out / LEARNING_JSON, lambda tmp: Path(tmp).write_text(as_json, encoding="utf-8"))
+    write_atomic(out / LEARNING_MD, lambda tmp: Path(tmp).write_text(markdown(res, commands), encoding="utf-8"))
     plot(run, res, out / LEARNING_PNG)
     print(f"learning: wrote {out / LEARNING_JSON}, {LEARNING_MD}, {LEARNING_PNG}")
     print(verdict_line(res))

@@ -117,7 +117,7 @@ def status_counts(records: RunRecords) -> dict[str, list[float]]:
 # ----------------------------------------------------------------------------------------------- plots
 
 
-def _figure(plot: Callable[[Any], None], path: Path, *, size: tuple[float, float] = (7.0, 4.0)) -> Path:
+def save_figure(plot: Callable[[Any], None], path: Path, *, size: tuple[float, float] = (7.0, 4.0)) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -127,13 +127,13 @@ def _figure(plot: Callable[[Any], None], path: Path, *, size: tuple[float, float
     try:
         plot(fig)
         fig.tight_layout()
-        _atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+        write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)
     return path
 
 
-def _line(ax: Any, steps: list[int], values: list[float | None], label: str, **style: Any) -> None:
+def plot_line(ax: Any, steps: list[int], values: list[float | None], label: str, **style: Any) -> None:
     points = [(s, v) for s, v in zip(steps, values, strict=True) if v is not None]
     if points:
         xs, ys = zip(*points, strict=True)
@@ -145,21 +145,21 @@ def plot_reward(records: RunRecords, path: Path) -> Path:
 
     def draw(fig: Any) -> None:
         left, right = fig.subplots(1, 2, sharex=True)
-        _line(left, steps, records.series("reward_mean"), "reward (shaped)")
-        _line(left, steps, records.series("score_mean"), "verifier score", linestyle="--")
+        plot_line(left, steps, records.series("reward_mean"), "reward (shaped)")
+        plot_line(left, steps, records.series("score_mean"), "verifier score", linestyle="--")
         left.set(title="Reward", xlabel="step", ylabel="mean over judged samples")
-        _line(right, steps, records.series("accuracy"), "accuracy", color="tab:green")
+        plot_line(right, steps, records.series("accuracy"), "accuracy", color="tab:green")
         right.set(title="Accuracy", xlabel="step", ylabel="share correct", ylim=(-0.02, 1.02))
         for ax in (left, right):
             ax.grid(alpha=0.3)
-            _integer_steps(ax)
+            integer_steps(ax)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=8)
 
-    return _figure(draw, path, size=(10.0, 4.0))
+    return save_figure(draw, path, size=(10.0, 4.0))
 
 
-def _integer_steps(ax: Any) -> None:
+def integer_steps(ax: Any) -> None:
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -174,7 +174,7 @@ def _stacked_bars(
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(alpha=0.3, axis="y")
-    _integer_steps(ax)
+    integer_steps(ax)
 
 
 def plot_status_mix(records: RunRecords, path: Path) -> Path:
@@ -190,7 +190,7 @@ def plot_status_mix(records: RunRecords, path: Path) -> Path:
             _stacked_bars(ax, records.steps, shares, STATUS_COLORS)
         ax.set(title="Verification status per step", xlabel="step", ylabel="share of samples", ylim=(0, 1.0))
 
-    return _figure(draw, path, size=(8.0, 4.0))
+    return save_figure(draw, path, size=(8.0, 4.0))
 
 
 def plot_time_split(records: RunRecords, path: Path) -> Path:
@@ -201,7 +201,7 @@ def plot_time_split(records: RunRecords, path: Path) -> Path:
         _stacked_bars(ax, records.steps, layers)
         ax.set(title="Time per step", xlabel="step", ylabel="seconds")
 
-    return _figure(draw, path, size=(8.0, 4.0))
+    return save_figure(draw, path, size=(8.0, 4.0))
 
 
 # ----------------------------------------------------------------------------------------------- summary
@@ -261,7 +261,7 @@ def _detail(counts: Counter) -> str:
 # ----------------------------------------------------------------------------------------------- main
 
 
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
+def write_atomic(path: Path, write: Callable[[str], None]) -> None:
     """Write through a temporary file beside `path` and rename it over, so a report file is whole or old."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
@@ -284,7 +284,7 @@ def write_report(run_dir: Path, output: Path | None = None) -> Path:
         plot_time_split(records, out / "time_split.png"),
     ]
     text = summary_markdown(records, plots)
-    _atomic(out / "report.md", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    write_atomic(out / "report.md", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return out
 
 
