@@ -19,7 +19,7 @@ from engine.generation import Completion, GenerationBackend, GenerationError, Sa
 from engine.prompts import PromptBuilder
 from engine.records import RunRecorder, StepStats, kept_metrics, sample_row
 from engine.rollout.batch import Group, RolloutResult, RolloutSettings, RolloutState, Sample
-from engine.verifier import INFRA_STATUSES, ProblemLike, Verifier
+from engine.verifier import INFRA_STATUSES, ProblemLike, Verifier, step_metrics
 from learner.losses import overlong_penalty
 
 log = logging.getLogger("engine.rollout")
@@ -493,7 +493,7 @@ class Rollout:
 
     def _metrics(self, batch: _BatchState) -> dict[str, Any]:
         now = time.monotonic()
-        return batch.stats.row(
+        row = batch.stats.row(
             now,
             step=batch.step,
             rounds=batch.rounds,
@@ -501,6 +501,7 @@ class Rollout:
             verifying_s=self._busy_time(now) - batch.busy_at_start,
             data_epoch=self.stream.epoch,
         )
+        return {**row, **step_metrics(self.verifier)}
 
 
 def round_sampling(params: SamplingParams, round_index: int) -> SamplingParams:
