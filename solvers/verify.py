@@ -18,7 +18,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from solvers.base import Solver, SolveState
-from solvers.extract import ExtractConfig, extract_code
+from solvers.extract import ExtractConfig, extract_code, well_formed
+from solvers.failures import error_kind
 from solvers.harness import NO_KEY_EXIT, Report, build_program, new_key, parse_channel
 from solvers.registry import get_solver
 from solvers.reward import Outcome, OutcomeStatus, RewardConfig, matches, reward_of
@@ -59,14 +60,24 @@ async def verify(
     """Extract the program from `completion`, run it, and judge it against `answer` (None: no optimum)."""
     config = reward or RewardConfig()
     code = extract_code(completion, config=extract)
+    formed = well_formed(completion, extract)
     if code is None:
         return Outcome(
             status="no_code",
             reason="no python code block in the completion",
-            reward=reward_of("no_code", False, code_found=False, executed=False, config=config),
+            error_kind="no_code",
+            reward=reward_of("no_code", False, well_formed=formed, executed=False, config=config),
         )
     return await verify_code(
-        pool, code, solver, answer, reward=config, limits=limits, flip_sense=flip_sense, sandbox_retries=sandbox_retries
+        pool,
+        code,
+        solver,
+        answer,
+        reward=config,
+        limits=limits,
+        flip_sense=flip_sense,
+        sandbox_retries=sandbox_retries,
+        well_formed=formed,
     )
 
 
@@ -80,11 +91,13 @@ async def verify_code(
     limits: Limits | None = None,
     flip_sense: bool = False,
     sandbox_retries: int = 1,
+    well_formed: bool = True,
 ) -> Outcome:
     """Run an already extracted program under the harness and judge it against `answer`.
 
     A run the sandbox itself failed (`sandbox_error`: not the program's doing) is retried up to
-    `sandbox_retries` times, each with a fresh key.
+    `sandbox_retries` times, each with a fresh key. `well_formed`: whether the completion the program came from
+    had its format's structure (`format_reward`); a bare program counts as well-formed.
     """
     config = reward or RewardConfig()
     adapter = get_solver(solver) if isinstance(solver, str) else solver
@@ -100,12 +113,17 @@ async def verify_code(
         report = Report(solves=report.solves, problem="the channel was truncated (Limits.channel_bytes)")
     status, state, reason, executed = judge(adapter, result, report, answer, config)
     correct = status == "correct"
+    exception = (report.exit or {}).get("exception") if report.problem is None else None
+    kind = error_kind(
+        status, answer=answer, sandbox_status=result.status, exception=exception, solver=adapter, ran_clean=executed
+    )
     return Outcome(
         status=status,
         objective=state.objective if state else None,
-        reward=reward_of(status, correct, code_found=True, executed=executed, config=config),
+        reward=reward_of(status, correct, well_formed=well_formed, executed=executed, config=config),
         correct=correct,
         reason=reason,
+        error_kind=kind,
         solver_status=state.raw if state else "",
         solves=report.solve_count,
         wall_s=result.wall_s,

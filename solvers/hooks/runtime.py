@@ -98,12 +98,22 @@ class Capture:
 
 
 def describe_exception(exc):
-    """Type, message and the solver's own error code (gurobipy `errno`, coptpy `retcode`) of an exception."""
+    """Type, message and the solver's own error code (gurobipy `errno`, coptpy `retcode`) of an exception; for an
+    AttributeError the module of the object that lacked the attribute (`owner`), for an ImportError the module it
+    names (`module`): the failure taxonomy (solvers/failures.py) tells solver-API misuse apart by them."""
     info = {"type": type(exc).__module__ + "." + type(exc).__qualname__, "message": str(exc)[:500]}
     for attr in ("errno", "retcode"):
         code = getattr(exc, attr, None)
         if isinstance(code, int):
             info["code"] = code
+    try:
+        owner = exc.obj if isinstance(exc, AttributeError) else None
+        if owner is not None:
+            info["owner"] = str(owner.__name__ if isinstance(owner, types.ModuleType) else type(owner).__module__)[:200]
+        if isinstance(exc, ImportError) and exc.name:
+            info["module"] = str(exc.name)[:200]
+    except Exception:  # a program's own object may raise on any access; the type and message still stand
+        pass
     return info
 
 

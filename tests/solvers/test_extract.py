@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from solvers import ExtractConfig
-from solvers.extract import extract_code
+from solvers.extract import extract_code, well_formed
 
 TWO_BLOCKS = "Model:\n```python\nx = 1\n```\nthen the fix:\n```python\nx = 2\n```\nDone."
 
@@ -66,3 +66,62 @@ def test_fence_with_more_backticks_and_indentation() -> None:
 )
 def test_no_code(text: str) -> None:
     assert extract_code(text) is None
+
+
+# ----- EVOM's think-code format: reasoning in <think>...</think>, then one program -----------------------------
+
+THINK_CODE = ExtractConfig(format="think-code")
+PROGRAM = "import gurobipy as gp\nm = gp.Model()\nm.optimize()\n"
+WELL_FORMED = (
+    f"<think>\nTwo variables, one constraint.\n```python\ndraft = 1\n```\n</think>\n<code>\n{PROGRAM}</code>\n"
+)
+
+
+def test_think_code_reads_the_code_block_after_the_reasoning() -> None:
+    assert extract_code(WELL_FORMED, config=THINK_CODE) == f"\n{PROGRAM}"
+    assert well_formed(WELL_FORMED, THINK_CODE)
+
+
+def test_think_code_takes_a_fenced_block_after_the_reasoning_and_unwraps_one_inside_code() -> None:
+    fenced = f"<think>plan</think>\nHere:\n```python\n{PROGRAM}```\n"
+    assert extract_code(fenced, config=THINK_CODE) == PROGRAM.rstrip("\n")  # a fence's body, as in markdown
+    assert well_formed(fenced, THINK_CODE)
+    wrapped = f"<think>plan</think>\n<code>\n```python\n{PROGRAM}```\n</code>"
+    assert extract_code(wrapped, config=THINK_CODE) == PROGRAM.rstrip("\n")
+    assert well_formed(wrapped, THINK_CODE), "a fence inside <code> is one block, not two"
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "why"),
+    [
+        (f"Let me think.\n<code>\n{PROGRAM}</code>", f"\n{PROGRAM}", "no think block: the code is read, no format"),
+        (f"<think>\nplanning...\n<code>\n{PROGRAM}</code>", None, "the reasoning never closed: no program"),
+        (f"<think>a</think>\n<code>x = 1</code>\n<code>{PROGRAM}</code>", PROGRAM, "two code blocks"),
+        (f"<think>a</think>\n<code>x = 1</code>\n```python\n{PROGRAM}```\n", "x = 1", "a tag and a fence"),
+        (f"<think>a</think>\n<code>\n{PROGRAM}", f"\n{PROGRAM}", "an unterminated code block (cut off)"),
+        (f"Intro <think>a</think>\n<code>{PROGRAM}</code>", PROGRAM, "text before <think>"),
+        (f"<think>a</think><think>b</think>\n<code>{PROGRAM}</code>", PROGRAM, "two think blocks"),
+        ("<think>a</think>\n<code>  </code>", None, "an empty code block"),
+        ("<think>a</think>\nThe answer is 42.", None, "no code after the reasoning"),
+    ],
+)
+def test_think_code_malformed_answers(text: str, code: str | None, why: str) -> None:
+    assert extract_code(text, config=THINK_CODE) == code, why
+    assert not well_formed(text, THINK_CODE), why
+
+
+def test_think_code_ignores_programs_inside_the_reasoning() -> None:
+    text = f"<think>\n```python\n{PROGRAM}```\n</think>\nI could not finish."
+    assert extract_code(text, config=THINK_CODE) is None
+    assert extract_code(text) is None  # markdown drops the think section too
+    assert extract_code(text, config=ExtractConfig(drop_think=False)) == PROGRAM.rstrip("\n")
+
+
+def test_markdown_is_well_formed_when_a_program_is_found() -> None:
+    assert well_formed("```python\nx = 1\n```")
+    assert not well_formed("no code")
+
+
+def test_an_unknown_format_lists_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match=r"format must be one of \('markdown', 'think-code'\), got 'xml'"):
+        ExtractConfig(format="xml")  # type: ignore[arg-type]
