@@ -1,0 +1,849 @@
+"""The warm sandbox pool against what RL users run today, side by side in one run, at concurrency 2.
+
+Sides:
+- **warm pool**: `SandboxPool(workers=2, preload=solver.preload)` and the solver harness, exactly as
+  verification runs a program (`solvers.verify.verify_code`): objective from the harness channel.
+- **exec pool** (the unisolated baseline of SIRL-style pipelines, written here from that description): two
+  forked worker processes that import the solver once, then `exec` each program in-process with a
+  per-program timeout; a timed-out worker is killed (its process group) and replaced. The objective is
+  read from the solver object: the worker wraps the solve entry points and keeps the last call's status
+  and objective. No isolation of any kind.
+- **SandboxFusion** (`--sandboxfusion-url`, default $SANDBOXFUSION_URL): its `POST /run_code` API, one
+  fresh `python` per program; the same solve-recording prelude is prepended to the program and prints the
+  last solve as a marker line on stdout when the program exits. How it was started here: bench/RESULTS.md.
+
+Programs: the gurobipy reference programs of ../shared/data/benchmarks/reference_programs.jsonl (those whose
+exec check passed, read from that path) with their answers, and the CP-SAT and pywraplp programs of
+bench/sandbox_bench.py, whose answers are computed here without a solver (knapsack DP plus an assignment
+DP; the facility model by enumerating the open sets). A program is correct when its last solve is optimal
+and matches the answer (relative tolerance 1e-4, the reference file's exec check). Each round runs every
+suite through every side (rotated order), two programs in flight per side.
+
+Isolation: three abuse programs on every side (a TCP connect to a listener of this process, a write
+outside /tmp checked on the host afterwards, a bounded fork loop) plus a looping program under a 5 s
+limit. The exec pool's fork loop runs in a pids cgroup of `--exec-pids-max` made by this script (the
+baseline has no cap of its own); without cgroup v1 pids that probe is skipped. Run the whole bench under
+caps: /work/shared/tools/with-limits --pids 512 --mem-gb 8 -- .venv/bin/python bench/sandbox_peers.py
+
+    .venv/bin/python bench/sandbox_peers.py [--gurobi 30] [--ortools 10] [--rounds 3] \\
+        [--sandboxfusion-url http://127.0.0.1:8089] [--out bench/out/sandbox-peers.md] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import asyncio
+import contextlib
+import dataclasses
+import importlib
+import io
+import json
+import multiprocessing
+import os
+import platform
+import signal
+import socket
+import statistics
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+from typing import Any, Protocol
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+import sandbox_bench  # noqa: E402
+
+from sandbox import SandboxPool  # noqa: E402
+from solvers import get_solver  # noqa: E402
+from solvers.reward import RewardConfig, matches  # noqa: E402
+from solvers.verify import verify_code  # noqa: E402
+
+CONCURRENCY = 2
+LIMITS = sandbox_bench.LIMITS
+REWARD = RewardConfig(tolerance=1e-4)
+SIDES = ("warm pool", "exec pool", "SandboxFusion")
+MARKER = "EVOM-PEER-SOLVE "
+FORK_BOUND = 300  # the fork probe stops by itself here, below the 512-pid cap the bench runs under
+PROBE_WALL_S = 5.0
+
+# ----- programs and their answers --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Program:
+    id: str
+    code: str
+    answer: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Suite:
+    title: str
+    solver: str
+    programs: list[Program]
+
+
+def gurobi_suite(n: int, seed: int) -> Suite:
+    """sandbox_bench's selection of reference programs, each with its row's answer."""
+    path = sandbox_bench.BENCHMARKS / "reference_programs.jsonl"
+    codes = sandbox_bench.gurobi_programs(n, seed)  # exits with a message when the file is missing
+    rows = {r["code"]: r for r in map(json.loads, path.read_text().splitlines()) if "code" in r}
+    programs = [Program(id=rows[c]["id"], code=c, answer=rows[c]["answer"]) for c in codes]
+    return Suite(title="gurobipy reference programs", solver="gurobipy", programs=programs)
+
+
+def literal_data(code: str) -> dict[str, Any]:
+    """The module-level names a program binds to literals (`a, b = [1], 2` included)."""
+    data: dict[str, Any] = {}
+    for node in ast.parse(code).body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
+            continue
+        target = node.targets[0]
+        with contextlib.suppress(ValueError, TypeError, SyntaxError):
+            if isinstance(target, ast.Name):
+                data[target.id] = ast.literal_eval(node.value)
+            elif isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple):
+                for name, value in zip(target.elts, node.value.elts, strict=True):
+                    if isinstance(name, ast.Name):
+                        data[name.id] = ast.literal_eval(value)
+    return data
+
+
+def knapsack_best(weights: list[int], values: list[int], capacity: int) -> int:
+    best = [0] * (capacity + 1)
+    for w, v in zip(weights, values, strict=True):
+        for c in range(capacity, w - 1, -1):
+            best[c] = max(best[c], best[c - w] + v)
+    return best[capacity]
+
+
+def assignment_min(cost: list[list[int]]) -> int:
+    """Minimum-cost perfect assignment, by a DP over the set of columns used by the first rows."""
+    n = len(cost)
+    best = {0: 0}
+    for row in range(n):
+        step: dict[int, int] = {}
+        for used, total in best.items():
+            for col in range(n):
+                if not used >> col & 1:
+                    key = used | 1 << col
+                    step[key] = min(step.get(key, 1 << 62), total + cost[row][col])
+        best = step
+    return best[(1 << n) - 1]
+
+
+def cpsat_answer(code: str) -> float:
+    d = literal_data(code)
+    return float(100 * knapsack_best(d["weights"], d["values"], d["capacity"]) - assignment_min(d["cost"]))
+
+
+def facility_answer(code: str) -> float:
+    """The last model the pywraplp program solves: open a set of facilities, each customer to its cheapest."""
+    d = literal_data(code)
+    supply, demand, cost = d["supply"], d["demand"], d["cost"]
+    best = float("inf")
+    for k in range(1, len(supply) + 1):
+        for opened in combinations(range(len(supply)), k):
+            total = 100 * k + sum(min(cost[i][j] * demand[j] / 10 for i in opened) for j in range(len(demand)))
+            best = min(best, total)
+    return best
+
+
+def ortools_suites(n: int, seed: int) -> list[Suite]:
+    cpsat = [
+        Program(id=f"cpsat-{i}", code=c, answer=cpsat_answer(c))
+        for i, c in enumerate(sandbox_bench.cpsat_programs(n, seed))
+    ]
+    linear = [
+        Program(id=f"linear-{i}", code=c, answer=facility_answer(c))
+        for i, c in enumerate(sandbox_bench.linear_programs(n, seed))
+    ]
+    return [
+        Suite(title="OR-Tools CP-SAT programs", solver="ortools", programs=cpsat),
+        Suite(title="OR-Tools pywraplp programs (GLOP + SCIP)", solver="ortools", programs=linear),
+    ]
+
+
+# ----- reading the last solve without the harness (exec pool and SandboxFusion) ----------------------------
+
+RECORDER = (
+    r'''
+def _evom_peer_record(modules, at_exit=False):
+    """Wrap the solve calls of the solver modules among `modules`; return the dict holding the last solve."""
+    import atexit, importlib, json
+    last = {}
+
+    def wrap(owner, name, read):
+        original = getattr(owner, name)
+
+        def solve(self, *args, **kwargs):
+            result = original(self, *args, **kwargs)
+            try:
+                state, objective = read(self, result)
+            except Exception as exc:
+                state, objective = "unreadable: " + type(exc).__name__, None
+            last.clear()
+            last.update(state=state, objective=objective)
+            return result
+
+        setattr(owner, name, solve)
+
+    if "gurobipy" in modules:
+        gp = importlib.import_module("gurobipy")
+        states = {2: "optimal", 3: "infeasible", 4: "inf_or_unbd", 5: "unbounded"}
+
+        def read_gurobi(model, _):
+            state = states.get(model.Status, "status %s" % model.Status)
+            return state, model.ObjVal if state == "optimal" else None
+
+        wrap(gp.Model, "optimize", read_gurobi)
+    if "ortools.sat.python.cp_model" in modules:
+        cp = importlib.import_module("ortools.sat.python.cp_model")
+
+        def read_cp(solver, status):
+            state = {cp.OPTIMAL: "optimal", cp.INFEASIBLE: "infeasible"}.get(status, "status %s" % status)
+            return state, solver.ObjectiveValue() if state == "optimal" else None
+
+        for name in ("solve", "Solve"):
+            if hasattr(cp.CpSolver, name):
+                wrap(cp.CpSolver, name, read_cp)
+    if "ortools.linear_solver.pywraplp" in modules:
+        lp = importlib.import_module("ortools.linear_solver.pywraplp").Solver
+        states = {lp.OPTIMAL: "optimal", lp.INFEASIBLE: "infeasible", lp.UNBOUNDED: "unbounded"}
+
+        def read_lp(solver, status):
+            state = states.get(status, "status %s" % status)
+            return state, solver.Objective().Value() if state == "optimal" else None
+
+        wrap(lp, "Solve", read_lp)
+    if at_exit:
+        atexit.register(lambda: print("\n'''
+    + MARKER
+    + r"""" + json.dumps(last), flush=True))
+    return last
+"""
+)
+
+SOLVER_MODULES = ("gurobipy", "ortools.sat.python.cp_model", "ortools.linear_solver.pywraplp")
+
+
+def recorded_program(code: str, solver: str) -> str:
+    """The program as SandboxFusion runs it: the recorder, then the program unchanged (still __main__)."""
+    modules = tuple(m for m in get_solver(solver).preload if m in SOLVER_MODULES)
+    return f"{RECORDER}\n_evom_peer_record({modules!r}, at_exit=True)\n{code}"
+
+
+def judge_last(last: dict[str, Any] | None, answer: float | None) -> tuple[bool, float | None]:
+    """(correct, objective) of a last-solve record, by the rule every side shares."""
+    if not last:
+        return False, None
+    state, objective = last.get("state"), last.get("objective")
+    if answer is None:
+        return state in ("infeasible", "unbounded", "inf_or_unbd"), None
+    if state != "optimal" or not isinstance(objective, int | float):
+        return False, None
+    return matches(float(objective), answer, REWARD), float(objective)
+
+
+# ----- the exec pool (no isolation) --------------------------------------------------------------------------
+
+
+def _exec_worker(conn: Any, modules: tuple[str, ...]) -> None:
+    """A forked worker: import the solver, then exec programs one after the other, in this process."""
+    os.setpgrp()  # so that a timeout kills what the program started too
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)  # solver logs written by C code go nowhere; Python-level output is captured below
+    os.dup2(devnull, 2)
+    for name in modules:
+        importlib.import_module(name)
+    scope: dict[str, Any] = {}
+    exec(RECORDER, scope)
+    last = scope["_evom_peer_record"](modules)
+    conn.send("ready")
+    while True:
+        code = conn.recv()
+        last.clear()
+        out = io.StringIO()
+        error = None
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                exec(compile(code, "<program>", "exec"), {"__name__": "__main__"})
+        except SystemExit as exc:
+            error = None if exc.code in (0, None) else f"SystemExit({exc.code!r})"
+        except BaseException as exc:  # any failure of the program is its result
+            error = f"{type(exc).__name__}: {exc}"[:300]
+        conn.send({"error": error, "last": dict(last), "stdout": out.getvalue()[-4000:]})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Raw:
+    """One run as a side reports it: status is ok | error | timeout | sandbox_error."""
+
+    status: str
+    stdout: str = ""
+    last: dict[str, Any] | None = None
+    detail: str = ""
+
+
+class ExecWorker:
+    def __init__(self, modules: tuple[str, ...], pids_group: Path | None) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_exec_worker, args=(child, modules), daemon=True)
+        self.proc.start()
+        child.close()
+        if pids_group is not None:
+            (pids_group / "cgroup.procs").write_text(str(self.proc.pid))
+
+    def ready(self, timeout_s: float) -> None:
+        if not self.conn.poll(timeout_s) or self.conn.recv() != "ready":
+            raise RuntimeError("an exec pool worker did not start (solver import failed or too slow)")
+
+    def call(self, code: str, timeout_s: float) -> dict[str, Any] | None:
+        """The worker's answer, or None when it timed out or died."""
+        try:
+            self.conn.send(code)
+            return self.conn.recv() if self.conn.poll(timeout_s) else None
+        except (EOFError, OSError):
+            return None
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.join(5)
+        self.conn.close()
+
+
+class ExecPool:
+    """`workers` forked processes with the solver imported; `run` execs a program in one of them."""
+
+    def __init__(self, *, workers: int, modules: tuple[str, ...], pids_group: Path | None = None) -> None:
+        self.workers, self.modules, self.pids_group = workers, modules, pids_group
+        self.replaced = 0
+        self._idle: asyncio.Queue[ExecWorker] = asyncio.Queue()
+        self._all: list[ExecWorker] = []
+
+    async def _spawn(self) -> ExecWorker:
+        worker = ExecWorker(self.modules, self.pids_group)
+        self._all.append(worker)
+        await asyncio.to_thread(worker.ready, 120.0)
+        return worker
+
+    async def start(self) -> None:
+        for _ in range(self.workers):
+            self._idle.put_nowait(await self._spawn())
+
+    async def run(self, code: str, timeout_s: float) -> Raw:
+        worker = await self._idle.get()
+        try:
+            reply = await asyncio.to_thread(worker.call, code, timeout_s)
+            if reply is None:
+                alive = worker.proc.is_alive()
+                worker.kill()
+                self._all.remove(worker)
+                self.replaced += 1
+                worker = await self._spawn()
+                return Raw(status="timeout" if alive else "error", detail="worker killed and replaced")
+            status = "ok" if reply["error"] is None else "error"
+            return Raw(status=status, stdout=reply["stdout"], last=reply["last"], detail=reply["error"] or "")
+        finally:
+            self._idle.put_nowait(worker)
+
+    async def close(self) -> None:
+        for worker in self._all:
+            worker.kill()
+        self._all.clear()
+
+
+@contextlib.contextmanager
+def pids_cgroup(pids_max: int) -> Iterator[Path | None]:
+    """A cgroup v1 pids group below this process's own (so caps above still apply), or None where none can be made."""
+    lines = Path("/proc/self/cgroup").read_text().splitlines() if Path("/proc/self/cgroup").exists() else []
+    own = next((line.split(":", 2)[2] for line in lines if line.split(":")[1:2] == ["pids"]), None)
+    group = Path("/sys/fs/cgroup/pids") / (own or "/").lstrip("/") / f"evom-peers-{os.getpid()}"
+    try:
+        group.mkdir()
+        (group / "pids.max").write_text(str(pids_max))
+    except OSError:
+        yield None
+        return
+    try:
+        yield group
+    finally:
+        for _ in range(5):
+            for pid in (group / "cgroup.procs").read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            time.sleep(0.1)
+        with contextlib.suppress(OSError):
+            group.rmdir()
+
+
+# ----- the three sides -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Check:
+    correct: bool
+    objective: float | None
+    status: str
+    latency_s: float
+
+
+class Side(Protocol):
+    name: str
+
+    async def check(self, program: Program) -> Check: ...
+
+    async def raw(self, code: str, wall_s: float) -> Raw: ...
+
+    async def close(self) -> None: ...
+
+
+class PoolSide:
+    name = "warm pool"
+
+    def __init__(self, solver: str | None) -> None:
+        self.solver = solver
+        preload = get_solver(solver).preload if solver else ()
+        self.pool = SandboxPool(workers=CONCURRENCY, limits=LIMITS, preload=preload)
+
+    async def start(self) -> PoolSide:
+        await self.pool.start()
+        return self
+
+    async def check(self, program: Program) -> Check:
+        assert self.solver is not None
+        t0 = time.perf_counter()
+        outcome = await verify_code(self.pool, program.code, self.solver, program.answer, reward=REWARD)
+        return Check(
+            correct=outcome.correct,
+            objective=outcome.objective,
+            status=outcome.status,
+            latency_s=time.perf_counter() - t0,
+        )
+
+    async def raw(self, code: str, wall_s: float) -> Raw:
+        r = await self.pool.run(code, limits=dataclasses.replace(LIMITS, wall_s=wall_s, cpu_s=wall_s))
+        status = r.status if r.status in ("ok", "timeout", "sandbox_error") else "error"
+        return Raw(status=status, stdout=r.stdout, detail=f"{r.status}, exit {r.exit_code}")
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+class ExecSide:
+    name = "exec pool"
+
+    def __init__(self, solver: str | None, pids_group: Path | None = None) -> None:
+        modules = tuple(m for m in get_solver(solver).preload if m in SOLVER_MODULES) if solver else ()
+        self.pool = ExecPool(workers=CONCURRENCY, modules=modules, pids_group=pids_group)
+
+    async def start(self) -> ExecSide:
+        await self.pool.start()
+        return self
+
+    async def check(self, program: Program) -> Check:
+        t0 = time.perf_counter()
+        raw = await self.pool.run(program.code, LIMITS.wall_s)
+        correct, objective = judge_last(raw.last, program.answer) if raw.status == "ok" else (False, None)
+        return Check(correct=correct, objective=objective, status=raw.status, latency_s=time.perf_counter() - t0)
+
+    async def raw(self, code: str, wall_s: float) -> Raw:
+        return await self.pool.run(code, wall_s)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+class FusionSide:
+    """SandboxFusion's `POST /run_code`, language python, one request per program."""
+
+    name = "SandboxFusion"
+
+    def __init__(self, url: str, solver: str | None) -> None:
+        self.url, self.solver = url.rstrip("/") + "/run_code", solver
+
+    async def start(self) -> FusionSide:
+        reply = await self.raw("print('ready')", 30)
+        if reply.status != "ok" or "ready" not in reply.stdout:
+            raise SystemExit(f"SandboxFusion at {self.url} does not run Python: {reply.status} {reply.detail}")
+        return self
+
+    def _post(self, code: str, wall_s: float) -> dict[str, Any]:
+        body = json.dumps({"code": code, "language": "python", "run_timeout": wall_s}).encode()
+        request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=wall_s + 60) as response:
+            return json.loads(response.read())
+
+    async def raw(self, code: str, wall_s: float) -> Raw:
+        try:
+            reply = await asyncio.to_thread(self._post, code, wall_s)
+        except OSError as exc:
+            return Raw(status="sandbox_error", detail=f"request failed: {exc}")
+        run = reply.get("run_result") or {}
+        stdout = run.get("stdout") or ""
+        if reply.get("status") == "SandboxError":
+            return Raw(status="sandbox_error", stdout=stdout, detail=reply.get("message", "")[:300])
+        if run.get("status") == "TimeLimitExceeded":
+            return Raw(status="timeout", stdout=stdout, detail="TimeLimitExceeded")
+        lines = [line for line in stdout.splitlines() if line.startswith(MARKER)]
+        last = json.loads(lines[-1][len(MARKER) :]) if lines else None
+        status = "ok" if reply.get("status") == "Success" else "error"
+        return Raw(status=status, stdout=stdout, last=last, detail=f"exit {run.get('return_code')}")
+
+    async def check(self, program: Program) -> Check:
+        assert self.solver is not None
+        t0 = time.perf_counter()
+        raw = await self.raw(recorded_program(program.code, self.solver), LIMITS.wall_s)
+        correct, objective = judge_last(raw.last, program.answer) if raw.status == "ok" else (False, None)
+        return Check(correct=correct, objective=objective, status=raw.status, latency_s=time.perf_counter() - t0)
+
+    async def close(self) -> None:
+        return None
+
+
+# ----- isolation probes --------------------------------------------------------------------------------------
+
+FORK_PROBE = f"""import json, os, time
+kids, stopped = [], None
+for _ in range({FORK_BOUND}):
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        stopped = type(exc).__name__ + ": " + str(exc.strerror)
+        break
+    if pid == 0:
+        time.sleep(60)
+        os._exit(0)
+    kids.append(pid)
+for pid in kids:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+print(json.dumps({{"forks": len(kids), "stopped": stopped}}))
+"""
+LOOP_PROBE = "while True:\n    pass\n"
+
+
+def network_probe(hosts: list[str], port: int) -> str:
+    return f"""import json, socket
+result = {{}}
+for host in {hosts!r}:
+    try:
+        socket.create_connection((host, {port}), timeout=3).close()
+        result[host] = "connected"
+    except OSError as exc:
+        result[host] = type(exc).__name__ + ": " + str(exc.strerror or exc)
+print(json.dumps(result))
+"""
+
+
+def write_probe(path: Path) -> str:
+    return f"""import json
+try:
+    with open({str(path)!r}, "w") as f:
+        f.write("written from inside")
+    result = "wrote"
+except OSError as exc:
+    result = type(exc).__name__ + ": " + str(exc.strerror or exc)
+print(json.dumps(result))
+"""
+
+
+def host_address() -> str | None:
+    """This machine's address on its default route (what a program would dial to reach the host)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.254.254.254", 1))  # UDP: picks the route, sends nothing
+            address = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def last_json(stdout: str) -> Any:
+    for line in reversed(stdout.strip().splitlines()):
+        with contextlib.suppress(ValueError):
+            return json.loads(line)
+    return None
+
+
+async def probe(side: Side, *, port: int, hosts: list[str], scratch: Path, fork_capped: bool) -> dict[str, str]:
+    """One cell per probe: what the program managed, and what stopped it."""
+    cells = {}
+    raw = await side.raw(network_probe(hosts, port), 30)
+    reached = last_json(raw.stdout)
+    if not isinstance(reached, dict):
+        cells["network"] = f"no report ({raw.status}: {raw.detail})"
+    else:
+        connected = [h for h, r in reached.items() if r == "connected"]
+        refusals = sorted({r for r in reached.values() if r != "connected"})
+        cells["network"] = (
+            f"**CONNECTED** to {', '.join(connected)}" if connected else f"blocked ({'; '.join(refusals)})"
+        )
+    target = scratch / f"{side.name.replace(' ', '-').lower()}.txt"
+    raw = await side.raw(write_probe(target), 30)
+    wrote = last_json(raw.stdout)
+    if target.exists():
+        cells["write"] = "**WROTE THE HOST FILE**"
+    elif wrote == "wrote":
+        cells["write"] = "written inside its own view only; the host file is untouched"
+    else:
+        cells["write"] = f"refused ({wrote or raw.status + ': ' + raw.detail})"
+    if not fork_capped:
+        cells["fork"] = "skipped: no pids cgroup could be made to cap this side"
+    else:
+        raw = await side.raw(FORK_PROBE, 60)
+        forks = last_json(raw.stdout)
+        if not isinstance(forks, dict):
+            cells["fork"] = f"no report ({raw.status}: {raw.detail})"
+        elif forks["stopped"]:
+            cells["fork"] = f"{forks['forks']} forks, then {forks['stopped']}"
+        else:
+            cells["fork"] = f"**all {forks['forks']} forks** (the probe's own bound)"
+    t0 = time.perf_counter()
+    raw = await side.raw(LOOP_PROBE, PROBE_WALL_S)
+    cells["loop"] = f"{raw.status} after {time.perf_counter() - t0:.1f} s"
+    return cells
+
+
+async def probe_all(url: str | None, exec_pids_max: int) -> dict[str, dict[str, str]]:
+    accepted = 0
+
+    async def on_connect(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        writer.close()
+
+    server = await asyncio.start_server(on_connect, "0.0.0.0", 0)
+    port = server.sockets[0].getsockname()[1]
+    hosts = ["127.0.0.1", *filter(None, [host_address()])]
+    scratch = Path("/var/tmp") / f"evom-peers-{os.getpid()}"  # outside /tmp, writable by anyone who can see it
+    scratch.mkdir(parents=True)
+    scratch.chmod(0o777)
+    cells: dict[str, dict[str, str]] = {}
+    try:
+        with pids_cgroup(exec_pids_max) as group:
+            sides: list[Any] = [PoolSide(None), ExecSide(None, pids_group=group)]
+            if url:
+                sides.append(FusionSide(url, None))
+            for side in sides:
+                await side.start()
+                try:
+                    capped = group is not None or not isinstance(side, ExecSide)
+                    cells[side.name] = await probe(side, port=port, hosts=hosts, scratch=scratch, fork_capped=capped)
+                finally:
+                    await side.close()
+            if group is not None:
+                cells["exec pool"]["fork"] += f" (the bench's cap: pids.max {exec_pids_max}; the baseline has none)"
+    finally:
+        server.close()
+        for leftover in scratch.iterdir():
+            leftover.unlink()
+        scratch.rmdir()
+    cells["_listener"] = {"accepted": str(accepted), "port": str(port), "hosts": ", ".join(hosts)}
+    return cells
+
+
+# ----- measurement -------------------------------------------------------------------------------------------
+
+
+async def run_batch(side: Side, programs: list[Program]) -> tuple[float, list[Check]]:
+    """Every program through `side`, CONCURRENCY in flight; (wall seconds, checks in program order)."""
+    results: list[Check | None] = [None] * len(programs)
+    indices = iter(range(len(programs)))
+
+    async def lane() -> None:
+        for i in indices:
+            results[i] = await side.check(programs[i])
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(CONCURRENCY)))
+    return time.perf_counter() - t0, [r for r in results if r is not None]
+
+
+async def measure(suite: Suite, url: str | None, rounds: int) -> dict[str, dict[str, Any]]:
+    """Per side: the wall time and checks of each round; sides rotate their order every round."""
+    sides: list[Any] = [await PoolSide(suite.solver).start(), await ExecSide(suite.solver).start()]
+    try:
+        if url:
+            sides.append(await FusionSide(url, suite.solver).start())
+        for side in sides:  # first-touch costs (page cache, license checks) out of the numbers
+            await side.check(suite.programs[0])
+        data: dict[str, dict[str, Any]] = {s.name: {"walls": [], "checks": []} for s in sides}
+        for rnd in range(rounds):
+            shift = rnd % len(sides)
+            for side in sides[shift:] + sides[:shift]:
+                wall, checks = await run_batch(side, suite.programs)
+                data[side.name]["walls"].append(wall)
+                data[side.name]["checks"].append(checks)
+        data["exec pool"]["replaced_workers"] = sides[1].pool.replaced
+    finally:
+        for side in sides:
+            await side.close()
+    return data
+
+
+def summarize(suite: Suite, data: dict[str, dict[str, Any]], cores: int) -> dict[str, dict[str, Any]]:
+    ids = [p.id for p in suite.programs]
+    out = {}
+    for name, d in data.items():
+        rounds = d["checks"]
+        always = [i for n, i in enumerate(ids) if all(r[n].correct for r in rounds)]
+        sometimes = [i for n, i in enumerate(ids) if any(r[n].correct for r in rounds) and i not in always]
+        latencies = sorted(c.latency_s for r in rounds for c in r)
+        rate = statistics.median(len(ids) / w for w in d["walls"])
+        statuses: dict[str, int] = {}
+        for c in rounds[-1]:
+            if not c.correct:
+                statuses[c.status] = statuses.get(c.status, 0) + 1
+        out[name] = {
+            "correct": always,
+            "flaky": sometimes,
+            "programs_per_s": rate,
+            "programs_per_s_per_core": rate / cores,
+            "p50_ms": 1e3 * statistics.median(latencies),
+            "p95_ms": 1e3 * (statistics.quantiles(latencies, n=20)[18] if len(latencies) > 1 else latencies[0]),
+            "walls_s": d["walls"],
+            "not_correct_last_round": statuses,
+        }
+    return out
+
+
+# ----- report --------------------------------------------------------------------------------------------------
+
+
+def suite_lines(suite: Suite, summary: dict[str, dict[str, Any]], rounds: int) -> list[str]:
+    n = len(suite.programs)
+    base = summary["exec pool"]["programs_per_s"]
+    lines = [
+        f"### {suite.title} ({n} programs, {rounds} rounds, {CONCURRENCY} in flight per side)",
+        "",
+        "| side | correct (every round) | programs/s (median round) | per core | p50 ms | p95 ms | vs exec pool |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, s in summary.items():
+        lines.append(
+            f"| {name} | {len(s['correct'])}/{n} | {s['programs_per_s']:.2f} | {s['programs_per_s_per_core']:.3f} "
+            f"| {s['p50_ms']:.0f} | {s['p95_ms']:.0f} | {s['programs_per_s'] / base:.2f}x |"
+        )
+    sets = {name: set(s["correct"]) for name, s in summary.items()}
+    reference = sets["warm pool"]
+    differ = [
+        f"{name}: missing {sorted(reference - got)}, extra {sorted(got - reference)}"
+        for name, got in sets.items()
+        if got != reference
+    ]
+    lines += ["", f"- correct sets equal on every side: {'yes' if not differ else 'NO; ' + '; '.join(differ)}"]
+    for name, s in summary.items():
+        if s["flaky"] or s["not_correct_last_round"]:
+            lines.append(f"- {name}: not correct in the last round {s['not_correct_last_round']}, flaky {s['flaky']}")
+    return [*lines, ""]
+
+
+def headline_lines(results: list[tuple[Suite, dict[str, dict[str, Any]]]]) -> list[str]:
+    fusion = any("SandboxFusion" in s for _, s in results)
+    lines = [
+        "### Headline",
+        "",
+        "| suite | warm pool / exec pool programs/s (target >= 1) | warm pool / SandboxFusion programs/s "
+        "(target >= 3) | correct sets equal |",
+        "|---|---:|---:|---|",
+    ]
+    for suite, s in results:
+        ours = s["warm pool"]["programs_per_s"]
+        vs_fusion = f"{ours / s['SandboxFusion']['programs_per_s']:.2f}x" if fusion else "not run"
+        equal = "yes" if len({frozenset(v["correct"]) for v in s.values()}) == 1 else "NO"
+        lines.append(f"| {suite.title} | {ours / s['exec pool']['programs_per_s']:.2f}x | {vs_fusion} | {equal} |")
+    return [*lines, ""]
+
+
+PROBES = (
+    ("network", "TCP connect to a listener of the bench ({hosts}, port {port})"),
+    ("write", "write a file outside /tmp (a 0777 directory under /var/tmp), then look for it on the host"),
+    ("fork", f"fork loop (stops by itself at {FORK_BOUND}), children sleep"),
+    ("loop", f"`while True: pass` under a {PROBE_WALL_S:g} s limit"),
+)
+MEMORY = {
+    "warm pool": f"cgroup v1 memory per worker + RLIMIT_AS ({LIMITS.memory_mb} MiB per run)",
+    "exec pool": "none",
+    "SandboxFusion": "lite: a cgroup with memory.limit_in_bytes 4G (fixed in the lite runner)",
+}
+
+
+def isolation_lines(cells: dict[str, dict[str, str]]) -> list[str]:
+    listener = cells.pop("_listener")
+    names = list(cells)
+    lines = [
+        "### What each side isolates (the same probes on every side)",
+        "",
+        f"| probe | {' | '.join(names)} |",
+        f"|---|{'---|' * len(names)}",
+    ]
+    for key, what in PROBES:
+        lines.append(f"| {what.format(**listener)} | {' | '.join(cells[n][key] for n in names)} |")
+    lines.append(f"| memory (by configuration, not probed) | {' | '.join(MEMORY[n] for n in names)} |")
+    lines += ["", f"The listener accepted {listener['accepted']} connection(s) in all.", ""]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gurobi", type=int, default=30, help="gurobipy reference programs")
+    parser.add_argument("--ortools", type=int, default=10, help="generated programs each for CP-SAT and pywraplp")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sandboxfusion-url", default=os.environ.get("SANDBOXFUSION_URL") or None)
+    parser.add_argument("--exec-pids-max", type=int, default=128, help="the bench's pids cap on the exec pool")
+    parser.add_argument("--no-probes", action="store_true", help="skip the isolation probes")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "sandbox-peers.md")
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers as JSON")
+    args = parser.parse_args(argv)
+    if args.gurobi < 1 or args.ortools < 0 or args.rounds < 1 or args.exec_pids_max < 8:
+        parser.error("--gurobi and --rounds must be >= 1, --ortools >= 0, --exec-pids-max >= 8")
+    url = args.sandboxfusion_url
+    if url and not url.startswith(("http://", "https://")):
+        parser.error(f"--sandboxfusion-url must be an http(s) URL, got {url!r}")
+    cores = len(os.sched_getaffinity(0))
+    suites = [gurobi_suite(args.gurobi, args.seed)]
+    if args.ortools:
+        suites += ortools_suites(args.ortools, args.seed)
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    results = []
+    for suite in suites:
+        print(f"measuring {suite.title}: {len(suite.programs)} programs x {args.rounds} rounds", flush=True)
+        results.append((suite, summarize(suite, asyncio.run(measure(suite, url, args.rounds)), cores)))
+        print("\n".join(suite_lines(suite, results[-1][1], args.rounds)), flush=True)
+    cells = None if args.no_probes else asyncio.run(probe_all(url, args.exec_pids_max))
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines = [
+        "# The warm pool against an unisolated exec pool and SandboxFusion",
+        "",
+        f"Run {started} on {platform.node()} ({cores} usable cores), Python {platform.python_version()}; "
+        f"`{' '.join(sys.argv)}`. Sides alternate per suite and round; load average at the end: {load}.",
+        "",
+        *headline_lines(results),
+    ]
+    for suite, summary in results:
+        lines += suite_lines(suite, summary, args.rounds)
+    if cells is not None:
+        lines += isolation_lines(dict(cells))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines))
+    if args.json:
+        payload = {"suites": {s.title: summary for s, summary in results}, "probes": cells, "argv": sys.argv}
+        args.json.write_text(json.dumps(payload, indent=1))
+    print("\n".join(lines[-12:]))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
