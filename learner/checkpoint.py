@@ -3,7 +3,9 @@
 A checkpoint directory holds the sharded model and optimizer state written by every rank (``dcp/``), one
 small file per rank with the scheduler, step counter, RNG states and the caller's loop state (its data
 position, counters: whatever its next step depends on) in ``extra_rank{r}.pt``, and a ``COMPLETE`` marker
-written last, so a run killed mid-save never resumes from a half-written checkpoint. Resuming restores all
+written last, so a run killed mid-save never resumes from a half-written checkpoint. A save writes into
+``<directory>.partial`` and renames it when every rank is done; a save that fails (a full disk) removes it, so
+a failed save leaves no half checkpoint and frees the space it took. Resuming restores all
 of it; the next step then matches an uninterrupted run. This module is the only reader of that format:
 ``load_model_weights`` takes just the model weights, into a Learner's (possibly sharded) policy
 (``--init-from``) or into a plain model of the same architecture (evaluation).
@@ -19,7 +21,9 @@ It works on anything shaped like a `Trainable` (``learner.trainer.Learner`` is o
 from __future__ import annotations
 
 import contextlib
+import errno
 import random
+import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +45,12 @@ from learner.distributed import DistContext
 
 COMPLETE = "COMPLETE"
 DCP_DIR = "dcp"  # the torch.distributed.checkpoint state {"model": ..., "optimizer": ...} of all ranks
+PARTIAL = ".partial"  # suffix of the directory a save writes into before it is renamed into place
+_FULL_BYTES = 1 << 20  # a file system with less free space than this after a failed write was full
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written because its file system is full (or over quota); nothing was left."""
 
 
 class IncompatibleCheckpointError(ValueError):
@@ -132,29 +142,64 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(learner: Trainable, directory: str | Path, *, loop_state: dict[str, Any] | None = None) -> Path:
-    """Save everything needed to resume; every rank must call this (each saves its own `loop_state`)."""
+    """Save everything needed to resume; every rank must call this (each saves its own `loop_state`).
+
+    CheckpointWriteError when the file system is full; any other failure propagates as raised. Either way the
+    partial directory is removed and ``directory`` is left as it was."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    model_state, optim_state = get_state_dict(learner.model, learner.optimizer)
-    with _quiet_single_process(learner.ctx.distributed):
-        dcp.save(
-            {"model": model_state, "optimizer": optim_state},
-            checkpoint_id=str(directory / DCP_DIR),
-            no_dist=not learner.ctx.distributed,
-        )
-    extra = {
-        "scheduler": learner.scheduler.state_dict(),
-        "global_step": learner.global_step,
-        "rng": _rng_state(),
-        "loop_state": loop_state or {},
-        "world_size": learner.ctx.world_size,
-    }
-    torch.save(extra, directory / f"extra_rank{learner.ctx.rank}.pt")
-    _barrier(learner)
+    partial = directory.with_name(directory.name + PARTIAL)
     if learner.ctx.rank == 0:
-        (directory / COMPLETE).write_text(f"step {learner.global_step}\n")
+        shutil.rmtree(partial, ignore_errors=True)  # left by a save that was killed
+    _barrier(learner)
+    try:
+        partial.mkdir(parents=True, exist_ok=True)
+        model_state, optim_state = get_state_dict(learner.model, learner.optimizer)
+        with _quiet_single_process(learner.ctx.distributed):
+            dcp.save(
+                {"model": model_state, "optimizer": optim_state},
+                checkpoint_id=str(partial / DCP_DIR),
+                no_dist=not learner.ctx.distributed,
+            )
+        extra = {
+            "scheduler": learner.scheduler.state_dict(),
+            "global_step": learner.global_step,
+            "rng": _rng_state(),
+            "loop_state": loop_state or {},
+            "world_size": learner.ctx.world_size,
+        }
+        torch.save(extra, partial / f"extra_rank{learner.ctx.rank}.pt")
+        _barrier(learner)
+        if learner.ctx.rank == 0:
+            if directory.exists():  # the same step saved before (or half-saved before saves were renamed)
+                shutil.rmtree(directory)
+            partial.rename(directory)
+            (directory / COMPLETE).write_text(f"step {learner.global_step}\n")
+    except BaseException as exc:  # dcp's CheckpointException is a BaseException
+        full = _file_system_full(exc, directory.parent)
+        shutil.rmtree(partial, ignore_errors=True)
+        if learner.ctx.rank == 0 and directory.is_dir() and not (directory / COMPLETE).is_file():
+            shutil.rmtree(directory, ignore_errors=True)
+        if full:
+            raise CheckpointWriteError(
+                f"cannot write checkpoint {directory}: no space left on its file system"
+            ) from exc
+        raise
     _barrier(learner)
     return directory
+
+
+def _file_system_full(exc: BaseException, where: Path) -> bool:
+    """Whether a failed save ran out of space: an OSError saying so in the chain (torch's writers often say only
+    "file write failed"), or, measured before the partial directory is removed, a file system with no room."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    try:
+        return shutil.disk_usage(where).free < _FULL_BYTES
+    except OSError:
+        return False
 
 
 def load_checkpoint(learner: Trainable, directory: str | Path) -> dict[str, Any]:
