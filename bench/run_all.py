@@ -143,6 +143,23 @@ def sandbox_headline(markdown: str) -> Headline:
     )
 
 
+def peers_headline(markdown: str) -> Headline:
+    """The gurobipy suite of sandbox_peers' report: the first results table's warm pool and exec pool rows."""
+    ours = re.search(r"^\| warm pool \| \d+/\d+ \| ([\d.]+) \|", markdown, re.M)
+    bare = re.search(r"^\| exec pool \| \d+/\d+ \| ([\d.]+) \|", markdown, re.M)
+    if not (ours and bare and "gurobipy" in markdown):
+        raise ValueError("no gurobipy results table in the sandbox-peers report")
+    ratio = float(ours[1]) / float(bare[1])
+    return Headline(
+        comparison="warm pool + harness programs/s / unisolated exec pool programs/s (gurobipy programs, 2 in flight)",
+        ratio=ratio,
+        target=">= 1",
+        met=ratio >= 1,
+        evom=f"{ours[1]} programs/s",
+        alternative=f"{bare[1]} programs/s",
+    )
+
+
 BENCHES: dict[str, Bench] = {
     b.name: b
     for b in (
@@ -150,6 +167,11 @@ BENCHES: dict[str, Bench] = {
               args=("--gurobi", "10", "--ortools", "4", "--rounds", "3"),
               what="warm SandboxPool vs one cold nsjail per program vs plain `python file.py` vs a bare warm fork",
               json_arg=None, markdown_arg="--out", headline=sandbox_headline),
+        Bench(name="sandbox-peers", script="bench/sandbox_peers.py",
+              args=("--gurobi", "10", "--ortools", "4", "--rounds", "3"),
+              what="warm SandboxPool + harness vs an unisolated exec pool (and SandboxFusion's run_code when "
+              "$SANDBOXFUSION_URL is set), 2 programs in flight, with isolation probes on every side",
+              json_arg=None, markdown_arg="--out", headline=peers_headline),
         Bench(name="rollout", script="bench/rollout_bench.py", args=("--repeats", "3"), json_arg=None,
               what="one step of the async pipeline (rewards on arrival) vs the same step done synchronously",
               headline=rollout_headline),

@@ -167,3 +167,22 @@ def test_probes_tell_the_isolated_side_from_the_unisolated_one() -> None:
     assert forks["warm pool"] < peers.LIMITS.max_procs and "BlockingIOError" in ours["fork"]
     assert forks["exec pool"] < 24 and "pids.max 24" in bare["fork"]
     assert ours["loop"].startswith("timeout") and bare["loop"].startswith("timeout")
+
+
+def test_run_all_reads_the_headline_from_the_report() -> None:
+    """bench/run_all.py's row: the ratio comes from the first results table this bench writes."""
+    run_all = load("run_all")
+    programs = [peers.Program(id="a", code="", answer=1.0), peers.Program(id="b", code="", answer=2.0)]
+    suite = peers.Suite(title="gurobipy reference programs", solver="gurobipy", programs=programs)
+    side = {"correct": ["a", "b"], "flaky": [], "p50_ms": 10.0, "p95_ms": 20.0, "not_correct_last_round": {}}
+    summary = {
+        "warm pool": {**side, "programs_per_s": 30.0, "programs_per_s_per_core": 15.0},
+        "exec pool": {**side, "programs_per_s": 40.0, "programs_per_s_per_core": 20.0},
+    }
+    report = "\n".join([*peers.headline_lines([(suite, summary)]), *peers.suite_lines(suite, summary, 3)])
+    assert "| gurobipy reference programs | 0.75x | not run | yes |" in report
+    headline = run_all.peers_headline(report)
+    assert (headline.ratio, headline.met) == (pytest.approx(0.75), False)
+    assert (headline.evom, headline.alternative) == ("30.00 programs/s", "40.00 programs/s")
+    with pytest.raises(ValueError, match="no gurobipy results table"):
+        run_all.peers_headline("no tables here")
