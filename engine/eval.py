@@ -15,6 +15,12 @@ Every problem gets k samples under each solver's instructions (greedy by default
 in the sandbox, and the table prints pass@1, pass@k (Chen et al. 2021), the execution rate and the status mix;
 zero-shot solver transfer is one more name after --solver.
 
+Answer rules: pass@1 is under the primary rule (--comparison/--tolerance, default SIRL's relative 1e-6); every
+sample is also judged under --rules in the same pass, and a second table prints pass@1 under each side by side
+(default: relative:1e-6 as SIRL/OptMATH, evom:0.05 and evom:1e-4 as EVOM's main and strict tables, orlm as ORLM;
+see solvers/reward.py). A third table counts the failures by kind (solvers/failures.py). --format think-code asks
+for and reads EVOM's answer format (<think>...</think> then <code>...</code>).
+
 --config RUN_DIR/config.yaml evaluates as the run trained: its prompt (system prompt, template, worked example,
 answer prefix, max_prompt_tokens, overlong rule), solver (when no --solver is given), code extraction, answer rule
 (comparison, tolerances, accept_feasible, min_variables: the binary correctness the run's reward was built on,
@@ -25,8 +31,9 @@ given here wins over the config. With --completions only the solver, extraction 
 generating: with --benchmark the ids are matched to its problems and the answers come from it; without, each row
 carries its own answer (null: no optimum).
 
-Writes DIR/items.jsonl (one row per sample), DIR/summary.json and DIR/summary.md, all at once at the end (the
-directory appears whole or not at all). Bad input exits 2 and a broken environment 1, with one line on stderr.
+Writes DIR/items.jsonl (one row per sample, with its error_kind and correct_by_rule), DIR/summary.json (cells with
+pass@1, pass@1_by_rule and error_kinds) and DIR/summary.md, all at once at the end (the directory appears whole or
+not at all). Bad input exits 2 and a broken environment 1, with one line on stderr.
 """
 
 from __future__ import annotations
@@ -46,11 +53,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.cli import exit_code
-from engine.evaluation.metrics import Cell, Item, format_markdown, format_table, summarize
+from engine.evaluation.metrics import Cell, Item, format_errors, format_markdown, format_rules, format_table, summarize
 from engine.evaluation.models import ModelError, ModelSpec, open_model, parse_model
 from engine.evaluation.runner import Entry, EvalSettings, generate_and_score, score_completions
 from sandbox import ISOLATIONS
-from solvers import RewardConfig
+from solvers import ExtractConfig, RewardConfig
+from solvers.extract import FORMATS
+from solvers.reward import COMPARISONS, parse_rule, rule_key
 from solvers.rows import RowError, check_answer, read_rows
 
 if TYPE_CHECKING:
@@ -58,6 +67,7 @@ if TYPE_CHECKING:
     from engine.data import Benchmark, Problem
 
 ITEMS_FILE, SUMMARY_JSON, SUMMARY_MD = "items.jsonl", "summary.json", "summary.md"
+DEFAULT_RULES = ("relative:1e-6", "evom:0.05", "evom:1e-4", "orlm")
 
 
 class EvalInputError(ValueError):
@@ -86,8 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wall-s", type=float, default=30.0, help="wall and CPU seconds per program (default 30)")
     p.add_argument("--memory-mb", type=int, default=2048)
     p.add_argument("--isolation", choices=ISOLATIONS, default="nsjail")
-    p.add_argument("--comparison", choices=("relative", "orlm"), help="answer matching rule (default relative)")
-    p.add_argument("--tolerance", type=float, help="relative tolerance of the answer match (default 1e-6)")
+    p.add_argument("--comparison", choices=COMPARISONS, help="primary answer rule (default relative)")
+    p.add_argument("--tolerance", type=float, help="tolerance of the primary rule (default 1e-6)")
+    p.add_argument(
+        "--rules",
+        nargs="+",
+        default=list(DEFAULT_RULES),
+        metavar="RULE",
+        help="more answer rules, scored side by side: relative:TOL, evom:TOL[:delta=D], orlm[:TOL] "
+        f"(default {' '.join(DEFAULT_RULES)})",
+    )
+    p.add_argument("--format", choices=FORMATS, help="answer format to ask for and read (default markdown)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -125,7 +144,7 @@ def from_run(run: Config | None) -> dict[str, Any]:
     if run is None:
         return {}
     return {
-        "prompt": prompt_settings(run.data),
+        "prompt": prompt_settings(run.data, answer_format=run.solver.extract.format),
         "reward": judging_rule(run.solver.reward),
         "extract": run.solver.extract,
         "max_new_tokens": run.generation.sampling.max_new_tokens,
@@ -150,9 +169,17 @@ def settings_from(args: argparse.Namespace, run: Config | None = None) -> EvalSe
         prompt = chosen.get("prompt", EvalSettings().prompt)
         chosen["prompt"] = dataclasses.replace(prompt, max_prompt_tokens=args.max_prompt_tokens)
     rule = {"comparison": args.comparison, "tolerance": args.tolerance}
-    chosen["reward"] = dataclasses.replace(
-        chosen.get("reward", RewardConfig()), **{k: v for k, v in rule.items() if v is not None}
-    )
+    try:
+        chosen["reward"] = dataclasses.replace(
+            chosen.get("reward", RewardConfig()), **{k: v for k, v in rule.items() if v is not None}
+        )
+        chosen["rules"] = tuple(parse_rule(text, chosen["reward"]) for text in args.rules)
+    except ValueError as exc:
+        raise EvalInputError(f"answer rules: {exc}") from None
+    if args.format is not None:
+        chosen["extract"] = dataclasses.replace(chosen.get("extract") or ExtractConfig(), format=args.format)
+        prompt = chosen.get("prompt", EvalSettings().prompt)
+        chosen["prompt"] = dataclasses.replace(prompt, answer_format=args.format)
     temperature = args.temperature if args.temperature is not None else (0.0 if args.samples == 1 else 1.0)
     return EvalSettings(
         samples=args.samples,
@@ -185,6 +212,7 @@ def config_meta(path: Path, args: argparse.Namespace, settings: EvalSettings) ->
                 "answer_prefix": prompt.answer_prefix,
                 "max_prompt_tokens": prompt.max_prompt_tokens,
                 "overlong": prompt.overlong,
+                "answer_format": prompt.answer_format,
             },
             max_new_tokens=settings.max_new_tokens,
             stop_token_ids=list(settings.stop_token_ids),
@@ -195,6 +223,7 @@ def config_meta(path: Path, args: argparse.Namespace, settings: EvalSettings) ->
         "--max-prompt-tokens": args.max_prompt_tokens,
         "--comparison": args.comparison,
         "--tolerance": args.tolerance,
+        "--format": args.format,
     }
     won = [flag for flag, value in flags.items() if value not in (None, [])]
     return {"config": str(path), "config_applied": applied, "config_overridden_by": won}
@@ -359,6 +388,9 @@ async def evaluate(args: argparse.Namespace, run: Config | None = None) -> tuple
         "benchmarks": [b.report.source for b in benchmarks],
         "comparison": reward.comparison,
         "tolerance": reward.tolerance,
+        "primary_rule": rule_key(reward),
+        "rules": list(settings.judged_rules()),
+        "format": (settings.extract or ExtractConfig()).format,
     }
     if run is not None:
         meta.update(config_meta(args.config, args, settings))
@@ -397,6 +429,8 @@ def run(args: argparse.Namespace) -> int:
     meta["wall_s"] = round(time.monotonic() - started, 1)
     write_results(output, items, cells, meta)
     print(format_table(cells))
+    print(format_rules(cells))
+    print(format_errors(cells))
     print(f"wrote {output / ITEMS_FILE}, {SUMMARY_JSON}, {SUMMARY_MD}")
     return 0
 

@@ -19,6 +19,11 @@ A prompt over `max_prompt_tokens` is skipped by default; with `overlong="truncat
 end until the rendered prompt fits (the instructions, the example and the prefix are kept whole, since without
 them no answer can be verified or the scaffolding is lost).
 
+The answer format (`answer_format`, from the run's `solver.extract.format`): with "think-code" (EVOM's) the
+instructions end with `THINK_CODE_FORMAT`, which asks for the reasoning in `<think>...</think>` and then the
+program in `<code>...</code>`; extraction and the format reward follow the same format (solvers.extract). With
+"markdown" (the default) nothing is added.
+
 Training (engine.train) and evaluation (engine.eval --config) build their settings with `prompt_settings`, so a
 model is evaluated on the prompts it was trained on.
 """
@@ -33,7 +38,12 @@ if TYPE_CHECKING:
     from engine.config import DataConfig
 
 PromptStatus = Literal["ok", "truncated", "too_long"]
+AnswerFormat = Literal["markdown", "think-code"]
 DEFAULT_TEMPLATE = "{instructions}\n\nProblem:\n{question}"
+THINK_CODE_FORMAT = (
+    "Answer in this format: first reason about the problem inside <think> and </think>; then, after </think>, "
+    "give the complete program inside <code> and </code>, once."
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,8 +72,13 @@ class PromptSettings:
     system: str | None = None  # a system message, for templates that take one
     example: ExampleConfig | None = None  # a worked example on another problem, as a previous chat turn
     answer_prefix: str = ""  # appended after the template's generation prompt: the answer's fixed opening
+    answer_format: AnswerFormat = "markdown"  # "think-code": the instructions ask for <think> then <code>
 
     def __post_init__(self) -> None:
+        if self.answer_format not in ("markdown", "think-code"):
+            raise ValueError(
+                f"PromptSettings.answer_format must be 'markdown' or 'think-code', got {self.answer_format!r}"
+            )
         if self.max_prompt_tokens < 1:
             raise ValueError(f"PromptSettings.max_prompt_tokens must be >= 1, got {self.max_prompt_tokens}")
         if self.overlong not in ("skip", "truncate"):
@@ -150,6 +165,9 @@ def chat_messages(question: str, *, instructions: str, settings: PromptSettings)
     """The conversation for one problem (see the module docstring); the answer prefix is not in it, because a
     chat message list cannot leave the assistant's turn open."""
 
+    if settings.answer_format == "think-code":
+        instructions = f"{instructions}\n\n{THINK_CODE_FORMAT}"
+
     def ask(text: str) -> dict[str, str]:
         return {"role": "user", "content": settings.template.format(instructions=instructions, question=text)}
 
@@ -159,9 +177,11 @@ def chat_messages(question: str, *, instructions: str, settings: PromptSettings)
     return [*turns, ask(question)]
 
 
-def prompt_settings(data: DataConfig) -> PromptSettings:
-    """The prompt options of a run's `data` section; training and evaluation both build their prompts from it."""
+def prompt_settings(data: DataConfig, *, answer_format: AnswerFormat = "markdown") -> PromptSettings:
+    """The prompt options of a run's `data` section, with the answer format of its `solver.extract.format`;
+    training and evaluation both build their prompts from it."""
     return PromptSettings(
+        answer_format=answer_format,
         max_prompt_tokens=data.max_prompt_tokens,
         overlong=data.prompt_overlong,
         template=data.prompt_template,

@@ -32,21 +32,21 @@ from typing import Any, Literal, get_args
 from solvers.base import Solver
 from solvers.harness import RUNTIME_MODULES
 
-ErrorKind = Literal[
-    "infrastructure",
+ErrorKind = Literal[  # in the order a program meets them: written, imported, run, solved, judged
     "no_code",
-    "timeout",
-    "memory",
-    "license_limit",
     "syntax",
     "import",
     "solver_api",
     "type_value",
-    "solver_error",
     "runtime",
+    "solver_error",
+    "memory",
+    "timeout",
+    "license_limit",
     "no_solve",
     "wrong_claim",
     "wrong_objective",
+    "infrastructure",
 ]
 ERROR_KINDS: tuple[str, ...] = get_args(ErrorKind)
 

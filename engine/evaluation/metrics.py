@@ -4,24 +4,32 @@
     cells = summarize(items, k=4)                  # one Cell per (benchmark, solver)
     print(format_table(cells))                     # rows benchmark, columns solver: pass@1 / pass@k / exec
                                                    # (pass@1 / exec when k = 1: each score once)
+    print(format_rules(cells))                     # pass@1 under each answer rule, side by side
+    print(format_errors(cells))                    # samples per failure kind (solvers.failures)
 
 Execution rate is the share of samples whose program ran to a clean exit and got a verdict from the solver
 (statuses in `EXECUTED`): a wrong objective still counts as executed, a crash, a timeout or missing code does not.
+Every item is also judged under several answer rules at once (`Item.correct_by_rule`, keys from
+`solvers.reward.rule_key`, e.g. "evom:0.05"); a cell's `pass@1` is under the primary rule, `pass@1_by_rule` under each.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from solvers.failures import ERROR_KINDS
 
 # Outcome statuses reached only when the program exited cleanly and the harness read its last solve.
 EXECUTED = frozenset({"correct", "wrong", "infeasible", "unbounded", "no_solve"})
 # Statuses of samples that never reached the verifier (added to the solvers' Outcome statuses).
 PROMPT_TOO_LONG = "prompt_too_long"
 GENERATION_ERROR = "generation_error"
+# Columns of the failure table and the report's plot: the verifier's kinds, then a sample that got no prompt.
+ERROR_KIND_ORDER = (*ERROR_KINDS, PROMPT_TOO_LONG)
 
 
 def pass_at_k(*, n: int, c: int, k: int) -> float:
@@ -53,6 +61,8 @@ class Item:
     reason: str
     completion: str
     finish_reason: str | None = None
+    error_kind: str | None = None  # solvers.failures' kind; "infrastructure" / "prompt_too_long" for unscored samples
+    correct_by_rule: dict[str, bool] = field(default_factory=dict)
 
     def row(self) -> dict[str, Any]:
         return {
@@ -61,9 +71,11 @@ class Item:
             "solver": self.solver,
             "sample": self.sample,
             "status": self.status,
+            "error_kind": self.error_kind,
             "objective": self.objective,
             "answer": self.answer,
             "correct": self.correct,
+            "correct_by_rule": self.correct_by_rule,
             "reward": self.reward,
             "reason": self.reason,
             "finish_reason": self.finish_reason,
@@ -85,6 +97,8 @@ class Cell:
     exec_rate: float
     reward_mean: float
     statuses: dict[str, int] = field(default_factory=dict)
+    pass_at_1_by_rule: dict[str, float] = field(default_factory=dict)
+    error_kinds: dict[str, int] = field(default_factory=dict)  # samples per failure kind, most frequent first
 
     def row(self) -> dict[str, Any]:
         return {
@@ -98,6 +112,8 @@ class Cell:
             "exec_rate": self.exec_rate,
             "reward_mean": self.reward_mean,
             "statuses": self.statuses,
+            "pass@1_by_rule": self.pass_at_1_by_rule,
+            "error_kinds": self.error_kinds,
         }
 
 
@@ -115,6 +131,14 @@ def _cell(benchmark: str, solver: str, by_problem: dict[str, list[Item]], *, k: 
     cell_k = min(k, min(len(group) for group in by_problem.values()))
     counts = [(len(group), sum(item.correct for item in group)) for group in by_problem.values()]
     problems = len(by_problem)
+    rules = list(dict.fromkeys(rule for item in samples for rule in item.correct_by_rule))
+    by_rule = {
+        rule: sum(
+            sum(item.correct_by_rule.get(rule, False) for item in group) / len(group) for group in by_problem.values()
+        )
+        / problems
+        for rule in rules
+    }
     return Cell(
         benchmark=benchmark,
         solver=solver,
@@ -126,6 +150,8 @@ def _cell(benchmark: str, solver: str, by_problem: dict[str, list[Item]], *, k: 
         exec_rate=sum(item.status in EXECUTED for item in samples) / len(samples),
         reward_mean=sum(item.reward for item in samples) / len(samples),
         statuses=dict(Counter(item.status for item in samples).most_common()),
+        pass_at_1_by_rule=by_rule,
+        error_kinds=dict(Counter(item.error_kind for item in samples if item.error_kind is not None).most_common()),
     )
 
 
@@ -169,6 +195,53 @@ def format_table(cells: Sequence[Cell]) -> str:
     return "\n".join(lines)
 
 
+def _aligned(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def _by_cell(cells: Sequence[Cell], columns: Sequence[str], value: Callable[[Cell, str], str]) -> list[list[str]]:
+    return [["benchmark", "solver", *columns]] + [
+        [c.benchmark, c.solver, *(value(c, k) for k in columns)] for c in cells
+    ]
+
+
+def _rule_rows(cells: Sequence[Cell]) -> list[list[str]]:
+    rules = list(dict.fromkeys(rule for c in cells for rule in c.pass_at_1_by_rule))
+    return _by_cell(
+        cells, rules, lambda c, r: f"{100 * c.pass_at_1_by_rule[r]:.1f}" if r in c.pass_at_1_by_rule else "-"
+    )
+
+
+def _error_rows(cells: Sequence[Cell]) -> list[list[str]]:
+    kinds = [k for k in ERROR_KIND_ORDER if any(k in c.error_kinds for c in cells)]
+    kinds += sorted({k for c in cells for k in c.error_kinds} - set(kinds))
+    return _by_cell(cells, kinds, lambda c, k: str(c.error_kinds.get(k, 0)))
+
+
+def format_rules(cells: Sequence[Cell]) -> str:
+    """pass@1 (%) of every cell under each answer rule, side by side (rows benchmark x solver, columns rules)."""
+    rows = _rule_rows(cells)
+    if len(rows[0]) == 2:
+        return "pass@1 by answer rule: no rules scored"
+    return "\n".join(["pass@1 by answer rule, in %", *_aligned(rows)])
+
+
+def format_errors(cells: Sequence[Cell]) -> str:
+    """Samples of every cell per failure kind (rows benchmark x solver, columns kinds; correct samples have none)."""
+    rows = _error_rows(cells)
+    if len(rows[0]) == 2:
+        return "failures by kind: none"
+    return "\n".join(["failures by kind, in samples", *_aligned(rows)])
+
+
+def _markdown_table(rows: Sequence[Sequence[str]]) -> list[str]:
+    head, *body = rows
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in body)]
+
+
 def format_markdown(cells: Sequence[Cell], *, title: str, notes: Sequence[str] = ()) -> str:
     """The same table as markdown, with the status mix per cell below it."""
     benchmarks, solvers, by_key = _grid(cells)
@@ -185,4 +258,9 @@ def format_markdown(cells: Sequence[Cell], *, title: str, notes: Sequence[str] =
     for c in cells:
         mix = ", ".join(f"{status} {count}" for status, count in c.statuses.items())
         lines.append(f"| {c.benchmark} | {c.solver} | {c.problems} | {c.samples} | {mix} |")
+    rules, errors = _rule_rows(cells), _error_rows(cells)
+    if len(rules[0]) > 2:
+        lines += ["", "pass@1 by answer rule (%)", "", *_markdown_table(rules)]
+    if len(errors[0]) > 2:
+        lines += ["", "failures by kind (samples)", "", *_markdown_table(errors)]
     return "\n".join(lines) + "\n"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, kw_only=True)
 class EvalSettings:
     """`prompt`: how prompts are built (a run's, through engine.prompts.prompt_settings, under --config);
-    `reward`: the answer rule (None: the default binary reward); `extract`: which code block is run (None: the
+    `reward`: the answer rule (None: the default binary reward); `rules`: more answer rules every sample is also
+    judged under (`Item.correct_by_rule`); `extract`: which code block is run and the answer format (None: the
     default); `stop_token_ids`: stops besides the tokenizer's end-of-turn token."""
 
     samples: int = 1
@@ -44,8 +45,19 @@ class EvalSettings:
     memory_mb: int = 2048
     isolation: Isolation = "nsjail"
     reward: RewardConfig | None = None
+    rules: tuple[RewardConfig, ...] = ()
     extract: ExtractConfig | None = None
     progress: bool = True
+
+    def judged_rules(self) -> dict[str, RewardConfig]:
+        """The primary rule, then the others, by name (`solvers.reward.rule_key`); a repeated name counts once."""
+        from solvers import RewardConfig
+        from solvers.reward import rule_key
+
+        judged: dict[str, RewardConfig] = {}
+        for rule in (self.reward or RewardConfig(), *self.rules):
+            judged.setdefault(rule_key(rule), rule)
+        return judged
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,6 +112,8 @@ async def _verify(pool: Any, solver: Any, text: str, answer: float | None, *, is
 async def score_completions(entries: Sequence[Entry], solvers: Sequence[Any], settings: EvalSettings) -> list[Item]:
     """Verify existing completions/programs under every solver; items keep the entries' order per solver."""
 
+    rules = settings.judged_rules()
+
     async def work(pool: Any, solver: Any) -> list[Item]:
         with _bar(len(entries), f"verify[{solver.name}]", settings) as bar:
 
@@ -107,7 +121,9 @@ async def score_completions(entries: Sequence[Entry], solvers: Sequence[Any], se
                 text, answer = entry.text, entry.answer
                 outcome = await _verify(pool, solver, text, answer, is_code=entry.is_code, settings=settings)
                 bar.update(1)
-                return _item(entry.benchmark, entry.id, solver.name, entry.sample, entry.answer, entry.text, outcome)
+                return _item(
+                    entry.benchmark, entry.id, solver.name, entry.sample, entry.answer, entry.text, outcome, rules
+                )
 
             return list(await asyncio.gather(*(one(e) for e in entries)))
 
@@ -122,8 +138,12 @@ def _item(
     answer: float | None,
     text: str,
     outcome: Any,
+    rules: Mapping[str, RewardConfig],
     finish_reason: str | None = None,
 ) -> Item:
+    """The item of a verified sample, judged under every rule in `rules` (primary first) from its one outcome."""
+    from solvers.reward import correct_under
+
     return Item(
         benchmark=benchmark,
         id=id,
@@ -137,10 +157,17 @@ def _item(
         reason=outcome.reason,
         completion=text,
         finish_reason=finish_reason,
+        error_kind=outcome.error_kind,
+        correct_by_rule={
+            key: correct_under(outcome.status, outcome.objective, answer, rule) for key, rule in rules.items()
+        },
     )
 
 
-def _unscored(benchmark: str, problem: Any, solver: str, sample: int, status: str, reason: str) -> Item:
+def _unscored(
+    benchmark: str, problem: Any, solver: str, sample: int, status: str, reason: str, rules: Iterable[str]
+) -> Item:
+    """A sample that never reached the verifier: wrong under every rule; a generation failure is infrastructure."""
     return Item(
         benchmark=benchmark,
         id=problem.id,
@@ -153,6 +180,8 @@ def _unscored(benchmark: str, problem: Any, solver: str, sample: int, status: st
         reward=0.0,
         reason=reason,
         completion="",
+        error_kind="infrastructure" if status == GENERATION_ERROR else status,
+        correct_by_rule=dict.fromkeys(rules, False),
     )
 
 
@@ -225,12 +254,12 @@ async def generate_and_score(
 async def _generate_cell(
     backend: Any, pool: Any, solver: Any, benchmark: Any, prompts: _Prompts, params: Any, settings: EvalSettings
 ) -> list[Item]:
-    k, name = settings.samples, benchmark.name
+    k, name, rules = settings.samples, benchmark.name, settings.judged_rules()
     built = [(problem, prompts.build(problem.question)) for problem in benchmark.problems]
     usable = [(problem, prompt) for problem, prompt in built if prompt is not None]
     too_long = f"prompt over {settings.prompt.max_prompt_tokens} tokens"
     items = [
-        _unscored(name, problem, solver.name, j, PROMPT_TOO_LONG, too_long)
+        _unscored(name, problem, solver.name, j, PROMPT_TOO_LONG, too_long, rules)
         for problem, prompt in built
         if prompt is None
         for j in range(k)
@@ -243,7 +272,9 @@ async def _generate_cell(
             text = prompts.text(completion)
             if completion.failed:
                 item = dataclasses.replace(
-                    _unscored(name, problem, solver.name, completion.sample_index, GENERATION_ERROR, completion.error),
+                    _unscored(
+                        name, problem, solver.name, completion.sample_index, GENERATION_ERROR, completion.error, rules
+                    ),
                     completion=text,
                 )
             else:
@@ -256,6 +287,7 @@ async def _generate_cell(
                     problem.answer,
                     text,
                     outcome,
+                    rules,
                     finish_reason=completion.finish_reason,
                 )
             bar.update(1)

@@ -195,6 +195,80 @@ def test_reference_programs_score_their_accuracy_without_a_benchmark(tmp_path, c
     assert "cells: pass@1 / execution rate, in %" in out_lines
 
 
+def test_reference_programs_are_judged_under_every_rule_side_by_side(tmp_path, capsys):
+    source = BENCHMARKS / "reference_programs.jsonl"
+    if not source.is_file():
+        pytest.skip(f"shared benchmark data not found at {source}")
+    rows = [json.loads(line) for line in source.open()]
+    known = [r for r in rows if r["meta"]["exec_check"]["result"] == "ok" and abs(r["answer"]) >= 100]
+    ref = min(known, key=lambda r: len(r["code"]))  # the shortest program whose answer is at least 100 in size
+    a = ref["answer"]
+    # one program, its answer moved by 0, 0.5%, 3% and 7%: each rule draws its line somewhere else
+    shifts = {"exact": 0.0, "half_percent": 0.005, "three_percent": 0.03, "seven_percent": 0.07}
+    picked = [{"id": ref["id"], "code": ref["code"], "answer": a * (1 + d), "benchmark": b} for b, d in shifts.items()]
+    completions = write_jsonl(tmp_path / "refs.jsonl", picked)
+    out = tmp_path / "out"
+    assert main(["--completions", str(completions), "--solver", "gurobipy", "--output", str(out), "--quiet"]) == 0
+    cells = {c["benchmark"]: c for c in summary(out)["cells"]}
+    by_rule = {b: cells[b]["pass@1_by_rule"] for b in shifts}
+    rules = ["relative:1e-06", "evom:0.05", "evom:0.0001", "orlm"]
+    assert {b: list(r) for b, r in by_rule.items()} == {b: rules for b in shifts}, "the primary rule, then the rest"
+    assert {b: [r[k] for k in rules] for b, r in by_rule.items()} == {
+        "exact": [1.0, 1.0, 1.0, 1.0],
+        "half_percent": [0.0, 1.0, 0.0, 1.0],  # within 5%; ORLM rounds both, then 5%
+        "three_percent": [0.0, 1.0, 0.0, 1.0],
+        "seven_percent": [0.0, 0.0, 0.0, 0.0],
+    }
+    assert [cells[b]["pass@1"] for b in shifts] == [1.0, 0.0, 0.0, 0.0], "pass@1 stays the primary rule's"
+    assert [cells[b]["error_kinds"] for b in shifts] == [{}, *[{"wrong_objective": 1}] * 3]
+    items = read_jsonl(out / "items.jsonl")
+    assert [(i["benchmark"], i["error_kind"]) for i in items][:2] == [
+        ("exact", None),
+        ("half_percent", "wrong_objective"),
+    ]
+    assert items[1]["correct_by_rule"] == {
+        "relative:1e-06": False,
+        "evom:0.05": True,
+        "evom:0.0001": False,
+        "orlm": True,
+    }
+    printed = capsys.readouterr().out.splitlines()
+    start = printed.index("pass@1 by answer rule, in %")
+    assert printed[start + 1].split() == ["benchmark", "solver", *rules]
+    assert printed[start + 5].split() == ["three_percent", "gurobipy", "0.0", "100.0", "0.0", "100.0"]
+    start = printed.index("failures by kind, in samples")
+    assert printed[start + 1].split() == ["benchmark", "solver", "wrong_objective"]
+    assert printed[start + 3].split() == ["exact", "gurobipy", "0"]
+
+
+def test_rules_and_the_primary_rule_are_chosen_on_the_command_line(clean_bench, tmp_path, capsys):
+    completions = write_jsonl(tmp_path / "c.jsonl", [{"id": "p1", "code": P1_CODE}, {"id": "p2", "code": P2_CODE}])
+    out = tmp_path / "out"
+    args = ["--completions", str(completions), "--benchmark", str(clean_bench), "--solver", "gurobipy", "--quiet"]
+    rules = ["--comparison", "evom", "--tolerance", "0.05", "--rules", "orlm:0.1", "evom:0.05"]
+    assert main([*args, *rules, "--output", str(out)]) == 0
+    meta = summary(out)
+    assert (meta["primary_rule"], meta["rules"]) == ("evom:0.05", ["evom:0.05", "orlm:0.1"]), "a repeat counts once"
+    assert meta["cells"][0]["pass@1_by_rule"] == {"evom:0.05": 1.0, "orlm:0.1": 1.0}
+
+
+def test_think_code_completions_are_read_in_that_format(clean_bench, tmp_path):
+    well = f"<think>\nBread and cake share the oven.\n</think>\n<code>\n{P1_CODE}</code>\n"
+    unclosed = f"<think>\nBread and cake...\n```python\n{P1_CODE}```\n"
+    completions = write_jsonl(tmp_path / "c.jsonl", [{"id": "p1", "completion": c} for c in (well, unclosed)])
+    out = tmp_path / "out"
+    args = ["--completions", str(completions), "--benchmark", str(clean_bench), "--solver", "gurobipy", "--quiet"]
+    assert main([*args, "--format", "think-code", "--output", str(out)]) == 0
+    assert [(i["status"], i["error_kind"]) for i in read_jsonl(out / "items.jsonl")] == [
+        ("correct", None),
+        ("no_code", "no_code"),  # the reasoning never closed: its draft is not the answer
+    ]
+    assert summary(out)["format"] == "think-code"
+    out = tmp_path / "markdown"
+    assert main([*args, "--output", str(out)]) == 0
+    assert [i["status"] for i in read_jsonl(out / "items.jsonl")] == ["no_code", "correct"]
+
+
 @pytest.mark.slow
 def test_a_training_checkpoint_is_evaluated_with_its_trained_weights(tiny_model, bench, tmp_path):
     import asyncio
@@ -302,6 +376,11 @@ def _bad_cases(bench: Path, tmp_path: Path) -> list[tuple[list[str], int, str]]:
         (["--completions", str(tmp_path / "none.jsonl"), "--solver", "gurobipy"], 2, "completions file not found"),
         ([*with_model], 2, "give at least one --solver"),
         ([*with_model, "--solver", "gurobipy", "--samples", "0"], 2, "--samples must be >= 1"),
+        ([*with_model, "--solver", "gurobipy", "--rules", "evom"], 2, "answer rules: answer rule 'evom': evom needs a "
+         "tolerance, e.g. evom:1e-6 (relative:TOL, evom:TOL, evom:TOL:delta=D, orlm or orlm:TOL (TOL, D > 0))"),
+        ([*with_model, "--solver", "gurobipy", "--rules", "exact:0"], 2, "unknown comparison 'exact'"),
+        ([*with_model, "--solver", "gurobipy", "--tolerance", "-1"], 2,
+         "RewardConfig.tolerance must be a finite number > 0, got -1.0"),
     ]  # fmt: skip
 
 

@@ -107,7 +107,7 @@ def test_completions_are_scored_with_the_runs_solver_extraction_and_answer_rule(
         0.1,
         ["gurobipy"],
     )
-    assert meta["config_applied"]["extract"] == {"which": "first", "drop_think": True}
+    assert meta["config_applied"]["extract"] == {"which": "first", "drop_think": True, "format": "markdown"}
     assert meta["config_applied"]["reward"]["format_reward"] == 0.0 and meta["config_overridden_by"] == []
     assert "prompt" not in meta["config_applied"], "scoring existing completions builds no prompt"
     assert f"- config: {config}" in (out / "summary.md").read_text()

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
-from engine.evaluation.metrics import Item, format_markdown, format_table, pass_at_k, summarize
+from engine.evaluation.metrics import (
+    Item,
+    format_errors,
+    format_markdown,
+    format_rules,
+    format_table,
+    pass_at_k,
+    summarize,
+)
 
 
 @pytest.mark.parametrize(
@@ -101,3 +110,52 @@ def test_with_k_above_1_cells_hold_pass_at_1_pass_at_k_and_exec():
     table = format_table(summarize(items, k=2))
     assert table.splitlines()[2].split() == ["b", "25.0", "/", "50.0", "/", "75.0"]
     assert "cells: pass@1 / pass@2 / execution rate, in %" in table
+
+
+def judged(problem: str, sample: int, kind: str | None, by_rule: dict[str, bool], *, benchmark: str = "b") -> Item:
+    correct = next(iter(by_rule.values()))  # the first rule is the primary one
+    return dataclasses.replace(
+        item(problem, sample, "correct" if correct else "wrong", benchmark=benchmark),
+        error_kind=kind,
+        correct_by_rule=by_rule,
+    )
+
+
+def test_pass_at_1_under_each_rule_and_the_failure_kinds():
+    def rules(relative: bool, evom: bool) -> dict[str, bool]:
+        return {"relative:1e-06": relative, "evom:0.05": evom}
+
+    items = [
+        judged("a", 0, None, rules(True, True)),
+        judged("a", 1, "wrong_objective", rules(False, True)),
+        judged("b", 0, "syntax", rules(False, False)),
+        judged("b", 1, "wrong_objective", rules(False, True)),
+        judged("c", 0, "infrastructure", rules(False, False), benchmark="other"),
+    ]
+    cell, other = summarize(items, k=1)
+    assert cell.pass_at_1 == pytest.approx((1 / 2 + 0) / 2)
+    assert cell.pass_at_1_by_rule == {"relative:1e-06": pytest.approx(0.25), "evom:0.05": pytest.approx(0.75)}
+    assert cell.error_kinds == {"wrong_objective": 2, "syntax": 1}, "correct samples have no kind"
+    assert cell.row()["pass@1_by_rule"] == cell.pass_at_1_by_rule and cell.row()["pass@1"] == cell.pass_at_1
+    assert format_rules([cell, other]).splitlines() == [
+        "pass@1 by answer rule, in %",
+        "benchmark  solver    relative:1e-06  evom:0.05",
+        "---------  --------  --------------  ---------",
+        "b          gurobipy  25.0            75.0",
+        "other      gurobipy  0.0             0.0",
+    ]
+    assert format_errors([cell, other]).splitlines() == [
+        "failures by kind, in samples",
+        "benchmark  solver    syntax  wrong_objective  infrastructure",  # in the order a program meets them
+        "---------  --------  ------  ---------------  --------------",
+        "b          gurobipy  1       2                0",
+        "other      gurobipy  0       0                1",
+    ]
+    markdown = format_markdown([cell, other], title="t")
+    assert "| b | gurobipy | 25.0 | 75.0 |" in markdown and "| other | gurobipy | 0 | 0 | 1 |" in markdown
+
+
+def test_items_without_rules_or_failures_print_one_line_each():
+    cells = summarize([item("a", 0, "correct")], k=1)
+    assert format_rules(cells) == "pass@1 by answer rule: no rules scored"
+    assert format_errors(cells) == "failures by kind: none"

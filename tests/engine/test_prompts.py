@@ -14,7 +14,14 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from engine.config import ConfigError, load_config
-from engine.prompts import ExampleConfig, PromptBuilder, PromptSettings, chat_messages, prompt_settings
+from engine.prompts import (
+    THINK_CODE_FORMAT,
+    ExampleConfig,
+    PromptBuilder,
+    PromptSettings,
+    chat_messages,
+    prompt_settings,
+)
 from solvers import get_solver
 
 INSTRUCTIONS = get_solver("gurobipy").instructions
@@ -189,3 +196,20 @@ def test_a_runs_data_section_gives_the_prompt_settings_and_bad_values_are_config
         with pytest.raises(ConfigError) as caught:
             load_config(None, [override])
         assert str(caught.value).startswith(message), (override, caught.value)
+
+
+def test_the_think_code_format_asks_for_reasoning_then_code_in_every_turn():
+    settings = PromptSettings(
+        max_prompt_tokens=100, answer_format="think-code", example=ExampleConfig(question="E?", answer="A")
+    )
+    wanted = f"I\n\n{THINK_CODE_FORMAT}\n\nProblem:\nQ?"
+    messages = chat_messages("Q?", instructions="I", settings=settings)
+    assert [m["content"] for m in messages] == [wanted.replace("Q?", "E?"), "A", wanted]
+    assert "<think>" in THINK_CODE_FORMAT and "<code>" in THINK_CODE_FORMAT
+    assert chat_messages("Q?", instructions="I", settings=PromptSettings(max_prompt_tokens=100))[-1]["content"] == (
+        "I\n\nProblem:\nQ?"
+    ), "markdown, the default, adds nothing"
+    cfg = load_config(None, ["solver.extract.format=think-code"])
+    assert prompt_settings(cfg.data, answer_format=cfg.solver.extract.format).answer_format == "think-code"
+    with pytest.raises(ValueError, match="answer_format must be 'markdown' or 'think-code', got 'xml'"):
+        PromptSettings(max_prompt_tokens=10, answer_format="xml")  # type: ignore[arg-type]
