@@ -29,7 +29,7 @@ from typing import Protocol, runtime_checkable
 
 from sandbox import Limits
 from solvers import ExtractConfig, Outcome, RewardConfig, Solver, get_solver, verify, verify_code
-from solvers.extract import extract_code
+from solvers.extract import extract_code, well_formed
 from solvers.verify import Runner
 
 INFRA_STATUSES = frozenset({"sandbox_error"})
@@ -109,10 +109,13 @@ class SolverVerifier:
                 limits=self.limits,
                 extract=self.extract,
             )
-        key = (problem.id, problem.answer, self._solver_name, self.limits, program_key(code))
+        formed = well_formed(text, self.extract)  # the format reward is the completion's, not the program's
+        key = (problem.id, problem.answer, self._solver_name, self.limits, program_key(code), formed)
         return await self.cache.run(
             key,
-            lambda: verify_code(self.pool, code, self.solver, problem.answer, reward=self.reward, limits=self.limits),
+            lambda: verify_code(
+                self.pool, code, self.solver, problem.answer, reward=self.reward, limits=self.limits, well_formed=formed
+            ),
         )
 
     def take_step_metrics(self) -> dict[str, float | int | None]:
