@@ -117,7 +117,8 @@ class SGLangConfig(HTTPOptions):
     # Under torchrun several processes share the servers; each server takes weight updates, flushes and session
     # calls from one of them only: server k from control rank k % control_world. Unset: from torchrun's
     # environment (RANK/WORLD_SIZE; LOCAL_RANK/LOCAL_WORLD_SIZE when servers are launched, as they are then
-    # local to a node), else 0 of 1. Launching is done by control rank 0; the others wait for its servers.
+    # local to a node), else 0 of 1. Launching is done by control rank 0; the others wait for its servers. An
+    # update returns on every process once every server reports the new weight_version (GET /model_info).
     control_rank: int | None = None
     control_world: int | None = None
 
@@ -523,10 +524,14 @@ class SGLangBackend(HTTPBackend):
     async def _update(self, path: str, body: Any, new_version: int) -> None:
         """One weight update on every controlled server. The version label moves once the weights changed
         everywhere, even when a server could not flush its cache afterwards (then this still raises)."""
+        others = [e for e in self.endpoints if e not in self.controlled]
         results = await self._on_each(self.controlled, path, body, recover=new_version)
         hard = {e: r for e, r in results.items() if isinstance(r, BaseException) and not isinstance(r, _NotFlushed)}
         if hard:
             raise GenerationError(f"{path} failed on {len(hard)} of {len(results)} server(s): {self._failures(hard)}")
+        # The servers other processes update: wait until they serve the new version, so that this process's
+        # next requests are not decoded with the old weights (an update only waits for requests already sent).
+        await asyncio.gather(*(self._await_version(e, new_version) for e in others))
         self._version = new_version
         if any(isinstance(r, _NotFlushed) for r in results.values()):
             raise GenerationError(f"{path}: weights updated, but {self._failures(results)}")
@@ -554,6 +559,25 @@ class SGLangBackend(HTTPBackend):
 
         results = await asyncio.gather(*(one(e) for e in endpoints), return_exceptions=True)
         return dict(zip(endpoints, results, strict=True))
+
+    async def _await_version(self, endpoint: Endpoint, version: int) -> None:
+        """Poll GET /model_info until the server's weight_version is `version` (its controlling process updated it)."""
+        deadline = time.monotonic() + self.config.weight_update_timeout_s
+        session, url = self._require_session(), f"{endpoint.url}/model_info"
+        timeout = aiohttp.ClientTimeout(total=self.config.connect_timeout_s)
+        for attempt in itertools.count():
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(url, timeout=timeout) as response:
+                    if response.status == 200 and str(loads(await response.read()).get("weight_version")) == str(
+                        version
+                    ):
+                        return
+            if time.monotonic() >= deadline:
+                raise GenerationError(
+                    f"{endpoint.url} is not at weight version {version} after {self.config.weight_update_timeout_s:.0f}"
+                    " s; the process that controls it (control_rank) did not update it"
+                )
+            await asyncio.sleep(min(0.05 * 2 ** min(attempt, 4), max(0.0, deadline - time.monotonic())))
 
     async def _flush(self, endpoint: Endpoint) -> None:
         """POST /flush_cache until it is done (SGLang refuses it while requests are queued or running)."""

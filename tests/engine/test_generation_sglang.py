@@ -311,12 +311,18 @@ async def test_launched_servers_are_supervised(tmp_path):
         "startup_timeout_s": 60,
         "stop_grace_s": 5,
     }
-    backend = create_backend("sglang", {"launch": launch})
-    async with backend:
+    backend = create_backend("sglang", {"launch": launch, "control_rank": 0, "control_world": 2})
+    # Another process of the node (control rank 1) launches nothing and waits for rank 0's servers.
+    other = create_backend("sglang", {"launch": launch, "control_rank": 1, "control_world": 2})
+    async with asyncio.timeout(60):
+        await asyncio.gather(backend.start(), other.start())
+    async with backend, other:
         processes = list(backend._launched.processes)
         assert [e.url for e in backend.endpoints] == [f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"]
+        assert other._launched is None and [e.url for e in other.endpoints] == [e.url for e in backend.endpoints]
         got = await collect(backend, PROMPTS, SamplingParams(max_new_tokens=5, seed=0), n=2)
-        assert all(c.error is None for c in got) and len(got) == 6
+        got += await collect(other, PROMPTS, SamplingParams(max_new_tokens=5, seed=0), n=2)
+        assert all(c.error is None for c in got) and len(got) == 12
         assert (await backend.model_info())["model_path"] == "tiny"
     assert all(p.returncode is not None for p in processes)
     crashing = launch | {"entry": ["-c", "import sys; print('bad flag'); sys.exit(3)"], "base_port": free_port_pair()}
@@ -457,7 +463,7 @@ async def test_weight_update_timeout_is_configurable(peer, tmp_path):
 
 async def test_one_process_per_server_sends_the_control_calls(peer, peer2, tmp_path):
     """Under torchrun each rank has a backend over the same servers; server k takes weight updates from control
-    rank k % control_world only, and every rank's backend moves its version."""
+    rank k % control_world only, and every rank's update returns once all servers serve the new version."""
     urls = (peer.url, peer2.url)
     ranks = [client(*urls, control_rank=r, control_world=2) for r in range(2)]
     for backend in ranks:
@@ -479,5 +485,10 @@ async def test_one_process_per_server_sends_the_control_calls(peer, peer2, tmp_p
             "/end_weight_update",
         ]
     assert [b.weight_version for b in ranks] == [3, 3]
+    # A rank returns only once the servers it does not control serve the new version.
+    async with client(*urls, control_rank=1, control_world=2, weight_update_timeout_s=0.5) as alone:
+        with pytest.raises(GenerationError, match=f"{peer.url} is not at weight version 4"):
+            await alone.update_weights(tmp_path, version=4)
+        assert alone.weight_version == 0 and peer2.weight_version == "4" and peer.weight_version == "3"
     with pytest.raises(ValueError, match="control_rank"):
         SGLangConfig(urls=urls, control_rank=2, control_world=2)
