@@ -140,6 +140,18 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
+        # The generator reports log_softmax(logits / T) at its sampling temperature T (1 when greedy), so the
+        # learner divides its logits by the same T: algorithm.temperature follows the sampling temperature.
+        sampling = self.generation.sampling
+        sampled_at = 1.0 if sampling.greedy else sampling.temperature
+        if self.algorithm.temperature is None:
+            self.algorithm = dataclasses.replace(self.algorithm, temperature=sampled_at)
+        elif self.algorithm.temperature != sampled_at:
+            raise ValueError(
+                f"algorithm.temperature={self.algorithm.temperature} but generation.sampling.temperature="
+                f"{sampling.temperature}: the learner must score tokens at the temperature they were sampled at "
+                f"({sampled_at}); drop algorithm.temperature (it follows the sampling temperature)"
+            )
         # The learner's config nests the algorithm; the run config keeps it as its own section.
         self.learner = dataclasses.replace(self.learner, algorithm=self.algorithm)
 

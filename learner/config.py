@@ -25,8 +25,18 @@ class AlgorithmConfig:
     dual_clip: float | None = None  # dual-clip bound c > 1 for negative advantages (typically 3.0); None: off
     kl_coef: float = 0.0  # weight of the KL(pi || pi_ref) penalty in the loss; > 0 needs a reference model
     kl_kind: str = "k3"  # one of learner.losses.KL_KINDS
-    temperature: float = 1.0  # sampling temperature of the generator; logits are divided by it
+    # The generator's sampling temperature T: logits are divided by it, as the generator's log-probs are
+    # log_softmax(logits / T). None: 1.0 for a Learner alone; engine.run sets it from generation.sampling.
+    temperature: float | None = None
     use_generator_logprobs: bool = False  # take old log-probs from the batch instead of recomputing them
+    # Rollout-training mismatch correction (learner.losses.rollout_weights): one of ROLLOUT_CORRECTIONS. Anything
+    # but "none" recomputes the old log-probs (the proximal policy) and weights each token's policy-gradient term
+    # by how the generator's (behaviour) log-probs differ from them.
+    rollout_correction: str = "none"
+    tis_cap: float = 2.0  # tis: weight min(ratio, tis_cap)
+    mis_bounds: tuple[float, float] = (0.5, 2.0)  # mis: a sequence whose product of ratios leaves [lo, hi] drops
+    geo_mask_bounds: tuple[float, float] = (0.99, 1.01)  # geo_mask: bounds on the geometric-mean token ratio
+    decoupled_cap: float | None = 5.0  # decoupled: tokens whose ratio exceeds it drop; None keeps every token
 
     def __post_init__(self) -> None:
         from learner import losses  # here, not at the top: reading a config must not import torch
@@ -41,8 +51,30 @@ class AlgorithmConfig:
             raise ValueError(f"need 0 <= clip_low < 1 and clip_high >= 0, got {self.clip_low}, {self.clip_high}")
         if self.dual_clip is not None and self.dual_clip <= 1:
             raise ValueError(f"algorithm.dual_clip must be > 1 (or None), got {self.dual_clip}")
-        if self.kl_coef < 0 or self.temperature <= 0:
-            raise ValueError(f"need kl_coef >= 0 and temperature > 0, got {self.kl_coef}, {self.temperature}")
+        if self.kl_coef < 0:
+            raise ValueError(f"need algorithm.kl_coef >= 0, got {self.kl_coef}")
+        if self.temperature is not None and not (0 < self.temperature < float("inf")):
+            raise ValueError(f"algorithm.temperature must be a finite number > 0 (or None), got {self.temperature}")
+        self._check_rollout_correction(losses.ROLLOUT_CORRECTIONS)
+
+    def _check_rollout_correction(self, modes: tuple[str, ...]) -> None:
+        if self.rollout_correction not in modes:
+            raise ValueError(f"algorithm.rollout_correction={self.rollout_correction!r}; valid: {', '.join(modes)}")
+        if self.rollout_correction != "none" and self.use_generator_logprobs:
+            raise ValueError(
+                f"algorithm.rollout_correction={self.rollout_correction} compares the generator's log-probs with "
+                "the learner's own old log-probs: set algorithm.use_generator_logprobs=false"
+            )
+        if not self.tis_cap >= 1.0:
+            raise ValueError(
+                f"algorithm.tis_cap must be >= 1 (a weight cap below 1 scales down even ratio 1), got {self.tis_cap}"
+            )
+        for name in ("mis_bounds", "geo_mask_bounds"):
+            low, high = getattr(self, name)
+            if not 0 < low <= 1 <= high < float("inf"):
+                raise ValueError(f"algorithm.{name} must be [lo, hi] with 0 < lo <= 1 <= hi, got [{low}, {high}]")
+        if self.decoupled_cap is not None and not self.decoupled_cap > 1.0:
+            raise ValueError(f"algorithm.decoupled_cap must be > 1 (or None), got {self.decoupled_cap}")
 
 
 @dataclass(frozen=True, kw_only=True)

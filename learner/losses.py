@@ -12,7 +12,8 @@ Run the hand-derived tests with ``.venv/bin/pytest tests/learner/test_losses.py`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from typing import Protocol, TypeVar
 
 import torch
@@ -20,6 +21,8 @@ import torch
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
 KL_KINDS = ("k1", "k2", "k3")
 ADVANTAGE_SCALES = ("group", "none")
+ROLLOUT_CORRECTIONS = ("none", "tis", "mis", "geo_mask", "decoupled")
+MISMATCH_QUANTILES = (0.05, 0.5, 0.95)
 
 # exp() of a log-ratio above 20 is ~5e8: such a token is an outlier whose gradient we refuse to let explode.
 LOG_RATIO_CLAMP = 20.0
@@ -100,6 +103,7 @@ def policy_loss(
     global_tokens: float | torch.Tensor | None = None,
     global_seqs: float | torch.Tensor | None = None,
     norm_length: float | None = None,
+    rollout_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Metrics]:
     """Clipped surrogate policy loss of PPO/GRPO/DAPO.
 
@@ -110,6 +114,10 @@ def policy_loss(
     arXiv 2402.03300). ``clip_high > clip_low`` is DAPO's clip-higher (arXiv 2503.14476, section 3.1). With
     ``dual_clip = c > 1``, tokens with ``A < 0`` are further bounded by ``min(l, -A * c)`` (dual-clip PPO,
     arXiv 1912.09729), so a huge ratio on a bad token cannot produce an unbounded loss.
+
+    ``rollout_weights`` (B, T), detached, multiplies each token's clipped term before aggregation (the behaviour
+    correction of ``rollout_weights()``: ``old_logprobs`` is then the proximal policy the clip is centred on).
+    The denominators stay those of the unweighted loss, so a dropped token counts as a zero, not as absent.
 
     Metrics (detached scalars, over masked tokens, normalised like ``token-mean`` with ``global_tokens`` so
     they add up across micro-batches): ``clip_frac_high`` (A > 0 and ratio above ``1 + clip_high``),
@@ -131,6 +139,8 @@ def policy_loss(
         negative = advantages < 0
         dual_active = negative & (losses > bound)
         losses = torch.where(negative, torch.minimum(losses, bound), losses)
+    if rollout_weights is not None:
+        losses = losses * rollout_weights.detach()
     loss = aggregate(losses, mask, agg, global_tokens=global_tokens, global_seqs=global_seqs, norm_length=norm_length)
     with torch.no_grad():
         metrics = {
@@ -163,6 +173,7 @@ class PolicyLoss(Protocol):
         global_tokens: float | torch.Tensor | None,
         global_seqs: float | torch.Tensor | None,
         norm_length: float | None,
+        rollout_weights: torch.Tensor | None,
     ) -> tuple[torch.Tensor, Metrics]: ...
 
 
@@ -179,13 +190,15 @@ def gspo_loss(
     global_tokens: float | torch.Tensor | None = None,
     global_seqs: float | torch.Tensor | None = None,
     norm_length: float | None = None,
+    rollout_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Metrics]:
     """Sequence-level clipped loss of GSPO (arXiv 2507.18071, eq. 7 and its token form, eq. 13).
 
     logprobs, old_logprobs, mask: (B, T); advantages: (B,) or (B, T). The importance ratio of sequence i is
     the geometric mean ``s_i = exp(mean_t(logprobs - old_logprobs))``; each token uses
     ``s_i * exp(logprobs - sg(logprobs))`` (same value, per-token gradient) in the clipped surrogate. The
-    paper's clip ranges are tiny (3e-4 / 4e-4) because ``s_i`` is a length-normalised ratio.
+    paper's clip ranges are tiny (3e-4 / 4e-4) because ``s_i`` is a length-normalised ratio. ``rollout_weights``:
+    as in ``policy_loss``.
     """
     maskf = mask.to(logprobs.dtype)
     seq_log_ratio = ((logprobs - old_logprobs) * maskf).sum(-1) / maskf.sum(-1).clamp(min=1.0)
@@ -202,6 +215,7 @@ def gspo_loss(
         global_tokens=global_tokens,
         global_seqs=global_seqs,
         norm_length=norm_length,
+        rollout_weights=rollout_weights,
     )
 
 
@@ -211,6 +225,117 @@ POLICY_LOSSES: dict[str, PolicyLoss] = {"ppo_clip": policy_loss, "gspo": gspo_lo
 def get_policy_loss(name: str) -> PolicyLoss:
     """Look up a policy loss by name; an unknown name lists the registered ones."""
     return _lookup(POLICY_LOSSES, name, "policy loss")
+
+
+def rollout_weights(
+    proximal_logprobs: torch.Tensor,
+    behaviour_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    mode: str,
+    tis_cap: float = 2.0,
+    mis_bounds: tuple[float, float] = (0.5, 2.0),
+    geo_mask_bounds: tuple[float, float] = (0.99, 1.01),
+    decoupled_cap: float | None = 5.0,
+) -> torch.Tensor:
+    """Per-token weights that correct for the generator sampling from another distribution than the learner's.
+
+    proximal_logprobs: (B, T) the learner's own log-probs of the sampled tokens at the start of the step (the
+    policy the PPO clip is centred on); behaviour_logprobs: (B, T) the generator's (inference kernels, another
+    precision, or older weights under ``max_staleness > 0``); mask: (B, T). Returns detached weights (B, T), 0
+    outside the mask and on dropped tokens, for ``policy_loss(..., rollout_weights=)``.
+
+    With the token ratio ``rho_t = exp(proximal - behaviour)`` (log clamped to +-20):
+
+    - ``none``: 1.
+    - ``tis``: ``min(rho_t, tis_cap)``, truncated importance sampling (Yao et al., "Your efficient RL framework
+      secretly brings you off-policy RL training", 2025; verl's token-level rollout IS).
+    - ``mis``: masked sequence-level importance sampling: ``rho(y) = prod_t rho_t`` on every token of a sequence
+      with ``lo <= rho(y) <= hi``, 0 on the tokens of the others (Liu, Li et al., "When speed kills stability",
+      2025).
+    - ``geo_mask``: 1 on the tokens of a sequence whose geometric-mean ratio ``exp(mean_t log rho_t)`` lies in
+      ``[lo, hi]``, 0 on the others: a rejection mask that does not grow with the length (SkyRL; verl's
+      geometric rejection sampling).
+    - ``decoupled``: ``rho_t``, and 0 where ``rho_t > decoupled_cap`` (None: no cap): the behaviour weight of
+      decoupled PPO (Hilton et al., arXiv 2110.00641; AReaL, arXiv 2505.24298, which drops tokens above
+      the cap rather than truncating them).
+    """
+    if mode not in ROLLOUT_CORRECTIONS:
+        raise ValueError(f"unknown rollout correction {mode!r}; valid: {', '.join(ROLLOUT_CORRECTIONS)}")
+    dtype = torch.promote_types(proximal_logprobs.dtype, torch.float32)  # at least fp32, even on bf16 log-probs
+    maskf = mask.to(dtype)
+    log_ratio = proximal_logprobs.detach().to(dtype) - behaviour_logprobs.detach().to(dtype)
+    log_ratio = torch.clamp(log_ratio, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP) * maskf
+    if mode == "none":
+        return maskf
+    if mode == "tis":
+        return torch.clamp(torch.exp(log_ratio), max=tis_cap) * maskf
+    if mode == "decoupled":
+        ratio = torch.exp(log_ratio)
+        kept = ratio if decoupled_cap is None else torch.where(ratio <= decoupled_cap, ratio, 0.0)
+        return kept * maskf
+    seq_log = log_ratio.sum(-1)
+    if mode == "geo_mask":
+        low, high = geo_mask_bounds
+        geo_log = seq_log / maskf.sum(-1).clamp(min=1.0)
+        keep = (geo_log >= math.log(low)) & (geo_log <= math.log(high))
+        return keep.to(maskf.dtype).unsqueeze(-1) * maskf
+    low, high = mis_bounds
+    keep = (seq_log >= math.log(low)) & (seq_log <= math.log(high))
+    seq_weight = torch.where(keep, torch.exp(seq_log.clamp(math.log(low), math.log(high))), 0.0)
+    return seq_weight.unsqueeze(-1) * maskf
+
+
+def quantiles(values: torch.Tensor, qs: Sequence[float]) -> list[float]:
+    """Quantiles of a 1-D tensor with linear interpolation between order statistics (numpy's default), by
+    sorting: ``torch.quantile`` refuses inputs over 2**24 elements, fewer than a large batch's tokens."""
+    ordered = values.detach().double().flatten().sort().values
+    n = ordered.numel()
+    out = []
+    for q in qs:
+        pos = q * (n - 1)
+        lo, hi = math.floor(pos), math.ceil(pos)
+        out.append(float(ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)))
+    return out
+
+
+def mismatch_metrics(log_ratio: torch.Tensor, weights: torch.Tensor) -> dict[str, float]:
+    """How far the generator's distribution is from the learner's, over the response tokens of a step.
+
+    log_ratio: (N,) ``proximal - behaviour`` log-probs per token (clamped to +-20 here); weights: (N,) the
+    ``rollout_weights`` of those tokens. Returns floats: ``mismatch_kl`` (k3 estimate of KL(behaviour ||
+    proximal) from the behaviour's samples: mean of ``rho - 1 - log rho``), ``mismatch_kl_k1`` (mean of
+    ``-log rho``), ``mismatch_log_ratio_abs`` (mean ``|log rho|``: the mean absolute difference of the two
+    log-probs), ``mismatch_ratio_p05/p50/p95``, ``mismatch_ratio_min/max`` (of ``rho``), ``mismatch_weight_mean``
+    and ``mismatch_masked_frac`` (share of tokens whose weight is 0). All 0 when N is 0.
+    """
+    names = [f"mismatch_ratio_p{round(q * 100):02d}" for q in MISMATCH_QUANTILES]
+    keys = (
+        "mismatch_kl",
+        "mismatch_kl_k1",
+        "mismatch_log_ratio_abs",
+        *names,
+        "mismatch_ratio_min",
+        "mismatch_ratio_max",
+        "mismatch_weight_mean",
+        "mismatch_masked_frac",
+    )
+    if log_ratio.numel() == 0:
+        return dict.fromkeys(keys, 0.0)
+    lr = torch.clamp(log_ratio.detach().double(), -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    ratio = torch.exp(lr)
+    w = weights.detach().double()
+    values = [
+        float((ratio - 1.0 - lr).mean()),
+        float((-lr).mean()),
+        float(lr.abs().mean()),
+        *quantiles(ratio, MISMATCH_QUANTILES),
+        float(ratio.min()),
+        float(ratio.max()),
+        float(w.mean()),
+        float((w == 0).double().mean()),
+    ]
+    return dict(zip(keys, values, strict=True))
 
 
 def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = "k3") -> torch.Tensor:
@@ -317,6 +442,7 @@ __all__: list[str] = [
     "AGG_MODES",
     "KL_KINDS",
     "POLICY_LOSSES",
+    "ROLLOUT_CORRECTIONS",
     "AdvantageEstimator",
     "PolicyLoss",
     "aggregate",
@@ -325,7 +451,10 @@ __all__: list[str] = [
     "group_advantages",
     "gspo_loss",
     "kl_penalty",
+    "mismatch_metrics",
     "overlong_penalty",
     "policy_loss",
+    "quantiles",
     "rloo_advantages",
+    "rollout_weights",
 ]

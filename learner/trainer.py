@@ -1,6 +1,7 @@
 """``Learner``: one GRPO/DAPO training step over a global batch of (prompt, response, advantage) sequences.
 
-A step: advantages (from rewards and groups, unless given) -> old and reference log-probs -> for each PPO
+A step: advantages (from rewards and groups, unless given) -> old and reference log-probs -> rollout-correction
+weights (``algorithm.rollout_correction``: the old log-probs against the generator's) -> for each PPO
 epoch and each mini-batch: packed forward/backward over this rank's micro-batches, loss normalised by the
 GLOBAL counts of the mini-batch (tokens or sequences over all ranks and micro-batches, so the gradient does
 not depend on the split) -> gradient clipping -> AdamW -> warmup schedule. Runs as one process, or under
@@ -96,6 +97,7 @@ class Learner:
         self.compute_dtype = _resolve_dtype(config.dtype, self.ctx.device)
         self.model = self._prepare(model, trainable=True)
         self.ref_model = None if ref_model is None else self._prepare(ref_model, trainable=False)
+        self.temperature = 1.0 if algo.temperature is None else algo.temperature
         self.loss_fn = losses.get_policy_loss(algo.policy_loss)
         self.advantage_fn = losses.get_advantage_estimator(algo.advantage_estimator)
         self.optimizer = torch.optim.AdamW(
@@ -211,7 +213,7 @@ class Learner:
                     lp = response_logprobs(
                         model,
                         (mb or self._noop_batch()).to(self.ctx.device),
-                        temperature=self.config.algorithm.temperature,
+                        temperature=self.temperature,
                     ).logprobs
                 row.append(None if mb is None else lp)
             out.append(row)
@@ -230,13 +232,14 @@ class Learner:
         ]
 
     def _old_logprobs(self, batch: RolloutBatch, plans: list[_MiniBatch]) -> list[list[torch.Tensor | None]] | None:
-        """None means on-policy with a single update: the current log-probs (detached) are the old ones."""
+        """None means on-policy with a single update and no rollout correction: the current log-probs (detached)
+        are the old ones."""
         algo, cfg = self.config.algorithm, self.config
         if algo.use_generator_logprobs:
             if batch.old_logprobs is None:
                 raise ValueError("algorithm.use_generator_logprobs is set but the batch carries no old_logprobs")
             return self._generator_logprobs(batch, plans)
-        if cfg.ppo_epochs == 1 and len(plans) == 1:
+        if cfg.ppo_epochs == 1 and len(plans) == 1 and algo.rollout_correction == "none":
             return None
         self.model.eval()
         try:
@@ -244,18 +247,75 @@ class Learner:
         finally:
             self.model.train()
 
+    def _rollout_weights(
+        self, batch: RolloutBatch, plans: list[_MiniBatch], old: list[list[torch.Tensor | None]] | None
+    ) -> tuple[list[list[torch.Tensor | None]] | None, dict[str, float]]:
+        """Per micro-batch (R,) behaviour-correction weights (None when off) and the step's mismatch metrics,
+        over every rank's tokens: ``old`` is the proximal policy, the batch's generator log-probs the behaviour."""
+        algo = self.config.algorithm
+        if algo.rollout_correction == "none":
+            return None, {}
+        if batch.old_logprobs is None:
+            raise ValueError(
+                f"algorithm.rollout_correction={algo.rollout_correction} needs the generator's log-probs: the batch "
+                "carries no old_logprobs"
+            )
+        assert old is not None
+        behaviour = self._generator_logprobs(batch, plans)
+        weights: list[list[torch.Tensor | None]] = []
+        log_ratios, flat_weights = [], []
+        for plan, proximal_row, behaviour_row in zip(plans, old, behaviour, strict=True):
+            row: list[torch.Tensor | None] = []
+            for mb, proximal, behav in zip(plan.micro, proximal_row, behaviour_row, strict=True):
+                if mb is None or proximal is None or behav is None:
+                    row.append(None)
+                    continue
+                mb = mb.to(proximal.device)
+                (prox_st, mask), (behav_st, _) = mb.unpack(proximal), mb.unpack(behav.to(proximal))
+                w = losses.rollout_weights(
+                    prox_st,
+                    behav_st,
+                    mask,
+                    mode=algo.rollout_correction,
+                    tis_cap=algo.tis_cap,
+                    mis_bounds=algo.mis_bounds,
+                    geo_mask_bounds=algo.geo_mask_bounds,
+                    decoupled_cap=algo.decoupled_cap,
+                )[mb.seq_index, mb.token_index]
+                row.append(w)
+                log_ratios.append(proximal.float() - behav.float())
+                flat_weights.append(w)
+            weights.append(row)
+        metrics = losses.mismatch_metrics(self._gather_tokens(log_ratios), self._gather_tokens(flat_weights))
+        return weights, metrics
+
+    def _gather_tokens(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """This rank's per-token values, concatenated, then those of every rank (in rank order) under torchrun."""
+        local = torch.cat(parts) if parts else torch.zeros(0, device=self.ctx.device)
+        local = local.to(self.ctx.device, torch.float32)
+        if not self.ctx.distributed:
+            return local
+        counts = torch.zeros(self.ctx.world_size, device=self.ctx.device, dtype=torch.float64)
+        counts[self.ctx.rank] = local.numel()
+        all_reduce_sum(counts, self.ctx)
+        start = int(counts[: self.ctx.rank].sum().item())
+        full = torch.zeros(int(counts.sum().item()), device=self.ctx.device, dtype=torch.float32)
+        full[start : start + local.numel()] = local  # every other rank adds zeros here: the sum is exact
+        return all_reduce_sum(full, self.ctx)
+
     # ----------------------------------------------------------------- update
     def _micro_loss(
         self,
         mb: PackedMicroBatch,
         old: torch.Tensor | None,
         ref: torch.Tensor | None,
+        weights: torch.Tensor | None,
         advantages: torch.Tensor,
         den: _Denominators,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         algo = self.config.algorithm
         with self._autocast():
-            out = response_logprobs(self.model, mb, temperature=algo.temperature, with_entropy=True)
+            out = response_logprobs(self.model, mb, temperature=self.temperature, with_entropy=True)
         logprobs, mask = mb.unpack(out.logprobs)
         old_lp, _ = mb.unpack(out.logprobs.detach() if old is None else old)
         counts = {"global_tokens": den.tokens, "global_seqs": den.seqs, "norm_length": den.norm_length}
@@ -268,6 +328,7 @@ class Learner:
             clip_high=algo.clip_high,
             dual_clip=algo.dual_clip,
             agg=algo.loss_agg,
+            rollout_weights=None if weights is None else mb.unpack(weights)[0],
             **counts,
         )
         loss = pg_loss
@@ -288,6 +349,7 @@ class Learner:
         plan: _MiniBatch,
         old: list[torch.Tensor | None] | None,
         ref: list[torch.Tensor | None] | None,
+        weights: list[torch.Tensor | None] | None,
         advantages: torch.Tensor,
     ) -> torch.Tensor:
         """One optimizer step over one mini-batch; returns the summed metrics (METRIC_KEYS order + grad norm)."""
@@ -303,6 +365,7 @@ class Learner:
                 mb.to(self.ctx.device),
                 None if old is None else old[k],
                 None if ref is None else ref[k],
+                None if weights is None else weights[k],
                 advantages,
                 plan.denominators,
             )
@@ -328,10 +391,17 @@ class Learner:
         advantages = self._advantages(batch)
         plans = self._plan(batch)
         old = self._old_logprobs(batch, plans)
+        weights, correction_metrics = self._rollout_weights(batch, plans, old)
         ref = None if self.ref_model is None else self._frozen_logprobs(self.ref_model, plans)
         lr = self.scheduler.get_last_lr()[0]
         updates = [
-            self._update(plan, None if old is None else old[m], None if ref is None else ref[m], advantages)
+            self._update(
+                plan,
+                None if old is None else old[m],
+                None if ref is None else ref[m],
+                None if weights is None else weights[m],
+                advantages,
+            )
             for _ in range(self.config.ppo_epochs)
             for m, plan in enumerate(plans)
         ]
@@ -347,6 +417,7 @@ class Learner:
             step_s=elapsed,
             advantage_mean=float(advantages.mean()),
         )
+        metrics.update(correction_metrics)
         if self.ref_model is None:
             metrics.pop("kl")
         return metrics

@@ -160,6 +160,22 @@ def sample_tokens(
     return choice if ids is None else ids.gather(-1, choice[:, None])[:, 0]
 
 
+def token_logprobs(
+    logits: torch.Tensor, tokens: torch.Tensor, params: SamplingParams, workspace: Workspace | None = None
+) -> torch.Tensor:
+    """(B, V) logits, (B,) chosen ids -> (B,) log-probs of the chosen tokens under log_softmax(logits / T).
+
+    The rule every backend follows (SGLang's default `output_token_logprobs`): T is the sampling temperature,
+    1 for greedy decoding, and there is no top-k/top-p truncation, so a learner that divides its logits by the
+    same T (`algorithm.temperature`) recomputes these values.
+    """
+    scaled = logits
+    if not params.greedy and params.temperature != 1.0:
+        ws = workspace or Workspace()
+        scaled = torch.div(logits, params.temperature, out=ws.take("logprobs", logits, *logits.shape))
+    return scaled.gather(-1, tokens[:, None])[:, 0] - torch.logsumexp(scaled, dim=-1)
+
+
 def left_pad(prompts: Sequence[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids (B, L) left-padded with 0 and the attention mask (B, L) marking real tokens with 1."""
     width = max(len(p) for p in prompts)
@@ -271,7 +287,7 @@ def decode_batch(
         for step in range(params.max_new_tokens):
             logits = logits.float()
             tokens = sample_tokens(logits, live, params, workspace)
-            chosen = logits.gather(-1, tokens[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
+            chosen = token_logprobs(logits, tokens, params, workspace)
             done = _record_step(live, tokens.tolist(), chosen.tolist(), stop_ids, params.max_new_tokens, on_finish)
             if all(r is None for r in live):
                 return

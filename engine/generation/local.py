@@ -10,6 +10,9 @@ the middle of one: every sample of a call carries the one weight version it was 
         async for c in backend.generate(prompt_ids, SamplingParams(temperature=1.0, seed=0), n=8): ...
         await backend.update_weights(learner_model.state_dict())   # in-place copy, version + 1
 
+Each token's log-prob is log_softmax(logits / T) at the sampling temperature T (1 when greedy), before any
+top-k/top-p truncation: the rule of every backend (`decoding.token_logprobs`), which the learner recomputes.
+
 Options and the reasons for their defaults: LocalConfig (the measurements: bench/NOTES.md, "Local generation").
 """
 

@@ -134,6 +134,26 @@ async def test_logprobs_equal_teacher_forced_forward():
         assert len(c.logprobs) == len(c.token_ids)
 
 
+async def test_logprobs_are_those_of_the_sampling_temperature():
+    """log_softmax(logits / T) at the sampling temperature, before top-k/top-p truncation (SGLang's default
+    `output_token_logprobs`), so a learner dividing its logits by T recomputes them."""
+    model = tiny_model()
+    params = SamplingParams(max_new_tokens=10, temperature=0.7, top_k=40, top_p=0.9, seed=5)
+    async with LocalBackend(model) as backend:
+        completions = await collect(backend, PROMPTS, params, n=2)
+    gaps = []
+    for c in completions:
+        full = torch.tensor([PROMPTS[c.prompt_index] + list(c.token_ids)])
+        with torch.no_grad():
+            logits = model(full).logits[0].float()
+        start, picked = len(PROMPTS[c.prompt_index]) - 1, torch.tensor(c.token_ids)
+        rows = torch.arange(start, start + len(c.token_ids))
+        at_t = torch.log_softmax(logits / 0.7, dim=-1)[rows, picked]
+        assert c.logprobs == pytest.approx(at_t.tolist(), abs=1e-4)
+        gaps.append((torch.log_softmax(logits, dim=-1)[rows, picked] - at_t).abs().mean().item())
+    assert sum(gaps) / len(gaps) > 1e-2  # the temperature-1 values are far off: the check can tell them apart
+
+
 async def test_first_completion_arrives_while_others_still_decode():
     model = tiny_model()
     greedy = SamplingParams(max_new_tokens=1, temperature=0.0)

@@ -109,6 +109,70 @@ def test_generator_logprobs_drive_the_ratio(make_model, make_sequences):
         Learner(make_model(), config).step(batch)
 
 
+# Behaviour log-probs = the learner's own minus log(4) on sequence 0 (rho = 4 on each of its tokens) and equal on
+# the others (rho = 1). On-policy with one update the per-token loss is -A * w, so with token-mean the loss is
+# -sum_i A_i * w_i * n_i / N for each mode's weight w_0 of sequence 0 (w = 1 elsewhere).
+CORRECTIONS = {
+    "tis": ({"tis_cap": 2.0}, lambda n0: 2.0),
+    "mis": ({"mis_bounds": (0.5, 2.0)}, lambda n0: 0.0),  # product 4 ** n0 > 2: dropped
+    "geo_mask": ({"geo_mask_bounds": (0.5, 5.0)}, lambda n0: 1.0),  # geometric mean 4 is inside: kept, weight 1
+    "decoupled": ({"decoupled_cap": 5.0}, lambda n0: 4.0),
+}
+
+
+@pytest.mark.parametrize("mode", list(CORRECTIONS))
+def test_rollout_correction_weights_the_step(make_model, make_sequences, mode):
+    model = make_model()
+    batch = _batch(make_sequences, n=5, seed=3, group=1)
+    with torch.no_grad():
+        own = [_seq_logprobs(model, p, r) for p, r in zip(batch.prompts, batch.responses, strict=True)]
+    behaviour = [(lp - math.log(4.0) if i == 0 else lp).tolist() for i, lp in enumerate(own)]
+    shifted = RolloutBatch(
+        prompts=batch.prompts, responses=batch.responses, advantages=batch.advantages, old_logprobs=behaviour
+    )
+    kw, weight = CORRECTIONS[mode]
+    algo = AlgorithmConfig(rollout_correction=mode, **kw)
+    metrics = Learner(model, LearnerConfig(lr=1e-3, micro_batch_tokens=24, algorithm=algo)).step(shifted)
+    lengths = [len(r) for r in batch.responses]
+    n_tok, n0 = sum(lengths), lengths[0]
+    w = [weight(n0)] + [1.0] * (len(lengths) - 1)
+    expected = -sum(a * wi * n for a, wi, n in zip(batch.advantages, w, lengths, strict=True)) / n_tok
+    assert metrics["loss"] == pytest.approx(expected, abs=1e-6)  # fp32 log-probs: the others' rho is 1 +- 1e-6
+    # the metrics see every token: n0 of them at rho = 4, the rest at 1
+    assert metrics["mismatch_ratio_max"] == pytest.approx(4.0, rel=1e-5)
+    assert metrics["mismatch_ratio_p50"] == pytest.approx(1.0, rel=1e-5)
+    assert metrics["mismatch_kl_k1"] == pytest.approx(-math.log(4.0) * n0 / n_tok, rel=1e-5)
+    assert metrics["mismatch_kl"] == pytest.approx((3.0 - math.log(4.0)) * n0 / n_tok, rel=1e-5)
+    assert metrics["mismatch_masked_frac"] == pytest.approx(n0 / n_tok if weight(n0) == 0 else 0.0, abs=1e-7)
+    assert metrics["mismatch_weight_mean"] == pytest.approx(
+        sum(wi * n for wi, n in zip(w, lengths, strict=True)) / n_tok, rel=1e-5
+    )
+
+
+def test_rollout_correction_without_mismatch_changes_nothing(make_model, make_sequences):
+    """Generator log-probs equal to the learner's: weights 1, and the gradient of the uncorrected step."""
+    batch = _batch(make_sequences, n=6, seed=8, group=3)
+    model = make_model()
+    with torch.no_grad():
+        own = [_seq_logprobs(model, p, r).tolist() for p, r in zip(batch.prompts, batch.responses, strict=True)]
+    same = RolloutBatch(prompts=batch.prompts, responses=batch.responses, advantages=batch.advantages, old_logprobs=own)
+    runs = []
+    for mode in ("none", "tis"):
+        learner = Learner(
+            copy.deepcopy(model), LearnerConfig(lr=1e-3, algorithm=AlgorithmConfig(rollout_correction=mode))
+        )
+        grads = _capture_grads(learner)
+        runs.append((learner.step(same), grads[0]))
+    (plain, plain_grads), (tis, tis_grads) = runs
+    assert "mismatch_kl" not in plain
+    assert tis["mismatch_log_ratio_abs"] < 1e-6 and tis["mismatch_masked_frac"] == 0.0
+    assert tis["loss"] == pytest.approx(plain["loss"], rel=1e-6)
+    for a, b in zip(plain_grads, tis_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="needs the generator's log-probs"):
+        Learner(make_model(), LearnerConfig(algorithm=AlgorithmConfig(rollout_correction="tis"))).step(batch)
+
+
 def test_kl_against_identical_reference_starts_at_zero(make_model, make_sequences):
     model = make_model()
     config = LearnerConfig(lr=1e-2, algorithm=AlgorithmConfig(kl_coef=0.5, kl_kind="k3"))
@@ -150,6 +214,21 @@ def test_config_and_batch_validation():
         AlgorithmConfig(policy_loss="ppo")
     with pytest.raises(ValueError, match="loss_agg"):
         AlgorithmConfig(loss_agg="sum")
+    with pytest.raises(ValueError, match="valid: none, tis, mis, geo_mask, decoupled"):
+        AlgorithmConfig(rollout_correction="is")
+    with pytest.raises(ValueError, match=r"set algorithm\.use_generator_logprobs=false"):
+        AlgorithmConfig(rollout_correction="tis", use_generator_logprobs=True)
+    for bad in ({"tis_cap": 0.5}, {"tis_cap": float("nan")}, {"decoupled_cap": 1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            AlgorithmConfig(rollout_correction="tis", **bad)
+    for bounds in ((1.5, 2.0), (0.5, 0.9), (0.0, 2.0), (0.5, float("inf"))):
+        with pytest.raises(ValueError, match=r"mis_bounds must be \[lo, hi\] with 0 < lo <= 1 <= hi"):
+            AlgorithmConfig(mis_bounds=bounds)
+    with pytest.raises(ValueError, match="geo_mask_bounds"):
+        AlgorithmConfig(geo_mask_bounds=(1.01, 0.99))
+    for bad_t in (0.0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match=r"algorithm\.temperature must be a finite number > 0"):
+            AlgorithmConfig(temperature=bad_t)
     with pytest.raises(ValueError, match="rewards together with group_ids"):
         RolloutBatch(prompts=[[1]], responses=[[2]], rewards=[1.0])
     with pytest.raises(ValueError, match=r"old_logprobs\[0\] has 2 values for 1"):
