@@ -139,8 +139,8 @@ def prune_checkpoints(root: Path, *, keep: int) -> None:
 def learner_config(cfg: Config) -> LearnerConfig:
     """The learner's config with the run's algorithm section.
 
-    Log-probs stay at temperature 1 (`algorithm.temperature` default): the generation protocol reports the
-    model's own distribution whatever the sampling temperature, and old and new log-probs must agree.
+    The generator reports log_softmax(logits / T) at the sampling temperature T, and the run config has set
+    `algorithm.temperature` to that T, so the learner's old and new log-probs are of the same distribution.
     """
     return dataclasses.replace(cfg.learner, algorithm=cfg.algorithm)
 
