@@ -79,6 +79,12 @@ def test_two_ranks_match_one_process(tmp_path, worker):
     for got, expected in zip(results["uneven_metrics"], metrics, strict=True):
         for key in ("loss", "kl", "grad_norm", "entropy", "clip_frac_high", "clip_frac_low"):
             assert got[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-7), key
+        # the rollout-correction metrics cover both ranks' tokens, the quantiles included
+        assert {k: v for k, v in got.items() if k.startswith("mismatch_")} == pytest.approx(
+            {k: v for k, v in expected.items() if k.startswith("mismatch_")}, rel=1e-5, abs=1e-7
+        )
+    assert 0 < metrics[0]["mismatch_ratio_p05"] < 1 < metrics[0]["mismatch_ratio_max"]
+    assert metrics[0]["mismatch_weight_mean"] < 1.0 < metrics[0]["mismatch_ratio_p95"]  # some weights capped at 1.5
     # checkpoint round trip across 2 ranks: the resumed step equals the uninterrupted one
     assert results["loop_state"] == {"next": 1}
     assert _max_diff(results["weights_resumed"], results["weights_uninterrupted"]) == 0.0

@@ -70,15 +70,27 @@ def dist_config(micro_batch_tokens: int) -> LearnerConfig:
 
 
 def uneven_batch() -> RolloutBatch:
-    """7 sequences, one 5x longer prompt: with 2 ranks and 14-token micro-batches one rank has fewer micro-batches."""
+    """7 sequences, one 5x longer prompt: with 2 ranks and 14-token micro-batches one rank has fewer micro-batches.
+    Generator log-probs around the tiny model's (-log 48 = -3.87), so the rollout correction weighs and caps."""
     prompts, responses = random_sequences(7, seed=21)
     prompts[0] = prompts[0] * 5
     rewards = [1.0, 0.0, 0.5, 0.2, 0.9, 0.1, 0.3]
-    return RolloutBatch(prompts=prompts, responses=responses, rewards=rewards, group_ids=[0, 0, 0, 1, 1, 1, 1])
+    g = torch.Generator().manual_seed(22)
+    behaviour = [(-4.6 + 1.4 * torch.rand(len(r), generator=g, dtype=torch.float64)).tolist() for r in responses]
+    return RolloutBatch(
+        prompts=prompts, responses=responses, rewards=rewards, group_ids=[0, 0, 0, 1, 1, 1, 1], old_logprobs=behaviour
+    )
 
 
 def uneven_config() -> LearnerConfig:
-    algo = AlgorithmConfig(kl_coef=0.1, dual_clip=3.0, loss_agg="seq-mean-token-mean", clip_high=0.28)
+    algo = AlgorithmConfig(
+        kl_coef=0.1,
+        dual_clip=3.0,
+        loss_agg="seq-mean-token-mean",
+        clip_high=0.28,
+        rollout_correction="tis",
+        tis_cap=1.5,
+    )
     return LearnerConfig(lr=1e-3, ppo_epochs=2, mini_batches=2, micro_batch_tokens=14, algorithm=algo)
 
 
