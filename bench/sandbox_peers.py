@@ -3,14 +3,12 @@
 Sides:
 - **warm pool**: `SandboxPool(workers=2, preload=solver.preload)` and the solver harness, exactly as
   verification runs a program (`solvers.verify.verify_code`): objective from the harness channel.
-- **exec pool** (the unisolated baseline of SIRL-style pipelines, written here from that description): two
-  forked worker processes that import the solver once, then `exec` each program in-process with a
-  per-program timeout; a timed-out worker is killed (its process group) and replaced. The objective is
-  read from the solver object: the worker wraps the solve entry points and keeps the last call's status
-  and objective. No isolation of any kind.
+- **exec pool**: the unisolated baseline of SIRL-style pipelines (bench/exec_pool.py): two forked workers
+  with the solver imported `exec` each program in-process; a timeout kills and replaces the worker; the
+  objective comes from the solver objects (a wrapper on the solve calls keeps the last one).
 - **SandboxFusion** (`--sandboxfusion-url`, default $SANDBOXFUSION_URL): its `POST /run_code` API, one
-  fresh `python` per program; the same solve-recording prelude is prepended to the program and prints the
-  last solve as a marker line on stdout when the program exits. How it was started here: bench/RESULTS.md.
+  fresh `python` per program; the same solve recorder is prepended to the program and prints the last
+  solve as a marker line on stdout when the program exits.
 
 Programs: the gurobipy reference programs of ../shared/data/benchmarks/reference_programs.jsonl (those whose
 exec check passed, read from that path) with their answers, and the CP-SAT and pywraplp programs of
@@ -22,11 +20,22 @@ suite through every side (rotated order), two programs in flight per side.
 Isolation: three abuse programs on every side (a TCP connect to a listener of this process, a write
 outside /tmp checked on the host afterwards, a bounded fork loop) plus a looping program under a 5 s
 limit. The exec pool's fork loop runs in a pids cgroup of `--exec-pids-max` made by this script (the
-baseline has no cap of its own); without cgroup v1 pids that probe is skipped. Run the whole bench under
-caps: /work/shared/tools/with-limits --pids 512 --mem-gb 8 -- .venv/bin/python bench/sandbox_peers.py
+baseline has no cap of its own); without cgroup v1 pids that probe is skipped. Run the bench under caps:
 
-    .venv/bin/python bench/sandbox_peers.py [--gurobi 30] [--ortools 10] [--rounds 3] \\
-        [--sandboxfusion-url http://127.0.0.1:8089] [--out bench/out/sandbox-peers.md] [--json FILE]
+    /work/shared/tools/with-limits --pids 512 --mem-gb 8 --cpus 2 -- .venv/bin/python bench/sandbox_peers.py \\
+        [--gurobi 30] [--ortools 10] [--rounds 3] [--sandboxfusion-url http://127.0.0.1:8089] \\
+        [--out bench/out/sandbox-peers.md] [--json FILE]
+
+SandboxFusion in lite isolation on one machine (root, cgroup v1, no docker; not on PyPI), as done here:
+its source (github:bytedance/SandboxFusion) under /work/sbf/SandboxFusion; a Python 3.11 venv at
+/work/sbf/conda/envs/sandbox with its pyproject dependencies from PyPI; `apt-get install sudo cgroup-tools
+iptables`; `mkdir docs/build` (the server mounts the built docs); a copy of sandbox/configs/local.yaml as
+evom_lite.yaml with `isolation: lite`; and, for its conda lookup of the "sandbox-runtime" env, a directory
+/work/sbf/conda/condabin plus /work/sbf/conda/bin/activate putting this repository's .venv first on PATH
+(so programs run with the same Python and solvers as the other sides). Then, from /work/sbf/SandboxFusion:
+`SANDBOX_CONFIG=evom_lite with-limits --pids 512 --mem-gb 8 --cpus 2 -- /work/sbf/conda/envs/sandbox/bin/uvicorn
+sandbox.server.server:app --host 127.0.0.1 --port 8089`. Lite mode leaves its network namespaces, NAT rules
+and cgroups behind at shutdown; remove them (ip netns del, iptables -t nat -D, cgdelete) after stopping it.
 """
 
 from __future__ import annotations
@@ -36,19 +45,14 @@ import ast
 import asyncio
 import contextlib
 import dataclasses
-import importlib
-import io
 import json
-import multiprocessing
 import os
 import platform
-import signal
 import socket
 import statistics
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -59,6 +63,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 import sandbox_bench  # noqa: E402
+from exec_pool import MARKER, RECORDER, SOLVER_MODULES, ExecPool, Raw, pids_cgroup  # noqa: E402
 
 from sandbox import SandboxPool  # noqa: E402
 from solvers import get_solver  # noqa: E402
@@ -68,8 +73,6 @@ from solvers.verify import verify_code  # noqa: E402
 CONCURRENCY = 2
 LIMITS = sandbox_bench.LIMITS
 REWARD = RewardConfig(tolerance=1e-4)
-SIDES = ("warm pool", "exec pool", "SandboxFusion")
-MARKER = "EVOM-PEER-SOLVE "
 FORK_BOUND = 300  # the fork probe stops by itself here, below the 512-pid cap the bench runs under
 PROBE_WALL_S = 5.0
 
@@ -171,67 +174,7 @@ def ortools_suites(n: int, seed: int) -> list[Suite]:
     ]
 
 
-# ----- reading the last solve without the harness (exec pool and SandboxFusion) ----------------------------
-
-RECORDER = (
-    r'''
-def _evom_peer_record(modules, at_exit=False):
-    """Wrap the solve calls of the solver modules among `modules`; return the dict holding the last solve."""
-    import atexit, importlib, json
-    last = {}
-
-    def wrap(owner, name, read):
-        original = getattr(owner, name)
-
-        def solve(self, *args, **kwargs):
-            result = original(self, *args, **kwargs)
-            try:
-                state, objective = read(self, result)
-            except Exception as exc:
-                state, objective = "unreadable: " + type(exc).__name__, None
-            last.clear()
-            last.update(state=state, objective=objective)
-            return result
-
-        setattr(owner, name, solve)
-
-    if "gurobipy" in modules:
-        gp = importlib.import_module("gurobipy")
-        states = {2: "optimal", 3: "infeasible", 4: "inf_or_unbd", 5: "unbounded"}
-
-        def read_gurobi(model, _):
-            state = states.get(model.Status, "status %s" % model.Status)
-            return state, model.ObjVal if state == "optimal" else None
-
-        wrap(gp.Model, "optimize", read_gurobi)
-    if "ortools.sat.python.cp_model" in modules:
-        cp = importlib.import_module("ortools.sat.python.cp_model")
-
-        def read_cp(solver, status):
-            state = {cp.OPTIMAL: "optimal", cp.INFEASIBLE: "infeasible"}.get(status, "status %s" % status)
-            return state, solver.ObjectiveValue() if state == "optimal" else None
-
-        for name in ("solve", "Solve"):
-            if hasattr(cp.CpSolver, name):
-                wrap(cp.CpSolver, name, read_cp)
-    if "ortools.linear_solver.pywraplp" in modules:
-        lp = importlib.import_module("ortools.linear_solver.pywraplp").Solver
-        states = {lp.OPTIMAL: "optimal", lp.INFEASIBLE: "infeasible", lp.UNBOUNDED: "unbounded"}
-
-        def read_lp(solver, status):
-            state = states.get(status, "status %s" % status)
-            return state, solver.Objective().Value() if state == "optimal" else None
-
-        wrap(lp, "Solve", read_lp)
-    if at_exit:
-        atexit.register(lambda: print("\n'''
-    + MARKER
-    + r"""" + json.dumps(last), flush=True))
-    return last
-"""
-)
-
-SOLVER_MODULES = ("gurobipy", "ortools.sat.python.cp_model", "ortools.linear_solver.pywraplp")
+# ----- judging without the harness (exec pool and SandboxFusion) ---------------------------------------------
 
 
 def recorded_program(code: str, solver: str) -> str:
@@ -250,140 +193,6 @@ def judge_last(last: dict[str, Any] | None, answer: float | None) -> tuple[bool,
     if state != "optimal" or not isinstance(objective, int | float):
         return False, None
     return matches(float(objective), answer, REWARD), float(objective)
-
-
-# ----- the exec pool (no isolation) --------------------------------------------------------------------------
-
-
-def _exec_worker(conn: Any, modules: tuple[str, ...]) -> None:
-    """A forked worker: import the solver, then exec programs one after the other, in this process."""
-    os.setpgrp()  # so that a timeout kills what the program started too
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)  # solver logs written by C code go nowhere; Python-level output is captured below
-    os.dup2(devnull, 2)
-    for name in modules:
-        importlib.import_module(name)
-    scope: dict[str, Any] = {}
-    exec(RECORDER, scope)
-    last = scope["_evom_peer_record"](modules)
-    conn.send("ready")
-    while True:
-        code = conn.recv()
-        last.clear()
-        out = io.StringIO()
-        error = None
-        try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-                exec(compile(code, "<program>", "exec"), {"__name__": "__main__"})
-        except SystemExit as exc:
-            error = None if exc.code in (0, None) else f"SystemExit({exc.code!r})"
-        except BaseException as exc:  # any failure of the program is its result
-            error = f"{type(exc).__name__}: {exc}"[:300]
-        conn.send({"error": error, "last": dict(last), "stdout": out.getvalue()[-4000:]})
-
-
-@dataclass(frozen=True, kw_only=True)
-class Raw:
-    """One run as a side reports it: status is ok | error | timeout | sandbox_error."""
-
-    status: str
-    stdout: str = ""
-    last: dict[str, Any] | None = None
-    detail: str = ""
-
-
-class ExecWorker:
-    def __init__(self, modules: tuple[str, ...], pids_group: Path | None) -> None:
-        ctx = multiprocessing.get_context("fork")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_exec_worker, args=(child, modules), daemon=True)
-        self.proc.start()
-        child.close()
-        if pids_group is not None:
-            (pids_group / "cgroup.procs").write_text(str(self.proc.pid))
-
-    def ready(self, timeout_s: float) -> None:
-        if not self.conn.poll(timeout_s) or self.conn.recv() != "ready":
-            raise RuntimeError("an exec pool worker did not start (solver import failed or too slow)")
-
-    def call(self, code: str, timeout_s: float) -> dict[str, Any] | None:
-        """The worker's answer, or None when it timed out or died."""
-        try:
-            self.conn.send(code)
-            return self.conn.recv() if self.conn.poll(timeout_s) else None
-        except (EOFError, OSError):
-            return None
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.join(5)
-        self.conn.close()
-
-
-class ExecPool:
-    """`workers` forked processes with the solver imported; `run` execs a program in one of them."""
-
-    def __init__(self, *, workers: int, modules: tuple[str, ...], pids_group: Path | None = None) -> None:
-        self.workers, self.modules, self.pids_group = workers, modules, pids_group
-        self.replaced = 0
-        self._idle: asyncio.Queue[ExecWorker] = asyncio.Queue()
-        self._all: list[ExecWorker] = []
-
-    async def _spawn(self) -> ExecWorker:
-        worker = ExecWorker(self.modules, self.pids_group)
-        self._all.append(worker)
-        await asyncio.to_thread(worker.ready, 120.0)
-        return worker
-
-    async def start(self) -> None:
-        for _ in range(self.workers):
-            self._idle.put_nowait(await self._spawn())
-
-    async def run(self, code: str, timeout_s: float) -> Raw:
-        worker = await self._idle.get()
-        try:
-            reply = await asyncio.to_thread(worker.call, code, timeout_s)
-            if reply is None:
-                alive = worker.proc.is_alive()
-                worker.kill()
-                self._all.remove(worker)
-                self.replaced += 1
-                worker = await self._spawn()
-                return Raw(status="timeout" if alive else "error", detail="worker killed and replaced")
-            status = "ok" if reply["error"] is None else "error"
-            return Raw(status=status, stdout=reply["stdout"], last=reply["last"], detail=reply["error"] or "")
-        finally:
-            self._idle.put_nowait(worker)
-
-    async def close(self) -> None:
-        for worker in self._all:
-            worker.kill()
-        self._all.clear()
-
-
-@contextlib.contextmanager
-def pids_cgroup(pids_max: int) -> Iterator[Path | None]:
-    """A cgroup v1 pids group below this process's own (so caps above still apply), or None where none can be made."""
-    lines = Path("/proc/self/cgroup").read_text().splitlines() if Path("/proc/self/cgroup").exists() else []
-    own = next((line.split(":", 2)[2] for line in lines if line.split(":")[1:2] == ["pids"]), None)
-    group = Path("/sys/fs/cgroup/pids") / (own or "/").lstrip("/") / f"evom-peers-{os.getpid()}"
-    try:
-        group.mkdir()
-        (group / "pids.max").write_text(str(pids_max))
-    except OSError:
-        yield None
-        return
-    try:
-        yield group
-    finally:
-        for _ in range(5):
-            for pid in (group / "cgroup.procs").read_text().split():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
-            time.sleep(0.1)
-        with contextlib.suppress(OSError):
-            group.rmdir()
 
 
 # ----- the three sides -----------------------------------------------------------------------------------------
