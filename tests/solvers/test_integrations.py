@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import math
+import multiprocessing
+import os
 import subprocess
 import sys
 import threading
@@ -148,6 +150,26 @@ def test_close_stops_the_pool_and_the_thread_and_the_next_call_starts_afresh():
         service.verify([("x", 1.0)], reward.solver, reward=reward.reward)
     assert reward(completions=[fenced(MAX_X_3)], answer=[3.0]) == [1.0]
     assert shared_verifier() is not service and shared_verifier().alive
+
+
+def _reward_in_child(queue) -> None:
+    from solvers import integrations as child_integrations
+
+    rewards = trl_reward("gurobipy")(completions=[fenced(MAX_X_3)], answer=[3.0])
+    queue.put((rewards, child_integrations.shared_verifier().pid == os.getpid()))
+    child_integrations.close()
+
+
+def test_a_forked_child_starts_its_own_pool():
+    parent = shared_verifier()
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_reward_in_child, args=(queue,))
+    child.start()
+    rewards, own = queue.get(timeout=120)
+    child.join(timeout=60)
+    assert (rewards, own, child.exitcode) == ([1.0], True, 0)
+    assert shared_verifier() is parent and parent.alive  # the parent's pool is untouched
 
 
 def test_the_pool_is_closed_at_interpreter_exit():
