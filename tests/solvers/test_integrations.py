@@ -226,6 +226,22 @@ def test_compute_score_takes_the_solver_from_extra_info_or_the_reward_kwargs():
     assert (result["status"], result["score"]) == ("correct", 1.0)
 
 
+def test_compute_score_works_loaded_from_its_file_as_verl_loads_it():
+    # verl's custom_reward_function.path: the file is loaded as a module "custom_module" of its own (registered in
+    # sys.modules, then executed), then its function is called by keyword
+    spec = importlib.util.spec_from_file_location("custom_module", integrations.__file__)
+    module = sys.modules["custom_module"] = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        result = module.compute_score(
+            data_source="evom/test", solution_str=fenced(MAX_X_3), ground_truth="3.0", extra_info={"split": "train"}
+        )
+    finally:
+        module.close()
+        del sys.modules["custom_module"]
+    assert (result["score"], result["status"]) == (1.0, "correct")
+
+
 # ----- TRL's real GRPOTrainer ------------------------------------------------------------------------------------
 
 
