@@ -21,6 +21,39 @@ process exits or a limit trips, the worker SIGKILLs every process left in the ja
 reaches double-forked, setsid daemons too), reaps them, and deletes everything under /tmp before the
 next child is prepared.
 
+Whose death is it: the program's, or the infrastructure's
+---------------------------------------------------------
+The verifier charges a run's status to the program (solvers.verify scores "killed", "memory", "output_limit"
+and "timeout" as the program's failure) unless it is "sandbox_error", which is excluded from training. So:
+
+The program's (its status says which):
+- its own limits: wall_s and cpu_s ("timeout", including the SIGKILL at the hard CPU limit), memory_mb
+  ("memory": the worker's cgroup recorded an OOM kill, or MemoryError), max_procs (fork fails inside the
+  program, which then exits as it chooses), output_bytes ("output_limit"); a non-zero exit ("error");
+- a signal it raised itself ("killed"): faults of its code and its libraries (SIGSEGV, SIGBUS, SIGILL,
+  SIGFPE, SIGSYS, SIGTRAP, SIGABRT from abort()), its own timers (SIGALRM, SIGVTALRM, SIGPROF), SIGXFSZ,
+  SIGPIPE, and any signal the run sent to its main process, its process group or every process through
+  os.kill, os.killpg, signal.pthread_kill or signal.raise_signal (an audit hook in the run records them);
+- "killed" with reason "cancelled": the caller cancelled `run()`; it never sees that result.
+
+The infrastructure's ("sandbox_error", with the reason):
+- any other signal that killed the program's main process (SIGKILL or SIGTERM from an operator, the host's
+  OOM killer, a chaos test): nothing of the run asked for it and no limit of the run explains it;
+- the worker (the jail's pid 1) died or was killed while it held the run, or the pool was closed;
+- a sandbox setup failure in the child before the program started (exit 125 with the setup mark).
+
+Not charged to anyone, because the run is moved on instead: a prepared child that died before its program
+started (killed while it waited) is replaced and the run goes to a fresh child of the same worker, up to 3
+children (then "sandbox_error"); a worker that died before it acknowledged a run (killed while idle, before
+the pool noticed) is replaced and the run goes to another worker, up to 3 workers. A slot whose new workers
+keep failing to start is retried for as long as the pool is open (backoff up to 2 s); once no worker is left
+and the slot failed 5 times in a row, the runs waiting get "sandbox_error" rather than waiting on.
+
+Limits of the attribution: a program can still kill itself unseen (ctypes calling kill(2), a subprocess
+running `kill -9 $PPID`) and be counted as infrastructure: excluded from training, not rewarded. Watch the
+rate of sandbox_error in the run's metrics. `sandbox.faults` kills sandbox processes from outside on purpose,
+for tests/sandbox/test_chaos.py and bench/chaos.py.
+
 Threat model (isolation="nsjail")
 ---------------------------------
 Isolated:

@@ -10,6 +10,11 @@ rlimits, stdin/stdout/stderr pipes and fd 3 (the side channel); every other desc
 protocol, is closed before any program code runs. When the main process exits (or a limit trips) every
 process of the run is SIGKILLed and reaped (pid 1 of the jail uses kill(-1); a process-mode worker is a
 child subreaper and kills its descendants), then the run's files are deleted.
+
+The worker answers "accepted" as soon as it reads a run, so the pool knows which runs a dead worker took
+with it. A page of shared memory per child tells the worker whether the program started and which signals
+the run sent to its main process: a child that died before its program started is replaced and the run
+handed to a fresh one; a signal death is the program's only when it raised it (see `sandbox/__init__.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import fcntl
 import io
 import json
 import math
+import mmap
 import os
 import resource
 import select
@@ -45,6 +51,18 @@ DRAIN_CHUNKS = 64  # 4 MiB: more than any pipe buffer holds (at most 1 MiB unpri
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 NOBODY = 65534
+CHILD_ATTEMPTS = 3  # prepared children that may die before their program starts, per run, before the run is lost
+# Deaths by these signals are the program's own doing whatever sent them: faults of its code, abort(), its own
+# timers, its CPU and file-size limits. Any other signal kills the program on its own account only when the run
+# sent it to its main process (os.kill, os.killpg, signal.pthread_kill, signal.raise_signal); otherwise it came
+# from outside the run (an operator, the host's OOM killer) and the run is lost to the infrastructure.
+_S = signal.Signals
+PROGRAM_SIGNALS = frozenset({_S.SIGSEGV, _S.SIGBUS, _S.SIGILL, _S.SIGFPE, _S.SIGSYS, _S.SIGTRAP, _S.SIGABRT})
+PROGRAM_SIGNALS |= {_S.SIGXCPU, _S.SIGXFSZ, _S.SIGPIPE, _S.SIGALRM, _S.SIGVTALRM, _S.SIGPROF}
+# A page shared by the worker and one child: byte STARTED is set just before the program's first statement,
+# byte n (1-64) once the run sent signal n to its main process.
+STARTED = 0
+STATE_BYTES = 72
 
 
 # ----- framing: u32 header length, JSON header {"sizes": [...], ...}, then the blobs -----------------
@@ -200,7 +218,37 @@ def _exit_code(exc: SystemExit) -> int:
     return 1
 
 
-def child_main(cfg: dict, fds: tuple[int, int, int, int], ctl: int, run_dir: str) -> None:
+def _watch_own_signals(state: mmap.mmap, main: int) -> None:
+    """Record in `state` every signal the run sends to its main process (its process group, or every process)."""
+
+    def mark(sig: object) -> None:
+        if isinstance(sig, int) and 0 < sig < STATE_BYTES:
+            state[sig] = 1
+
+    def hook(event: str, args: tuple) -> None:
+        if event == "os.kill":
+            pid, sig = args
+            if pid in (main, -main, -1) or (pid == 0 and os.getpgrp() == main):
+                mark(sig)
+        elif event == "os.killpg":
+            group, sig = args
+            if group == main or (group == 0 and os.getpgrp() == main):
+                mark(sig)
+        elif event == "signal.pthread_kill" and os.getpid() == main:
+            mark(args[1])
+
+    sys.addaudithook(hook)  # audit hooks cannot be removed, and forked children of the run inherit this one
+    raise_signal = signal.raise_signal  # not an audited call
+
+    def raise_own(signalnum: int) -> None:
+        if os.getpid() == main:
+            mark(int(signalnum))
+        raise_signal(signalnum)
+
+    signal.raise_signal = raise_own
+
+
+def child_main(cfg: dict, fds: tuple[int, int, int, int], ctl: int, run_dir: str, state: mmap.mmap) -> None:
     """Never returns. Prepared ahead of its run (off the critical path), the child waits for the run's
     limits and code on the hand-over pipe, then runs the program as __main__ and exits like `python main.py`."""
     try:
@@ -224,8 +272,10 @@ def child_main(cfg: dict, fds: tuple[int, int, int, int], ctl: int, run_dir: str
         _child_limits(header["limits"], cfg)
         if SECCOMP is not None:
             SECCOMP.install()
+        _watch_own_signals(state, os.getpid())
     except BaseException as exc:
         _setup_failed(exc)
+    state[STARTED] = 1
     os._exit(_run_program(code, path, sys.modules["__main__"].__dict__))
 
 
@@ -266,13 +316,33 @@ class Run:
         self.out = Capture(self.limits["output_bytes"])
         self.err = Capture(self.limits["output_bytes"])
         self.chan = Capture(self.limits["channel_bytes"])
-        self.code = code
+        self.code, self.stdin_bytes = code, stdin
         self.status, self.reason = "", ""
         self.in_w = -1
 
     def execute(self) -> tuple[dict, bytes, bytes, bytes]:
-        child = self.worker.waiting
-        self.worker.waiting = None
+        """Run the program on the prepared child. A child that died before the program started (killed while it
+        waited, say) is not the program's doing: the run goes to a fresh child, up to CHILD_ATTEMPTS in all."""
+        leftovers = False
+        for attempt in range(1, CHILD_ATTEMPTS + 1):
+            header = self._attempt(self.worker.take_child())
+            leftovers = header["leftovers"] = leftovers or header["leftovers"]
+            header["children_lost"] = attempt - 1
+            if header["started"] or self.status or header["signal"] is None:
+                break
+            if attempt == CHILD_ATTEMPTS:
+                header["status"] = "sandbox_error"
+                header["reason"] = (
+                    f"the run's process died before the program started ({attempt} times): {header['reason']}"
+                )
+                break
+            self.stdin = memoryview(self.stdin_bytes)
+            self.out = Capture(self.limits["output_bytes"])
+            self.err = Capture(self.limits["output_bytes"])
+            self.chan = Capture(self.limits["channel_bytes"])
+        return header, self.out.value(), self.err.value(), self.chan.value()
+
+    def _attempt(self, child: WaitingChild) -> dict:
         readers = {child.out_r: self.out, child.err_r: self.err, child.chan_r: self.chan}
         self.in_w = child.in_w
         start = time.monotonic()
@@ -285,13 +355,15 @@ class Run:
             wall = time.monotonic() - start
             self.worker.kill_all()
             self._drain(readers)
+            started = child.state[STARTED] == 1
+            own_signals = {sig for sig in range(1, STATE_BYTES) if child.state[sig]}
         finally:
             self._close_stdin()
             for fd in readers:
                 _close(fd)
+            child.state.close()
         leftovers = self.worker.clean_tmp()
-        header = self._header(wait_status, usage, wall, leftovers)
-        return header, self.out.value(), self.err.value(), self.chan.value()
+        return self._header(wait_status, usage, wall, leftovers, started, own_signals)
 
     def _supervise(self, pid: int, readers: dict[int, Capture], in_w: int, deadline: float) -> None:
         pidfd = os.pidfd_open(pid)
@@ -384,23 +456,41 @@ class Run:
         if not self.status and (self.out.over or self.err.over):
             self.status, self.reason = "output_limit", f"output over {self.limits['output_bytes']} bytes"
 
-    def _header(self, wait_status: int, usage: resource.struct_rusage, wall: float, leftovers: bool) -> dict:
+    def _header(
+        self,
+        wait_status: int,
+        usage: resource.struct_rusage,
+        wall: float,
+        leftovers: bool,
+        started: bool,
+        own_signals: set[int],
+    ) -> dict:
         exit_code = os.WEXITSTATUS(wait_status) if os.WIFEXITED(wait_status) else None
         sig = os.WTERMSIG(wait_status) if os.WIFSIGNALED(wait_status) else None
+        cpu = usage.ru_utime + usage.ru_stime
         status, reason = self.status, self.reason
         if not status:
             status, reason = _classify(exit_code, sig, self.err.value())
+        if status == "killed" and not self.status and sig not in PROGRAM_SIGNALS and sig not in own_signals:
+            if sig == signal.SIGKILL and cpu >= max(1, math.ceil(self.limits["cpu_s"])):
+                status, reason = "timeout", "CPU time limit (SIGKILL at the hard limit)"
+            else:
+                name = signal.Signals(sig).name
+                where = "while the program ran" if started else "before the program started"
+                status = "sandbox_error"
+                reason = f"killed by {name} from outside the run {where} (not a limit of the run, not its own signal)"
         return {
             "status": status,
             "reason": reason,
             "exit_code": exit_code,
             "signal": sig,
             "wall_s": wall,
-            "cpu_s": usage.ru_utime + usage.ru_stime,
+            "cpu_s": cpu,
             "max_rss_mb": usage.ru_maxrss / 1024,
             "truncated": self.out.over or self.err.over,
             "channel_truncated": self.chan.over,
             "leftovers": leftovers,
+            "started": started,
         }
 
 
@@ -427,8 +517,9 @@ def _close(fd: int) -> None:
 class WaitingChild:
     """A forked, prepared child and the parent's ends of its pipes."""
 
-    def __init__(self, pid: int, in_w: int, out_r: int, err_r: int, chan_r: int, ctl_w: int) -> None:
-        self.pid, self.in_w, self.out_r, self.err_r, self.chan_r, self.ctl_w = pid, in_w, out_r, err_r, chan_r, ctl_w
+    def __init__(self, pid: int, fds: tuple[int, int, int, int, int], state: mmap.mmap) -> None:
+        self.pid, self.state = pid, state
+        self.in_w, self.out_r, self.err_r, self.chan_r, self.ctl_w = fds
 
 
 class Worker:
@@ -453,12 +544,20 @@ class Worker:
         err_r, err_w = os.pipe()
         chan_r, chan_w = os.pipe()
         ctl_r, ctl_w = os.pipe()
+        state = mmap.mmap(-1, STATE_BYTES, flags=mmap.MAP_SHARED)
         pid = os.fork()
         if pid == 0:
-            child_main(self.cfg, (in_r, out_w, err_w, chan_w), ctl_r, run_dir)
+            child_main(self.cfg, (in_r, out_w, err_w, chan_w), ctl_r, run_dir, state)
         for fd in (in_r, out_w, err_w, chan_w, ctl_r):
             os.close(fd)
-        self.waiting = WaitingChild(pid, in_w, out_r, err_r, chan_r, ctl_w)
+        self.waiting = WaitingChild(pid, (in_w, out_r, err_r, chan_r, ctl_w), state)
+
+    def take_child(self) -> WaitingChild:
+        if self.waiting is None:
+            self.prepare_child()
+        child, self.waiting = self.waiting, None
+        assert child is not None
+        return child
 
     def fresh_run_dir(self) -> str:
         self.runs += 1
@@ -506,6 +605,7 @@ class Worker:
             if header.get("op") != "run":
                 continue
             code, stdin = blobs
+            write_msg(self.proto_out, {"op": "accepted"})  # from here on a death of this worker loses the run
             head, out, err, chan = Run(self, header, code, stdin).execute()
             write_msg(self.proto_out, head, out, err, chan)
 

@@ -6,7 +6,9 @@
 Each worker is one nsjail jail (its own pid/mount/net/ipc/uts namespaces, cgroup v1 groups when the
 machine has them) running `_worker.py`, which imports `preload` once and forks a child per run. Runs
 wait in FIFO order for a free worker; a cancelled `run()` kills its child; a worker that dies, leaves
-files behind or reaches `recycle_after` runs is replaced in the background. `close()` kills every
+files behind or reaches `recycle_after` runs is replaced in the background. The worker acknowledges each run
+when it reads it: a run whose worker died before that goes to another worker, one whose worker died after is
+"sandbox_error" (see "Whose death is it" in `sandbox/__init__.py`). `close()` kills every
 process of every jail (by pid, through the cgroups) and removes the groups.
 """
 
@@ -37,6 +39,8 @@ ISOLATIONS: tuple[Isolation, ...] = get_args(Isolation)
 WORKER_FILE = str(Path(_worker.__file__).resolve())
 _LAUNCH = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 97; shift; n=$((n - 1)); done; exec "$@"'
 _MiB = 1 << 20
+DELIVERY_ATTEMPTS = 3  # workers a run may be handed to that die before they acknowledge it
+REFILL_PATIENCE = 5  # failed starts in a row of a slot, with no worker left, before waiting runs are failed
 
 
 def _nobody_can_run_python() -> bool:
@@ -68,6 +72,7 @@ class Worker:
     def __init__(self, slot: int, proc: asyncio.subprocess.Process, cgroup: WorkerCgroup | None) -> None:
         self.slot, self.proc, self.cgroup = slot, proc, cgroup
         self.runs = 0
+        self.accepted = 0  # runs the worker has acknowledged receiving
         self.baseline_bytes = 0
         self._stopped = False
         self._limits_applied: tuple[int | None, int] | None = None
@@ -90,6 +95,9 @@ class Worker:
         try:
             while True:
                 msg = await _read_msg(self.proc.stdout)
+                if msg[0].get("op") == "accepted":
+                    self.accepted += 1
+                    continue
                 if self._pending is not None and not self._pending.done():
                     self._pending.set_result(msg)
         except (asyncio.IncompleteReadError, ConnectionError, ValueError) as exc:
@@ -178,7 +186,7 @@ class SandboxPool:
         self.preload, self.isolation, self.recycle_after = tuple(preload), isolation, recycle_after
         self.env, self.extra_ro_binds = dict(env or {}), tuple(extra_ro_binds)
         self.start_timeout_s, self.grace_s = start_timeout_s, grace_s
-        self.stats = {"runs": 0, "workers_started": 0, "workers_replaced": 0}
+        self.stats = {"runs": 0, "workers_started": 0, "workers_replaced": 0, "runs_redelivered": 0, "children_lost": 0}
         self.enforcement: dict[str, str] = {}
         self._spec: JailSpec | None = None
         self._cgroups: CgroupParent | None = None
@@ -322,25 +330,27 @@ class SandboxPool:
         return worker
 
     async def _replace(self, old: Worker) -> None:
-        """Stop `old` and put a fresh worker in its slot (retrying a few times)."""
+        """Stop `old` and put a fresh worker in its slot. A slot is never given up while the pool is open (a new
+        worker killed while it starts is no reason to serve with fewer); but once every slot is empty and this one
+        failed REFILL_PATIENCE times in a row, the runs waiting get sandbox_error instead of waiting on."""
         self._live.discard(old)
         await old.stop(graceful=False)
         self.stats["workers_replaced"] += 1
-        for attempt in range(5):
-            if self._state != "open":
-                return
+        failures = 0
+        while self._state == "open":
             try:
                 self._release(await self._spawn(old.slot))
                 return
             except SandboxUnavailable as exc:
+                failures += 1
                 self._broken = str(exc)
-                log.error("replacing worker %d failed (attempt %d): %s", old.slot, attempt + 1, exc)
-                await asyncio.sleep(0.5 * 2**attempt)
-        if not self._live:
-            while self._waiters:
-                fut = self._waiters.popleft()
-                if not fut.done():
-                    fut.set_result(None)
+                log.error("replacing worker %d failed (attempt %d): %s", old.slot, failures, exc)
+            if failures >= REFILL_PATIENCE and not self._live:
+                while self._waiters:
+                    fut = self._waiters.popleft()
+                    if not fut.done():
+                        fut.set_result(None)
+            await asyncio.sleep(min(0.1 * 2**failures, 2.0))
 
     def _background(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -384,13 +394,24 @@ class SandboxPool:
         if self._state != "open":
             raise RuntimeError(f"SandboxPool.run(): the pool is {self._state}; use `async with SandboxPool(...)`")
         limits = limits or self.limits
-        worker = await self._acquire()
-        if worker is None:
-            return Result(status="sandbox_error", reason=f"no sandbox worker available: {self._broken or 'closed'}")
         self.stats["runs"] += 1
+        for _ in range(DELIVERY_ATTEMPTS):
+            worker = await self._acquire()
+            if worker is None:
+                return Result(status="sandbox_error", reason=f"no sandbox worker available: {self._broken or 'closed'}")
+            result, delivered = await self._run_on(worker, code, stdin, limits)
+            if delivered or self._state != "open":
+                return result
+            self.stats["runs_redelivered"] += 1
+            log.warning("worker %d died before it received a run; the run goes to another worker", worker.slot)
+        return result
+
+    async def _run_on(self, worker: Worker, code: str, stdin: str, limits: Limits) -> tuple[Result, bool]:
+        """(result, delivered): delivered is False when the worker died before it acknowledged the run."""
         worker.runs += 1
         worker.apply_limits(limits)
         oom_before = worker.cgroup.oom_kills() if worker.cgroup else 0
+        accepted_before = worker.accepted
         response = worker.expect()
         worker.send({"op": "run", "limits": limits.to_wire()}, code.encode(), stdin.encode())
         try:
@@ -398,13 +419,12 @@ class SandboxPool:
         except asyncio.CancelledError:
             self._background(self._recover_cancelled(worker, response))
             raise
-        if self._state != "open":
-            return result
-        if healthy and worker.runs < self.recycle_after:
-            self._release(worker)
-        else:
-            self._background(self._replace(worker))
-        return result
+        if self._state == "open":
+            if healthy and worker.runs < self.recycle_after:
+                self._release(worker)
+            else:
+                self._background(self._replace(worker))
+        return result, worker.accepted > accepted_before
 
     async def _await_result(
         self, worker: Worker, response: asyncio.Future[Any], limits: Limits, oom_before: int
@@ -419,8 +439,9 @@ class SandboxPool:
                 return Result(status="memory", reason="out of memory (the worker was OOM-killed)"), False
             return Result(status="sandbox_error", reason=str(exc) if self._state == "open" else "pool closed"), False
         status, reason = header["status"], header["reason"]
+        self.stats["children_lost"] += header["children_lost"]
         oom = worker.cgroup is not None and worker.cgroup.oom_kills() > oom_before
-        if header["signal"] == signal.SIGKILL and status == "killed" and oom:
+        if header["signal"] == signal.SIGKILL and header["started"] and status in ("killed", "sandbox_error") and oom:
             status, reason = "memory", f"out of memory (cgroup limit {limits.memory_mb} MiB over the warm worker)"
         result = Result(
             status=status,

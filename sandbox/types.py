@@ -53,8 +53,9 @@ class Result:
     """Outcome of one run. `run()` never raises for anything the program does; read `status`.
 
     status: "ok" (exit 0) | "error" (non-zero exit) | "timeout" (wall or CPU limit) | "memory" (OOM kill or
-        MemoryError) | "output_limit" (stdout/stderr over the limit) | "killed" (died of a signal, or
-        cancelled) | "sandbox_error" (the sandbox itself failed; `reason` says how).
+        MemoryError) | "output_limit" (stdout/stderr over the limit) | "killed" (died of a signal it raised
+        itself, or cancelled) | "sandbox_error" (the sandbox failed or lost the run: a worker died, a signal from
+        outside the run; `reason` says how). Which deaths are whose: `sandbox/__init__.py`.
     exit_code: the exit status, or None when the program died of a signal (see `signal`).
     channel: everything the program wrote to file descriptor 3, at most `Limits.channel_bytes`.
     """
