@@ -15,7 +15,8 @@ exec check passed, read from that path) with their answers, and the CP-SAT and p
 bench/sandbox_bench.py, whose answers are computed here without a solver (knapsack DP plus an assignment
 DP; the facility model by enumerating the open sets). A program is correct when its last solve is optimal
 and matches the answer (relative tolerance 1e-4, the reference file's exec check). Each round runs every
-suite through every side (rotated order), two programs in flight per side.
+suite through every side (rotated order), two programs in flight per side; programs/s is the median round's
+programs / wall time, per core divides it by the cores this process may use.
 
 Isolation: three abuse programs on every side (a TCP connect to a listener of this process, a write
 outside /tmp checked on the host afterwards, a bounded fork loop) plus a looping program under a 5 s
@@ -484,8 +485,8 @@ async def measure(suite: Suite, url: str | None, rounds: int) -> dict[str, dict[
     try:
         if url:
             sides.append(await FusionSide(url, suite.solver).start())
-        for side in sides:  # first-touch costs (page cache, license checks) out of the numbers
-            await side.check(suite.programs[0])
+        for side in sides:  # first-touch costs (page cache, license checks) of every worker out of the numbers
+            await run_batch(side, suite.programs[:CONCURRENCY])
         data: dict[str, dict[str, Any]] = {s.name: {"walls": [], "checks": []} for s in sides}
         for rnd in range(rounds):
             shift = rnd % len(sides)

@@ -186,3 +186,21 @@ def test_run_all_reads_the_headline_from_the_report() -> None:
     assert (headline.evom, headline.alternative) == ("30.00 programs/s", "40.00 programs/s")
     with pytest.raises(ValueError, match="no gurobipy results table"):
         run_all.peers_headline("no tables here")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not peers.os.environ.get("SANDBOXFUSION_URL"), reason="no SandboxFusion server (SANDBOXFUSION_URL)")
+def test_sandboxfusion_side_reads_objectives_and_times_out() -> None:
+    """Against a running SandboxFusion (see bench/RESULTS.md for how one was started): the marker is read
+    back from its stdout, and its own run timeout stops a looping program."""
+
+    async def scenario() -> tuple[peers.Check, peers.Check, peers.Raw]:
+        side = await peers.FusionSide(peers.os.environ["SANDBOXFUSION_URL"], "gurobipy").start()
+        good = await side.check(peers.Program(id="g", code=GUROBI_PROGRAM, answer=14.0))
+        none = await side.check(peers.Program(id="i", code=INFEASIBLE_PROGRAM, answer=None))
+        return good, none, await side.raw(peers.LOOP_PROBE, 2.0)
+
+    good, none, loop = asyncio.run(scenario())
+    assert (good.correct, good.objective, good.status) == (True, 14.0, "ok")
+    assert none.correct
+    assert loop.status == "timeout"
