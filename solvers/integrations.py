@@ -9,7 +9,7 @@ TRL (a dataset with a "prompt" column and an "answer" column: the optimum, or No
 verl (`reward_model.ground_truth` of each row is the answer; `extra_info.solver` may name the row's solver):
 
     custom_reward_function.path=$(python -c "import solvers.integrations as m; print(m.__file__)")
-    custom_reward_function.name=compute_score
+    custom_reward_function.name=compute_score              # compute_score_batch with reward_manager=batch
     +custom_reward_function.reward_kwargs.solver=ortools   # optional: the default solver, and RewardConfig fields
 
 Both run `solvers.verify` (extract the program, run it under the solver's harness, judge it) in a warm
@@ -328,14 +328,40 @@ def compute_score(
     `objective` (NaN when the program reached none: verl averages numeric keys) and `reason`. A sandbox failure
     scores 0 with status "sandbox_error" (verl has no way to leave a sample out).
     """
-    solver = (extra_info or {}).get("solver") or kwargs.get("solver") or DEFAULT_SOLVER
+    (score,) = compute_score_batch([data_source], [solution_str], [ground_truth], [extra_info], **kwargs)
+    return score
+
+
+def compute_score_batch(
+    data_sources: Sequence[str | None],
+    solution_strs: Sequence[str],
+    ground_truths: Sequence[Any],
+    extra_infos: Sequence[Mapping[str, Any] | None] | None = None,
+    **kwargs: Any,
+) -> list[dict[str, Any]]:
+    """`compute_score` for a whole batch at once, for verl's batch reward manager
+    (`reward_model.reward_manager=batch`): the responses are verified concurrently in the pool, not one by one."""
+    infos = list(extra_infos) if extra_infos is not None else [None] * len(solution_strs)
+    if not len(data_sources) == len(solution_strs) == len(ground_truths) == len(infos):
+        raise ValueError(
+            f"compute_score_batch: {len(data_sources)} data sources, {len(solution_strs)} responses, "
+            f"{len(ground_truths)} ground truths and {len(infos)} extra infos; one of each per response"
+        )
     reward = _reward_config({k: v for k, v in kwargs.items() if k in _REWARD_FIELDS})
-    adapter = get_solver(solver) if isinstance(solver, str) else solver
-    (outcome,) = shared_verifier().verify([(solution_str, parse_answer(ground_truth))], adapter, reward=reward)
-    return {
-        "score": float(outcome.reward),
-        "acc": float(outcome.correct),
-        "status": outcome.status,
-        "objective": math.nan if outcome.objective is None else float(outcome.objective),
-        "reason": outcome.reason,
-    }
+    default = kwargs.get("solver") or DEFAULT_SOLVER
+    by_solver: dict[str, list[int]] = {}
+    for i, info in enumerate(infos):
+        by_solver.setdefault((info or {}).get("solver") or default, []).append(i)
+    answers = [parse_answer(g) for g in ground_truths]
+    scores: list[dict[str, Any]] = [{} for _ in solution_strs]
+    for name, indices in by_solver.items():
+        items = [(solution_strs[i], answers[i]) for i in indices]
+        for i, outcome in zip(indices, shared_verifier().verify(items, get_solver(name), reward=reward), strict=True):
+            scores[i] = {
+                "score": float(outcome.reward),
+                "acc": float(outcome.correct),
+                "status": outcome.status,
+                "objective": math.nan if outcome.objective is None else float(outcome.objective),
+                "reason": outcome.reason,
+            }
+    return scores

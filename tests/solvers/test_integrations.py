@@ -17,7 +17,7 @@ import pytest
 
 from sandbox import SandboxUnavailable
 from solvers import UnknownSolverError, integrations
-from solvers.integrations import compute_score, parse_answer, shared_verifier, trl_reward
+from solvers.integrations import compute_score, compute_score_batch, parse_answer, shared_verifier, trl_reward
 
 TESTS = Path(__file__).resolve().parents[1]
 REPO = TESTS.parent
@@ -224,6 +224,22 @@ def test_compute_score_takes_the_solver_from_extra_info_or_the_reward_kwargs():
     # RewardConfig fields among verl's keywords shape the reward; the other keywords are ignored
     result = compute_score(None, fenced(MAX_X_3), 3.1, comparison="orlm", reward_router_address=None)
     assert (result["status"], result["score"]) == ("correct", 1.0)
+
+
+def test_compute_score_batch_matches_compute_score_one_by_one():
+    responses = [fenced(MAX_X_3), fenced(INFEASIBLE), fenced(PULP_MAX_3), "no code", fenced(MAX_X_3)]
+    truths = ["3", 3.0, 3.0, 3.0, None]
+    infos = [None, {"index": 1}, {"solver": "pulp"}, {}, {"solver": "gurobipy"}]
+    batch = compute_score_batch(["evom/test"] * 5, responses, truths, infos, executed_reward=0.5)
+    rows = zip(responses, truths, infos, strict=True)
+    single = [compute_score("evom/test", r, t, i, executed_reward=0.5) for r, t, i in rows]
+    assert [b["status"] for b in batch] == ["correct", "infeasible", "correct", "no_code", "wrong"]
+    assert [b["score"] for b in batch] == [1.5, 0.5, 1.5, 0.0, 0.5]
+    assert [{**b, "objective": repr(b["objective"])} for b in batch] == [
+        {**x, "objective": repr(x["objective"])} for x in single
+    ]
+    with pytest.raises(ValueError, match="one of each per response"):
+        compute_score_batch(["a"], ["x", "y"], [1.0, 2.0])
 
 
 def test_compute_score_works_loaded_from_its_file_as_verl_loads_it():
