@@ -114,6 +114,7 @@ def sample_row(s: Sample, *, step: int, round: int, epoch: int, verdict: str) ->
         "sample_index": s.sample_index,
         "verdict": verdict,
         "status": s.status,
+        "error_kind": s.error_kind,
         "infra_failure": s.infra_failure,
         "score": s.score,
         "reward": s.reward,
@@ -145,7 +146,8 @@ def kept_metrics(kept: Sequence[Sample]) -> dict[str, Any]:
 class StepStats:
     """Counters and timings of one rollout step, accumulated while it runs; `row()` makes its metrics row.
 
-    counts keys: "status/<outcome status>" per completion, "filtered/<reason>" per dropped group,
+    counts keys: "status/<outcome status>" and "errors/<failure kind>" (solvers.failures; none for a correct one)
+    per completion, "filtered/<reason>" per dropped group,
     "excluded/<reason>" per sample left out of a kept group, "prompts/<ok|truncated|too_long>",
     "groups_solve_all" / "groups_solve_none", "groups_surplus", "samples_correct".
     """

@@ -344,7 +344,8 @@ async def open_rollout(
 
     The training loop's pipeline; benches build theirs with it too, so both measure the same thing."""
     tokenizer = load_tokenizer(cfg.model.path)
-    prompts = PromptBuilder(tokenizer, instructions=solver.instructions, settings=prompt_settings(cfg.data))
+    settings = prompt_settings(cfg.data, answer_format=cfg.solver.extract.format)
+    prompts = PromptBuilder(tokenizer, instructions=solver.instructions, settings=settings)
     pool = SandboxPool(
         workers=cfg.sandbox.workers,
         limits=cfg.sandbox.limits,

@@ -47,7 +47,8 @@ class ProblemLike(Protocol):
 
 
 class OutcomeLike(Protocol):
-    """What the rollout reads of a verification (`solvers.Outcome` fits). `reason` says why, for the records."""
+    """What the rollout reads of a verification (`solvers.Outcome` fits). `reason` says why, for the records;
+    `error_kind` the kind of failure (`solvers.failures`; None when correct), counted per step as errors/<kind>."""
 
     @property
     def status(self) -> str: ...
@@ -59,6 +60,8 @@ class OutcomeLike(Protocol):
     def objective(self) -> float | None: ...
     @property
     def reason(self) -> str: ...
+    @property
+    def error_kind(self) -> str | None: ...
 
 
 class Verifier(Protocol):

@@ -49,6 +49,7 @@ ErrorKind = Literal[  # in the order a program meets them: written, imported, ru
     "infrastructure",
 ]
 ERROR_KINDS: tuple[str, ...] = get_args(ErrorKind)
+INFRASTRUCTURE: ErrorKind = "infrastructure"  # also the kind of the rollout's own infrastructure failures
 
 _SYNTAX = {"builtins.SyntaxError", "builtins.IndentationError", "builtins.TabError"}
 _TYPE_VALUE = {"builtins.TypeError", "builtins.ValueError"}

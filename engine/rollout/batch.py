@@ -18,6 +18,8 @@ class Sample:
     "sandbox_error", "backend_error", "aborted", "verify_error", "verify_timeout", "not_verified".
     score: the verifier's reward; reward: score plus reward shaping (DAPO's overlong penalty), the value
     advantages are computed from. Both are None for an infrastructure failure, which is never scored.
+    error_kind: the kind of failure (`solvers.failures`: "syntax", "solver_api", "wrong_objective", ...), None
+    when correct, "infrastructure" for an infrastructure failure.
     Times are seconds since the rollout started: completion finished, verification started and ended.
     """
 
@@ -37,6 +39,7 @@ class Sample:
     correct: bool = False
     objective: float | None = None
     detail: str = ""
+    error_kind: str | None = None
     generated_s: float = 0.0
     verify_start_s: float | None = None
     verify_end_s: float | None = None

@@ -21,6 +21,7 @@ from engine.records import RunRecorder, StepStats, kept_metrics, sample_row
 from engine.rollout.batch import Group, RolloutResult, RolloutSettings, RolloutState, Sample
 from engine.verifier import INFRA_STATUSES, ProblemLike, Verifier, step_metrics
 from learner.losses import overlong_penalty
+from solvers.failures import INFRASTRUCTURE
 
 log = logging.getLogger("engine.rollout")
 
@@ -353,10 +354,11 @@ class Rollout:
             end = self._busy_exit()
         base = self._sample_fields(group, c, text)
         times = {"verify_start_s": start - self._t0, "verify_end_s": end - self._t0}
+        infra = {"infra_failure": True, "error_kind": INFRASTRUCTURE}
         if outcome is None:
-            return Sample(**base, **times, status=status, infra_failure=True, detail=detail)
+            return Sample(**base, **times, status=status, detail=detail, **infra)
         if outcome.status in INFRA_STATUSES:
-            return Sample(**base, **times, status=outcome.status, infra_failure=True, detail=outcome.reason)
+            return Sample(**base, **times, status=outcome.status, detail=outcome.reason, **infra)
         score = float(outcome.reward)
         return Sample(
             **base,
@@ -368,6 +370,7 @@ class Rollout:
             correct=bool(outcome.correct),
             objective=outcome.objective,
             detail=outcome.reason,
+            error_kind=outcome.error_kind,
         )
 
     def _shaping(self, length: int) -> float:
@@ -399,7 +402,8 @@ class Rollout:
 
     def _unscored(self, group: _OpenGroup, c: Completion, status: str, detail: str) -> Sample:
         text = self.prompts.response_text(c.token_ids, text=c.text)
-        return Sample(**self._sample_fields(group, c, text), status=status, infra_failure=True, detail=detail)
+        fields = self._sample_fields(group, c, text)
+        return Sample(**fields, status=status, infra_failure=True, detail=detail, error_kind=INFRASTRUCTURE)
 
     def _missing(self, group: _OpenGroup, sample_index: int, detail: str) -> Sample:
         return Sample(
@@ -415,6 +419,7 @@ class Rollout:
             status="backend_error",
             infra_failure=True,
             detail=detail,
+            error_kind=INFRASTRUCTURE,
             generated_s=time.monotonic() - self._t0,
         )
 
@@ -440,6 +445,8 @@ class Rollout:
 
     def _deliver(self, group: _OpenGroup, sample: Sample) -> None:
         group.batch.stats.counts[f"status/{sample.status}"] += 1
+        if sample.error_kind is not None:
+            group.batch.stats.counts[f"errors/{sample.error_kind}"] += 1
         if group.verdict:
             self._write(group, sample)
             return

@@ -44,6 +44,7 @@ from engine.data import Problem
 from engine.generation import Completion, GenerationError, SamplingParams, Timings, WeightFormat, WeightSource
 from engine.prompts import PromptBuilder, PromptSettings
 from engine.rollout import RolloutSettings
+from solvers.failures import error_kind
 
 _SPECIALS = ("<unk>", "</s>", "<|user|>", "<|assistant|>", "<|end|>")
 CHAT_TEMPLATE = (
@@ -331,10 +332,12 @@ class Outcome:
     correct: bool = False
     objective: float | None = None
     reason: str = ""
+    error_kind: str | None = None
 
 
 def outcome_of(text: str) -> Outcome:
-    """The default judgement: the completion's first word is its status; "correct" earns reward 1."""
+    """The default judgement: the completion's first word is its status; "correct" earns reward 1; the failure
+    kind is what `solvers.failures` gives that status without a run (an "error" is a runtime error)."""
     status = text.split()[0] if text.strip() else "no_code"
     correct = status == "correct"
     return Outcome(
@@ -343,6 +346,7 @@ def outcome_of(text: str) -> Outcome:
         correct=correct,
         objective=3.0 if correct else None,
         reason=f"scripted: {text}",
+        error_kind=error_kind(status, answer=3.0),
     )
 
 
