@@ -1,36 +1,45 @@
 """The `sglang` generation backend: an aiohttp client of SGLang's native HTTP server.
 
-Written against SGLang 0.5.23 (`sglang/srt/entrypoints/http_server.py`, `sglang/srt/managers/io_struct.py`,
-`tokenizer_manager.py`, `detokenizer_manager.py` of the 0.5.23 wheel). What this client relies on:
+Written against SGLang 0.5.23 (`srt/entrypoints/http_server.py`, `srt/managers/io_struct.py`,
+`tokenizer_manager.py`, `tokenizer_control_mixin.py`, `scheduler_components/weight_updater.py`,
+`layers/sampler.py`, `utils/auth.py` of the 0.5.23 wheel). What this client relies on:
 
-- `POST /generate` with `input_ids`, `sampling_params`, `stream: true`, `return_logprob: true` and our own
-  `rid`. The reply is server-sent events `data: {json}` ending with `data: [DONE]`. Each chunk carries
+- `POST /generate` with `input_ids`, `sampling_params`, `stream`, `return_logprob: true` and our own `rid`,
+  one request per sample. Without `stream` the reply is one JSON object when the sample ends (the default:
+  bench/NOTES.md); with it, server-sent events `data: {json}` ending with `data: [DONE]`. Each carries
   `output_ids`, `meta_info.output_token_logprobs` ([logprob, token_id, text|null] per token),
   `meta_info.completion_tokens`, `meta_info.weight_version` and `meta_info.finish_reason`: null while
   decoding, then {"type": "stop", "matched": id}, {"type": "length", "length": n} or {"type": "abort",
-  "message": ...}. By default the ids and log-probs are cumulative; with `--incremental-streaming-output`
-  they are deltas. The client tells them apart by `completion_tokens` (the running total in both modes).
-  `output_ids` keep the matched stop token (only `text` is trimmed). An error mid-stream is a chunk
-  `{"error": {"message", "code", "retryable"}}`.
+  "message": ...}. Streamed ids and log-probs are cumulative by default, deltas with
+  `--incremental-streaming-output` except in the abort chunk (the last id again, every log-prob); the
+  client tells them apart by `completion_tokens`, the running total in both modes. `output_ids` keep the
+  matched stop token (only `text` is trimmed). An error mid-stream is a chunk `{"error": {...}}`.
+- Log-probs are log_softmax(logits / T) at the sampling temperature, before top-k/top-p, unless the server
+  runs with SGLANG_RETURN_ORIGINAL_LOGPROB, which it must not (README).
 - `sampling_params.sampling_seed` (our per-sample seed) is honoured only by servers started with
   `--enable-deterministic-inference`; other servers ignore it, so seeded runs are reproducible only there.
-- `POST /abort_request` {"rid"} (or {"abort_all": true}); the aborted stream ends with finish type "abort".
-- `GET /health` (200 when up, 503 while starting), `GET /model_info` (`/get_model_info` is deprecated in
-  0.5.23).
-- Weight sync: `POST /update_weights_from_disk` {"model_path", "weight_version", ...};
-  `POST /update_weights_from_tensor` {"serialized_named_tensors": [base64 of a ForkingPickler dump of
-  [(name, tensor)], one per TP rank], "weight_version"} -- only for a server on the learner's machine,
-  since the pickle carries shared-memory / CUDA-IPC handles; `POST /init_weights_update_group`,
-  `/update_weights_from_distributed` {"names", "dtypes", "shapes", "group_name", "weight_version"} and
-  `/destroy_weights_update_group` -- the learner must broadcast the tensors in that group concurrently.
+- `POST /abort_request` {"rid"}; the aborted request ends with finish type "abort" and its partial output.
+- `GET /health` (200 when up; 503 while starting and while a weight update holds the writer lock),
+  `GET /model_info` (`/get_model_info` is deprecated in 0.5.23).
+- Weight sync, under the server's writer lock (it waits for every request in flight):
+  `POST /update_weights_from_disk` {"model_path", "weight_version"}; inside `POST /begin_weight_update` ...
+  `POST /end_weight_update`: `/update_weights_from_tensor` {"serialized_named_tensors": [base64 of a
+  ForkingPickler dump of [(name, tensor)], one per TP rank], "weight_version", "flush_cache"} -- only for a
+  server on the learner's machine, since the pickle carries shared-memory / CUDA-IPC handles -- and
+  `/update_weights_from_distributed` {"names", "dtypes", "shapes", "group_name", "weight_version"} after
+  `POST /init_weights_update_group`; the learner must broadcast in that group concurrently. An update whose
+  cache flush was refused answers success: false although the weights changed; the client then sets the
+  label with `/update_weight_version` and retries `/flush_cache`. Weight, flush and abort endpoints take the
+  admin key when the server has one.
 
 Retries: connection errors, timeouts, HTTP 5xx and 429 are retried with exponential backoff on the least
-loaded other server, but only while nothing of the sample has streamed. A sample that breaks after its
+loaded other server, but only while nothing of the sample has been received. A sample that breaks after its
 first chunk is never re-sent behind the caller's back: it is delivered as finish_reason "abort" with its
 partial tokens and `error` saying where it broke, so the rollout counts it as a backend failure.
 
-Exercised here only against tests/engine/sglang_server.py (a protocol peer written from the same source);
-see the README for what has and has not met a real SGLang server.
+Checked against SGLang's own request parsers (tests/engine/test_sglang_contract.py) and exercised against
+tests/engine/sglang_server.py, a protocol peer that behaves as 0.5.23 does; never against a real server
+(see the README).
 """
 
 from __future__ import annotations
@@ -99,6 +108,15 @@ class SGLangConfig(HTTPOptions):
     api_key: str | None = None
     # The servers' --admin-api-key, if they have one: weight, flush and abort endpoints then take only it.
     admin_api_key: str | None = None
+    # Take each sample as one JSON reply when it ends (the default: each sample is its own request, so it is
+    # still handed on the moment it finishes, at a small fraction of a stream's client CPU: bench/NOTES.md),
+    # or stream it (server-sent events; needed only to watch a sample while it decodes).
+    stream: bool = False
+    # With `stream`: SGLang's sampling_params.stream_interval, a chunk every that many tokens (unset: the
+    # server's --stream-interval).
+    stream_interval: int | None = None
+    # Without `stream`: the longest wait for a sample's reply (connect aside).
+    request_timeout_s: float = 3600.0
     # Requests in flight per server on average (a prompt's samples all go to one server); more wait client-side.
     max_inflight_per_server: int = 256
     # On start, poll /health on every server for up to this long (0: do not wait).
@@ -259,6 +277,8 @@ class SGLangBackend(HTTPBackend):
         for i, prompt in enumerate(token_prompts):
             for j in range(n):
                 sampling = _sampling_params(params, None if seed is None else row_seed(seed, i, j))
+                if self.config.stream and self.config.stream_interval is not None:
+                    sampling["stream_interval"] = self.config.stream_interval
                 coro = self._sample(call, i, j, prompt, sampling)
                 tasks[asyncio.create_task(coro, name=f"sglang-{call.prefix}-{i}-{j}")] = (i, j)
         call.tasks = set(tasks)
@@ -315,7 +335,7 @@ class SGLangBackend(HTTPBackend):
                     endpoint = router.pick(avoid)
                     call.servers.setdefault(i, endpoint)
                 rid = f"{call.prefix}-{i}-{j}-{attempt}"
-                body = {"rid": rid, "input_ids": prompt, "sampling_params": sampling, "stream": True}
+                body = {"rid": rid, "input_ids": prompt, "sampling_params": sampling, "stream": self.config.stream}
                 body |= {"return_logprob": True, "logprob_start_len": -1}
                 endpoint.inflight += 1
                 call.live[rid] = endpoint
@@ -345,8 +365,22 @@ class SGLangBackend(HTTPBackend):
 
     async def _stream(self, endpoint: Endpoint, body: dict[str, Any], stream: _Stream) -> None:
         session = self._require_session()
-        timeout = self.config.stream_timeout()
         url = f"{endpoint.url}/generate"
+        if not body["stream"]:  # one JSON reply when the sample ends: a silence as long as the whole sample
+            timeout = aiohttp.ClientTimeout(
+                total=None, connect=self.config.connect_timeout_s, sock_read=self.config.request_timeout_s
+            )
+            async with session.post(url, data=dumps(body), headers=JSON_HEADERS, timeout=timeout) as response:
+                await raise_for_status(response, url)
+                reply = loads(await response.read())
+            if "error" in reply:
+                raise FatalHTTPError(f"{url} answered an error: {reply['error']}")
+            stream.add(reply)
+            stream.first_token_s = None  # not observable without streaming
+            if stream.finish is None:
+                raise RetryableHTTPError(f"{url} answered without a finish_reason")
+            return
+        timeout = self.config.stream_timeout()
         async with session.post(url, data=dumps(body), headers=JSON_HEADERS, timeout=timeout) as response:
             await raise_for_status(response, url)
             async for data in sse_events(response):

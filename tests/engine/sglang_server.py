@@ -360,8 +360,8 @@ class SGLangPeer:
         if stream:
             await response.prepare(request)
         ids: list[int] = []
-        lps: list[float] = []
-        sent = 0  # tokens already streamed (incremental mode)
+        entries: list[list[Any]] = []  # output_token_logprobs: [logprob, token id, text]
+        sent = 0  # tokens already streamed
         reason: dict[str, Any] | None = None
         for t in range(int(sp.get("max_new_tokens", 128))):
             if self.token_delay_s:
@@ -371,7 +371,7 @@ class SGLangPeer:
                 return response
             if rid in self._abort or started < self._abort_all_at:
                 reason = {"type": "abort", "message": "Abort in waiting queue"}
-                chunk = self._chunk(body, rid, ids, lps, reason, started, start=0, abort=True)
+                chunk = self._chunk(body, rid, ids, entries, reason, started, start=0, abort=True)
                 return await self._send(response, chunk, stream)
             token, lp = token_at(
                 body["input_ids"],
@@ -384,20 +384,20 @@ class SGLangPeer:
                 original_logprob=self.original_logprob or temperature <= 0,
             )
             ids.append(token)
-            lps.append(lp)
+            entries.append([lp, token, None])
             reason = None
             if token in stops:
                 reason = {"type": "stop", "matched": token}
             elif t == int(sp.get("max_new_tokens", 128)) - 1:
                 reason = {"type": "length", "length": t + 1}
             if stream and (reason is not None or len(ids) - sent >= interval):
-                chunk = self._chunk(body, rid, ids, lps, reason, started, start=sent if self.incremental else 0)
+                chunk = self._chunk(body, rid, ids, entries, reason, started, start=sent if self.incremental else 0)
                 await self._write(response, chunk)
-                sent = len(ids) if self.incremental else sent
+                sent = len(ids)
             if reason is not None:
                 break
         if not stream:
-            return web.json_response(self._chunk(body, rid, ids, lps, reason, started, start=0))
+            return web.json_response(self._chunk(body, rid, ids, entries, reason, started, start=0))
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
@@ -407,7 +407,7 @@ class SGLangPeer:
         body: dict[str, Any],
         rid: str,
         ids: list[int],
-        lps: list[float],
+        entries: list[list[Any]],
         reason: dict[str, Any] | None,
         started: float,
         *,
@@ -428,7 +428,7 @@ class SGLangPeer:
         if body.get("return_logprob"):
             first = 0 if abort else start
             meta["input_token_logprobs"] = []
-            meta["output_token_logprobs"] = [[lps[k], ids[k], None] for k in range(first, len(ids))]
+            meta["output_token_logprobs"] = entries[first:]
             meta["output_token_logprobs_length"] = len(ids)
         if reason is not None:
             meta["e2e_latency"] = time.monotonic() - started

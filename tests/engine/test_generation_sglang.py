@@ -73,7 +73,7 @@ def test_pinned_version_matches_peer():
 async def test_streaming_tokens_logprobs_and_finish_reasons(peer, incremental):
     peer.incremental = incremental
     params = SamplingParams(max_new_tokens=40, temperature=0.8, top_p=0.9, top_k=50, seed=5)
-    async with client(peer.url) as backend:
+    async with client(peer.url, stream=True) as backend:
         got = await collect(backend, PROMPTS, params, n=2)
     assert len(got) == 6
     for c in got:
@@ -171,21 +171,21 @@ async def test_connection_refused_fails_over_to_another_server(peer):
 
 async def test_server_slower_than_timeout(peer):
     peer.first_chunk_delay_s = 1.0
-    async with client(peer.url, read_timeout_s=0.2, max_retries=1) as backend:
+    async with client(peer.url, stream=True, read_timeout_s=0.2, max_retries=1) as backend:
         got = await collect(backend, PROMPTS[:1], SamplingParams(max_new_tokens=4))
     assert got[0].failed and "timed out" in got[0].error
     assert len(peer.generate_requests) == 2
     # Each timed-out attempt was aborted on the server so it stops spending compute on it.
     assert sorted(peer.aborted) == sorted(r["rid"] for r in peer.generate_requests)
     peer.first_chunk_delay_s, peer.token_delay_s = 0.0, 0.05
-    async with client(peer.url, read_timeout_s=3.0) as backend:
+    async with client(peer.url, stream=True, read_timeout_s=3.0) as backend:
         slow_but_fine = await collect(backend, PROMPTS[:1], SamplingParams(max_new_tokens=4))
     assert slow_but_fine[0].error is None
 
 
 async def test_partial_stream_is_never_silently_retried(peer):
     peer.break_after_chunks = 3
-    async with client(peer.url, max_retries=3) as backend:
+    async with client(peer.url, stream=True, max_retries=3) as backend:
         got = await collect(backend, PROMPTS[:1], SamplingParams(max_new_tokens=20, seed=0))
     assert len(peer.generate_requests) == 1
     assert got[0].failed and got[0].finish_reason == "abort" and len(got[0].token_ids) == 3
@@ -376,7 +376,7 @@ def test_each_launched_server_has_its_own_seed():
 async def test_incremental_abort_chunk_does_not_repeat_tokens(peer):
     """With --incremental-streaming-output SGLang's abort chunk repeats the last token and every log-prob."""
     peer.incremental, peer.token_delay_s = True, 0.01
-    async with client(peer.url) as backend:
+    async with client(peer.url, stream=True) as backend:
         stream = backend.generate(PROMPTS, SamplingParams(max_new_tokens=400, seed=2, temperature=0.9))
         first = asyncio.ensure_future(stream.__anext__())
         while peer.inflight < 3 or min(len(peer.chunks), 1) == 0:
@@ -492,3 +492,50 @@ async def test_one_process_per_server_sends_the_control_calls(peer, peer2, tmp_p
         assert alone.weight_version == 0 and peer2.weight_version == "4" and peer.weight_version == "3"
     with pytest.raises(ValueError, match="control_rank"):
         SGLangConfig(urls=urls, control_rank=2, control_world=2)
+
+
+@pytest.mark.parametrize(
+    ("incremental", "options"),
+    [
+        (False, {}),
+        (False, {"stream": True}),
+        (False, {"stream": True, "stream_interval": 7}),
+        (True, {"stream": True}),
+        (True, {"stream": True, "stream_interval": 5}),
+    ],
+    ids=["non-streaming", "cumulative", "cumulative-interval-7", "incremental", "incremental-interval-5"],
+)
+async def test_delivery_modes_give_the_same_samples(peer, incremental, options):
+    peer.incremental = incremental
+    params = SamplingParams(max_new_tokens=33, temperature=0.9, seed=4)
+    async with client(peer.url, **options) as backend:
+        got = await collect(backend, PROMPTS, params, n=2)
+    for c in got:
+        ids, lps, finish = peer_mod.expected_tokens(
+            PROMPTS[c.prompt_index],
+            max_new_tokens=33,
+            seed=row_seed(4, c.prompt_index, c.sample_index),
+            temperature=0.9,
+        )
+        assert list(c.token_ids) == ids and list(c.logprobs) == pytest.approx(lps) and c.finish_reason == finish
+        assert c.text == "".join(f"<{t}>" for t in ids)
+    sent = peer.generate_requests[0]
+    assert sent["stream"] is options.get("stream", False)
+    assert sent["sampling_params"].get("stream_interval") == options.get("stream_interval")
+    if options.get("stream_interval"):  # ceil(33 / interval) chunks per sample
+        assert len(peer.chunks) == 6 * -(-33 // options["stream_interval"])
+
+
+async def test_non_streaming_abort_keeps_the_partial_sample(peer):
+    peer.token_delay_s = 0.01
+    async with client(peer.url, stream=False) as backend:
+        stream = backend.generate(PROMPTS[:1], SamplingParams(max_new_tokens=400, seed=0))
+        first = asyncio.ensure_future(stream.__anext__())
+        while not peer.inflight:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        await backend.abort()
+        got = await first
+    ids, _, _ = peer_mod.expected_tokens(PROMPTS[0], max_new_tokens=400, seed=row_seed(0, 0, 0))
+    assert got.finish_reason == "abort" and got.error is None
+    assert 0 < len(got.token_ids) < 400 and list(got.token_ids) == ids[: len(got.token_ids)]

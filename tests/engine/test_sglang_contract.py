@@ -48,8 +48,16 @@ CLIENT_ENDPOINTS = {
     "/update_weight_version",
     "/flush_cache",
 }
-# Every sampling option SamplingParams can turn into a request field.
-SAMPLING_KEYS = {"max_new_tokens", "temperature", "top_p", "top_k", "stop_token_ids", "sampling_seed"}
+# Every sampling option SamplingParams and the config can turn into a request field.
+SAMPLING_KEYS = {
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop_token_ids",
+    "sampling_seed",
+    "stream_interval",
+}
 
 
 @pytest.fixture
@@ -93,11 +101,14 @@ async def drive_every_request(backend: SGLangBackend, peers, tmp_path: Path) -> 
 
 
 async def test_every_client_request_passes_sglangs_own_parsers(peers, tmp_path):
-    async with SGLangBackend(SGLangConfig(urls=tuple(p.url for p in peers), backoff_base_s=0.01)) as backend:
+    urls = tuple(p.url for p in peers)
+    async with SGLangBackend(SGLangConfig(urls=urls, backoff_base_s=0.01)) as backend:
         await drive_every_request(backend, peers, tmp_path)
+    async with SGLangBackend(SGLangConfig(urls=urls, stream=True, stream_interval=4)) as backend:
+        [c async for c in backend.generate([[1, 2]], SamplingParams(max_new_tokens=9, seed=0), n=2)]
     requests = [r for p in peers for r in p.requests]
     assert {path for path, _ in requests} == CLIENT_ENDPOINTS
-    sampling_keys = set()
+    sampling_keys, streamed = set(), set()
     for path, body in requests:
         if path == "/flush_cache":
             assert body == {}  # its only parameter is the `timeout` query, left at 0
@@ -105,9 +116,10 @@ async def test_every_client_request_passes_sglangs_own_parsers(peers, tmp_path):
         parsed = source.validate_request(path, body)  # raises ContractError on anything SGLang would refuse
         if path == "/generate":
             sampling_keys |= set(body["sampling_params"])
-            assert body["stream"] is True and body["return_logprob"] is True and body["logprob_start_len"] == -1
+            streamed.add(body["stream"])
+            assert body["return_logprob"] is True and body["logprob_start_len"] == -1
             assert parsed.n == 1
-    assert sampling_keys == SAMPLING_KEYS
+    assert sampling_keys == SAMPLING_KEYS and streamed == {True, False}
 
 
 BAD_BODIES = [
@@ -143,7 +155,7 @@ async def test_streamed_chunks_and_replies_decode_with_sglangs_response_types(pe
     peer = peers[0]
     for incremental in (False, True):
         peer.incremental = incremental
-        async with SGLangBackend(SGLangConfig(urls=(peer.url,))) as backend:
+        async with SGLangBackend(SGLangConfig(urls=(peer.url,), stream=True)) as backend:
             [c async for c in backend.generate([[1, 2, 3]], SamplingParams(max_new_tokens=6, seed=0), n=2)]
     assert peer.chunks
     for chunk in peer.chunks:
