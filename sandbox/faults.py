@@ -3,7 +3,7 @@
     with Killer(interval=(0.02, 0.1), seed=1) as killer:   # kills processes of this process's pools
         ...                                                  # run a batch
     killer.kills            # {"worker": 3, "child": 4}
-    killer.events           # [(seconds since start, role, pid), ...] of every kill
+    killer.events           # [(time.monotonic() of the kill, role, pid), ...]: one clock for every process
     killer.seen             # every sandbox process it saw (pid, start time, role): check none is left
 
 A sandbox process is one whose command line is the worker's and that descends from `root` (the process that
@@ -151,7 +151,6 @@ def _serve(root: int, seed: int, interval: tuple[float, float], roles: Sequence[
     kills = dict.fromkeys(ROLES, 0)
     events: list[tuple[float, str, int]] = []
     seen: set[Proc] = set()
-    start = time.monotonic()
     print("ready", flush=True)
     while not select.select([sys.stdin], [], [], rng.uniform(*interval))[0]:
         procs = sandbox_processes(root)
@@ -165,7 +164,7 @@ def _serve(root: int, seed: int, interval: tuple[float, float], roles: Sequence[
         except ProcessLookupError:
             continue
         kills[victim.role] += 1
-        events.append((round(time.monotonic() - start, 4), victim.role, victim.pid))
+        events.append((time.monotonic(), victim.role, victim.pid))
     seen.update(sandbox_processes(root))
     return {"kills": kills, "events": events, "seen": [[p.pid, p.start, p.role] for p in seen]}
 

@@ -9,8 +9,11 @@ Run with `make test-chaos` (under the abuse tests' caps), or as part of `make te
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,3 +198,30 @@ async def test_random_kills_during_a_batch_cost_no_correct_program_its_score(sol
         assert [(o.status, o.reward) for o in after] == [("correct", 1.0)] * 20, [o.reason for o in after]
         seen |= set(sandbox_processes())
     assert [p for p in seen if p.exists()] == [], "processes left after close()"
+
+
+# ----- bench/chaos.py ----------------------------------------------------------------------------------
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "chaos.py"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--interval-s", "0.3"], ["--interval-s", "0.5,0.1"], ["--roles", "worker,nsjail"], ["--duration-s", "0"]],
+)
+def test_bench_chaos_refuses_bad_arguments(argv: list[str]) -> None:
+    proc = subprocess.run([sys.executable, str(BENCH), *argv], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "error:" in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+def test_bench_chaos_reports_no_lost_or_wrongly_scored_sample(tmp_path: Path) -> None:
+    out = tmp_path / "chaos.json"
+    argv = ["--duration-s", "1.5", "--after-s", "1", "--interval-s", "0.05,0.15", "--out", str(out)]
+    proc = subprocess.run([sys.executable, str(BENCH), *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["faults_injected"]["total"] >= 3
+    assert report["samples"]["faults"]["lost"] == report["samples"]["faults"]["wrongly_scored"] == 0
+    assert report["after_all_as_without_faults"] and report["reference_status"]["solved"] == "correct"
+    assert 0 < report["throughput"]["ratio"] <= 1.5
