@@ -5,8 +5,9 @@ RUN_DIR/samples.jsonl, and writes into RUN_DIR/report/ (or --output):
 
 - reward.png       reward (after shaping) and verifier score, and accuracy, per step
 - status_mix.png   share of each verification status per step, stacked
+- errors.png       share of samples per failure kind per step (solvers.failures), stacked over the correct ones
 - time_split.png   seconds per step spent generating, waiting for verification, and training, stacked
-- report.md        steps, final and peak reward and accuracy, tokens/s, the time split, filtered groups
+- report.md        steps, final and peak reward and accuracy, tokens/s, the time split, filtered groups, failures
 
 A missing run directory, or one without metrics rows, exits 2 with one line on stderr.
 """
@@ -24,8 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from solvers.failures import ERROR_KINDS
+
 REPORT_DIR = "report"
-STATUS_PREFIX, FILTERED_PREFIX = "status/", "filtered/"
+STATUS_PREFIX, FILTERED_PREFIX, ERRORS_PREFIX = "status/", "filtered/", "errors/"
 # Fixed colours, so a status looks the same in every report (others take matplotlib's cycle).
 STATUS_COLORS = {
     "correct": "tab:green",
@@ -38,6 +41,25 @@ STATUS_COLORS = {
     "no_code": "tab:gray",
     "license_limit": "tab:cyan",
     "sandbox_error": "black",
+}
+# One colour per failure kind, stacked in the order a program meets them (solvers.failures.ERROR_KINDS): failures
+# to run in warm colours, wrong answers in purples, infrastructure in black.
+ERROR_COLORS = {
+    "correct": "tab:green",
+    "no_code": "tab:gray",
+    "syntax": "#8c1c13",
+    "import": "#bf4342",
+    "solver_api": "tab:red",
+    "type_value": "#e76f51",
+    "runtime": "tab:orange",
+    "solver_error": "#f4a261",
+    "memory": "tab:brown",
+    "timeout": "#a0522d",
+    "license_limit": "tab:cyan",
+    "no_solve": "#c5b0d5",
+    "wrong_claim": "tab:pink",
+    "wrong_objective": "tab:purple",
+    "infrastructure": "black",
 }
 # (metrics key, label) of the three phases of a step, in the order they are stacked.
 TIME_SPLIT = (
@@ -101,17 +123,29 @@ def load_run(run_dir: Path) -> RunRecords:
 
 def status_counts(records: RunRecords) -> dict[str, list[float]]:
     """Per status, its count at each step: the metrics' status/<name> counters, else counted from samples."""
-    names = sorted(
-        {k.removeprefix(STATUS_PREFIX) for row in records.metrics for k in row if k.startswith(STATUS_PREFIX)}
-    )
+    return _counts(records, STATUS_PREFIX, "status")
+
+
+def _counts(records: RunRecords, prefix: str, field: str) -> dict[str, list[float]]:
+    """Per name, its count at each step: the metrics' <prefix><name> counters, else counted from the samples'
+    `field` (a run from before the counter existed)."""
+    names = sorted({k.removeprefix(prefix) for row in records.metrics for k in row if k.startswith(prefix)})
     if names:
-        return {name: [float(row.get(STATUS_PREFIX + name) or 0) for row in records.metrics] for name in names}
+        return {name: [float(row.get(prefix + name) or 0) for row in records.metrics] for name in names}
     per_step = {step: Counter() for step in records.steps}
     for sample in records.samples:
-        if sample.get("step") in per_step and isinstance(sample.get("status"), str):
-            per_step[sample["step"]][sample["status"]] += 1
+        if sample.get("step") in per_step and isinstance(sample.get(field), str):
+            per_step[sample["step"]][sample[field]] += 1
     names = sorted({name for counts in per_step.values() for name in counts})
     return {name: [float(per_step[step][name]) for step in records.steps] for name in names}
+
+
+def error_counts(records: RunRecords) -> dict[str, list[float]]:
+    """Per failure kind, its count at each step (errors/<kind> counters, else the samples' error_kind), in the
+    order of `solvers.failures.ERROR_KINDS` (unknown kinds after them)."""
+    counts = _counts(records, ERRORS_PREFIX, "error_kind")
+    order = [k for k in ERROR_KINDS if k in counts] + sorted(set(counts) - set(ERROR_KINDS))
+    return {k: counts[k] for k in order}
 
 
 # ----------------------------------------------------------------------------------------------- plots
@@ -193,6 +227,29 @@ def plot_status_mix(records: RunRecords, path: Path) -> Path:
     return save_figure(draw, path, size=(8.0, 4.0))
 
 
+def plot_errors(records: RunRecords, path: Path) -> Path:
+    """Failure kinds per step as shares of all samples, stacked over the correct share, so a bar is the whole step."""
+    kinds = error_counts(records)
+    statuses = status_counts(records)
+    totals = (
+        [sum(values) for values in zip(*statuses.values(), strict=True)] if statuses else [0.0] * len(records.steps)
+    )
+    layers = {"correct": statuses.get("correct", [0.0] * len(records.steps)), **kinds}
+    shares = {
+        name: [v / t if t else 0.0 for v, t in zip(values, totals, strict=True)] for name, values in layers.items()
+    }
+
+    def draw(fig: Any) -> None:
+        ax = fig.subplots()
+        if kinds:
+            _stacked_bars(ax, records.steps, shares, ERROR_COLORS)
+        else:
+            ax.text(0.5, 0.5, "no failure kinds recorded", ha="center", va="center", transform=ax.transAxes)
+        ax.set(title="Failures by kind per step", xlabel="step", ylabel="share of samples", ylim=(0, 1.0))
+
+    return save_figure(draw, path, size=(8.5, 4.0))
+
+
 def plot_time_split(records: RunRecords, path: Path) -> Path:
     layers = {label: [v or 0.0 for v in records.series(key)] for key, label in TIME_SPLIT}
 
@@ -247,6 +304,8 @@ def summary_markdown(records: RunRecords, plots: Sequence[Path]) -> str:
     lines.append(f"- filtered groups: {sum(filtered.values())}" + _detail(filtered))
     statuses = Counter({name: int(sum(values)) for name, values in status_counts(records).items()})
     lines.append(f"- verification statuses: {sum(statuses.values())} samples" + _detail(statuses))
+    errors = Counter({name: int(sum(values)) for name, values in error_counts(records).items()})
+    lines.append(f"- failures by kind: {sum(errors.values())} samples" + _detail(errors))
     if records.samples:
         lines.append(f"- samples.jsonl: {len(records.samples)} rows")
     lines += ["", *(f"![{p.stem}]({p.name})" for p in plots), ""]
@@ -281,6 +340,7 @@ def write_report(run_dir: Path, output: Path | None = None) -> Path:
     plots = [
         plot_reward(records, out / "reward.png"),
         plot_status_mix(records, out / "status_mix.png"),
+        plot_errors(records, out / "errors.png"),
         plot_time_split(records, out / "time_split.png"),
     ]
     text = summary_markdown(records, plots)
@@ -299,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print((out / "report.md").read_text(encoding="utf-8"), end="")
-    print(f"wrote {out}/report.md, reward.png, status_mix.png, time_split.png")
+    print(f"wrote {out}/report.md, reward.png, status_mix.png, errors.png, time_split.png")
     return 0
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.report import load_run, main, status_counts, summary_markdown
+from engine.report import ERROR_COLORS, error_counts, load_run, main, status_counts, summary_markdown
 
 REPO = Path(__file__).resolve().parents[2]
-PLOTS = ("reward.png", "status_mix.png", "time_split.png")
+PLOTS = ("reward.png", "status_mix.png", "errors.png", "time_split.png")
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def _pixels(path: Path):
 
 
 @pytest.mark.slow
-def test_report_on_a_real_run_writes_three_plots_and_a_summary(trained_run, capsys):
+def test_report_on_a_real_run_writes_its_plots_and_a_summary(trained_run, capsys):
     assert main([str(trained_run)]) == 0
     out = trained_run / "report"
     for name in PLOTS:
@@ -71,10 +71,11 @@ def write_run(run_dir: Path, rows: list[dict], samples: list[dict] | None = None
 ROWS = [
     {"step": 0, "reward_mean": 0.2, "accuracy": 0.25, "gen_tokens": 100, "gen_tokens_per_s": 50.0,
      "time_generating_s": 2.0, "time_waiting_verify_s": 1.0, "time_train_s": 1.0, "samples_trained": 4,
-     "status/correct": 1, "status/error": 3, "filtered/zero_variance": 2, "filtered/stale": 0},
+     "status/correct": 1, "status/error": 3, "filtered/zero_variance": 2, "filtered/stale": 0,
+     "errors/runtime": 2, "errors/syntax": 1},
     {"step": 1, "reward_mean": 0.6, "accuracy": 0.75, "gen_tokens": 300, "gen_tokens_per_s": 100.0,
      "time_generating_s": 3.0, "time_waiting_verify_s": 0.0, "time_train_s": 3.0, "samples_trained": 8,
-     "status/correct": 3, "status/wrong": 1, "filtered/zero_variance": 1},
+     "status/correct": 3, "status/wrong": 1, "filtered/zero_variance": 1, "errors/wrong_objective": 1},
     {"step": 2, "reward_mean": 0.4, "accuracy": None, "gen_tokens": 0, "time_generating_s": 0.0,
      "time_waiting_verify_s": 0.0, "time_train_s": 0.0, "samples_trained": 0, "filtered/zero_variance": 4},
 ]  # fmt: skip
@@ -91,6 +92,38 @@ def test_summary_numbers_match_the_metrics_rows(tmp_path):
     assert "- samples trained: 12" in text
     assert "- filtered groups: 7 (zero_variance 7)" in text
     assert "- verification statuses: 8 samples (correct 4, error 3, wrong 1)" in text
+    assert "- failures by kind: 4 samples (runtime 2, syntax 1, wrong_objective 1)" in text
+
+
+def test_failure_kinds_come_in_the_order_a_program_meets_them_and_fall_back_to_samples(tmp_path):
+    assert error_counts(load_run(write_run(tmp_path / "r", ROWS))) == {
+        "syntax": [1.0, 0.0, 0.0],
+        "runtime": [2.0, 0.0, 0.0],
+        "wrong_objective": [0.0, 1.0, 0.0],
+    }
+    samples = [
+        {"step": 0, "status": "correct", "error_kind": None},
+        {"step": 0, "status": "error", "error_kind": "solver_api"},
+        {"step": 1, "status": "no_code", "error_kind": "no_code"},
+    ]
+    records = load_run(write_run(tmp_path / "s", [{"step": 0}, {"step": 1}], samples))
+    assert error_counts(records) == {"no_code": [0.0, 1.0], "solver_api": [1.0, 0.0]}
+
+
+def test_the_failure_plot_stacks_each_kind_in_its_colour(tmp_path):
+    import matplotlib.colors
+
+    rows = [{"step": 0, "status/error": 4, "errors/solver_api": 4}, {"step": 1, "status/correct": 4}]
+    run_dir = write_run(tmp_path / "r", rows)
+    assert main([str(run_dir), "--output", str(tmp_path / "plots")]) == 0
+    pixels = _pixels(tmp_path / "plots" / "errors.png")[..., :3]
+
+    def share(colour: str) -> float:
+        rgb = matplotlib.colors.to_rgb(colour)
+        return float((abs(pixels - rgb).sum(axis=-1) < 0.02).mean())
+
+    assert share(ERROR_COLORS["solver_api"]) > 0.05 and share(ERROR_COLORS["correct"]) > 0.05
+    assert share(ERROR_COLORS["syntax"]) == 0.0
 
 
 def test_status_mix_falls_back_to_samples_when_metrics_lack_counters(tmp_path):
