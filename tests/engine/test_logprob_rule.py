@@ -85,3 +85,35 @@ def test_a_learner_temperature_other_than_the_samplers_is_refused():
         load_config(None, ["generation.sampling.temperature=0.7", "algorithm.temperature=1.0"])
     with pytest.raises(ConfigError, match=r"drop algorithm\.temperature"):
         load_config(None, ["generation.sampling.temperature=0", "algorithm.temperature=0.5"])
+
+
+def test_a_run_logs_the_mismatch_between_generator_and_learner(tiny_model, tmp_path):
+    """engine.run with the local generator at T = 0.7 and TIS: the learner's mismatch metrics reach metrics.jsonl,
+    and the two sides' log-probs agree (same weights, both fp32 on CPU)."""
+    import asyncio
+
+    from engine.records import read_jsonl
+    from engine.train import train
+
+    overrides = [
+        f"model.path={tiny_model}",
+        f"run.output_dir={tmp_path}",
+        "run.name=t",
+        "run.steps=1",
+        "run.save_every=1",
+        "rollout.prompts_per_step=2",
+        "rollout.group_size=2",
+        "generation.sampling.max_new_tokens=12",
+        "generation.sampling.temperature=0.7",
+        "sandbox.workers=1",
+        "data.num_problems=4",
+        "algorithm.use_generator_logprobs=false",
+        "algorithm.rollout_correction=tis",
+    ]
+    cfg = load_config("configs/default.yaml", overrides)
+    run_dir = asyncio.run(train(cfg, progress=False))
+    (row,) = read_jsonl(run_dir / "metrics.jsonl")
+    assert row["train/mismatch_log_ratio_abs"] < 1e-3
+    assert row["train/mismatch_masked_frac"] == 0.0
+    assert row["train/mismatch_ratio_p05"] <= row["train/mismatch_ratio_p50"] <= row["train/mismatch_ratio_p95"]
+    assert abs(row["train/mismatch_kl"]) < 1e-5
