@@ -52,7 +52,7 @@ import itertools
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike, fspath
 from typing import Any, ClassVar
@@ -127,6 +127,9 @@ class SGLangConfig(HTTPOptions):
     tp_size: int = 1
     # Servers to launch and supervise locally (see engine.generation.sglang_launch.LaunchConfig).
     launch: Mapping[str, Any] | None = None
+    # A state dict goes to /update_weights_from_tensor in buckets of at most this many MiB (a larger tensor
+    # alone), all inside one weight-update session: the payload each server deserializes stays bounded.
+    tensor_bucket_mb: float = 512.0
     # A weight update first waits for every request in flight on the server (its writer lock), then loads the
     # weights; this bounds the whole call, per server.
     weight_update_timeout_s: float = 1800.0
@@ -147,6 +150,8 @@ class SGLangConfig(HTTPOptions):
             raise ValueError("SGLangConfig: give `urls` of running servers or a `launch` section")
         if self.max_retries < 0 or self.max_inflight_per_server < 1:
             raise ValueError("SGLangConfig: max_retries must be >= 0 and max_inflight_per_server >= 1")
+        if self.tensor_bucket_mb <= 0:
+            raise ValueError("SGLangConfig: tensor_bucket_mb must be > 0")
         if self.weight_update_timeout_s <= 0 or self.flush_retry_s < 0:
             raise ValueError("SGLangConfig: weight_update_timeout_s must be > 0 and flush_retry_s >= 0")
         local = bool(self.launch)
@@ -480,22 +485,35 @@ class SGLangBackend(HTTPBackend):
 
     async def update_weights(self, source: WeightSource, *, version: int | None = None) -> int:
         """A directory (HF layout, exported by the learner) -> /update_weights_from_disk on every controlled
-        server; a state dict -> /update_weights_from_tensor inside a weight-update session (servers on this
-        machine only). Every process sharing the servers calls this; only the controlling one posts."""
+        server; a state dict -> /update_weights_from_tensor in buckets inside one weight-update session (servers
+        on this machine only). Every process sharing the servers calls this; only the controlling one posts.
+
+        Each update call holds the server's writer lock, but the session does not hold it between buckets: a
+        request sent meanwhile decodes with some new tensors; its log-probs are those of the weights that made
+        it, and its version label the old one."""
         new_version = self._version + 1 if version is None else int(version)
         if isinstance(source, str | PathLike):
             body: dict[str, Any] = {"model_path": fspath(source), "weight_version": str(new_version)}
             await self._update("/update_weights_from_disk", body, new_version)
             return new_version
-        named = list(source.items())
+        buckets = tensor_buckets(list(source.items()), int(self.config.tensor_bucket_mb * 2**20))
 
-        def body_for_one_server(_: Endpoint) -> dict[str, Any]:
-            # Each rank of each server unpickles its own entry: a shared-memory handle is consumed once.
-            payloads = [serialize_named_tensors(named) for _ in range(self.config.tp_size)]
-            return {"serialized_named_tensors": payloads, "weight_version": str(new_version), "flush_cache": True}
+        def body(bucket: list[tuple[str, Any]], last: bool) -> Callable[[Endpoint], dict[str, Any]]:
+            def for_one_server(_: Endpoint) -> dict[str, Any]:
+                # Each rank of each server unpickles its own entry: a shared-memory handle is consumed once.
+                payloads = [serialize_named_tensors(bucket) for _ in range(self.config.tp_size)]
+                # The version label and the cache flush come with the last bucket, once every weight is in.
+                out: dict[str, Any] = {"serialized_named_tensors": payloads, "flush_cache": last}
+                return out | ({"weight_version": str(new_version)} if last else {})
+
+            return for_one_server
 
         async with self.weight_update_session():
-            await self._update("/update_weights_from_tensor", body_for_one_server, new_version)
+            for bucket in buckets[:-1]:
+                results = await self._on_each(self.controlled, "/update_weights_from_tensor", body(bucket, False))
+                if any(isinstance(r, BaseException) for r in results.values()):
+                    raise GenerationError(f"/update_weights_from_tensor failed: {self._failures(results)}")
+            await self._update("/update_weights_from_tensor", body(buckets[-1], True), new_version)
         return new_version
 
     async def init_weights_update_group(
@@ -724,6 +742,20 @@ def _version_of(reported: Any, fallback: int) -> int:
         return int(reported)
     except (TypeError, ValueError):
         return fallback
+
+
+def tensor_buckets(named: list[tuple[str, Any]], bucket_bytes: int) -> list[list[tuple[str, Any]]]:
+    """Consecutive groups of (name, tensor) of at most `bucket_bytes` each (a larger tensor alone); at least one."""
+    buckets: list[list[tuple[str, Any]]] = [[]]
+    size = 0
+    for name, tensor in named:
+        nbytes = tensor.numel() * tensor.element_size()
+        if buckets[-1] and size + nbytes > bucket_bytes:
+            buckets.append([])
+            size = 0
+        buckets[-1].append((name, tensor))
+        size += nbytes
+    return buckets
 
 
 def serialize_named_tensors(named: list[tuple[str, Any]]) -> str:

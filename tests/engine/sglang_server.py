@@ -39,7 +39,7 @@ model (the tensor update unpickles and records names and shapes; the distributed
 Knobs (attributes, changeable while running): token_delay_s, first_chunk_delay_s, fail_next (that many
 /generate requests answer HTTP 500), break_after_chunks (drop the connection mid-stream), incremental,
 starting (/health answers 503), refuse_flush (that many flushes refused), update_delay_s (a weight load's
-duration), api_key, admin_api_key.
+duration), api_key, admin_api_key, record (a file: one JSON line per request, `--record` standalone).
 
 Run standalone (used by the launcher test): python tests/engine/sglang_server.py --port 30000 --model-path X
 """
@@ -260,6 +260,7 @@ class SGLangPeer:
         self.aborted: list[str] = []
         self.weight_updates: list[tuple[str, dict[str, Any]]] = []
         self.health_statuses: list[int] = []
+        self.record: Path | None = None  # a JSON line per request (path, rid, versions) when set
         self.session_open = False
         self.inflight = 0
         self.max_inflight = 0
@@ -312,6 +313,10 @@ class SGLangPeer:
         raw = await request.read()
         body = orjson.loads(raw) if raw else {}
         self.requests.append((request.path, body))
+        if self.record is not None:
+            brief = {k: body[k] for k in ("rid", "model_path", "weight_version", "new_version") if k in body}
+            with self.record.open("ab") as sink:
+                sink.write(orjson.dumps({"path": request.path, **brief}) + b"\n")
         return body
 
     def _refusal(self, path: str, body: dict[str, Any]) -> web.Response | None:
@@ -575,9 +580,11 @@ def main() -> None:
     parser.add_argument("--model-path", default="evom/test-peer")
     parser.add_argument("--random-seed", type=int, default=None)
     parser.add_argument("--incremental-streaming-output", action="store_true")
+    parser.add_argument("--record", type=Path, default=None, help="append a JSON line per request to this file")
     args, _ = parser.parse_known_args()  # the launcher passes SGLang's other flags too
     peer = SGLangPeer()
     peer.model_path = args.model_path
+    peer.record = args.record
     peer.incremental = args.incremental_streaming_output
     web.run_app(peer.app(), host=args.host, port=args.port, print=None)
 

@@ -539,3 +539,29 @@ async def test_non_streaming_abort_keeps_the_partial_sample(peer):
     ids, _, _ = peer_mod.expected_tokens(PROMPTS[0], max_new_tokens=400, seed=row_seed(0, 0, 0))
     assert got.finish_reason == "abort" and got.error is None
     assert 0 < len(got.token_ids) < 400 and list(got.token_ids) == ids[: len(got.token_ids)]
+
+
+def test_tensor_buckets_bound_each_payload():
+    from engine.generation.sglang_client import tensor_buckets
+
+    named = [("a", torch.zeros(10)), ("b", torch.zeros(10)), ("c", torch.zeros(30)), ("d", torch.zeros(5))]
+    sizes = [[name for name, _ in b] for b in tensor_buckets(named, 80)]  # float32: 40, 40, 120, 20 bytes
+    assert sizes == [["a", "b"], ["c"], ["d"]]
+    assert tensor_buckets([], 80) == [[]]
+
+
+async def test_state_dict_goes_in_buckets_inside_one_session(peer):
+    state = {f"layer{i}.weight": torch.full((64, 64), float(i)) for i in range(5)}  # 16 KiB each
+    async with client(peer.url, tensor_bucket_mb=40 / 1024) as backend:  # 40 KiB: two tensors a bucket
+        assert await backend.update_weights(state, version=3) == 3
+    paths = [p for p, _ in peer.weight_updates]
+    assert paths == ["/begin_weight_update"] + ["/update_weights_from_tensor"] * 3 + ["/end_weight_update"]
+    tensor_calls = [b for p, b in peer.weight_updates if p == "/update_weights_from_tensor"]
+    assert [[name for name, _ in b["decoded"][0]] for b in tensor_calls] == [
+        ["layer0.weight", "layer1.weight"],
+        ["layer2.weight", "layer3.weight"],
+        ["layer4.weight"],
+    ]
+    # Only the last bucket names the version and flushes the cache: the label moves once every weight is in.
+    assert [(b.get("weight_version"), b["flush_cache"]) for b in tensor_calls] == [(None, False)] * 2 + [("3", True)]
+    assert peer.weight_version == "3" and not peer.session_open
