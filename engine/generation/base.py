@@ -10,8 +10,9 @@ it while the rest of the batch is still decoding:
 
 Breaking out of the `async for` aborts what that call still has in flight.
 
-Log-probs are those of the model's own distribution (temperature 1, no top-p/top-k truncation), the
-quantity a teacher-forced forward pass of the learner recomputes; see each backend for how it gets them.
+Log-probs are log_softmax(logits / T) at the sampling temperature T (1 when greedy), with no top-p/top-k
+truncation: the quantity a teacher-forced forward pass of the learner recomputes when it divides its logits by
+the same T (`algorithm.temperature`); see each backend for how it gets them.
 """
 
 from __future__ import annotations
