@@ -33,10 +33,10 @@ class AlgorithmConfig:
     # but "none" recomputes the old log-probs (the proximal policy) and weights each token's policy-gradient term
     # by how the generator's (behaviour) log-probs differ from them.
     rollout_correction: str = "none"
-    tis_cap: float = 2.0  # tis: weight min(ratio, tis_cap)
+    tis_cap: float = 2.0  # tis: weight min(ratio, tis_cap) (SkyRL's cap)
     mis_bounds: tuple[float, float] = (0.5, 2.0)  # mis: a sequence whose product of ratios leaves [lo, hi] drops
-    geo_mask_bounds: tuple[float, float] = (0.99, 1.01)  # geo_mask: bounds on the geometric-mean token ratio
-    decoupled_cap: float | None = 5.0  # decoupled: tokens whose ratio exceeds it drop; None keeps every token
+    geo_mask_bounds: tuple[float, float] = (0.99, 1.01)  # geo_mask: geometric-mean token ratio bounds (SkyRL's)
+    decoupled_cap: float | None = 5.0  # decoupled: tokens with a larger ratio drop (AReaL's recipes); None: none
 
     def __post_init__(self) -> None:
         from learner import losses  # here, not at the top: reading a config must not import torch
