@@ -51,8 +51,9 @@ and the slot failed 5 times in a row, the runs waiting get "sandbox_error" rathe
 
 Limits of the attribution: a program can still kill itself unseen (ctypes calling kill(2), a subprocess
 running `kill -9 $PPID`) and be counted as infrastructure: excluded from training, not rewarded. Watch the
-rate of sandbox_error in the run's metrics. `sandbox.faults` kills sandbox processes from outside on purpose,
-for tests/sandbox/test_chaos.py and bench/chaos.py.
+rate of sandbox_error in the run's metrics. A process the program started itself (a solver binary, a fork)
+killed from outside is the program's to handle, and what it then does is scored as usual. `sandbox.faults`
+kills sandbox processes from outside on purpose, for tests/sandbox/test_chaos.py and bench/chaos.py.
 
 Threat model (isolation="nsjail")
 ---------------------------------

@@ -8,8 +8,9 @@
 
 A sandbox process is one whose command line is the worker's and that descends from `root` (the process that
 owns the pools, by default the caller): "worker" is a jail's pid 1, "child" a run's main process (prepared and
-waiting, or running a program). The killer runs as a separate process (`python -m sandbox.faults`), so it keeps
-its pace while the caller's event loop is busy, as an operator or the host's OOM killer would.
+waiting, or running a program). Processes the program forks are not targets: their deaths are the program's
+to handle, and no one could tell them from its own bugs. The killer runs as a separate process (`python -m
+sandbox.faults`), so it keeps its pace while the caller's event loop is busy, as an operator would.
 """
 
 from __future__ import annotations
@@ -79,15 +80,19 @@ class Proc:
 
 
 def sandbox_processes(root: int | None = None) -> list[Proc]:
-    """The live workers and run children of the sandbox pools below `root` (default: this process)."""
+    """The live workers and runs' main processes of the sandbox pools below `root` (default: this process)."""
     root = os.getpid() if root is None else root
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit() or not _is_worker_image(pid := int(name)) or not _descends_from(pid, root):
             continue
         info = _stat(pid)
-        if info is not None and info[2] != "Z":
-            found.append(Proc(pid, info[1], "child" if _is_worker_image(info[0]) else "worker"))
+        if info is None or info[2] == "Z":
+            continue
+        if not _is_worker_image(info[0]):
+            found.append(Proc(pid, info[1], "worker"))
+        elif (parent := _stat(info[0])) is not None and not _is_worker_image(parent[0]):
+            found.append(Proc(pid, info[1], "child"))
     return found
 
 
@@ -101,6 +106,7 @@ class Killer:
         seed: int = 0,
         roles: Sequence[str] = ROLES,
         root: int | None = None,
+        max_kills: int | None = None,
     ) -> None:
         if not 0 < interval[0] <= interval[1]:
             raise ValueError(f"interval must be 0 < low <= high seconds, got {interval}")
@@ -115,6 +121,7 @@ class Killer:
             f"--seed={seed}",
             f"--interval={interval[0]},{interval[1]}",
             f"--roles={','.join(roles)}",
+            *([f"--max-kills={max_kills}"] if max_kills is not None else []),
         ]
         self.kills: dict[str, int] = dict.fromkeys(ROLES, 0)
         self.events: list[tuple[float, str, int]] = []
@@ -134,6 +141,11 @@ class Killer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    @property
+    def running(self) -> bool:
+        """False once stopped, or once it made `max_kills` kills and left."""
+        return self._proc is not None and self._proc.poll() is None
+
     def stop(self) -> None:
         """Stop killing and read the report. Idempotent."""
         if self._proc is None:
@@ -146,13 +158,15 @@ class Killer:
         self.seen = {Proc(*p) for p in report["seen"]}
 
 
-def _serve(root: int, seed: int, interval: tuple[float, float], roles: Sequence[str]) -> dict:
+def _serve(root: int, seed: int, interval: tuple[float, float], roles: Sequence[str], max_kills: int | None) -> dict:
     rng = random.Random(seed)
     kills = dict.fromkeys(ROLES, 0)
     events: list[tuple[float, str, int]] = []
     seen: set[Proc] = set()
     print("ready", flush=True)
-    while not select.select([sys.stdin], [], [], rng.uniform(*interval))[0]:
+    while (max_kills is None or sum(kills.values()) < max_kills) and not select.select(
+        [sys.stdin], [], [], rng.uniform(*interval)
+    )[0]:
         procs = sandbox_processes(root)
         seen.update(procs)
         targets = [p for p in procs if p.role in roles]
@@ -175,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--interval", required=True, help="LOW,HIGH: seconds between kills, drawn uniformly")
     parser.add_argument("--roles", default=",".join(ROLES), help=f"comma-separated subset of {','.join(ROLES)}")
+    parser.add_argument("--max-kills", type=int, help="leave after this many kills (default: when stdin closes)")
     args = parser.parse_args(argv)
     try:
         low, high = (float(x) for x in args.interval.split(","))
@@ -183,7 +198,9 @@ def main(argv: list[str] | None = None) -> None:
     roles = args.roles.split(",")
     if not 0 < low <= high or set(roles) - set(ROLES):
         parser.error(f"need 0 < LOW <= HIGH and roles in {ROLES}; got {args.interval!r}, {args.roles!r}")
-    json.dump(_serve(args.root, args.seed, (low, high), roles), sys.stdout)
+    if args.max_kills is not None and args.max_kills < 1:
+        parser.error(f"--max-kills must be >= 1, got {args.max_kills}")
+    json.dump(_serve(args.root, args.seed, (low, high), roles, args.max_kills), sys.stdout)
 
 
 if __name__ == "__main__":

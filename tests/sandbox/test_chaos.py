@@ -107,7 +107,7 @@ async def test_a_run_killed_from_outside_is_a_sandbox_error_never_the_programs(v
 async def test_a_slot_whose_new_workers_keep_being_killed_is_refilled_once_the_kills_stop() -> None:
     # Failed before: a slot was given up after five failed starts, and the pool never served again.
     async with SandboxPool(workers=1, limits=FAST, preload=()) as pool:
-        (first,) = sandbox_processes()  # the worker; its child is prepared after the first run
+        (first,) = [p for p in sandbox_processes() if p.role == "worker"]
         with Killer(interval=(0.01, 0.02), roles=("worker",)) as killer:
             await asyncio.to_thread(wait_for, lambda: not first.alive())
             r = await asyncio.wait_for(pool.run("print(6 * 7)"), 30)  # every new worker dies as it starts
@@ -130,13 +130,22 @@ async def test_a_slot_whose_new_workers_keep_being_killed_is_refilled_once_the_k
         ),
         ("import os\nos.abort()", signal.SIGABRT),
         ("import ctypes\nctypes.string_at(0)", signal.SIGSEGV),
-        ("import signal, time\nsignal.alarm(1)\ntime.sleep(5)", signal.SIGALRM),
+        ("import signal, time\nsignal.setitimer(signal.ITIMER_REAL, 0.05)\ntime.sleep(5)", signal.SIGALRM),
     ],
 )
 async def test_signals_a_program_raises_itself_are_its_own(code: str, sig: int) -> None:
     async with SandboxPool(workers=1, limits=FAST, preload=()) as pool:
         r = await pool.run(code)
         assert (r.status, r.signal) == ("killed", sig), r
+
+
+@pytest.mark.slow
+async def test_the_sigkill_at_the_hard_cpu_limit_is_the_programs_timeout() -> None:
+    # A program that ignores SIGXCPU dies of SIGKILL at the hard CPU limit: its limit, not a kill from outside.
+    limits = Limits(wall_s=20, cpu_s=1, memory_mb=512, max_procs=16, output_bytes=1 << 16, tmp_mb=16)
+    async with SandboxPool(workers=1, limits=limits, preload=()) as pool:
+        r = await pool.run("import signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\nwhile True:\n    pass")
+        assert (r.status, r.signal) == ("timeout", signal.SIGKILL), r
 
 
 async def test_a_kill_from_outside_is_excluded_from_training_or_retried_never_scored() -> None:
@@ -163,11 +172,12 @@ class Problem:
     answer: float | None
 
 
-async def verify_under_kills(verifier: SolverVerifier, problem: Problem, completion: str, seconds: float) -> list:
-    """Batches of 8 concurrent verifications for `seconds`; every call must return."""
+async def verify_under_kills(verifier: SolverVerifier, problem: Problem, completion: str, killer: Killer) -> list:
+    """Batches of 8 concurrent verifications until the killer has made its kills; every call must return."""
     outcomes = []
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
+    end = time.monotonic() + 60
+    while killer.running:
+        assert time.monotonic() < end, "the killer did not make its kills in 60 s"
         batch = [verifier.verify(problem, completion) for _ in range(8)]
         outcomes += await asyncio.wait_for(asyncio.gather(*batch), 30)
     return outcomes
@@ -183,12 +193,12 @@ async def test_random_kills_during_a_batch_cost_no_correct_program_its_score(sol
         verifier = SolverVerifier(pool, solver, cache=False)  # every verification runs its program
         seen = set(sandbox_processes())
         # runs' children only (prepared or running: cheap to replace, so a high rate), then workers too
-        with Killer(interval=(0.04, 0.12), seed=19, roles=("child",)) as children:
-            outcomes = await verify_under_kills(verifier, problem, completion, 1.0)
-        with Killer(interval=(0.1, 0.3), seed=19) as anyone:
-            outcomes += await verify_under_kills(verifier, problem, completion, 1.5)
+        with Killer(interval=(0.04, 0.12), seed=19, roles=("child",), max_kills=6) as children:
+            outcomes = await verify_under_kills(verifier, problem, completion, children)
+        with Killer(interval=(0.1, 0.3), seed=19, max_kills=6) as anyone:
+            outcomes += await verify_under_kills(verifier, problem, completion, anyone)
         seen |= children.seen | anyone.seen
-        assert children.kills["child"] >= 4 and sum(anyone.kills.values()) >= 3, (children.kills, anyone.kills)
+        assert children.kills["child"] == 6 and sum(anyone.kills.values()) == 6, (children.kills, anyone.kills)
         statuses = [o.status for o in outcomes]
         # a program a kill reached is excluded (sandbox_error, after verify's one retry); every other is scored 1
         assert set(statuses) <= {"correct", *INFRA_STATUSES}, statuses
