@@ -39,7 +39,8 @@ The program's (its status says which):
 The infrastructure's ("sandbox_error", with the reason):
 - any other signal that killed the program's main process (SIGKILL or SIGTERM from an operator, the host's
   OOM killer, a chaos test): nothing of the run asked for it and no limit of the run explains it;
-- the worker (the jail's pid 1) died or was killed while it held the run, or the pool was closed;
+- the worker (the jail's pid 1) died or was killed while it held the run, or did not answer within
+  wall_s + grace_s (stopped, starved: the run cannot signal it) and its jail was killed; or the pool closed;
 - a sandbox setup failure in the child before the program started (exit 125 with the setup mark).
 
 Not charged to anyone, because the run is moved on instead: a prepared child that died before its program

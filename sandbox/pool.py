@@ -432,7 +432,12 @@ class SandboxPool:
         try:
             header, (out, err, chan) = await asyncio.wait_for(asyncio.shield(response), limits.wall_s + self.grace_s)
         except TimeoutError:
-            return Result(status="timeout", wall_s=limits.wall_s, reason="worker unresponsive; jail killed"), False
+            # The worker enforces wall_s itself and the run cannot signal it: a silent worker is the sandbox's fault,
+            # unless the run's memory use brought the cgroup to an OOM kill (the worker may stall reclaiming).
+            if worker.cgroup is not None and worker.cgroup.oom_kills() > oom_before:
+                return Result(status="memory", reason="out of memory (the worker stalled at the cgroup limit)"), False
+            silent = f"the worker did not answer within wall_s + grace_s ({limits.wall_s + self.grace_s:g} s)"
+            return Result(status="sandbox_error", wall_s=limits.wall_s, reason=f"{silent}; jail killed"), False
         except WorkerDied as exc:
             oom = worker.cgroup is not None and worker.cgroup.oom_kills() > oom_before
             if oom:

@@ -9,6 +9,7 @@ Run with `make test-chaos` (under the abuse tests' caps), or as part of `make te
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -101,6 +102,20 @@ async def test_a_run_killed_from_outside_is_a_sandbox_error_never_the_programs(v
         r = await asyncio.wait_for(task, 5)
         assert r.status == "sandbox_error", r
         assert (await pool.run("print(6 * 7)")).stdout == "42\n"
+
+
+async def test_a_worker_that_stops_answering_loses_the_run_to_the_sandbox_not_to_the_program() -> None:
+    # Failed before: the pool killed the jail and answered "timeout", which the verifier charges to the program.
+    limits = dataclasses.replace(FAST, wall_s=1)
+    async with SandboxPool(workers=1, limits=limits, preload=(), grace_s=0.5) as pool:
+        task = asyncio.create_task(pool.run(MARK_UP + "import time\ntime.sleep(0.3)\nprint(6 * 7)"))
+        await asyncio.to_thread(running_program)
+        (worker,) = [p for p in sandbox_processes() if p.role == "worker"]
+        os.kill(worker.pid, signal.SIGSTOP)  # an operator's ^Z, or a host too busy to schedule it
+        r = await asyncio.wait_for(task, 10)
+        assert r.status == "sandbox_error" and "did not answer" in r.reason, r
+        assert (await pool.run("print(6 * 7)")).stdout == "42\n"
+        assert pool.stats["workers_replaced"] == 1
 
 
 @pytest.mark.slow
