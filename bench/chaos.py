@@ -19,8 +19,9 @@ Reported (JSON on stdout, and in --out):
 - throughput: samples per second with and without faults, and their ratio (scored samples only, too).
 
 Fault classes: `sandbox` (sandbox.faults: SIGKILL of random sandbox workers and run children from a separate
-process). Another class (a generation server killed mid-stream, say) is one more entry in FAULTS: a function
-that runs the same phases with its own load and injector and returns the same report fields.
+process; `--roles worker,child,jail` adds the nsjail supervisors). Another class (a generation server killed
+mid-stream, say) is one more entry in FAULTS: a function that runs the same phases with its own load and
+injector and returns the same report fields.
 Exit status 1 when a sample was lost or wrongly scored; 2 on bad arguments.
 """
 
@@ -43,7 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from engine.verifier import INFRA_STATUSES, SolverVerifier  # noqa: E402
 from sandbox import Limits, SandboxPool  # noqa: E402
-from sandbox.faults import ROLES, Killer  # noqa: E402
+from sandbox.faults import DEFAULT_ROLES, ROLES, Killer  # noqa: E402
 from solvers import get_solver  # noqa: E402
 from solvers.registry import solver_names  # noqa: E402
 
@@ -182,7 +183,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration-s", type=float, default=30.0, help="length of the fault-free and the faulty phase")
     p.add_argument("--after-s", type=float, default=5.0, help="length of the fault-free phase after the faults")
     p.add_argument("--interval-s", default="0.05,0.3", help="LOW,HIGH: seconds between faults, drawn uniformly")
-    p.add_argument("--roles", default=",".join(ROLES), help=f"sandbox processes to kill, a subset of {ROLES}")
+    p.add_argument("--roles", default=",".join(DEFAULT_ROLES), help=f"what to kill, a subset of {','.join(ROLES)}")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--concurrency", type=int, default=8, help="verifications kept in flight")
     p.add_argument("--solver", choices=solver_names(), default="gurobipy")

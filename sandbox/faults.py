@@ -8,7 +8,8 @@
 
 A sandbox process is one whose command line is the worker's and that descends from `root` (the process that
 owns the pools, by default the caller): "worker" is a jail's pid 1, "child" a run's main process (prepared and
-waiting, or running a program). Processes the program forks are not targets: their deaths are the program's
+waiting, or running a program), "jail" the nsjail process supervising a worker (a target only when asked
+for: its death takes the jail with it). Processes the program forks are not targets: their deaths are the program's
 to handle, and no one could tell them from its own bugs. The killer runs as a separate process (`python -m
 sandbox.faults`), so it keeps its pace while the caller's event loop is busy, as an operator would.
 """
@@ -31,7 +32,8 @@ from pathlib import Path
 from sandbox.jail import WORKER_PATH_IN_JAIL
 from sandbox.pool import WORKER_FILE
 
-ROLES = ("worker", "child")
+ROLES = ("worker", "child", "jail")
+DEFAULT_ROLES = ("worker", "child")
 
 
 def _stat(pid: int) -> tuple[int, str, str] | None:
@@ -67,7 +69,7 @@ def _descends_from(pid: int, root: int) -> bool:
 class Proc:
     pid: int
     start: str  # /proc/PID/stat start time: a recycled pid is another process
-    role: str  # "worker" (a jail's pid 1) or "child" (a run's main process, prepared or running)
+    role: str  # "worker" (a jail's pid 1), "child" (a run's main process, prepared or running) or "jail" (nsjail)
 
     def exists(self) -> bool:
         """Running, or a zombie not yet reaped."""
@@ -79,8 +81,17 @@ class Proc:
         return info is not None and info[1] == self.start and info[2] != "Z"
 
 
+def _is_nsjail(pid: int) -> bool:
+    try:
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+    except OSError:
+        return False
+    return os.path.basename(argv0) == b"nsjail"
+
+
 def sandbox_processes(root: int | None = None) -> list[Proc]:
-    """The live workers and runs' main processes of the sandbox pools below `root` (default: this process)."""
+    """The live workers, runs' main processes and nsjail supervisors of the sandbox pools below `root` (default:
+    this process)."""
     root = os.getpid() if root is None else root
     found = []
     for name in os.listdir("/proc"):
@@ -91,6 +102,8 @@ def sandbox_processes(root: int | None = None) -> list[Proc]:
             continue
         if not _is_worker_image(info[0]):
             found.append(Proc(pid, info[1], "worker"))
+            if _is_nsjail(info[0]) and (jail := _stat(info[0])) is not None and jail[2] != "Z":
+                found.append(Proc(info[0], jail[1], "jail"))
         elif (parent := _stat(info[0])) is not None and not _is_worker_image(parent[0]):
             found.append(Proc(pid, info[1], "child"))
     return found
@@ -104,7 +117,7 @@ class Killer:
         *,
         interval: tuple[float, float],
         seed: int = 0,
-        roles: Sequence[str] = ROLES,
+        roles: Sequence[str] = DEFAULT_ROLES,
         root: int | None = None,
         max_kills: int | None = None,
     ) -> None:
@@ -188,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", type=int, required=True, help="pid of the process that owns the pools")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--interval", required=True, help="LOW,HIGH: seconds between kills, drawn uniformly")
-    parser.add_argument("--roles", default=",".join(ROLES), help=f"comma-separated subset of {','.join(ROLES)}")
+    parser.add_argument("--roles", default=",".join(DEFAULT_ROLES), help=f"comma-separated subset of {','.join(ROLES)}")
     parser.add_argument("--max-kills", type=int, help="leave after this many kills (default: when stdin closes)")
     args = parser.parse_args(argv)
     try:

@@ -91,13 +91,13 @@ async def test_an_idle_worker_killed_unnoticed_does_not_lose_the_next_run() -> N
         assert pool.stats["workers_replaced"] == 1
 
 
-@pytest.mark.parametrize("victim", ["child", "worker"])
+@pytest.mark.parametrize("victim", ["child", "worker", "jail"])
 async def test_a_run_killed_from_outside_is_a_sandbox_error_never_the_programs(victim: str) -> None:
     # Failed before the fix for the child: the run came back "killed", which solvers.verify scores as an error.
     async with SandboxPool(workers=1, limits=FAST, preload=()) as pool:
         task = asyncio.create_task(pool.run(MARK_UP + "import time\ntime.sleep(20)"))
         program = await asyncio.to_thread(running_program)
-        target = program if victim == "child" else next(p for p in sandbox_processes() if p.role == "worker")
+        target = program if victim == "child" else next(p for p in sandbox_processes() if p.role == victim)
         await asyncio.to_thread(kill, target)
         r = await asyncio.wait_for(task, 5)
         assert r.status == "sandbox_error", r
