@@ -15,14 +15,16 @@ Reported (JSON on stdout, and in --out):
   that raised or never returned: must be 0), wrongly scored (an outcome other than the fault-free one, or
   excluded: must be 0);
 - recovery: for each fault, the time from the fault to the first correct outcome of a verification that began
-  after it (median, max), and after the faults stop, the time to the first such outcome;
+  after it (median, max; must stay within --recovery-bound-s), and after the faults stop, the time to the
+  first such outcome. A fault with no such outcome before the run ends counts as unrecovered;
 - throughput: samples per second with and without faults, and their ratio (scored samples only, too).
 
 Fault classes: `sandbox` (sandbox.faults: SIGKILL of random sandbox workers and run children from a separate
 process; `--roles worker,child,jail` adds the nsjail supervisors). Another class (a generation server killed
 mid-stream, say) is one more entry in FAULTS: a function that runs the same phases with its own load and
 injector and returns the same report fields.
-Exit status 1 when a sample was lost or wrongly scored; 2 on bad arguments.
+Exit status 1 when a sample was lost or wrongly scored, a fault was not recovered from within the bound, or the
+pool did not serve as without faults afterwards; 2 on bad arguments.
 """
 
 from __future__ import annotations
@@ -160,6 +162,8 @@ async def sandbox_faults(args: argparse.Namespace) -> dict[str, Any]:
         },
         "after_all_as_without_faults": not wrong(after) and all(s.status == reference[s.problem] for s in after),
         "recovery_s": {
+            "bound": args.recovery_bound_s,
+            "within_bound": len(waits) == len(kill_times) and all(w <= args.recovery_bound_s for w in waits),
             "faults_measured": len(waits),
             "median": round(statistics.median(waits), 4) if waits else None,
             "max": max(waits) if waits else None,
@@ -188,6 +192,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=8, help="verifications kept in flight")
     p.add_argument("--solver", choices=solver_names(), default="gurobipy")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--recovery-bound-s",
+        type=float,
+        default=5.0,
+        help="most seconds from a fault to the next correct outcome (a new worker starts in well under 1 s; "
+        "a slot whose new workers are killed as they start backs off up to 2 s between tries)",
+    )
     p.add_argument("--out", type=Path, help="also write the report here (JSON)")
     args = p.parse_args(argv)
     try:
@@ -200,8 +211,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.roles = tuple(args.roles.split(","))
     if not set(args.roles) <= set(ROLES):
         p.error(f"--roles must be a subset of {','.join(ROLES)}, got {','.join(args.roles)!r}")
-    if args.duration_s <= 0 or args.after_s <= 0 or args.workers < 1 or args.concurrency < 1:
-        p.error("--duration-s and --after-s must be > 0, --workers and --concurrency >= 1")
+    if min(args.duration_s, args.after_s, args.recovery_bound_s) <= 0 or args.workers < 1 or args.concurrency < 1:
+        p.error("--duration-s, --after-s and --recovery-bound-s must be > 0, --workers and --concurrency >= 1")
     if not (PROGRAMS / f"{args.solver}_lp.py").exists():
         p.error(f"no LP program for --solver {args.solver} in {PROGRAMS}")
     return args
@@ -218,6 +229,9 @@ def main(argv: list[str] | None = None) -> None:
     faulty = report["samples"]["faults"]
     if faulty["lost"] or faulty["wrongly_scored"] or not report["after_all_as_without_faults"]:
         print("chaos: FAILED: samples lost or wrongly scored, or the pool did not recover", file=sys.stderr)
+        sys.exit(1)
+    if not report["recovery_s"]["within_bound"]:
+        print(f"chaos: FAILED: recovery beyond {args.recovery_bound_s} s: {report['recovery_s']}", file=sys.stderr)
         sys.exit(1)
 
 

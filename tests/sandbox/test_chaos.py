@@ -232,7 +232,13 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "chaos.py"
 
 @pytest.mark.parametrize(
     "argv",
-    [["--interval-s", "0.3"], ["--interval-s", "0.5,0.1"], ["--roles", "worker,nsjail"], ["--duration-s", "0"]],
+    [
+        ["--interval-s", "0.3"],
+        ["--interval-s", "0.5,0.1"],
+        ["--roles", "worker,nsjail"],
+        ["--duration-s", "0"],
+        ["--recovery-bound-s", "-1"],
+    ],
 )
 def test_bench_chaos_refuses_bad_arguments(argv: list[str]) -> None:
     proc = subprocess.run([sys.executable, str(BENCH), *argv], capture_output=True, text=True, timeout=60)
@@ -249,4 +255,5 @@ def test_bench_chaos_reports_no_lost_or_wrongly_scored_sample(tmp_path: Path) ->
     assert report["faults_injected"]["total"] >= 3
     assert report["samples"]["faults"]["lost"] == report["samples"]["faults"]["wrongly_scored"] == 0
     assert report["after_all_as_without_faults"] and report["reference_status"]["solved"] == "correct"
+    assert report["recovery_s"]["within_bound"] and report["recovery_s"]["faults_measured"] >= 3
     assert 0 < report["throughput"]["ratio"] <= 1.5
