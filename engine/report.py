@@ -206,7 +206,8 @@ def _stacked_bars(
     for label, values in layers.items():
         ax.bar(steps, values, bottom=bottom, width=0.8, label=label, color=(colors or {}).get(label))
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    handles, labels = ax.get_legend_handles_labels()  # listed top-down, as the layers are stacked
+    ax.legend(handles[::-1], labels[::-1], fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(alpha=0.3, axis="y")
     integer_steps(ax)
 
