@@ -760,11 +760,20 @@ def tensor_buckets(named: list[tuple[str, Any]], bucket_bytes: int) -> list[list
 
 def serialize_named_tensors(named: list[tuple[str, Any]]) -> str:
     """One `serialized_named_tensors` entry: base64 of a ForkingPickler dump of [(name, tensor)], as
-    SGLang's MultiprocessingSerializer(output_str=True) writes it. Tensors travel as shared-memory handles."""
+    SGLang's MultiprocessingSerializer(output_str=True) writes it. Tensors travel as handles: CUDA tensors as
+    CUDA IPC handles; CPU tensors as named shared-memory files (torch's "file_system" sharing strategy, set for
+    the dump only). The default "file_descriptor" strategy hands file descriptors over multiprocessing's
+    resource sharer, which only a process holding this process's authkey (a multiprocessing child) may
+    reach: an independently started server fails with "digest sent was rejected"."""
     from multiprocessing.reduction import ForkingPickler
 
-    import torch.multiprocessing  # noqa: F401  (registers torch's reductions with ForkingPickler)
+    import torch.multiprocessing  # registers torch's reductions with ForkingPickler
 
     buffer = io.BytesIO()
-    ForkingPickler(buffer).dump(named)
+    before = torch.multiprocessing.get_sharing_strategy()
+    torch.multiprocessing.set_sharing_strategy("file_system")
+    try:
+        ForkingPickler(buffer).dump(named)
+    finally:
+        torch.multiprocessing.set_sharing_strategy(before)
     return base64.b64encode(buffer.getvalue()).decode("ascii")

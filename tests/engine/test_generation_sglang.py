@@ -565,3 +565,21 @@ async def test_state_dict_goes_in_buckets_inside_one_session(peer):
     # Only the last bucket names the version and flushes the cache: the label moves once every weight is in.
     assert [(b.get("weight_version"), b["flush_cache"]) for b in tensor_calls] == [(None, False)] * 2 + [("3", True)]
     assert peer.weight_version == "3" and not peer.session_open
+
+
+async def test_cpu_tensors_reach_a_server_started_on_its_own(tmp_path):
+    """A server on this machine that is not our multiprocessing child (as a launched SGLang is not) can open the
+    CPU tensors of /update_weights_from_tensor: they travel as named shared-memory files, not as descriptors
+    behind multiprocessing's authkey."""
+    port = free_port_pair()
+    peer_script = str(Path(__file__).with_name("sglang_server.py"))
+    server = await asyncio.create_subprocess_exec(sys.executable, peer_script, "--port", str(port))
+    try:
+        async with client(f"http://127.0.0.1:{port}", wait_healthy_s=30) as backend:
+            state = {"model.embed_tokens.weight": torch.randn(64, 8), "lm_head.weight": torch.randn(64, 8)}
+            async with asyncio.timeout(60):
+                assert await backend.update_weights(state, version=5) == 5
+                assert (await backend.model_info())["weight_version"] == "5"
+    finally:
+        server.terminate()
+        await server.wait()
