@@ -143,10 +143,12 @@ def token_at(
     top_k: int = -1,
     top_p: float = 1.0,
     original_logprob: bool = False,
+    logits: np.ndarray | None = None,
 ) -> tuple[int, float]:
     """(token id, reported log-prob) at one position: greedy at T = 0, else drawn from softmax(logits / T)
-    restricted to top-k/top-p; the log-prob is of the untruncated distribution, as SGLang reports it."""
-    logits = logits_at(input_ids, weights, position)
+    restricted to top-k/top-p; the log-prob is of the untruncated distribution, as SGLang reports it. `logits`
+    replaces the hashed ones (the peer's model mode)."""
+    logits = logits_at(input_ids, weights, position) if logits is None else logits
     if temperature <= 0:
         token = int(np.argmax(logits))
         return token, float(log_softmax(logits)[token])
@@ -261,6 +263,9 @@ class SGLangPeer:
         self.weight_updates: list[tuple[str, dict[str, Any]]] = []
         self.health_statuses: list[int] = []
         self.record: Path | None = None  # a JSON line per request (path, rid, versions) when set
+        # Model mode: a causal LM (transformers) whose next-token logits replace the hashed ones, recomputed over
+        # prompt + tokens so far at each step, so a learner's recomputation can be checked against the peer.
+        self.model: Any = None
         self.session_open = False
         self.inflight = 0
         self.max_inflight = 0
@@ -387,6 +392,7 @@ class SGLangPeer:
                 top_k=int(sp.get("top_k", -1)),
                 top_p=float(sp.get("top_p", 1.0)),
                 original_logprob=self.original_logprob or temperature <= 0,
+                logits=None if self.model is None else self._model_logits(body["input_ids"] + ids),
             )
             ids.append(token)
             entries.append([lp, token, None])
@@ -406,6 +412,13 @@ class SGLangPeer:
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
+
+    def _model_logits(self, tokens: list[int]) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            logits = self.model(torch.tensor([tokens])).logits[0, -1]
+        return logits.double().numpy()
 
     def _chunk(
         self,

@@ -583,3 +583,50 @@ async def test_cpu_tensors_reach_a_server_started_on_its_own(tmp_path):
     finally:
         server.terminate()
         await server.wait()
+
+
+@pytest.mark.slow
+async def test_learner_recomputes_the_servers_logprobs_at_temperature_0_7(peer):
+    """The one log-prob rule end to end: the peer in model mode reports SGLang's log_softmax(logits / 0.7) of a
+    tiny fp32 model; the learner, told the sampling temperature, recomputes the same old log-probs (mean
+    |difference| under 1e-3), and at T = 1 it would not."""
+    import copy
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from learner.config import AlgorithmConfig, LearnerConfig, RolloutBatch
+    from learner.trainer import Learner
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=2,
+        attn_implementation="sdpa",
+    )
+    model = LlamaForCausalLM(config).float().eval()
+    peer.model = copy.deepcopy(model)
+    prompts = [[5, 17, 33, 9], [1, 40, 41], [7, 8, 9, 10, 11, 12]]
+    params = SamplingParams(max_new_tokens=12, temperature=0.7, top_p=0.95, seed=1)
+    async with client(peer.url) as backend:
+        got = await collect(backend, prompts, params, n=2)
+    assert all(c.error is None and c.token_ids for c in got)
+    batch = RolloutBatch(
+        prompts=[prompts[c.prompt_index] for c in got],
+        responses=[list(c.token_ids) for c in got],
+        advantages=[(-1.0) ** i for i in range(len(got))],
+        old_logprobs=[list(c.logprobs) for c in got],
+    )
+
+    def gap(temperature: float) -> float:
+        algo = AlgorithmConfig(temperature=temperature, rollout_correction="tis")
+        learner = Learner(copy.deepcopy(model), LearnerConfig(lr=1e-6, dtype="float32", algorithm=algo))
+        return learner.step(batch)["mismatch_log_ratio_abs"]
+
+    assert gap(0.7) < 1e-3
+    assert gap(1.0) > 1e-2
