@@ -5,21 +5,57 @@
         return exit_code(lambda: run(args), bad_input=(EvalInputError,), interrupted="nothing was written")
 
 Bad input (a missing data file, an unknown solver, a bad option) exits 2 and an unusable environment (a solver
-package not installed, no sandbox, a generation server failing) exits 1, each with one line on stderr; Ctrl-C
-exits 130 with the command's own note. Any other exception is a bug and propagates with its traceback: only the
-project's own error types are mapped, never a builtin such as KeyError.
+package not installed, no sandbox, a generation server failing, a full disk) exits 1, each with one line on
+stderr; Ctrl-C exits 130 and SIGTERM 143, each with the command's own note. A command whose work is a coroutine
+awaits it through `terminable`, so that SIGTERM unwinds it as Ctrl-C does (every `finally` and `async with`
+closes what it opened) instead of killing the process mid-write. Any other exception is a bug and propagates with
+its traceback: only the project's own error types are mapped, never a builtin such as KeyError.
 """
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 EXIT_ENVIRONMENT = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 ErrorTypes = tuple[type[Exception], ...]
+T = TypeVar("T")
+
+
+class Terminated(Exception):
+    """SIGTERM stopped the command (an operator, a scheduler's preemption, torchrun stopping its ranks)."""
+
+
+async def terminable(coro: Coroutine[Any, Any, T]) -> T:
+    """Await `coro`; a SIGTERM meanwhile cancels it (each further one cancels its cleanup too) and, once it has
+    unwound, raises Terminated. Outside the main thread, where no signal handler can be set, just awaits it."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    received: list[int] = []
+
+    def stop() -> None:
+        received.append(signal.SIGTERM)
+        if task is not None:
+            task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, stop)
+    except (ValueError, RuntimeError, NotImplementedError):
+        return await coro
+    try:
+        return await coro
+    except asyncio.CancelledError:
+        if received:
+            raise Terminated() from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def project_errors() -> tuple[ErrorTypes, ErrorTypes]:
@@ -40,13 +76,16 @@ def exit_code(
     """`body()`'s exit code, or the code of the project error it raised, reported as one line on stderr.
 
     `bad_input` and `environment` add the command's own error types to `project_errors()`; `interrupted` says
-    what a Ctrl-C left behind."""
+    what a Ctrl-C or SIGTERM left behind."""
     common_input, common_environment = project_errors()
     try:
         return body()
     except KeyboardInterrupt:
         print(f"interrupted: {interrupted}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated:
+        print(f"terminated: {interrupted}", file=sys.stderr)
+        return EXIT_TERMINATED
     except (*common_input, *bad_input) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -5,7 +5,8 @@
     torchrun --nproc-per-node 2 -m engine.run --config configs/...yaml
 
 Bad input (a missing config file, an unknown key, a wrong type, a missing data file) is reported in one line with
-exit code 2, an unusable environment (no sandbox, a solver package missing) with exit code 1 (engine/cli.py).
+exit code 2, an unusable environment (no sandbox, a solver package missing, a full disk) with exit code 1; Ctrl-C
+and SIGTERM stop the run between writes (exit 130 and 143) and `--resume` continues it (engine/cli.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
-from engine.cli import exit_code
+from engine.cli import exit_code, terminable
 from engine.config import Config, ConfigError, load_config, to_dict
 
 if TYPE_CHECKING:
@@ -192,13 +193,14 @@ def command(args: argparse.Namespace) -> int:
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run `coro` on uvloop when it is installed (faster streams and subprocess pipes), asyncio's loop otherwise."""
+    """Run `coro` on uvloop when it is installed (faster streams and subprocess pipes), asyncio's loop otherwise.
+    SIGTERM unwinds it as Ctrl-C does (`engine.cli.terminable`)."""
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(coro)
+        return asyncio.run(terminable(coro))
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
+        return runner.run(terminable(coro))
 
 
 def train_cli(cfg: Config, *, resume: bool, init_from: Path | None, progress: bool) -> int:
@@ -206,12 +208,14 @@ def train_cli(cfg: Config, *, resume: bool, init_from: Path | None, progress: bo
     exception (a bug) keeps its traceback.
 
     RunError and ModelNotFoundError are imported here, not by main: their modules import torch."""
+    from engine.records import StorageError
     from engine.train import RunError
     from learner.models import ModelNotFoundError
 
     return exit_code(
         lambda: _train(cfg, resume=resume, init_from=init_from, progress=progress),
         bad_input=(RunError, ModelNotFoundError),
+        environment=(StorageError,),
         interrupted="the run directory keeps every finished step; continue with --resume",
     )
 

@@ -5,7 +5,8 @@
 Phases of one step: `next_batch` (generation with verification on arrival and group filtering, in
 `engine.rollout`), `learner.step` (the update, in `learner`), weight sync to the generator, one metrics row and
 one readable line, and every `run.save_every` steps a checkpoint. The run directory is
-`run.output_dir/run.name`: config.yaml, metrics.jsonl, samples.jsonl, checkpoints/step_NNNNNN/.
+`run.output_dir/run.name`: config.yaml, metrics.jsonl, samples.jsonl, checkpoints/step_NNNNNN/, and under
+torchrun rank<r>/ with each rank's own rows.
 
 `--resume` restores the newest complete checkpoint (model, optimizer, scheduler, RNG, and the rollout's
 `RolloutState`: problem position, round counter, next group id) and drops the rows that steps after it had
@@ -44,11 +45,22 @@ from engine.generation import (
     create_backend,
 )
 from engine.prompts import PromptBuilder, prompt_settings
-from engine.records import METRICS_FILE, SAMPLES_FILE, RunRecorder, dumps, read_jsonl
+from engine.records import (
+    METRICS_FILE,
+    SAMPLES_FILE,
+    JsonlAppender,
+    RunRecorder,
+    StorageError,
+    cut_partial_line,
+    dumps,
+    read_jsonl,
+    reduce_rollout_metrics,
+)
 from engine.rollout import Rollout, RolloutResult, RolloutSettings, RolloutState
 from engine.verifier import SolverVerifier
 from learner.checkpoint import (
     COMPLETE,
+    CheckpointWriteError,
     export_hf,
     latest_checkpoint,
     load_checkpoint,
@@ -118,6 +130,7 @@ def truncate_records(run_dir: Path, *, keep_before_step: int) -> None:
         path = run_dir / name
         if not path.exists():
             continue
+        cut_partial_line(path)  # a line a killed run left unfinished
         rows = read_jsonl(path)
         kept = [row for row in rows if row.get("step", 0) < keep_before_step]
         if len(kept) == len(rows):
@@ -251,6 +264,16 @@ def gather_batch(result: RolloutResult, ctx: DistContext) -> RolloutBatch | None
     return RolloutBatch(**columns)
 
 
+def gather_rollout_metrics(metrics: dict[str, Any], ctx: DistContext) -> dict[str, Any]:
+    """The step's rollout metrics over all ranks (`engine.records.reduce_rollout_metrics` of every rank's row);
+    a collective: every rank calls it, every rank gets the global row."""
+    if not ctx.distributed:
+        return dict(metrics)
+    rows: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(rows, metrics)
+    return reduce_rollout_metrics(rows)
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         dist.barrier()
@@ -277,7 +300,12 @@ async def train(cfg: Config, *, resume: bool = False, init_from: Path | None = N
 
     Under torchrun every rank drives rollouts for its shard of the problems (its own generator and sandbox
     pool), the kept samples of all ranks form one global batch, and the ranks train one FSDP2 model. Rank 0
-    writes config.yaml and metrics.jsonl; rank r > 0 writes its samples and rollout metrics to rank<r>/.
+    writes config.yaml and metrics.jsonl, whose rollout metrics are those of all ranks (`gather_rollout_metrics`);
+    each rank writes its own shard's rollout metrics to rank<r>/metrics.jsonl, and rank r > 0 its samples to
+    rank<r>/samples.jsonl (rank 0's are in samples.jsonl).
+
+    A write the run directory refuses (a full disk) stops the run with StorageError; the records keep their
+    whole rows and the checkpoints their complete ones, so `--resume` continues once there is room.
     """
     solver = get_solver(cfg.solver.name)
     await check_generation(cfg)
@@ -306,26 +334,37 @@ async def train(cfg: Config, *, resume: bool = False, init_from: Path | None = N
         load_model_weights(learner.model, init_from, distributed=ctx.distributed)
         log.info("weights from %s", init_from)
     records_dir = run_dir if ctx.rank == 0 else run_dir / f"rank{ctx.rank}"
-    records_dir.mkdir(parents=True, exist_ok=True)
-    truncate_records(records_dir, keep_before_step=start_step)
+    # Rank 0's metrics.jsonl holds the rollout metrics of all ranks; its own shard's go to rank0/ under torchrun.
+    own_dir = run_dir / "rank0" if ctx.distributed and ctx.rank == 0 else None
+    for directory in filter(None, (records_dir, own_dir)):
+        directory.mkdir(parents=True, exist_ok=True)
+        truncate_records(directory, keep_before_step=start_step)
     if start_step >= cfg.run.steps:
         log.info("run %s already has %d steps (run.steps=%d): nothing to do", run_dir, start_step, cfg.run.steps)
         return run_dir
-    async with AsyncExitStack() as stack:
-        recorder = stack.enter_context(RunRecorder(records_dir))
-        rollout = await open_rollout(
-            stack,
-            local_cfg,
-            solver=solver,
-            problems=problems,
-            recorder=recorder,
-            start_step=start_step,
-            state=state,
-            device=ctx.device,
-        )
-        if start_step or init_from is not None:
-            await rollout.backend.update_weights(generator_weights(cfg, learner, run_dir), version=start_step)
-        await _loop(cfg, run_dir, rollout, learner, recorder, start_step=start_step, progress=progress)
+    try:
+        async with AsyncExitStack() as stack:
+            recorder = stack.enter_context(RunRecorder(records_dir))
+            own_metrics = None if own_dir is None else JsonlAppender(own_dir / METRICS_FILE)
+            if own_metrics is not None:
+                stack.callback(own_metrics.close)
+            rollout = await open_rollout(
+                stack,
+                local_cfg,
+                solver=solver,
+                problems=problems,
+                recorder=recorder,
+                start_step=start_step,
+                state=state,
+                device=ctx.device,
+            )
+            if start_step or init_from is not None:
+                await rollout.backend.update_weights(generator_weights(cfg, learner, run_dir), version=start_step)
+            await _loop(cfg, run_dir, rollout, learner, recorder, own_metrics, start_step=start_step, progress=progress)
+    except StorageError as exc:
+        newest = latest_checkpoint(run_dir / CHECKPOINTS)
+        kept = f"its newest complete checkpoint is {newest.name}" if newest else "it has no complete checkpoint yet"
+        raise StorageError(f"{exc}; the run stopped and {kept}: free space, then continue with --resume") from exc
     return run_dir
 
 
@@ -377,10 +416,13 @@ async def _loop(
     rollout: Rollout,
     learner: Learner,
     recorder: RunRecorder,
+    own_metrics: JsonlAppender | None,
     *,
     start_step: int,
     progress: bool,
 ) -> None:
+    """The steps. `recorder` takes the global metrics on rank 0 and the rank's own elsewhere; `own_metrics`, on
+    rank 0 under torchrun, rank 0's own."""
     lead = learner.ctx.rank == 0
     bar = _progress(cfg.run.steps, start_step, enabled=progress and lead)
     try:
@@ -388,25 +430,38 @@ async def _loop(
             result = await rollout.next_batch()
             started = time.monotonic()
             batch = gather_batch(result, learner.ctx)
+            rollout_metrics = gather_rollout_metrics(result.metrics, learner.ctx)
             # The update is CPU/GPU-bound: run it off the event loop so verifications of a batch that is
             # already generating (max_staleness > 0) keep flowing.
             train_metrics = {} if batch is None else await asyncio.to_thread(learner.step, batch)
             train_s = time.monotonic() - started
             await rollout.update_weights(generator_weights(cfg, learner, run_dir), version=step + 1)
-            row = {**result.metrics, **{f"train/{k}": v for k, v in train_metrics.items()}, "time_train_s": train_s}
-            row["step"] = step
+            learned = {**{f"train/{k}": v for k, v in train_metrics.items()}, "time_train_s": train_s, "step": step}
+            row = {**(rollout_metrics if lead else result.metrics), **learned}
+            if own_metrics is not None:
+                own_metrics.append({**result.metrics, **learned})
+                own_metrics.flush()
             recorder.metrics(row)
             if lead:
                 bar.write(StepReport(step=step, row=row).line(cfg.run.steps))
                 bar.update(1)
             if (step + 1) % cfg.run.save_every == 0 or step + 1 == cfg.run.steps:
-                data = {"step": step + 1, "rollout": dataclasses.asdict(result.state)}
-                directory = run_dir / CHECKPOINTS / f"step_{step + 1:06d}"
-                await asyncio.to_thread(save_checkpoint, learner, directory, loop_state=data)
-                if lead:
-                    prune_checkpoints(run_dir / CHECKPOINTS, keep=cfg.run.keep_checkpoints)
+                await _save(learner, run_dir, step=step + 1, rollout_state=result.state, keep=cfg.run.keep_checkpoints)
     finally:
         bar.close()
+
+
+async def _save(learner: Learner, run_dir: Path, *, step: int, rollout_state: RolloutState, keep: int) -> None:
+    """Checkpoint `step` (every rank); a checkpoint the file system cannot hold is a StorageError, and leaves
+    nothing behind (`save_checkpoint` writes beside the final directory and renames)."""
+    data = {"step": step, "rollout": dataclasses.asdict(rollout_state)}
+    directory = run_dir / CHECKPOINTS / f"step_{step:06d}"
+    try:
+        await asyncio.to_thread(save_checkpoint, learner, directory, loop_state=data)
+    except CheckpointWriteError as exc:
+        raise StorageError(str(exc)) from exc
+    if learner.ctx.rank == 0:
+        prune_checkpoints(run_dir / CHECKPOINTS, keep=keep)
 
 
 def _progress(total: int, initial: int, *, enabled: bool) -> tqdm:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import load_config
-from engine.records import read_jsonl
+from engine.records import read_jsonl, reduce_rollout_metrics, reduction_rule
 from engine.run import main
 from engine.train import RunError, train, truncate_records
 from learner.checkpoint import latest_checkpoint
@@ -205,6 +205,21 @@ def test_torchrun_two_ranks_train_one_model_on_the_global_batch(tiny_model, tmp_
         tokens = sum(s["response_tokens"] for s in rank0 + rank1 if s["step"] == m["step"])
         assert m["train/response_tokens"] == tokens, "the learner trained on both ranks' samples"
     assert {s["weight_version"] for s in rank1 if s["step"] == 1} == {1}, "rank 1's generator got the update"
+    # metrics.jsonl holds the rollout metrics of both ranks; each rank's own are in rank<r>/metrics.jsonl.
+    own = [read_jsonl(run_dir / f"rank{r}" / "metrics.jsonl") for r in (0, 1)]
+    assert [[m["step"] for m in rows] for rows in own] == [[0, 1], [0, 1]]
+    for m, mine, theirs in zip(metrics, *own, strict=True):
+        samples = [s for s in rank0 + rank1 if s["step"] == m["step"]]
+        assert m["samples_trained"] == 4 and mine["samples_trained"] == theirs["samples_trained"] == 2
+        assert (
+            m["gen_tokens"] == sum(s["response_tokens"] for s in samples) == mine["gen_tokens"] + theirs["gen_tokens"]
+        )
+        scored = [s["reward"] for s in samples if not s["infra_failure"]]
+        assert m["samples_scored"] == len(scored)
+        assert m["reward_mean"] == pytest.approx(sum(scored) / len(scored), abs=1e-12)
+        assert m["time_rollout_s"] == max(mine["time_rollout_s"], theirs["time_rollout_s"])
+        expected = reduce_rollout_metrics([{k: v for k, v in r.items() if reduction_rule(k)} for r in (mine, theirs)])
+        assert {k: m[k] for k in expected} == expected
     assert sorted(p.name for p in (run_dir / "checkpoints" / "step_000002").glob("extra_rank*.pt")) == [
         "extra_rank0.pt",
         "extra_rank1.pt",
