@@ -196,8 +196,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--recovery-bound-s",
         type=float,
         default=5.0,
-        help="most seconds from a fault to the next correct outcome (a new worker starts in well under 1 s; "
-        "a slot whose new workers are killed as they start backs off up to 2 s between tries)",
+        help="most seconds from a fault to the next correct outcome (a new worker starts in well under 1 s; a "
+        "slot whose new workers are killed as they start backs off up to 1 s between tries; faults much faster "
+        "than worker starts can keep a slot empty for longer)",
     )
     p.add_argument("--out", type=Path, help="also write the report here (JSON)")
     args = p.parse_args(argv)

@@ -47,7 +47,7 @@ Not charged to anyone, because the run is moved on instead: a prepared child tha
 started (killed while it waited) is replaced and the run goes to a fresh child of the same worker, up to 3
 children (then "sandbox_error"); a worker that died before it acknowledged a run (killed while idle, before
 the pool noticed) is replaced and the run goes to another worker, up to 3 workers. A slot whose new workers
-keep failing to start is retried for as long as the pool is open (backoff up to 2 s); once no worker is left
+keep failing to start is retried for as long as the pool is open (backoff up to 1 s); once no worker is left
 and the slot failed 5 times in a row, the runs waiting get "sandbox_error" rather than waiting on.
 
 Limits of the attribution: a program can still kill itself unseen (ctypes calling kill(2), a subprocess

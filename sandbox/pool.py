@@ -344,13 +344,14 @@ class SandboxPool:
             except SandboxUnavailable as exc:
                 failures += 1
                 self._broken = str(exc)
-                log.error("replacing worker %d failed (attempt %d): %s", old.slot, failures, exc)
+                if failures <= REFILL_PATIENCE or failures % 60 == 0:  # a broken sandbox logs once a minute
+                    log.error("replacing worker %d failed (attempt %d): %s", old.slot, failures, exc)
             if failures >= REFILL_PATIENCE and not self._live:
                 while self._waiters:
                     fut = self._waiters.popleft()
                     if not fut.done():
                         fut.set_result(None)
-            await asyncio.sleep(min(0.1 * 2**failures, 2.0))
+            await asyncio.sleep(min(0.05 * 2**failures, 1.0))
 
     def _background(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

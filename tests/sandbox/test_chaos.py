@@ -248,7 +248,7 @@ def test_bench_chaos_refuses_bad_arguments(argv: list[str]) -> None:
 @pytest.mark.slow
 def test_bench_chaos_reports_no_lost_or_wrongly_scored_sample(tmp_path: Path) -> None:
     out = tmp_path / "chaos.json"
-    argv = ["--duration-s", "1.5", "--after-s", "1", "--interval-s", "0.05,0.15", "--out", str(out)]
+    argv = ["--duration-s", "1.5", "--after-s", "1", "--interval-s", "0.1,0.3", "--out", str(out)]
     proc = subprocess.run([sys.executable, str(BENCH), *argv], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(out.read_text())
