@@ -31,6 +31,8 @@ from learner.checkpoint import CheckpointWriteError, latest_checkpoint, load_che
 
 REPO = Path(__file__).resolve().parents[2]
 
+pytestmark = pytest.mark.chaos  # make test-chaos
+
 
 # ----- a small disk ------------------------------------------------------------------------------------------
 
@@ -219,7 +221,7 @@ def test_sigterm_and_sigint_at_random_points_then_resume_give_the_uninterrupted_
     rng = random.Random(seed)
     # Sampling at T = 1 with a seed and weight decay moving the weights every step: each step's texts depend on
     # the weights, the optimizer state and the round seeds before it.
-    extra = ("run.steps=5", "learner.weight_decay=1.0", "generation.sampling.temperature=1.0", "run.seed=3")
+    extra = ("run.steps=4", "learner.weight_decay=1.0", "generation.sampling.temperature=1.0", "run.seed=3")
     base = [sys.executable, "-m", "engine.run", "--quiet"]
     whole = subprocess.run(
         [*base, *overrides(tiny_model, tmp_path, *extra, "run.name=whole")],
@@ -229,12 +231,12 @@ def test_sigterm_and_sigint_at_random_points_then_resume_give_the_uninterrupted_
         timeout=600,
     )
     assert whole.returncode == 0, whole.stderr[-2000:]
-    marks = [(tmp_path / "whole" / "checkpoints" / f"step_{k:06d}" / "COMPLETE").stat().st_mtime for k in (1, 5)]
-    step_s = (marks[1] - marks[0]) / 4
+    marks = [(tmp_path / "whole" / "checkpoints" / f"step_{k:06d}" / "COMPLETE").stat().st_mtime for k in (1, 4)]
+    step_s = (marks[1] - marks[0]) / 3
 
     run_dir, args = tmp_path / "t", [*base, *overrides(tiny_model, tmp_path, *extra)]
     stops = []
-    for i, sig in enumerate((signal.SIGTERM, signal.SIGINT, signal.SIGTERM)):
+    for i, sig in enumerate((signal.SIGTERM, signal.SIGINT)):
         proc = subprocess.Popen(
             [*args, *(["--resume"] if i else [])],
             cwd=REPO,
@@ -277,7 +279,7 @@ def test_sigterm_and_sigint_at_random_points_then_resume_give_the_uninterrupted_
     print(f"seed {seed}: (signal, delay after a checkpoint in s, exit code) {stops}, a step takes about {step_s:.2f} s")
     samples, metrics = _records(run_dir)
     expected_samples, expected_metrics = _records(tmp_path / "whole")
-    assert [m[0] for m in metrics] == [0, 1, 2, 3, 4], f"seed {seed}, stops {stops}"
+    assert [m[0] for m in metrics] == [0, 1, 2, 3], f"seed {seed}, stops {stops}"
     assert samples == expected_samples, f"seed {seed}, stops {stops}"
     assert metrics == expected_metrics, f"seed {seed}, stops {stops}"
 
