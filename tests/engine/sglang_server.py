@@ -307,6 +307,20 @@ class SGLangPeer:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
         path, header = request.path, request.headers.get("Authorization")
+        if SOURCE is not None:  # SGLang's own rule; the weight, flush and abort endpoints are ADMIN_OPTIONAL
+            rules = SOURCE.auth()
+            level = rules.AuthLevel.ADMIN_OPTIONAL if path in ADMIN_PATHS else rules.AuthLevel.NORMAL
+            decision = rules.decide_request_auth(
+                method=request.method,
+                path=path,
+                authorization_header=header,
+                api_key=self.api_key,
+                admin_api_key=self.admin_api_key,
+                auth_level=level,
+            )
+            if not decision.allowed:
+                return web.json_response({"error": "Unauthorized"}, status=decision.error_status_code)
+            return await handler(request)
         if path.startswith("/health"):
             return await handler(request)
         expected = (self.admin_api_key or self.api_key) if path in ADMIN_PATHS else self.api_key

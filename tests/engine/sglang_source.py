@@ -83,6 +83,11 @@ def api_types() -> types.ModuleType:
     return _module("sglang.api.v1.api_types")
 
 
+def auth() -> types.ModuleType:
+    """srt/utils/auth.py: `decide_request_auth`, the server's API-key rule per endpoint level."""
+    return _module("sglang.srt.utils.auth")
+
+
 @cache
 def io_struct_classes() -> dict[str, type]:
     """The request classes of ENDPOINT_CLASSES (and BaseReq), defined from io_struct.py's own source."""

@@ -172,3 +172,16 @@ def test_peer_messages_are_sglangs():
     assert '"Weights were updated, but the cache was not flushed because " "requests are still running' in flat
     for endpoint in ("update_weights_from_tensor", "update_weights_from_distributed"):
         assert f'"{endpoint} must run between " "begin_weight_update() and end_weight_update()"' in flat
+
+
+def test_the_endpoints_taking_the_admin_key_are_sglangs():
+    """The client sends the admin key to, and the peer demands it on, exactly the routes SGLang's http_server.py
+    marks ADMIN_OPTIONAL among those the client calls."""
+    lines = (source.sglang_root() / "srt/entrypoints/http_server.py").read_text().splitlines()
+    admin = set()
+    for k, line in enumerate(lines):
+        for path in CLIENT_ENDPOINTS:
+            route = line.startswith(("@app.post(", "@app.api_route(")) and f'"{path}"' in line
+            if route and "@auth_level(AuthLevel.ADMIN_OPTIONAL)" in lines[k + 1 : k + 3]:
+                admin.add(path)
+    assert admin == peer_mod.ADMIN_PATHS & CLIENT_ENDPOINTS == CLIENT_ENDPOINTS - {"/generate"}
