@@ -57,6 +57,11 @@ def test_report_on_a_real_run_writes_its_plots_and_a_summary(trained_run, capsys
     assert "- samples trained: 8" in text  # 2 prompts x 2 samples, two steps
     assert "- verification statuses: 8 samples (" in text
     assert "- samples.jsonl: 8 rows" in text
+    samples = load_run(trained_run).samples
+    kinds = [row["error_kind"] for row in samples]
+    assert all((kind is None) == row["correct"] for kind, row in zip(kinds, samples, strict=True)), kinds
+    failing = sum(kind is not None for kind in kinds)
+    assert f"- failures by kind: {failing} samples" in text, "the metrics' errors/<kind> counts match samples.jsonl"
     assert all(f"]({name})" in text for name in PLOTS)
 
 
