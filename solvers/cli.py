@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from solvers.base import SolverUnavailableError, UnknownSolverError
-from solvers.extract import ExtractConfig
+from solvers.extract import FORMATS, ExtractConfig
 from solvers.registry import available_solvers, get_solver, solver_names
-from solvers.reward import OUTCOME_STATUSES, Outcome, RewardConfig
+from solvers.reward import COMPARISONS, OUTCOME_STATUSES, Outcome, RewardConfig
 from solvers.rows import RowError, check_answer, read_rows
 from solvers.verify import verify, verify_code
 
@@ -99,7 +99,7 @@ async def verify_rows(rows: Sequence[Row], args: argparse.Namespace) -> list[Out
     solver = get_solver(args.solver)
     limits = Limits(wall_s=args.wall_s, cpu_s=args.wall_s, memory_mb=args.memory_mb)
     reward = RewardConfig(comparison=args.comparison, tolerance=args.tolerance)
-    extract = ExtractConfig(which=args.extract)
+    extract = ExtractConfig(which=args.extract, format=args.format)
     pool = SandboxPool(workers=args.workers, limits=limits, preload=solver.preload, isolation=args.isolation)
     async with pool:
         with tqdm(total=len(rows), file=sys.stderr, desc=f"verify[{solver.name}]", unit="row") as bar:
@@ -125,7 +125,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return 2
     try:
         get_solver(args.solver)
-    except (UnknownSolverError, SolverUnavailableError) as exc:
+        RewardConfig(comparison=args.comparison, tolerance=args.tolerance)
+    except (UnknownSolverError, SolverUnavailableError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
@@ -142,6 +143,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             {
                 "id": row.id,
                 "status": o.status,
+                "error_kind": o.error_kind,
                 "objective": o.objective,
                 "correct": o.correct,
                 "reward": o.reward,
@@ -169,14 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("verify", help="verify a JSONL of completions or programs")
     run.add_argument("--solver", required=True, help=f"one of: {', '.join(solver_names())}")
     run.add_argument("--input", required=True, help="JSONL rows {id, completion|code, answer}")
-    run.add_argument("--output", required=True, help="JSONL rows {id, status, objective, correct, reward, reason}")
+    run.add_argument(
+        "--output", required=True, help="JSONL rows {id, status, error_kind, objective, correct, reward, reason}"
+    )
     run.add_argument("--workers", type=int, default=2, help="sandbox workers (default 2)")
     run.add_argument("--wall-s", type=float, default=30.0, help="wall and CPU seconds per program (default 30)")
     run.add_argument("--memory-mb", type=int, default=2048, help="memory per program (default 2048)")
     run.add_argument("--isolation", choices=("nsjail", "process"), default="nsjail")
-    run.add_argument("--comparison", choices=("relative", "orlm"), default="relative")
-    run.add_argument("--tolerance", type=float, default=1e-6, help="relative tolerance (default 1e-6)")
+    run.add_argument("--comparison", choices=COMPARISONS, default="relative", help="answer rule (solvers/reward.py)")
+    run.add_argument("--tolerance", type=float, default=1e-6, help="tolerance of the rule (default 1e-6)")
     run.add_argument("--extract", choices=("last", "first", "concatenate"), default="last")
+    run.add_argument("--format", choices=FORMATS, default="markdown", help="answer format (solvers/extract.py)")
     run.set_defaults(handler=cmd_verify)
     commands.add_parser("list", help="list solvers and whether they are installed").set_defaults(handler=cmd_list)
     return parser

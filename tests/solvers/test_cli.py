@@ -37,11 +37,11 @@ def test_verify_command(tmp_path: Path) -> None:
     done = _run("verify", "--solver", "gurobipy", "--input", str(source), "--output", str(target))
     assert done.returncode == 1, done.stderr  # bad rows were skipped
     out = [json.loads(line) for line in target.read_text().splitlines()]
-    assert [(r["id"], r["status"], r["reward"]) for r in out] == [
-        ("fenced", "correct", 1.0),
-        ("printer", "no_solve", 0.0),
-        ("prose", "no_code", 0.0),
-        ("off", "wrong", 0.0),
+    assert [(r["id"], r["status"], r["error_kind"], r["reward"]) for r in out] == [
+        ("fenced", "correct", None, 1.0),
+        ("printer", "no_solve", "no_solve", 0.0),
+        ("prose", "no_code", "no_code", 0.0),
+        ("off", "wrong", "wrong_objective", 0.0),
     ]
     assert out[0]["objective"] == 3.0 and out[0]["correct"] is True
     assert f"{source}:4: not valid JSON" in done.stderr
@@ -64,6 +64,14 @@ def test_input_that_is_not_text_is_one_line_and_exit_2(tmp_path: Path) -> None:
     done = _run("verify", "--solver", "gurobipy", "--input", str(tmp_path / "in.jsonl"), "--output", "o.jsonl")
     assert done.returncode == 2
     assert done.stderr.strip().startswith(f"error: {tmp_path / 'in.jsonl'} is not UTF-8 text")
+
+
+def test_a_bad_tolerance_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_text("")
+    args = ["--input", str(tmp_path / "in.jsonl"), "--output", "o.jsonl", "--comparison", "evom", "--tolerance", "0"]
+    done = _run("verify", "--solver", "gurobipy", *args)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: RewardConfig.tolerance must be a finite number > 0, got 0.0"
 
 
 def test_unknown_solver_lists_the_valid_ones(tmp_path: Path) -> None:
