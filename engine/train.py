@@ -224,7 +224,10 @@ def generator_weights(cfg: Config, learner: Learner, run_dir: Path) -> WeightSou
     rank: each rank decodes with its own copy), a HF directory its servers load (`/update_weights_from_disk`)
     for "hf_dir". Every rank must call this."""
     if backend_class(cfg.generation.backend).weight_format == "hf_dir":
-        return str(export_hf(learner, run_dir / "weights" / "latest").resolve())
+        try:
+            return str(export_hf(learner, run_dir / "weights" / "latest").resolve())
+        except CheckpointWriteError as exc:
+            raise StorageError(str(exc)) from exc
     return learner.full_weights(all_ranks=True)
 
 

@@ -50,7 +50,8 @@ _FULL_BYTES = 1 << 20  # a file system with less free space than this after a fa
 
 
 class CheckpointWriteError(OSError):
-    """A checkpoint could not be written because its file system is full (or over quota); nothing was left."""
+    """A checkpoint (nothing of it left behind) or a weight export could not be written: its file system is full
+    (or over quota)."""
 
 
 class IncompatibleCheckpointError(ValueError):
@@ -271,14 +272,22 @@ def full_state_dict(learner: Trainable, *, all_ranks: bool = False) -> dict[str,
 def export_hf(learner: Trainable, directory: str | Path, *, tokenizer: Any | None = None) -> Path:
     """Write the current weights as a Hugging Face safetensors directory (config + weights [+ tokenizer]).
 
-    Every rank must call this (the shards are gathered); rank 0 writes. Returns the directory.
+    Every rank must call this (the shards are gathered); rank 0 writes. Returns the directory. CheckpointWriteError
+    when its file system is full (safetensors reports it as its own SafetensorError).
     """
     directory = Path(directory)
     state = full_state_dict(learner)
     if learner.ctx.rank == 0:
-        directory.mkdir(parents=True, exist_ok=True)
-        learner.model.save_pretrained(directory, state_dict=state)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(directory)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            learner.model.save_pretrained(directory, state_dict=state)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(directory)
+        except Exception as exc:
+            if _file_system_full(exc, directory.parent):
+                raise CheckpointWriteError(
+                    f"cannot write weights {directory}: no space left on its file system"
+                ) from exc
+            raise
     _barrier(learner)
     return directory

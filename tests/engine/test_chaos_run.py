@@ -127,6 +127,20 @@ def test_a_checkpoint_that_does_not_fit_leaves_nothing_and_the_last_one_loads(ti
     assert load_checkpoint(learner, latest_checkpoint(root)) == {"step": 2}
 
 
+def test_a_weight_export_that_does_not_fit_stops_the_run_as_a_storage_error(tiny_model, small_disk):
+    """The SGLang path exports HF weights each step (generation.backend=sglang: weight_format hf_dir)."""
+    from engine.config import load_config
+    from engine.train import generator_weights
+    from learner.config import LearnerConfig
+    from learner.trainer import Learner
+
+    learner = Learner.from_pretrained(str(tiny_model), LearnerConfig(device="cpu"))
+    cfg = load_config(None, [f"model.path={tiny_model}", "generation.backend=sglang"])
+    disk = small_disk(1 << 20)  # the tiny model's weights take about 6 MB
+    with pytest.raises(StorageError, match=r"cannot write weights .*latest: no space left on its file system"):
+        generator_weights(cfg, learner, disk / "t")
+
+
 def overrides(model: Path, out: Path, *extra: str) -> list[str]:
     return [
         f"model.path={model}",
