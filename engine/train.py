@@ -119,13 +119,17 @@ def prepare_run_dir(cfg: Config, *, resume: bool) -> Path:
             log.warning("resuming %s with a config that differs from its config.yaml; the new one is saved", run_dir)
     elif (run_dir / METRICS_FILE).exists() or (run_dir / CHECKPOINTS).exists():
         raise RunError(f"{run_dir} already holds a run; pass --resume to continue it, or set run.name=<new name>")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_config(cfg, run_dir / "config.yaml")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(cfg, run_dir / "config.yaml")
+    except OSError as exc:
+        raise StorageError(f"cannot write {run_dir / 'config.yaml'}: {exc.strerror or exc}") from exc
     return run_dir
 
 
 def truncate_records(run_dir: Path, *, keep_before_step: int) -> None:
-    """Drop rows of steps >= keep_before_step (written after the checkpoint we resume from), atomically."""
+    """Drop rows of steps >= keep_before_step (written after the checkpoint we resume from), atomically: a file
+    the disk cannot hold rewritten stays as it was (StorageError)."""
     for name in (METRICS_FILE, SAMPLES_FILE):
         path = run_dir / name
         if not path.exists():
@@ -136,8 +140,12 @@ def truncate_records(run_dir: Path, *, keep_before_step: int) -> None:
         if len(kept) == len(rows):
             continue
         tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_bytes(b"".join(dumps(row) for row in kept))
-        tmp.replace(path)
+        try:
+            tmp.write_bytes(b"".join(dumps(row) for row in kept))
+            tmp.replace(path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(f"cannot rewrite {path} without the rows after step {keep_before_step}: {exc}") from exc
 
 
 def prune_checkpoints(root: Path, *, keep: int) -> None:

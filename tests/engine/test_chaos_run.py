@@ -57,8 +57,8 @@ def small_disk(tmp_path) -> Iterator[Callable[[int], Path]]:
 
 
 def fill(disk: Path, *, leave: int) -> Path:
-    """Take all but about `leave` bytes of `disk`'s free space with one file; returns it (delete it to free)."""
-    filler = disk / "filler"
+    """Take all but about `leave` bytes of `disk`'s free space with a new file; returns it (delete it to free)."""
+    filler = disk / f"filler{len(list(disk.glob('filler*')))}"
     free = shutil.disk_usage(disk).free
     with open(filler, "wb") as f:
         f.write(b"\0" * max(0, free - leave))
@@ -168,7 +168,7 @@ def test_a_run_whose_checkpoint_fills_the_disk_stops_in_one_line_and_resumes_onc
     capsys.readouterr()
     first = run_dir / "checkpoints" / "step_000001"
     size = sum(p.stat().st_size for p in first.rglob("*") if p.is_file())
-    filler = fill(disk, leave=size // 2)  # step 1's rows fit, its checkpoint does not
+    fill(disk, leave=size // 2)  # step 1's rows fit, its checkpoint does not
 
     assert main(["--quiet", "--resume", *overrides(tiny_model, disk, "run.steps=3")]) == 1
     err = capsys.readouterr().err
@@ -187,7 +187,14 @@ def test_a_run_whose_checkpoint_fills_the_disk_stops_in_one_line_and_resumes_onc
 
     load_model_weights(load_model(str(tiny_model)), first)  # the last complete checkpoint still loads
 
-    filler.unlink()
+    fill(disk, leave=0)  # resuming on a full disk stops at once, in one line, and changes nothing
+    records = {name: (run_dir / name).read_bytes() for name in ("metrics.jsonl", "samples.jsonl", "config.yaml")}
+    assert main(["--quiet", "--resume", *overrides(tiny_model, disk, "run.steps=3")]) == 1
+    assert capsys.readouterr().err.splitlines()[-1].startswith("error: cannot ")
+    assert {name: (run_dir / name).read_bytes() for name in records} == records
+
+    for path in disk.glob("filler*"):
+        path.unlink()
     assert main(["--quiet", "--resume", *overrides(tiny_model, disk, "run.steps=3")]) == 0, capsys.readouterr().err
     assert [m["step"] for m in assert_whole_rows(run_dir / "metrics.jsonl")] == [0, 1, 2]
     samples = assert_whole_rows(run_dir / "samples.jsonl")
