@@ -141,16 +141,18 @@ class JsonlAppender:
 
 
 class RunRecorder:
-    """Appends sample and metrics rows under `run_dir`. Close it (or use `with`) to flush what is buffered.
+    """Appends sample and metrics rows under `run_dir` (metrics under `metrics_dir` when given). Close it (or use
+    `with`) to flush what is buffered.
 
     After a write failed (StorageError) the recorder takes no more rows: both files stay at their last whole row
     and the run stops with that error."""
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, *, metrics_dir: str | Path | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.samples_path = self.run_dir / SAMPLES_FILE
-        self.metrics_path = self.run_dir / METRICS_FILE
+        self.metrics_path = Path(metrics_dir or run_dir) / METRICS_FILE
+        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
         self._samples = JsonlAppender(self.samples_path)
         self._metrics = JsonlAppender(self.metrics_path)
         self._failed = False

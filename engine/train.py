@@ -344,10 +344,12 @@ async def train(cfg: Config, *, resume: bool = False, init_from: Path | None = N
     elif init_from is not None:
         load_model_weights(learner.model, init_from, distributed=ctx.distributed)
         log.info("weights from %s", init_from)
-    records_dir = run_dir if ctx.rank == 0 else run_dir / f"rank{ctx.rank}"
-    # Rank 0's metrics.jsonl holds the rollout metrics of all ranks; its own shard's go to rank0/ under torchrun.
-    own_dir = run_dir / "rank0" if ctx.distributed and ctx.rank == 0 else None
-    for directory in filter(None, (records_dir, own_dir)):
+    # Each rank records its own samples and rollout metrics (rank 0's samples in the run directory, the rest under
+    # rank<r>/); under torchrun rank 0 also writes metrics.jsonl, the rollout metrics of all ranks.
+    samples_dir = run_dir if ctx.rank == 0 else run_dir / f"rank{ctx.rank}"
+    metrics_dir = run_dir / f"rank{ctx.rank}" if ctx.distributed else run_dir
+    global_metrics = ctx.distributed and ctx.rank == 0
+    for directory in {samples_dir, metrics_dir, *([run_dir] if global_metrics else [])}:
         directory.mkdir(parents=True, exist_ok=True)
         truncate_records(directory, keep_before_step=start_step)
     if start_step >= cfg.run.steps:
@@ -355,10 +357,10 @@ async def train(cfg: Config, *, resume: bool = False, init_from: Path | None = N
         return run_dir
     try:
         async with AsyncExitStack() as stack:
-            recorder = stack.enter_context(RunRecorder(records_dir))
-            own_metrics = None if own_dir is None else JsonlAppender(own_dir / METRICS_FILE)
-            if own_metrics is not None:
-                stack.callback(own_metrics.close)
+            recorder = stack.enter_context(RunRecorder(samples_dir, metrics_dir=metrics_dir))
+            run_metrics = JsonlAppender(run_dir / METRICS_FILE) if global_metrics else None
+            if run_metrics is not None:
+                stack.callback(run_metrics.close)
             rollout = await open_rollout(
                 stack,
                 local_cfg,
@@ -371,7 +373,7 @@ async def train(cfg: Config, *, resume: bool = False, init_from: Path | None = N
             )
             if start_step or init_from is not None:
                 await rollout.backend.update_weights(generator_weights(cfg, learner, run_dir), version=start_step)
-            await _loop(cfg, run_dir, rollout, learner, recorder, own_metrics, start_step=start_step, progress=progress)
+            await _loop(cfg, run_dir, rollout, learner, recorder, run_metrics, start_step=start_step, progress=progress)
     except StorageError as exc:
         newest = latest_checkpoint(run_dir / CHECKPOINTS)
         kept = f"its newest complete checkpoint is {newest.name}" if newest else "it has no complete checkpoint yet"
@@ -427,13 +429,13 @@ async def _loop(
     rollout: Rollout,
     learner: Learner,
     recorder: RunRecorder,
-    own_metrics: JsonlAppender | None,
+    run_metrics: JsonlAppender | None,
     *,
     start_step: int,
     progress: bool,
 ) -> None:
-    """The steps. `recorder` takes the global metrics on rank 0 and the rank's own elsewhere; `own_metrics`, on
-    rank 0 under torchrun, rank 0's own."""
+    """The steps. `recorder` takes this rank's own rows; `run_metrics`, on rank 0 under torchrun, the rows whose
+    rollout metrics are those of all ranks (metrics.jsonl)."""
     lead = learner.ctx.rank == 0
     bar = _progress(cfg.run.steps, start_step, enabled=progress and lead)
     try:
@@ -448,11 +450,11 @@ async def _loop(
             train_s = time.monotonic() - started
             await rollout.update_weights(generator_weights(cfg, learner, run_dir), version=step + 1)
             learned = {**{f"train/{k}": v for k, v in train_metrics.items()}, "time_train_s": train_s, "step": step}
-            row = {**(rollout_metrics if lead else result.metrics), **learned}
-            if own_metrics is not None:
-                own_metrics.append({**result.metrics, **learned})
-                own_metrics.flush()
-            recorder.metrics(row)
+            recorder.metrics({**result.metrics, **learned})
+            row = {**rollout_metrics, **learned}
+            if run_metrics is not None:
+                run_metrics.append(row)
+                run_metrics.flush()
             if lead:
                 bar.write(StepReport(step=step, row=row).line(cfg.run.steps))
                 bar.update(1)
