@@ -28,7 +28,9 @@ def test_the_package_exports_its_contract_and_nothing_else() -> None:
         "SolverUnavailableError",
         "UnknownSolverError",
         "available_solvers",
+        "compute_score",
         "get_solver",
+        "trl_reward",
         "verify",
         "verify_code",
     ]
