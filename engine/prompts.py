@@ -24,13 +24,17 @@ instructions end with `THINK_CODE_FORMAT`, which asks for the reasoning in `<thi
 program in `<code>...</code>`; extraction and the format reward follow the same format (solvers.extract). With
 "markdown" (the default) nothing is added.
 
+Problems of several solvers in one run: `solver_instructions` maps each solver name to its instructions, and
+`build(question, solver=name)` uses that solver's (`solver=None`: the default `instructions`); the rollout passes
+each problem's `solver`. A name without instructions is a KeyError: the run lists every solver its data names.
+
 Training (engine.train) and evaluation (engine.eval --config) build their settings with `prompt_settings`, so a
 model is evaluated on the prompts it was trained on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -109,7 +113,14 @@ class Prompt:
 class PromptBuilder:
     """Renders problems with a Hugging Face tokenizer's chat template. See the module docstring."""
 
-    def __init__(self, tokenizer: Any, *, instructions: str, settings: PromptSettings) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        instructions: str,
+        settings: PromptSettings,
+        solver_instructions: Mapping[str, str] | None = None,
+    ) -> None:
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError(
                 f"tokenizer {type(tokenizer).__name__} has no chat template; use an instruct model's tokenizer "
@@ -118,35 +129,48 @@ class PromptBuilder:
         self.tokenizer = tokenizer
         self.instructions = instructions
         self.settings = settings
+        self.solver_instructions = dict(solver_instructions or {})
 
-    def messages(self, question: str) -> list[dict[str, str]]:
-        return chat_messages(question, instructions=self.instructions, settings=self.settings)
+    def instructions_for(self, solver: str | None) -> str:
+        """The instructions of `solver` (None: the default ones); KeyError for a solver this builder lacks."""
+        if solver is None:
+            return self.instructions
+        try:
+            return self.solver_instructions[solver]
+        except KeyError:
+            known = ", ".join(sorted(self.solver_instructions)) or "none"
+            raise KeyError(f"no prompt instructions for solver {solver!r} (this builder has: {known})") from None
 
-    def text(self, question: str) -> str:
+    def messages(self, question: str, *, solver: str | None = None) -> list[dict[str, str]]:
+        return chat_messages(question, instructions=self.instructions_for(solver), settings=self.settings)
+
+    def text(self, question: str, *, solver: str | None = None) -> str:
         """The full prompt as text: the templated conversation, its generation prompt, then the answer prefix."""
-        chat = self.tokenizer.apply_chat_template(self.messages(question), add_generation_prompt=True, tokenize=False)
+        messages = self.messages(question, solver=solver)
+        chat = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return chat + self.settings.answer_prefix
 
-    def render(self, question: str) -> list[int]:
+    def render(self, question: str, *, solver: str | None = None) -> list[int]:
         """Token ids of the full prompt, ending with the assistant turn's opening and the answer prefix."""
-        return list(self.tokenizer(self.text(question), add_special_tokens=False)["input_ids"])
+        return list(self.tokenizer(self.text(question, solver=solver), add_special_tokens=False)["input_ids"])
 
-    def build(self, question: str) -> Prompt:
-        ids = self.render(question)
+    def build(self, question: str, *, solver: str | None = None) -> Prompt:
+        """The prompt of `question` under `solver`'s instructions (None: the default ones)."""
+        ids = self.render(question, solver=solver)
         limit = self.settings.max_prompt_tokens
         if len(ids) <= limit:
             return Prompt(ids=tuple(ids), status="ok")
         if self.settings.overlong == "skip":
             return Prompt(ids=None, status="too_long")
-        return self._truncate(question, over=len(ids) - limit)
+        return self._truncate(question, over=len(ids) - limit, solver=solver)
 
-    def _truncate(self, question: str, *, over: int) -> Prompt:
+    def _truncate(self, question: str, *, over: int, solver: str | None) -> Prompt:
         """Cut question tokens from the end until the rendered prompt fits (token merges can shift by a few).
         Only the question shrinks: the instructions, the example and the answer prefix are rendered whole."""
         tokens = list(self.tokenizer(question, add_special_tokens=False)["input_ids"])
         keep = len(tokens) - over
         while keep > 0:
-            ids = self.render(self.tokenizer.decode(tokens[:keep]))
+            ids = self.render(self.tokenizer.decode(tokens[:keep]), solver=solver)
             if len(ids) <= self.settings.max_prompt_tokens:
                 return Prompt(ids=tuple(ids), status="truncated")
             keep -= max(1, len(ids) - self.settings.max_prompt_tokens)

@@ -248,6 +248,10 @@ class StepStats:
     per completion, "filtered/<reason>" per dropped group,
     "excluded/<reason>" per sample left out of a kept group, "prompts/<ok|truncated|too_long>",
     "groups_solve_all" / "groups_solve_none", "groups_surplus", "samples_correct".
+
+    Per solver (problems that name theirs, `count_solver`): the row adds `by_solver/<name>/groups`,
+    `.../samples_scored`, `.../samples_correct`, `.../accuracy` and `.../reward_mean`, over the same samples as
+    the step's `accuracy` and `reward_mean` (the scored samples of the groups judged this step).
     """
 
     started_s: float  # time.monotonic() at the start of the step
@@ -259,6 +263,29 @@ class StepStats:
     rewards: list[float] = field(default_factory=list)  # the same after reward shaping
     queue_wait_s: list[float] = field(default_factory=list)  # completion arrived -> its verification started
     queue_depths: list[int] = field(default_factory=list)  # verify queue length after each completion arrived
+    solver_samples: dict[str, list[Sample]] = field(default_factory=dict)  # scored samples of judged groups
+    solver_groups: Counter[str] = field(default_factory=Counter)
+
+    def count_solver(self, solver: str | None, scored: Sequence[Sample]) -> None:
+        """Count one judged group's scored samples under its problem's solver (None: the problem names none, and
+        the step reports no per-solver metrics for it)."""
+        if solver is None:
+            return
+        self.solver_groups[solver] += 1
+        self.solver_samples.setdefault(solver, []).extend(scored)
+
+    def solver_row(self) -> dict[str, Any]:
+        row: dict[str, Any] = {}
+        for name in sorted(self.solver_groups):
+            samples = self.solver_samples.get(name, [])
+            correct = sum(s.correct for s in samples)
+            prefix = f"{SOLVER_PREFIX}{name}/"
+            row[prefix + "groups"] = self.solver_groups[name]
+            row[prefix + "samples_scored"] = len(samples)
+            row[prefix + "samples_correct"] = correct
+            row[prefix + "accuracy"] = correct / len(samples) if samples else None
+            row[prefix + "reward_mean"] = _mean([s.reward for s in samples if s.reward is not None])
+        return row
 
     def row(
         self, now: float, *, step: int, rounds: int, kept: Sequence[Sample], verifying_s: float, data_epoch: int
@@ -286,6 +313,7 @@ class StepStats:
             "verify_queue_depth_mean": _mean(self.queue_depths),
             "data_epoch": data_epoch,
             **dict(sorted(self.counts.items())),
+            **self.solver_row(),
         }
 
 
@@ -343,12 +371,29 @@ REDUCTION: dict[str, str | tuple[str, ...]] = {
     "interrupted": "any",
 }
 COUNT_PREFIXES = ("status/", "errors/", "filtered/", "excluded/", "prompts/")
+# Per-solver metrics, `by_solver/<name>/<metric>`: the rule of each metric, a weighted mean's count keys being
+# the same solver's.
+SOLVER_PREFIX = "by_solver/"
+SOLVER_REDUCTION: dict[str, str | tuple[str, ...]] = {
+    "groups": "sum",
+    "samples_scored": "sum",
+    "samples_correct": "sum",
+    "accuracy": ("samples_scored",),
+    "reward_mean": ("samples_scored",),
+}
 
 
 def reduction_rule(key: str) -> str | tuple[str, ...] | None:
-    """`key`'s rule in REDUCTION ("sum" for the count families), or None for a key without one."""
+    """`key`'s rule in REDUCTION ("sum" for the count families, SOLVER_REDUCTION's for a per-solver metric), or
+    None for a key without one."""
     if key.startswith(COUNT_PREFIXES):
         return "sum"
+    if key.startswith(SOLVER_PREFIX):
+        solver, _, metric = key.removeprefix(SOLVER_PREFIX).rpartition("/")
+        rule = SOLVER_REDUCTION.get(metric) if solver else None
+        if isinstance(rule, tuple):
+            return tuple(f"{SOLVER_PREFIX}{solver}/{count}" for count in rule)
+        return rule
     return REDUCTION.get(key)
 
 

@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,12 +108,22 @@ def _data_detail(bench: Benchmark) -> str:
 def check_train_data(cfg: Config) -> Check:
     """Load the training set as the run does: a file is read whole, generated problems are generated."""
     from engine.data import DataError, load_train
+    from solvers import SolverUnavailableError, get_solver
 
     try:
-        bench = load_train(cfg.data)  # refuses a set without a usable problem
+        bench = load_train(cfg.data)  # refuses a set without a usable problem (or naming an unknown solver)
     except DataError as exc:
         return Check(name="train", ok=False, detail=f"data.train={cfg.data.train}: {exc}")
-    return Check(name="train", ok=True, detail=f"{bench.report.source}: {_data_detail(bench)}")
+    detail = f"{bench.report.source}: {_data_detail(bench)}"
+    if any(p.solver for p in bench.problems):  # rows naming their solver: the rest take solver.name
+        counts = Counter(p.solver or cfg.solver.name for p in bench.problems)
+        detail += "; solvers: " + ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
+        for name in sorted(counts):
+            try:
+                get_solver(name)
+            except SolverUnavailableError as exc:
+                return Check(name="train", ok=False, detail=f"data.train={cfg.data.train}: {exc}")
+    return Check(name="train", ok=True, detail=detail)
 
 
 def check_eval_data(cfg: Config) -> Check:

@@ -13,6 +13,12 @@ torchrun rank<r>/ with each rank's own rows.
 written. With `rollout.max_staleness: 0` the resumed run then writes exactly the samples and metrics of an
 uninterrupted one; with staleness > 0, the batch that was being generated ahead when the run stopped is
 generated again by the checkpoint's (newer) weights.
+
+Problems may name their solver (a data row's `solver` column, `engine.data.Problem.solver`): once any does, every
+problem is verified with its own solver (the others with `solver.name`), prompted with that solver's
+instructions, and each step's metrics row adds `by_solver/<name>/...` (samples scored and correct, accuracy,
+reward mean). Each distinct solver preload gets its own sandbox pool of `sandbox.workers` workers; the rollout
+still runs at most `sandbox.workers` verifications at once over all of them.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ from engine.records import (
     reduce_rollout_metrics,
 )
 from engine.rollout import Rollout, RolloutResult, RolloutSettings, RolloutState
-from engine.verifier import SolverVerifier
+from engine.verifier import SolverVerifier, solver_pools
 from learner.checkpoint import (
     COMPLETE,
     CheckpointWriteError,
@@ -290,6 +296,21 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
+def assign_solvers(problems: Sequence[Problem], default: str) -> Sequence[Problem]:
+    """`problems` unchanged when none names a solver (a single-solver run); otherwise each one that names none
+    takes `default` (the run's solver.name), so every problem is counted under its solver in the metrics."""
+    if not any(p.solver for p in problems):
+        return problems
+    return [p if p.solver else dataclasses.replace(p, solver=default) for p in problems]
+
+
+def problem_solvers(problems: Sequence[Problem], default: Solver) -> list[Solver]:
+    """The solvers `problems` are verified with, in order of first appearance (`default` for those naming none);
+    UnknownSolverError or SolverUnavailableError (its package is not installed) for a name that cannot be used."""
+    names = dict.fromkeys(p.solver or default.name for p in problems)
+    return [default if name == default.name else get_solver(name) for name in names] or [default]
+
+
 def shard_problems(problems: Sequence[Problem], cfg: Config, ctx: DistContext) -> tuple[Sequence[Problem], Config]:
     """This rank's problems (every world_size-th) and a config whose per-step prompts are this rank's share."""
     if not ctx.distributed:
@@ -320,6 +341,8 @@ async def train(cfg: Config, *, resume: bool = False, init_from: Path | None = N
     """
     solver = get_solver(cfg.solver.name)
     await check_generation(cfg)
+    all_problems = assign_solvers(load_train(cfg.data).problems, cfg.solver.name)
+    problem_solvers(all_problems, solver)  # every solver the data names is installed, before a model loads
     if init_from is not None:
         if resume:
             raise RunError(f"cannot start from {init_from}: --init-from starts a new run; drop --resume")
@@ -328,7 +351,7 @@ async def train(cfg: Config, *, resume: bool = False, init_from: Path | None = N
         except FileNotFoundError as exc:
             raise RunError(f"cannot start from {init_from}: {exc}") from None
     ctx = init_distributed(cfg.learner.device)
-    problems, local_cfg = shard_problems(load_train(cfg.data).problems, cfg, ctx)
+    problems, local_cfg = shard_problems(all_problems, cfg, ctx)
     run_dir = Path(cfg.run.output_dir) / cfg.run.name
     if ctx.rank == 0:
         prepare_run_dir(cfg, resume=resume)
@@ -392,22 +415,31 @@ async def open_rollout(
     state: RolloutState | None = None,
     device: torch.device | str = "cpu",
 ) -> Rollout:
-    """Sandbox pool, generation backend and rollout of one rank, entered on `stack` (closed in reverse order).
+    """Sandbox pools, generation backend and rollout of one rank, entered on `stack` (closed in reverse order).
 
+    `solver` verifies the problems that name none; a problem's own `solver` (see `assign_solvers`) picks its
+    instructions and its verifier, with a sandbox pool per distinct preload set (`engine.verifier.solver_pools`).
     The training loop's pipeline; benches build theirs with it too, so both measure the same thing."""
     tokenizer = load_tokenizer(cfg.model.path)
+    solvers = problem_solvers(problems, solver)
+    main = solver if solver in solvers else solvers[0]
     settings = prompt_settings(cfg.data, answer_format=cfg.solver.extract.format)
-    prompts = PromptBuilder(tokenizer, instructions=solver.instructions, settings=settings)
-    pool = SandboxPool(
-        workers=cfg.sandbox.workers,
-        limits=cfg.sandbox.limits,
-        preload=solver.preload,
-        isolation=cfg.sandbox.isolation,
-        recycle_after=cfg.sandbox.recycle_after,
+    prompts = PromptBuilder(
+        tokenizer,
+        instructions=main.instructions,
+        settings=settings,
+        solver_instructions={s.name: s.instructions for s in solvers},
     )
-    await stack.enter_async_context(pool)
+
+    def make_pool(preload: tuple[str, ...]) -> SandboxPool:
+        s = cfg.sandbox
+        return SandboxPool(
+            workers=s.workers, limits=s.limits, preload=preload, isolation=s.isolation, recycle_after=s.recycle_after
+        )
+
+    pools = await stack.enter_async_context(solver_pools(solvers, make_pool))
     backend = await stack.enter_async_context(make_backend(cfg, device))
-    verifier = SolverVerifier(pool, solver, reward=cfg.solver.reward, extract=cfg.solver.extract)
+    verifier = SolverVerifier(pools[main.name], main, pools=pools, reward=cfg.solver.reward, extract=cfg.solver.extract)
     rollout = Rollout(
         backend=backend,
         verifier=verifier,

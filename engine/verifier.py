@@ -10,6 +10,11 @@ tests, a reward model, a mix of solvers). An outcome whose status is in `INFRA_S
 infrastructure failed, not the program: the rollout excludes it from training and never scores it. A verifier
 that also has `take_step_metrics()` (`StepMetricsSource`) adds its counters to each step's metrics row.
 
+Problems of several solvers in one run: a problem's `solver` attribute (engine.data.Problem.solver; None or
+absent: the verifier's own solver) picks the solver it is verified with, and `pools` gives the sandbox (any
+`Runner`) of each further solver. `solver_pools` opens those pools: one per distinct preload set, since a warm
+worker has imported its solver's modules and not every solver's modules load side by side in one process.
+
 Execution cache: within a step, programs that are the same after `program_key`'s normalisation, for the same
 problem (id and answer), solver and limits, run once; the others get the first run's outcome. Two identical
 programs in flight at once await the same execution. The rollout takes the step's counters when it hands a batch
@@ -23,11 +28,12 @@ import hashlib
 import io
 import time
 import tokenize
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from sandbox import Limits
+from sandbox import Limits, SandboxPool
 from solvers import ExtractConfig, Outcome, RewardConfig, Solver, get_solver, verify, verify_code
 from solvers.extract import extract_code, well_formed
 from solvers.verify import Runner
@@ -44,6 +50,13 @@ class ProblemLike(Protocol):
     def question(self) -> str: ...
     @property
     def answer(self) -> float | None: ...
+
+
+def problem_solver(problem: object) -> str | None:
+    """The solver a problem names (`Problem.solver`), or None: it takes the run's. A problem type without the
+    attribute (a test's) names none."""
+    solver = getattr(problem, "solver", None)
+    return solver if isinstance(solver, str) and solver else None
 
 
 class OutcomeLike(Protocol):
@@ -83,46 +96,89 @@ def step_metrics(verifier: object) -> dict[str, float | int | None]:
 class SolverVerifier:
     """The execution verifier: `solvers.verify` of the completion text in a sandbox pool (or any `Runner`),
     through an `ExecutionCache` unless `cache=False`. The steps are `solvers.verify`'s: extract the program
-    (no program: the "no_code" outcome, nothing runs), then `solvers.verify_code` on it."""
+    (no program: the "no_code" outcome, nothing runs), then `solvers.verify_code` on it.
+
+    `solver` and `pool` verify the problems that name no solver (and those that name this one); `pools` maps each
+    further solver's name to its sandbox. A problem naming a solver without a sandbox is a ValueError."""
 
     def __init__(
         self,
         pool: Runner,
         solver: Solver | str,
         *,
+        pools: Mapping[str, Runner] | None = None,
         reward: RewardConfig | None = None,
         limits: Limits | None = None,
         extract: ExtractConfig | None = None,
         cache: bool = True,
     ) -> None:
-        self.pool, self.solver = pool, solver
+        self.solver = get_solver(solver) if isinstance(solver, str) else solver
+        self.pool = pool
         self.reward, self.limits, self.extract = reward, limits, extract
         self.cache = ExecutionCache() if cache else None
-        self._solver_name = get_solver(solver).name if isinstance(solver, str) else solver.name
+        self._routes: dict[str, tuple[Solver, Runner]] = {
+            name: (get_solver(name), runner) for name, runner in (pools or {}).items()
+        }
+        self._routes[self.solver.name] = (self.solver, pool)
+
+    @property
+    def solver_names(self) -> list[str]:
+        """The solvers this verifier has a sandbox for, its own first."""
+        return [self.solver.name, *(name for name in self._routes if name != self.solver.name)]
+
+    def route(self, problem: object) -> tuple[Solver, Runner]:
+        """The solver and sandbox that verify `problem`."""
+        name = problem_solver(problem) or self.solver.name
+        try:
+            return self._routes[name]
+        except KeyError:
+            raise ValueError(
+                f"problem {getattr(problem, 'id', '?')!r} names solver {name!r}, which this verifier has no sandbox "
+                f"for (it has: {', '.join(self.solver_names)})"
+            ) from None
 
     async def verify(self, problem: ProblemLike, text: str) -> Outcome:
+        solver, pool = self.route(problem)
         code = extract_code(text, config=self.extract) if self.cache is not None else None
         if code is None:
             return await verify(
-                self.pool,
-                text,
-                self.solver,
-                problem.answer,
-                reward=self.reward,
-                limits=self.limits,
-                extract=self.extract,
+                pool, text, solver, problem.answer, reward=self.reward, limits=self.limits, extract=self.extract
             )
         formed = well_formed(text, self.extract)  # the format reward is the completion's, not the program's
-        key = (problem.id, problem.answer, self._solver_name, self.limits, program_key(code), formed)
+        key = (problem.id, problem.answer, solver.name, self.limits, program_key(code), formed)
         return await self.cache.run(
             key,
             lambda: verify_code(
-                self.pool, code, self.solver, problem.answer, reward=self.reward, limits=self.limits, well_formed=formed
+                pool, code, solver, problem.answer, reward=self.reward, limits=self.limits, well_formed=formed
             ),
         )
 
     def take_step_metrics(self) -> dict[str, float | int | None]:
         return self.cache.take_metrics() if self.cache is not None else {}
+
+
+@asynccontextmanager
+async def solver_pools(
+    solvers: Iterable[Solver], make_pool: Callable[[tuple[str, ...]], SandboxPool]
+) -> AsyncIterator[dict[str, SandboxPool]]:
+    """Started sandbox pools for `solvers`, by solver name: `make_pool(preload)` builds one pool per distinct
+    preload set (solvers with the same modules share it), all closed on exit.
+
+        async with solver_pools(solvers, lambda preload: SandboxPool(workers=4, preload=preload)) as pools:
+            verifier = SolverVerifier(pools[main.name], main, pools=pools)
+    """
+    by_preload: dict[tuple[str, ...], SandboxPool] = {}
+    pools: dict[str, SandboxPool] = {}
+    try:
+        for solver in solvers:
+            if solver.preload not in by_preload:
+                by_preload[solver.preload] = pool = make_pool(solver.preload)
+                await pool.start()
+            pools[solver.name] = by_preload[solver.preload]
+        yield pools
+    finally:
+        for pool in reversed(by_preload.values()):
+            await pool.close()
 
 
 def program_key(code: str) -> str:

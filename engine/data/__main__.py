@@ -6,6 +6,7 @@
     python -m engine.data show --family diet --difficulty medium --n 3   # print problems and answers
     python -m engine.data families           # the generator's families and the difficulties each has
     python -m engine.data generate --difficulty intro --n 20 --output intro.jsonl   # the families with intro
+    python -m engine.data generate --n 40 --solver gurobipy,pulp --output mixed.jsonl   # rows name their solver
 
 Exit codes: 0 success, 1 bad rows found (check), 2 bad input (missing file, unknown family, bad argument).
 """
@@ -20,6 +21,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from engine.data.benchmarks import BenchmarkNotFound, DataError, load_benchmark
@@ -57,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--infeasible-rate", type=float, default=0.05, help="share of problems without an optimum")
     g.add_argument("--output", required=True, type=Path, help="JSONL file to write")
+    g.add_argument(
+        "--solver",
+        action="append",
+        default=[],
+        help="write a solver column: problem i names the (i mod k)-th of these k solvers (repeatable or "
+        "comma-separated; default: no column, the run's solver.name applies)",
+    )
     g.set_defaults(run=_generate)
     c = sub.add_parser("check", help="load a benchmark file, print counts and bad rows")
     c.add_argument("benchmark", help="a JSONL path or a short benchmark name")
@@ -81,6 +90,16 @@ def _families_arg(values: list[str]) -> list[str]:
     return families
 
 
+def _solvers_arg(values: list[str]) -> list[str]:
+    from solvers.registry import solver_names
+
+    names = [name.strip() for item in values for name in item.split(",") if name.strip()]
+    unknown = [name for name in names if name not in solver_names()]
+    if unknown:
+        raise DataError(f"unknown solver {unknown[0]!r}; valid solvers: {', '.join(solver_names())}")
+    return names
+
+
 def _show(args: argparse.Namespace) -> int:
     for p in iter_generated(
         args.n,
@@ -96,20 +115,23 @@ def _show(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     families = _families_arg(args.family)
+    solvers = _solvers_arg(args.solver)
     start = time.monotonic()
     problems: list[Problem] = []
+    generated = iter_generated(
+        args.n, families=families, difficulty=args.difficulty, seed=args.seed, infeasible_rate=args.infeasible_rate
+    )
     lines = (
-        _remember(problems, p).to_json()
-        for p in iter_generated(
-            args.n, families=families, difficulty=args.difficulty, seed=args.seed, infeasible_rate=args.infeasible_rate
-        )
+        _remember(problems, replace(p, solver=solvers[i % len(solvers)]) if solvers else p).to_json()
+        for i, p in enumerate(generated)
     )
     write_atomic(args.output, lines)
     by_family = Counter(p.family for p in problems)
     no_opt = sum(p.answer is None for p in problems)
+    by_solver = f"; per solver: {dict(sorted(Counter(p.solver for p in problems).items()))}" if solvers else ""
     print(
         f"wrote {len(problems)} {args.difficulty} problems ({no_opt} without an optimum) to {args.output} in "
-        f"{time.monotonic() - start:.1f} s; per family: {dict(sorted(by_family.items()))}"
+        f"{time.monotonic() - start:.1f} s; per family: {dict(sorted(by_family.items()))}{by_solver}"
     )
     return 0
 
@@ -144,6 +166,9 @@ def _check(args: argparse.Namespace) -> int:
     families = Counter(p.family for p in bench.problems if p.family)
     if families:
         print(f"families: {dict(sorted(families.items()))}")
+    solvers = Counter(p.solver or "(run's solver.name)" for p in bench.problems)
+    if any(p.solver for p in bench.problems):
+        print(f"solvers: {dict(sorted(solvers.items()))}")
     for line in report.bad_lines():
         print(f"  bad row: {line}")
     return 0 if report.ok else 1

@@ -15,6 +15,11 @@ schema (e.g. `code` in reference_programs.jsonl) are kept in `Problem.meta`. Hug
 The row reading (one JSON object a line, bad rows kept with their line numbers, the answer check) is
 `solvers.rows`, which `python -m solvers verify` reads its input with too.
 
+A row may name its solver (`"solver": "pulp"`, a name of `python -m solvers list`; null or absent: the run's
+solver). Unlike the row problems above, a solver name that is not registered (or not a string) fails the whole
+load with a DataError naming the line: such a file was written for another setup, and skipping its rows would
+silently train on a different mix of solvers.
+
 Short names resolve against, in order: the `benchmarks_dir` argument, `$EVOM_BENCHMARKS`, and the
 `shared/data/benchmarks/` folder beside the repository checkout.
 """
@@ -29,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.data.problem import Problem
+from solvers.registry import solver_names
 from solvers.rows import BadRow, RowError, check_answer, read_rows
 
 ENV_DIR = "EVOM_BENCHMARKS"
@@ -36,7 +42,18 @@ _HUB_TIMEOUT_S = 15.0
 # Strings some sources (e.g. the Hugging Face copies of NL4OPT) write instead of null for "no optimum".
 NO_OPTIMUM_WORDS = frozenset({"no best solution", "no solution", "infeasible", "unbounded", "none", "null"})
 _SHARED_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "benchmarks"
-_SCHEMA_KEYS = {"id", "benchmark", "question", "en_question", "answer", "en_answer", "meta", "family", "difficulty"}
+_SCHEMA_KEYS = {
+    "id",
+    "benchmark",
+    "question",
+    "en_question",
+    "answer",
+    "en_answer",
+    "meta",
+    "family",
+    "difficulty",
+    "solver",
+}
 
 
 class DataError(ValueError):
@@ -142,17 +159,26 @@ def read_benchmark(path: str | Path) -> Benchmark:
 
 
 def parse_rows(lines: Iterable[tuple[int, str]], *, source: str, name: str) -> Benchmark:
-    """Problems from numbered JSONL lines; every bad row is skipped and reported with its line."""
+    """Problems from numbered JSONL lines; every bad row is skipped and reported with its line. A `solver` value
+    that names no registered solver is a DataError (see the module docstring)."""
     seen: set[str] = set()
+    known = frozenset(solver_names())
+    unknown: list[str] = []
 
     def parse(row: dict[str, Any], line_no: int) -> Problem:
         problem = _problem(row, line_no=line_no, source=source, name=name)
         if problem.id in seen:
             raise RowError(f"duplicate id {problem.id!r}")
         seen.add(problem.id)
+        solver = row.get("solver")
+        if solver is not None and (not isinstance(solver, str) or solver not in known):
+            unknown.append(f"{source}:{line_no}: solver {solver!r}")
         return problem
 
     problems, bad = read_rows(lines, parse)
+    if unknown:
+        more = f" (and {len(unknown) - 1} more rows)" if len(unknown) > 1 else ""
+        raise DataError(f"{unknown[0]} is not a known solver{more}; valid solvers: {', '.join(sorted(known))}")
     report = LoadReport(
         source=source,
         rows=len(problems) + len(bad),
@@ -183,6 +209,7 @@ def _problem(row: dict[str, Any], *, line_no: int, source: str, name: str) -> Pr
         benchmark=row["benchmark"] if isinstance(row.get("benchmark"), str) else name,
         family=row["family"] if isinstance(row.get("family"), str) else None,
         difficulty=difficulty if isinstance(difficulty, str) else None,
+        solver=row["solver"] if isinstance(row.get("solver"), str) else None,
         meta=meta,
     )
 

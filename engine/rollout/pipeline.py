@@ -19,7 +19,7 @@ from engine.generation import Completion, GenerationBackend, GenerationError, Sa
 from engine.prompts import PromptBuilder
 from engine.records import RunRecorder, StepStats, kept_metrics, sample_row
 from engine.rollout.batch import Group, RolloutResult, RolloutSettings, RolloutState, Sample
-from engine.verifier import INFRA_STATUSES, ProblemLike, Verifier, step_metrics
+from engine.verifier import INFRA_STATUSES, ProblemLike, Verifier, problem_solver, step_metrics
 from learner.losses import overlong_penalty
 from solvers.failures import INFRASTRUCTURE
 
@@ -252,7 +252,8 @@ class Rollout:
         groups: list[_OpenGroup] = []
         while len(groups) < self.settings.prompts_per_step:
             epoch, problem = self.stream.next()
-            prompt = self.prompts.build(problem.question)  # not cached: ids of a large data set would fill memory
+            # not cached: ids of a large data set would fill memory
+            prompt = self.prompts.build(problem.question, solver=problem_solver(problem))
             batch.stats.counts[f"prompts/{prompt.status}"] += 1
             if prompt.ids is None:
                 self._too_long.add(problem.id)
@@ -466,6 +467,7 @@ class Rollout:
         batch.stats.scores += [s.score for s in scored]  # type: ignore[misc]
         batch.stats.rewards += [s.reward for s in scored]  # type: ignore[misc]
         batch.stats.counts["samples_correct"] += sum(s.correct for s in scored)
+        batch.stats.count_solver(problem_solver(group.problem), scored)
         if scored and all(s.correct for s in scored):
             batch.stats.counts["groups_solve_all"] += 1
         elif scored and not any(s.correct for s in scored):

@@ -1,0 +1,244 @@
+"""One run, several solvers: problems name their solver (a `solver` column); each is prompted with that solver's
+instructions and verified with it, and each step's metrics row reports accuracy and counts per solver."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from engine.config import load_config
+from engine.data import DataError, load_benchmark
+from engine.data.__main__ import main as data_main
+from engine.generation import SamplingParams
+from engine.prompts import PromptBuilder, PromptSettings
+from engine.records import RunRecorder, read_jsonl, reduce_rollout_metrics, reduction_rule
+from engine.rollout import Rollout
+from engine.run import main
+from engine.train import assign_solvers, train
+
+REPO = Path(__file__).resolve().parents[1].parent
+
+# Solves max x, x <= 3 with gurobipy, then max y, y <= 4 with PuLP. The harness judges the last solve of the
+# problem's own solver: 3 under gurobipy (correct for answer 3), 4 under PuLP (wrong).
+BOTH = (
+    "import gurobipy as gp\n"
+    "m = gp.Model()\n"
+    "m.Params.OutputFlag = 0\n"
+    "x = m.addVar(ub=3)\n"
+    "m.setObjective(x, gp.GRB.MAXIMIZE)\n"
+    "m.optimize()\n"
+    "import pulp\n"
+    "p = pulp.LpProblem('p', pulp.LpMaximize)\n"
+    "y = pulp.LpVariable('y', 0, 4)\n"
+    "p += y\n"
+    "p.solve(pulp.PULP_CBC_CMD(msg=0))\n"
+)
+
+
+def write_rows(path: Path, solvers: list[str | None]) -> Path:
+    rows = []
+    for i, solver in enumerate(solvers):
+        row = {"id": f"q{i}", "question": f"Maximise x subject to x <= 3 (case {i}).", "answer": 3.0}
+        if solver is not None:
+            row["solver"] = solver
+        rows.append(json.dumps(row))
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.slow
+def test_one_run_verifies_each_problem_with_its_own_solver(tiny_model, tmp_path):
+    # q0 names no solver: it takes solver.name (gurobipy). Every answer starts with BOTH's program (the answer
+    # prefix), so what differs between problems is only the solver each is verified with.
+    data = write_rows(tmp_path / "mixed.jsonl", [None, "pulp", "gurobipy", "pulp"])
+    cfg = load_config(
+        REPO / "configs" / "default.yaml",
+        [
+            f"model.path={tiny_model}",
+            f"run.output_dir={tmp_path}",
+            "run.name=mixed",
+            "run.steps=1",
+            "rollout.prompts_per_step=4",
+            "rollout.group_size=2",
+            "generation.sampling.max_new_tokens=4",
+            "sandbox.workers=2",
+            f"data.train={data}",
+            "solver.name=gurobipy",
+            "solver.extract.which=first",
+            f"data.answer_prefix={json.dumps('```python' + chr(10) + BOTH + '```' + chr(10))}",
+        ],
+    )
+    run_dir = asyncio.run(train(cfg, progress=False))
+    (row,) = read_jsonl(run_dir / "metrics.jsonl")
+    assert row["by_solver/gurobipy/groups"] == 2 and row["by_solver/pulp/groups"] == 2
+    assert row["by_solver/gurobipy/samples_scored"] == 4 and row["by_solver/pulp/samples_scored"] == 4
+    assert row["by_solver/gurobipy/accuracy"] == 1.0, row
+    assert row["by_solver/pulp/accuracy"] == 0.0, row
+    assert row["by_solver/gurobipy/samples_correct"] == 4 and row["by_solver/pulp/samples_correct"] == 0
+    assert row["accuracy"] == 0.5
+    samples = read_jsonl(run_dir / "samples.jsonl")
+    by_problem = {s["problem_id"]: (s["status"], s["objective"]) for s in samples}
+    assert by_problem == {"q0": ("correct", 3.0), "q1": ("wrong", 4.0), "q2": ("correct", 3.0), "q3": ("wrong", 4.0)}
+    solver_keys = [key for key in row if key.startswith("by_solver/")]
+    assert len(solver_keys) == 10 and all(reduction_rule(key) is not None for key in solver_keys)
+    assert reduce_rollout_metrics([row])["by_solver/pulp/accuracy"] == 0.0
+
+
+# ----- scripted (fast) ------------------------------------------------------------------------------------
+
+
+def _load_scripted():
+    module = sys.modules.get("rollout_scripted")
+    if module is None:  # tests/ is no package: loaded by path, once
+        spec = importlib.util.spec_from_file_location("rollout_scripted", Path(__file__).with_name("scripted.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["rollout_scripted"] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+scripted = _load_scripted()
+INSTRUCTIONS = {"gurobipy": "Write gurobipy code.", "pulp": "Write PuLP code."}
+
+
+async def test_a_scripted_step_prompts_and_counts_each_problem_under_its_solver(tmp_path):
+    problems = [
+        replace(p, solver=solver) for p, solver in zip(scripted.problems(3), ["gurobipy", "pulp", "pulp"], strict=True)
+    ]
+    seen: dict[str, str] = {}
+
+    async def script(req):
+        # The completion is decided by the prompt's instructions: gurobipy prompts get one correct sample of two,
+        # PuLP prompts none.
+        pid = scripted.problem_id(req.prompt_text)
+        solver = next(name for name, text in INSTRUCTIONS.items() if text in req.prompt_text)
+        seen[pid] = solver
+        status = "correct" if solver == "gurobipy" and req.sample_index == 0 else "wrong"
+        return scripted.Reply(text=f"{status} ({pid} #{req.sample_index})")
+
+    async def judge(problem, text):
+        outcome = scripted.outcome_of(text)
+        return replace(outcome, reward=outcome.reward + (0.5 if problem.solver == "pulp" else 0.0))
+
+    tokenizer = scripted.tokenizer()
+    prompts = PromptBuilder(
+        tokenizer,
+        instructions="default instructions",
+        settings=PromptSettings(max_prompt_tokens=4096),
+        solver_instructions=INSTRUCTIONS,
+    )
+    backend = scripted.ScriptedBackend(script, tokenizer=tokenizer)
+    with RunRecorder(tmp_path) as recorder:
+        rollout = Rollout(
+            backend=backend,
+            verifier=scripted.ScriptedVerifier(judge),
+            prompts=prompts,
+            problems=problems,
+            settings=scripted.rollout_settings(prompts_per_step=3, group_size=2),
+            sampling=SamplingParams(max_new_tokens=16, seed=7),
+            recorder=recorder,
+            start_step=0,
+        )
+        async with backend, rollout:
+            result = await rollout.next_batch()
+    assert seen == {"p0": "gurobipy", "p1": "pulp", "p2": "pulp"}, "each prompt carries its solver's instructions"
+    by_solver = {k: v for k, v in result.metrics.items() if k.startswith("by_solver/")}
+    assert by_solver == {
+        "by_solver/gurobipy/groups": 1,
+        "by_solver/gurobipy/samples_scored": 2,
+        "by_solver/gurobipy/samples_correct": 1,
+        "by_solver/gurobipy/accuracy": 0.5,
+        "by_solver/gurobipy/reward_mean": 0.5,
+        "by_solver/pulp/groups": 2,
+        "by_solver/pulp/samples_scored": 4,
+        "by_solver/pulp/samples_correct": 0,
+        "by_solver/pulp/accuracy": 0.0,
+        "by_solver/pulp/reward_mean": 0.5,
+    }
+    assert result.metrics["accuracy"] == 1 / 6
+
+    # Two ranks' rows: counts add up, accuracy and reward_mean are means weighted by each rank's samples scored.
+    other = {
+        "step": 0,
+        "by_solver/pulp/groups": 1,
+        "by_solver/pulp/samples_scored": 2,
+        "by_solver/pulp/samples_correct": 2,
+        "by_solver/pulp/accuracy": 1.0,
+        "by_solver/pulp/reward_mean": 1.5,
+    }
+    merged = reduce_rollout_metrics([{"step": 0, **by_solver}, other])
+    assert merged["by_solver/pulp/samples_scored"] == 6 and merged["by_solver/pulp/samples_correct"] == 2
+    assert merged["by_solver/pulp/accuracy"] == 2 / 6
+    assert merged["by_solver/pulp/reward_mean"] == (0.5 * 4 + 1.5 * 2) / 6
+    assert merged["by_solver/gurobipy/accuracy"] == 0.5, "a solver only one rank saw keeps that rank's value"
+
+
+def test_a_problem_naming_no_solver_is_prompted_with_the_default_instructions():
+    prompts = PromptBuilder(
+        scripted.tokenizer(),
+        instructions="default instructions",
+        settings=PromptSettings(max_prompt_tokens=4096),
+        solver_instructions=INSTRUCTIONS,
+    )
+    assert "default instructions" in prompts.text("q")
+    assert "Write PuLP code." in prompts.text("q", solver="pulp")
+    with pytest.raises(KeyError, match="no prompt instructions for solver 'ortools'"):
+        prompts.build("q", solver="ortools")
+
+
+# ----- data -----------------------------------------------------------------------------------------------
+
+
+def test_rows_name_their_solver_and_generated_files_round_trip(tmp_path):
+    bench = load_benchmark(str(write_rows(tmp_path / "m.jsonl", ["pulp", None, "gurobipy"])))
+    assert [p.solver for p in bench.problems] == ["pulp", None, "gurobipy"]
+    assert "solver" not in bench.problems[0].meta
+    assert bench.problems[0].to_row()["solver"] == "pulp" and "solver" not in bench.problems[1].to_row()
+    assert assign_solvers(bench.problems, "ortools")[1].solver == "ortools", "rows naming none take solver.name"
+    plain = load_benchmark(str(write_rows(tmp_path / "plain.jsonl", [None, None])))
+    assert assign_solvers(plain.problems, "ortools") == plain.problems, "a set naming no solver stays as it is"
+
+    out = tmp_path / "gen.jsonl"
+    assert data_main(["generate", "--n", "5", "--solver", "gurobipy,pulp", "--output", str(out)]) == 0
+    assert [p.solver for p in load_benchmark(str(out)).problems] == ["gurobipy", "pulp", "gurobipy", "pulp", "gurobipy"]
+
+
+def test_an_unknown_solver_in_a_row_fails_the_load_with_its_line(tmp_path):
+    path = write_rows(tmp_path / "bad.jsonl", ["pulp", "cplex", "gurobi"])
+    with pytest.raises(DataError, match=r"bad.jsonl:2: solver 'cplex' is not a known solver \(and 1 more rows\)"):
+        load_benchmark(str(path))
+    path.write_text('{"id": "a", "question": "q", "answer": 1, "solver": ["pulp"]}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:1: solver \['pulp'\] is not a known solver; valid solvers: "):
+        load_benchmark(str(path))
+
+
+def test_engine_run_stops_on_an_unknown_solver_in_a_row_dry_run_too(tmp_path, capsys):
+    data = write_rows(tmp_path / "bad.jsonl", ["pulp", "cplex"])
+    argv = [f"data.train={data}", f"run.output_dir={tmp_path}", "sandbox.isolation=process", "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {data}:2: solver 'cplex' is not a known solver; valid solvers: ")
+    assert err.count("\n") == 1 and not (tmp_path / "default").exists(), "nothing was started"
+    assert main(["--dry-run", *argv]) == 1
+    out = capsys.readouterr().out
+    assert f"check train    FAIL data.train={data}: {data}:2: solver 'cplex' is not a known solver" in out
+
+
+def test_the_dry_run_counts_problems_per_solver_and_fails_on_one_not_installed(tmp_path, capsys, monkeypatch):
+    import solvers.registry
+    from solvers.adapters import PULP
+
+    data = write_rows(tmp_path / "m.jsonl", ["pulp", None, "pulp"])
+    argv = ["--dry-run", f"data.train={data}", "solver.name=gurobipy", "sandbox.isolation=process"]
+    assert main(argv) == 0
+    assert "solvers: gurobipy 1, pulp 2" in capsys.readouterr().out
+    # A registered solver whose package is missing here: the load passes (the name is known), the check does not.
+    monkeypatch.setitem(solvers.registry._REGISTRY, "pulp", replace(PULP, package="evom_no_such_package"))
+    assert main(argv) == 1
+    assert "needs the Python package 'evom_no_such_package', which is not installed" in capsys.readouterr().out
