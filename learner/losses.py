@@ -458,3 +458,39 @@ __all__: list[str] = [
     "rloo_advantages",
     "rollout_weights",
 ]
+
+
+def sft_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip_low: float = 0.0,
+    clip_high: float = 0.0,
+    dual_clip: float | None = None,
+    agg: str = "token-mean",
+    global_tokens: float | torch.Tensor | None = None,
+    global_seqs: float | torch.Tensor | None = None,
+    norm_length: float | None = None,
+    rollout_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, Metrics]:
+    """Weighted negative log-likelihood of the response tokens: ``aggregate(-A * logprobs, mask, agg)``.
+
+    logprobs, mask: (B, T); advantages: (B,) or (B, T), the per-sequence (or per-token) weights. With every
+    weight 1 and ``agg="token-mean"`` it is the cross-entropy of supervised fine-tuning, averaged over the
+    completion tokens only (the prompt is outside ``mask``); ``engine.sft`` trains with it. ``old_logprobs``, the
+    clip ranges and ``rollout_weights`` do not enter (no importance ratio); they are accepted so that the loss
+    fits the ``PolicyLoss`` signature. Metrics: ``approx_kl`` is 0 (no old policy), the clip fractions 0.
+    """
+    del old_logprobs, clip_low, clip_high, dual_clip, rollout_weights
+    weights = _as_token_tensor(advantages, logprobs).to(logprobs.dtype)
+    loss = aggregate(
+        -weights * logprobs, mask, agg, global_tokens=global_tokens, global_seqs=global_seqs, norm_length=norm_length
+    )
+    zero = torch.zeros((), dtype=logprobs.dtype, device=logprobs.device)
+    return loss, {"clip_frac_high": zero, "clip_frac_low": zero, "dual_clip_frac": zero, "approx_kl": zero}
+
+
+POLICY_LOSSES["sft"] = sft_loss
+__all__.append("sft_loss")
