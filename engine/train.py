@@ -39,7 +39,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from engine.config import Config, read_yaml, to_dict, write_config
-from engine.data import Problem, load_train
+from engine.data import Problem, assign_solvers, load_train
 from engine.generation import (
     GenerationBackend,
     GenerationError,
@@ -63,7 +63,7 @@ from engine.records import (
     reduce_rollout_metrics,
 )
 from engine.rollout import Rollout, RolloutResult, RolloutSettings, RolloutState
-from engine.verifier import SolverVerifier, solver_pools
+from engine.verifier import SolverVerifier, problem_solvers, solver_pools
 from learner.checkpoint import (
     COMPLETE,
     CheckpointWriteError,
@@ -294,21 +294,6 @@ def gather_rollout_metrics(metrics: dict[str, Any], ctx: DistContext) -> dict[st
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         dist.barrier()
-
-
-def assign_solvers(problems: Sequence[Problem], default: str) -> Sequence[Problem]:
-    """`problems` unchanged when none names a solver (a single-solver run); otherwise each one that names none
-    takes `default` (the run's solver.name), so every problem is counted under its solver in the metrics."""
-    if not any(p.solver for p in problems):
-        return problems
-    return [p if p.solver else dataclasses.replace(p, solver=default) for p in problems]
-
-
-def problem_solvers(problems: Sequence[Problem], default: Solver) -> list[Solver]:
-    """The solvers `problems` are verified with, in order of first appearance (`default` for those naming none);
-    UnknownSolverError or SolverUnavailableError (its package is not installed) for a name that cannot be used."""
-    names = dict.fromkeys(p.solver or default.name for p in problems)
-    return [default if name == default.name else get_solver(name) for name in names] or [default]
 
 
 def shard_problems(problems: Sequence[Problem], cfg: Config, ctx: DistContext) -> tuple[Sequence[Problem], Config]:

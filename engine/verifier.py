@@ -157,6 +157,13 @@ class SolverVerifier:
         return self.cache.take_metrics() if self.cache is not None else {}
 
 
+def problem_solvers(problems: Iterable[object], default: Solver) -> list[Solver]:
+    """The solvers `problems` are verified with, in order of first appearance (`default` for those naming none);
+    UnknownSolverError, or SolverUnavailableError when a solver's package is not installed here."""
+    names = dict.fromkeys(problem_solver(p) or default.name for p in problems)
+    return [default if name == default.name else get_solver(name) for name in names] or [default]
+
+
 @asynccontextmanager
 async def solver_pools(
     solvers: Iterable[Solver], make_pool: Callable[[tuple[str, ...]], SandboxPool]

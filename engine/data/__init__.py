@@ -11,6 +11,8 @@ Shell: `python -m engine.data generate ...`, `python -m engine.data check FILE.j
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from engine.data.benchmarks import (
@@ -50,6 +52,7 @@ __all__ = [
     "GeneratorError",
     "LoadReport",
     "Problem",
+    "assign_solvers",
     "available_families",
     "batch_at",
     "epoch_order",
@@ -104,3 +107,11 @@ def _generated(cfg: DataConfig) -> Benchmark:
     numeric = sum(p.answer is not None for p in problems)
     report = LoadReport(source=GENERATED, rows=len(problems), loaded=len(problems), numeric=numeric, bad=())
     return Benchmark(name=GENERATED, problems=tuple(problems), report=report)
+
+
+def assign_solvers(problems: Sequence[Problem], default: str) -> Sequence[Problem]:
+    """`problems` unchanged when none names a solver (a single-solver run); otherwise each one that names none
+    takes `default` (the run's solver.name), so that every problem is verified and counted under its solver."""
+    if not any(p.solver for p in problems):
+        return problems
+    return [p if p.solver else dataclasses.replace(p, solver=default) for p in problems]

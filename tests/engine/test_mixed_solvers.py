@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 
 from engine.config import load_config
-from engine.data import DataError, load_benchmark
+from engine.data import DataError, assign_solvers, load_benchmark
 from engine.data.__main__ import main as data_main
 from engine.generation import SamplingParams
 from engine.prompts import PromptBuilder, PromptSettings
 from engine.records import RunRecorder, read_jsonl, reduce_rollout_metrics, reduction_rule
 from engine.rollout import Rollout
 from engine.run import main
-from engine.train import assign_solvers, train
+from engine.train import train
 
 REPO = Path(__file__).resolve().parents[1].parent
 
