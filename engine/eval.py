@@ -21,6 +21,12 @@ sample is also judged under --rules in the same pass, and a second table prints 
 see solvers/reward.py). A third table counts the failures by kind (solvers/failures.py). --format think-code asks
 for and reads EVOM's answer format (<think>...</think> then <code>...</code>).
 
+Benchmark rows that name their solver (a `solver` column, as in training data): without --solver, each problem
+is evaluated under its own solver only (rows naming none take the --config's solver; without one they are an
+error), so a mixed set gets one cell per (benchmark, solver) it uses. A --solver list evaluates every problem
+under each solver given, whatever its row names (zero-shot transfer). The same holds for --completions: a row's
+`solver`, or its --benchmark problem's.
+
 --config RUN_DIR/config.yaml evaluates as the run trained: its prompt (system prompt, template, worked example,
 answer prefix, max_prompt_tokens, overlong rule), solver (when no --solver is given), code extraction, answer rule
 (comparison, tolerances, accept_feasible, min_variables: the binary correctness the run's reward was built on,
@@ -261,6 +267,36 @@ def load_solvers(names: Sequence[str]) -> list[Any]:
     return solvers
 
 
+def row_solvers(benchmarks: Sequence[Benchmark], entries: Sequence[Entry] | None) -> bool:
+    """Whether the input names solvers per row: a benchmark problem's `solver`, or a completions row's."""
+    if entries is not None:
+        return any(e.solver for e in entries)
+    return any(p.solver for b in benchmarks for p in b.problems)
+
+
+def fill_row_solvers(
+    benchmarks: Sequence[Benchmark], entries: Sequence[Entry] | None, default: str | None
+) -> tuple[list[Benchmark], list[Entry] | None, list[str]]:
+    """Every problem (entry) with its solver, `default` for those naming none, and the solvers used in order;
+    EvalInputError naming the first row without a solver when there is no default."""
+    if entries is not None:
+        entries = [e if e.solver else dataclasses.replace(e, solver=default) for e in entries]
+        unnamed = next((f"{e.benchmark} id {e.id!r}" for e in entries if e.solver is None), None)
+        names = [e.solver for e in entries]
+    else:
+        from engine.data import assign_solvers
+
+        benchmarks = [dataclasses.replace(b, problems=tuple(assign_solvers(b.problems, default))) for b in benchmarks]
+        unnamed = next((f"{b.name} id {p.id!r}" for b in benchmarks for p in b.problems if p.solver is None), None)
+        names = [p.solver for b in benchmarks for p in b.problems]
+    if unnamed is not None:
+        raise EvalInputError(
+            f"{unnamed} names no solver while other rows do; give --solver (every problem under it) or a run's "
+            "--config (its solver for such rows)"
+        )
+    return list(benchmarks), entries, list(dict.fromkeys(n for n in names if n is not None))
+
+
 def load_benchmarks(specs: Sequence[str], limit: int | None) -> list[Benchmark]:
     """Benchmarks by path or short name, first `limit` problems each; bad rows are reported on stderr."""
     from engine.data import load_benchmark
@@ -334,11 +370,22 @@ def _entry(
             raise RowError("no 'answer' (without --benchmark every row must carry its own; null: no optimum)")
         name = row["benchmark"] if isinstance(row.get("benchmark"), str) else default_name
         answer = _answer(row["answer"], f"id {row_id!r}")
+    solver = problems[row_id][1].solver if matched else row.get("solver")
+    if solver is not None and not isinstance(solver, str):
+        raise RowError(f"'solver' must be a solver name or null, got {solver!r}")
     sample = row.get("sample", row.get("sample_index"))
     if not isinstance(sample, int) or isinstance(sample, bool):
         sample = seen[(name, row_id)]
     seen[(name, row_id)] += 1
-    return Entry(benchmark=name, id=row_id, sample=sample, text=text, is_code="completion" not in row, answer=answer)
+    return Entry(
+        benchmark=name,
+        id=row_id,
+        sample=sample,
+        text=text,
+        is_code="completion" not in row,
+        answer=answer,
+        solver=solver or None,
+    )
 
 
 def write_results(output: Path, items: Sequence[Item], cells: Sequence[Cell], meta: dict[str, Any]) -> None:
@@ -371,20 +418,28 @@ def check_args(args: argparse.Namespace, run: Config | None = None) -> None:
         raise EvalInputError("--model and --completions exclude each other: --completions scores without a model")
     if args.completions is None and not args.benchmark:
         raise EvalInputError("give at least one --benchmark (a path or a short name such as nl4opt_clean_llmopt)")
-    if not args.solver and run is None:
-        raise EvalInputError("give at least one --solver (python -m solvers list shows them) or a run's --config")
 
 
 async def evaluate(args: argparse.Namespace, run: Config | None = None) -> tuple[list[Item], dict[str, Any]]:
     """Everything is validated (solvers, benchmarks, completions, model/server) before the first sample runs.
     `run`: the --config's run config, whose settings apply where no flag is given."""
     settings = settings_from(args, run)
-    solvers = load_solvers(args.solver or ([run.solver.name] if run is not None else []))
     benchmarks = load_benchmarks(args.benchmark, None if args.completions else args.limit)
+    entries = read_completions(args.completions, benchmarks, args.limit) if args.completions is not None else None
+    default = run.solver.name if run is not None else None
+    by_row = not args.solver and row_solvers(benchmarks, entries)
+    if by_row:
+        benchmarks, entries, names = fill_row_solvers(benchmarks, entries, default)
+    elif not args.solver and run is None:
+        raise EvalInputError("give at least one --solver (python -m solvers list shows them) or a run's --config")
+    else:
+        names = args.solver or [default]
+    solvers = load_solvers(names)
     reward = settings.reward or RewardConfig()
     meta: dict[str, Any] = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "solvers": [s.name for s in solvers],
+        "solver_per_row": by_row,
         "benchmarks": [b.report.source for b in benchmarks],
         "comparison": reward.comparison,
         "tolerance": reward.tolerance,
@@ -394,10 +449,9 @@ async def evaluate(args: argparse.Namespace, run: Config | None = None) -> tuple
     }
     if run is not None:
         meta.update(config_meta(args.config, args, settings))
-    if args.completions is not None:
-        entries = read_completions(args.completions, benchmarks, args.limit)
+    if entries is not None:
         meta.update(mode="completions", completions=str(args.completions))
-        return await score_completions(entries, solvers, settings), meta
+        return await score_completions(entries, solvers, settings, by_row=by_row), meta
     spec: ModelSpec = parse_model(args.model, api_model=args.api_model)
     meta.update(
         mode="generate",
@@ -415,7 +469,7 @@ async def evaluate(args: argparse.Namespace, run: Config | None = None) -> tuple
                 f"{spec.label} takes chat messages, which cannot carry the answer prefix (data.answer_prefix of "
                 f"{args.config}); evaluate with a local model or sglang:URL, or give a config without one"
             )
-        return await generate_and_score(served, benchmarks, solvers, settings), meta
+        return await generate_and_score(served, benchmarks, solvers, settings, by_row=by_row), meta
 
 
 def run(args: argparse.Namespace) -> int:

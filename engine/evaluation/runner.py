@@ -4,6 +4,9 @@ sandbox, and return `Item`s. The CLI around this is `engine/eval.py`.
     items = await generate_and_score(served, benchmarks, solvers, settings)
     items = await score_completions(entries, solvers, settings)
 
+With `by_row=True` each problem (each entry) is scored only under its own solver (`Problem.solver`, `Entry.solver`;
+the caller has filled in a default for those naming none) instead of under every solver.
+
 One sandbox pool per distinct preload set (solvers that import the same modules share it). Each
 (benchmark, solver) is one generate call with n=k over all its prompts, so the backend batches them; every
 completion is verified the moment it arrives, while the rest still decode.
@@ -70,6 +73,7 @@ class Entry:
     text: str
     is_code: bool
     answer: float | None
+    solver: str | None = None  # the row's (or its problem's) solver: used with by_row
 
 
 def _pools_by_preload(solvers: Sequence[Any]) -> dict[tuple[str, ...], list[Any]]:
@@ -109,13 +113,17 @@ async def _verify(pool: Any, solver: Any, text: str, answer: float | None, *, is
     return await verify(pool, text, solver, answer, reward=settings.reward, extract=settings.extract)
 
 
-async def score_completions(entries: Sequence[Entry], solvers: Sequence[Any], settings: EvalSettings) -> list[Item]:
-    """Verify existing completions/programs under every solver; items keep the entries' order per solver."""
+async def score_completions(
+    entries: Sequence[Entry], solvers: Sequence[Any], settings: EvalSettings, *, by_row: bool = False
+) -> list[Item]:
+    """Verify existing completions/programs under every solver (`by_row`: each under its own); items keep the
+    entries' order per solver."""
 
     rules = settings.judged_rules()
 
     async def work(pool: Any, solver: Any) -> list[Item]:
-        with _bar(len(entries), f"verify[{solver.name}]", settings) as bar:
+        mine = [e for e in entries if e.solver == solver.name] if by_row else entries
+        with _bar(len(mine), f"verify[{solver.name}]", settings) as bar:
 
             async def one(entry: Entry) -> Item:
                 text, answer = entry.text, entry.answer
@@ -125,7 +133,7 @@ async def score_completions(entries: Sequence[Entry], solvers: Sequence[Any], se
                     entry.benchmark, entry.id, solver.name, entry.sample, entry.answer, entry.text, outcome, rules
                 )
 
-            return list(await asyncio.gather(*(one(e) for e in entries)))
+            return list(await asyncio.gather(*(one(e) for e in mine)))
 
     return await _with_pools(solvers, settings, work)
 
@@ -231,9 +239,10 @@ class _Prompts:
 
 
 async def generate_and_score(
-    served: Any, benchmarks: Sequence[Any], solvers: Sequence[Any], settings: EvalSettings
+    served: Any, benchmarks: Sequence[Any], solvers: Sequence[Any], settings: EvalSettings, *, by_row: bool = False
 ) -> list[Item]:
-    """k samples per problem of every benchmark under every solver's instructions, each verified on arrival."""
+    """k samples per problem of every benchmark under every solver's instructions (`by_row`: each problem under
+    its own solver's only), each verified on arrival."""
     if served.tokenizer is None and settings.prompt.answer_prefix:
         raise ValueError(
             "an answer prefix needs token-id prompts (a local model or sglang); this backend takes chat messages, "
@@ -245,6 +254,12 @@ async def generate_and_score(
         prompts = _Prompts(served.tokenizer, solver, settings)
         items: list[Item] = []
         for benchmark in benchmarks:
+            if by_row:
+                benchmark = dataclasses.replace(
+                    benchmark, problems=tuple(p for p in benchmark.problems if p.solver == solver.name)
+                )
+                if not benchmark.problems:
+                    continue
             items += await _generate_cell(served.backend, pool, solver, benchmark, prompts, params, settings)
         return items
 

@@ -242,3 +242,86 @@ def test_the_dry_run_counts_problems_per_solver_and_fails_on_one_not_installed(t
     monkeypatch.setitem(solvers.registry._REGISTRY, "pulp", replace(PULP, package="evom_no_such_package"))
     assert main(argv) == 1
     assert "needs the Python package 'evom_no_such_package', which is not installed" in capsys.readouterr().out
+
+
+# ----- engine.eval ------------------------------------------------------------------------------------------
+
+GUROBI_3 = (
+    "import gurobipy as gp\nm = gp.Model()\nx = m.addVar(ub=3)\nm.setObjective(x, gp.GRB.MAXIMIZE)\nm.optimize()\n"
+)
+PULP_3 = (
+    "import pulp\np = pulp.LpProblem('p', pulp.LpMaximize)\ny = pulp.LpVariable('y', 0, 3)\np += y\n"
+    "p.solve(pulp.PULP_CBC_CMD(msg=0))\n"
+)
+
+
+def test_eval_scores_each_row_under_its_own_solver_unless_solvers_are_given(tmp_path, capsys):
+    from engine.eval import main as eval_main
+
+    data = write_rows(tmp_path / "mixed.jsonl", ["gurobipy", "pulp", None])
+    rows = [{"id": "q0", "code": GUROBI_3}, {"id": "q1", "code": PULP_3}, {"id": "q2", "code": PULP_3}]
+    completions = tmp_path / "c.jsonl"
+    completions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["--completions", str(completions), "--benchmark", str(data), "--quiet"]
+
+    # Without --solver: q0 under gurobipy, q1 under PuLP; q2 names none and there is no default.
+    assert eval_main([*args, "--output", str(tmp_path / "none")]) == 2
+    assert "mixed id 'q2' names no solver while other rows do; give --solver" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
+
+    # A run's config gives q2 its solver (pulp): every program is right under its own solver.
+    config = tmp_path / "config.yaml"
+    config.write_text("solver:\n  name: pulp\n")
+    out = tmp_path / "rows"
+    assert eval_main([*args, "--config", str(config), "--output", str(out)]) == 0
+    items = read_jsonl(out / "items.jsonl")
+    assert sorted((i["id"], i["solver"], i["status"]) for i in items) == [
+        ("q0", "gurobipy", "correct"),
+        ("q1", "pulp", "correct"),
+        ("q2", "pulp", "correct"),
+    ]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["solver_per_row"] is True
+    assert [(c["solver"], c["problems"]) for c in summary["cells"]] == [("gurobipy", 1), ("pulp", 2)]
+
+    # --solver: every problem under each solver given, whatever its row names (transfer).
+    out = tmp_path / "transfer"
+    assert eval_main([*args, "--solver", "gurobipy", "--output", str(out)]) == 0
+    items = read_jsonl(out / "items.jsonl")
+    assert [(i["id"], i["solver"], i["correct"]) for i in items] == [
+        ("q0", "gurobipy", True),
+        ("q1", "gurobipy", False),
+        ("q2", "gurobipy", False),
+    ]
+
+
+def test_eval_reads_a_completions_rows_solver_without_a_benchmark(tmp_path, capsys):
+    from engine.eval import main as eval_main
+
+    rows = [
+        {"id": "a", "code": GUROBI_3, "answer": 3.0, "solver": "gurobipy"},
+        {"id": "b", "code": PULP_3, "answer": 3.0, "solver": "pulp"},
+    ]
+    completions = tmp_path / "c.jsonl"
+    completions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    assert eval_main(["--completions", str(completions), "--output", str(out), "--quiet"]) == 0
+    assert sorted((i["id"], i["solver"], i["correct"]) for i in read_jsonl(out / "items.jsonl")) == [
+        ("a", "gurobipy", True),
+        ("b", "pulp", True),
+    ]
+    completions.write_text(json.dumps({**rows[0], "solver": "cplex"}) + "\n")
+    assert eval_main(["--completions", str(completions), "--output", str(tmp_path / "x"), "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown solver 'cplex'; valid solvers: ")
+
+
+@pytest.mark.slow
+def test_eval_generates_each_row_under_its_own_solver(tiny_model, tmp_path):
+    from engine.eval import main as eval_main
+
+    data = write_rows(tmp_path / "mixed.jsonl", ["pulp", "gurobipy", "pulp"])
+    out = tmp_path / "out"
+    args = ["--model", str(tiny_model), "--benchmark", str(data), "--max-new-tokens", "4", "--quiet"]
+    assert eval_main([*args, "--output", str(out)]) == 0
+    items = read_jsonl(out / "items.jsonl")
+    assert [(i["solver"], i["id"]) for i in items] == [("pulp", "q0"), ("pulp", "q2"), ("gurobipy", "q1")]
