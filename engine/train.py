@@ -466,7 +466,13 @@ async def _loop(
             train_metrics = {} if batch is None else await asyncio.to_thread(learner.step, batch)
             train_s = time.monotonic() - started
             await rollout.update_weights(generator_weights(cfg, learner, run_dir), version=step + 1)
-            learned = {**{f"train/{k}": v for k, v in train_metrics.items()}, "time_train_s": train_s, "step": step}
+            sync_s = time.monotonic() - started - train_s
+            learned = {
+                **{f"train/{k}": v for k, v in train_metrics.items()},
+                "time_train_s": train_s,
+                "time_weight_sync_s": sync_s,
+                "step": step,
+            }
             recorder.metrics({**result.metrics, **learned})
             row = {**rollout_metrics, **learned}
             if run_metrics is not None:

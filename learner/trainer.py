@@ -40,6 +40,10 @@ from learner.policy import (
     unit_tokens,
 )
 
+# The phases of a step timed in its metrics (`time_<phase>_s`, host wall-clock seconds; on an accelerator the
+# kernels a phase queues are counted where a later phase waits for them): advantages, packing and the frozen
+# log-probs; forward + backward of every micro-batch; gradient clipping + optimizer and schedule steps.
+PHASES = ("prepare", "forward_backward", "optimizer")
 METRIC_KEYS = ("loss", "pg_loss", "kl", "entropy", "clip_frac_high", "clip_frac_low", "dual_clip_frac", "approx_kl")
 
 
@@ -64,6 +68,36 @@ def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
+
+
+def fused_adamw_applies(params: list[nn.Parameter], *, distributed: bool) -> bool:
+    """Whether Learner steps `params` with torch's fused AdamW: in one process, every parameter fp32/bf16 on CPU
+    or CUDA. Under FSDP (DTensor parameters) the choice stays torch's."""
+    return (
+        not distributed
+        and bool(params)
+        and all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.bfloat16) for p in params)
+    )
+
+
+def make_optimizer(params: list[nn.Parameter], config: LearnerConfig, *, fused: bool) -> torch.optim.AdamW:
+    """AdamW over `params`; `fused`: torch's fused kernel (one pass over each tensor's weights, moments and
+    gradient), else torch's default (on CPU the per-tensor loop, several passes per tensor). The same update up
+    to float rounding."""
+    return torch.optim.AdamW(
+        params,
+        lr=config.lr,
+        betas=config.betas,
+        eps=config.eps,
+        weight_decay=config.weight_decay,
+        fused=True if fused else None,
+    )
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: LearnerConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over `config.warmup_steps`, then constant."""
+    warmup = config.warmup_steps
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
 
 
 def _load_on_rank0(name_or_path: str, ctx: DistContext) -> nn.Module:
@@ -100,16 +134,13 @@ class Learner:
         self.temperature = 1.0 if algo.temperature is None else algo.temperature
         self.loss_fn = losses.get_policy_loss(algo.policy_loss)
         self.advantage_fn = losses.get_advantage_estimator(algo.advantage_estimator)
-        self.optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad],
-            lr=config.lr,
-            betas=config.betas,
-            eps=config.eps,
-            weight_decay=config.weight_decay,
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(
+            params, config, fused=fused_adamw_applies(params, distributed=self.ctx.distributed)
         )
-        warmup = config.warmup_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
+        self.scheduler = make_scheduler(self.optimizer, config)
         self.global_step = 0
+        self._phase_s = dict.fromkeys(PHASES, 0.0)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, config: LearnerConfig, *, ctx: DistContext | None = None) -> Learner:
@@ -354,6 +385,7 @@ class Learner:
     ) -> torch.Tensor:
         """One optimizer step over one mini-batch; returns the summed metrics (METRIC_KEYS order + grad norm)."""
         totals = torch.zeros(len(METRIC_KEYS), device=self.ctx.device, dtype=torch.float64)
+        started = time.perf_counter()
         for k, mb in enumerate(plan.micro):
             if mb is None:
                 # this rank has fewer micro-batches than another: a zero-weight pass keeps FSDP collectives paired
@@ -371,10 +403,13 @@ class Learner:
             )
             loss.backward()
             totals += torch.stack([metrics.get(key, torch.zeros(())).to(totals) for key in METRIC_KEYS])
+        backward_done = time.perf_counter()
         grad_norm = self._clip_gradients()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
+        self._phase_s["forward_backward"] += backward_done - started
+        self._phase_s["optimizer"] += time.perf_counter() - backward_done
         return torch.cat([all_reduce_sum(totals, self.ctx), grad_norm.reshape(1).to(totals)])
 
     def _clip_gradients(self) -> torch.Tensor:
@@ -388,11 +423,13 @@ class Learner:
     def step(self, batch: RolloutBatch) -> dict[str, float]:
         """Train on one global batch (the same on every rank); returns metrics averaged over the updates."""
         start = time.perf_counter()
+        self._phase_s = dict.fromkeys(PHASES, 0.0)
         advantages = self._advantages(batch)
         plans = self._plan(batch)
         old = self._old_logprobs(batch, plans)
         weights, correction_metrics = self._rollout_weights(batch, plans, old)
         ref = None if self.ref_model is None else self._frozen_logprobs(self.ref_model, plans)
+        self._phase_s["prepare"] = time.perf_counter() - start
         lr = self.scheduler.get_last_lr()[0]
         updates = [
             self._update(
@@ -417,6 +454,7 @@ class Learner:
             step_s=elapsed,
             advantage_mean=float(advantages.mean()),
         )
+        metrics.update({f"time_{phase}_s": seconds for phase, seconds in self._phase_s.items()})
         metrics.update(correction_metrics)
         if self.ref_model is None:
             metrics.pop("kl")

@@ -60,6 +60,8 @@ class LocalBackend:
         self._eos = frozenset(_eos_ids(model)) if self.config.stop_at_eos else frozenset()
         prepack = self.config.prepack_weights and packed_linear.available()
         self._packed = packed_linear.PackedLinears() if prepack else None
+        # Seconds of the last update_weights on the decode thread: copying into the model, repacking its linears.
+        self.last_sync_s: dict[str, float] = {"copy": 0.0, "repack": 0.0}
 
     @property
     def weight_version(self) -> int:
@@ -198,9 +200,15 @@ class LocalBackend:
                 f"update_weights: {len(unknown)} name(s) not in the generation model, e.g. {unknown[:3]}; "
                 "export the learner's state dict with the same module names (unwrap FSDP/compile prefixes)"
             )
+        started = time.perf_counter()
         with torch.no_grad():
             for name, tensor in state.items():
                 params[name].copy_(tensor.to(device=params[name].device, dtype=params[name].dtype))
+        copied = time.perf_counter()
+        if self._packed is not None and next(self.model.parameters()).device.type == "cpu":
+            # Repacked here, not at the next generate call, so a sync's cost is the sync's (and its timings).
+            self._packed.refresh(self.model)
+        self.last_sync_s = {"copy": copied - started, "repack": time.perf_counter() - copied}
         self._version = version
 
     def _require_open(self) -> ThreadPoolExecutor:

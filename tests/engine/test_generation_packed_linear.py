@@ -181,3 +181,13 @@ async def test_local_backend_decodes_with_the_updated_weights():
     for key, plain in expected.items():
         assert got[key].token_ids == plain.token_ids
         assert got[key].logprobs == pytest.approx(plain.logprobs, abs=1e-5)
+
+
+async def test_update_weights_repacks_before_the_next_call_and_times_it():
+    model, other = tiny_model(0), tiny_model(1)
+    async with LocalBackend(model) as backend:
+        await collect(backend, PROMPTS, SamplingParams(max_new_tokens=2, temperature=0.0))
+        await backend.update_weights(other.state_dict())
+        # every written weight was repacked by the update itself: nothing is left for the next generate call
+        assert backend._packed.refresh(model) == 0
+        assert backend.last_sync_s["copy"] > 0 and backend.last_sync_s["repack"] > 0

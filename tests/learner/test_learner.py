@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from learner.config import AlgorithmConfig, LearnerConfig, RolloutBatch
-from learner.trainer import Learner
+from learner.trainer import PHASES, Learner, make_optimizer
 
 
 def _capture_grads(learner: Learner) -> list[list[torch.Tensor]]:
@@ -263,3 +263,29 @@ def test_the_package_exports_what_it_lists():
     import learner
 
     assert all(getattr(learner, name) is not None for name in learner.__all__)
+
+
+def test_fused_adamw_updates_the_weights_as_the_per_tensor_loop(make_model, make_sequences):
+    """One process: the learner steps with torch's fused AdamW; the weights after two steps (warmup schedule,
+    clipping, weight decay) equal those of the same Learner stepping with the per-tensor loop."""
+    model = make_model()
+    loop_model, start_model = copy.deepcopy(model), copy.deepcopy(model)
+    config = LearnerConfig(lr=1e-2, weight_decay=0.1, warmup_steps=1, grad_clip=0.5, micro_batch_tokens=24)
+    fused = Learner(model, config)
+    loop = Learner(loop_model, config)
+    assert fused.optimizer.defaults["fused"] is True
+    loop.optimizer = torch.optim.AdamW(
+        list(loop_model.parameters()), lr=config.lr, weight_decay=config.weight_decay, foreach=False
+    )
+    loop.scheduler = torch.optim.lr_scheduler.LambdaLR(loop.optimizer, lambda s: min(1.0, (s + 1) / 2))
+    assert make_optimizer(list(start_model.parameters()), config, fused=False).defaults["fused"] is None
+    for seed in (0, 1):
+        batch = _batch(make_sequences, seed=seed)
+        metrics = fused.step(batch)
+        loop.step(batch)
+        assert metrics["time_forward_backward_s"] > 0 and metrics["time_optimizer_s"] > 0
+        assert metrics["time_prepare_s"] >= 0 and sum(metrics[f"time_{p}_s"] for p in PHASES) <= metrics["step_s"]
+    pairs = zip(model.named_parameters(), loop_model.parameters(), start_model.parameters(), strict=True)
+    for (name, a), b, s in pairs:
+        assert not torch.equal(a, s), f"{name} did not move"
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=f"{name} differs between fused and loop AdamW")
