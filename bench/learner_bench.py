@@ -31,7 +31,16 @@ from torch import nn
 
 from learner.config import LearnerConfig, RolloutBatch
 from learner.policy import pack
-from learner.trainer import Learner
+from learner.trainer import PHASES, Learner, make_optimizer, make_scheduler
+
+
+def with_loop_adamw(learner: Learner) -> Learner:
+    """`learner` with torch's default AdamW (on CPU the per-tensor loop) and a fresh schedule over it: the
+    optimizer Learner used before it chose the fused kernel."""
+    params = [p for p in learner.model.parameters() if p.requires_grad]
+    learner.optimizer = make_optimizer(params, learner.config, fused=False)
+    learner.scheduler = make_scheduler(learner.optimizer, learner.config)
+    return learner
 
 
 def make_batch(
@@ -149,6 +158,12 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--compare-optimizer",
+        action="store_true",
+        help="add an arm: the same Learner with torch's default AdamW (the per-tensor loop on CPU) instead of its "
+        "fused one, to measure that choice in this run",
+    )
     parser.add_argument("--json", default=None, help="also write the report here")
     args = parser.parse_args()
     if args.threads:
@@ -168,15 +183,30 @@ def main() -> None:
     floor_model, packed_model = copy.deepcopy(base), copy.deepcopy(base)
     floor_opt = torch.optim.AdamW(floor_model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     packed_opt = torch.optim.AdamW(packed_model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    loop_model = copy.deepcopy(base) if args.compare_optimizer else None
     learner = Learner(base, config)
+    learners = {"learner": learner}
+    if loop_model is not None:
+        learners["learner_loop_adamw"] = with_loop_adamw(Learner(loop_model, config))
+
+    phases: dict[str, list[dict[str, float]]] = {name: [] for name in learners}
+
+    def learner_arm(name: str) -> Callable[[], object]:
+        def step() -> None:
+            metrics = learners[name].step(batch)
+            phases[name].append({p: metrics[f"time_{p}_s"] for p in PHASES} | {"step": metrics["step_s"]})
+
+        return step
 
     arms: dict[str, Callable[[], object]] = {
         "floor": lambda: floor_step(floor_model, floor_opt, batch, config.grad_clip),
         "packed_floor": lambda: packed_floor_step(packed_model, packed_opt, batch, config.grad_clip),
-        "learner": lambda: learner.step(batch),
+        **{name: learner_arm(name) for name in learners},
     }
     for fn in arms.values():  # warm-up: allocator, optimizer state
         fn()
+    for rows in phases.values():  # the warm-up step is not timed
+        rows.clear()
     wall: dict[str, list[float]] = {name: [] for name in arms}
     cpu: dict[str, list[float]] = {name: [] for name in arms}
     for _ in range(args.repeats):
@@ -206,7 +236,16 @@ def main() -> None:
         "ratio_learner_to_floor_cpu": cpu_medians["learner"] / cpu_medians["floor"],
         "ratio_learner_to_packed_floor_wall": medians["learner"] / medians["packed_floor"],
         "ratio_learner_to_packed_floor_cpu": cpu_medians["learner"] / cpu_medians["packed_floor"],
+        # Learner.step's own phases (its time_<phase>_s metrics), median over the timed steps, per learner arm
+        "phases_s": {
+            name: {k: statistics.median(row[k] for row in rows) for k in (*PHASES, "step")}
+            for name, rows in phases.items()
+        },
     }
+    if "learner_loop_adamw" in medians:
+        report["ratio_learner_to_loop_adamw_wall"] = medians["learner"] / medians["learner_loop_adamw"]
+        optimizer = {name: report["phases_s"][name]["optimizer"] for name in learners}
+        report["ratio_optimizer_fused_to_loop"] = optimizer["learner"] / optimizer["learner_loop_adamw"]
     print(json.dumps(report, indent=2))
     if args.json:
         with open(args.json, "w") as f:

@@ -15,8 +15,17 @@ then an EVOM step from TRL's on_step_end callback), the first step of each is a 
 the median, min and max of the timed steps, their ratio (target: TRL / EVOM >= 2), and a check that both
 arms really trained (finite losses, weights moved from the shared start).
 
+Each step is also split into PHASES (generation, verification wait, batch preparation, forward + backward,
+optimizer, the weight sync's export, copy and repack, records, the rest): EVOM's from the rollout's and the
+learner's own `time_*` metrics, the backend's `last_sync_s` and laps around each call; TRL's from timing wrappers
+on its trainer's `training_step`, `_generate_and_score_completions` and `_generate`, the reward function, and the
+callback. The report's `phase_table` gives each phase's median over the timed steps; `checkpoint_s` one
+checkpoint as engine.run saves it (outside the timed steps: TRL's arm saves none). `--cuts-ab` runs no TRL arm:
+EVOM's step as it is against the same step before the cuts of issue 20, alternating, with both phase tables.
+
     .venv/bin/python bench/trl_bench.py                          # 2 prompts x G=4, 96 new tokens, 3 timed steps
     .venv/bin/python bench/trl_bench.py --prompts 4 --max-new-tokens 128 --repeats 5 --json bench/out/trl.json
+    .venv/bin/python bench/trl_bench.py --cuts-ab --prompts 1 --max-new-tokens 48 --json bench/out/cuts.json
 """
 
 from __future__ import annotations
@@ -55,6 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--isolation", choices=["nsjail", "process"], default="nsjail")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--cuts-ab",
+        action="store_true",
+        help="no TRL arm: EVOM's step as it is against EVOM's step before the cuts of issue 20 (the learner on "
+        "torch's default AdamW, the per-tensor loop on CPU), alternating step by step in this process",
+    )
     p.add_argument("--json", default=None, help="also write the report here")
     return p.parse_args(argv)
 
@@ -92,31 +107,40 @@ def pick_problems(cfg: Config, prompts: Any) -> list[Any]:
 class EvomArm:
     """engine.train's rollout, learner and weight sync, stepped one training step at a time."""
 
-    def __init__(self, cfg: Config, problems: list[Any]) -> None:
-        self.cfg, self.problems = cfg, problems
+    def __init__(self, cfg: Config, problems: list[Any], *, before_cuts: bool = False) -> None:
+        self.cfg, self.problems, self.before_cuts = cfg, problems, before_cuts
         self.runner = asyncio.Runner()
         self.stack = AsyncExitStack()
         self.times: list[float] = []
         self.losses: list[float] = []
         self.rewards: list[list[float]] = []
-        self.phases: list[dict[str, float]] = []  # generation + verification, and the learner update, per step
+        self.phases: list[dict[str, float]] = []  # seconds of each phase of the step (PHASES), per step
         self._pending_update = False
 
     def open(self, initial: dict[str, torch.Tensor]) -> None:
+        from engine.records import RunRecorder
         from engine.train import learner_config, open_rollout
         from learner.trainer import Learner
         from solvers import get_solver
 
         self.learner = Learner.from_pretrained(self.cfg.model.path, learner_config(self.cfg))
         self.learner.model.load_state_dict(initial)
+        if self.before_cuts:
+            from learner.trainer import make_optimizer, make_scheduler
+
+            params = [p for p in self.learner.model.parameters() if p.requires_grad]
+            self.learner.optimizer = make_optimizer(params, self.learner.config, fused=False)
+            self.learner.scheduler = make_scheduler(self.learner.optimizer, self.learner.config)
         solver = get_solver(self.cfg.solver.name)
+        # The run's records, as engine.run writes them: sample rows during the rollout, a metrics row per step.
+        self.recorder = self.stack.enter_context(RunRecorder(Path(self.cfg.run.output_dir) / self.cfg.run.name))
         # engine.train's own construction (pool, backend, verifier, rollout), so this times what engine.run runs.
         opened = open_rollout(
             self.stack,
             self.cfg,
             solver=solver,
             problems=self.problems,
-            recorder=None,
+            recorder=self.recorder,
             start_step=0,
             device=self.learner.ctx.device,
         )
@@ -129,21 +153,61 @@ class EvomArm:
             # The previous step's sync already ran (timed); only now let the producer start the next batch, so
             # EVOM's generation never runs in a background thread while TRL's step is being timed.
             self.rollout.mark_policy_updated()
+        clock = [time.perf_counter()]
+
+        def lap() -> float:
+            clock.append(time.perf_counter())
+            return clock[-1] - clock[-2]
+
         result = await self.rollout.next_batch()
+        rollout_s = lap()
         batch = gather_batch(result, self.learner.ctx)
+        gather_s = lap()
         metrics = {} if batch is None else await asyncio.to_thread(self.learner.step, batch)
+        learner_s = lap()
         weights = generator_weights(self.cfg, self.learner, Path(self.cfg.run.output_dir))
-        await self.rollout.backend.update_weights(weights, version=step + 1)
+        export_s = lap()
+        backend = self.rollout.backend
+        await backend.update_weights(weights, version=step + 1)
+        update_s = lap()
         self._pending_update = True
-        self.phases.append({"rollout_s": result.metrics["time_rollout_s"], "train_s": metrics.get("step_s", 0.0)})
+        row = {**result.metrics, **{f"train/{k}": v for k, v in metrics.items()}, "step": step}
+        self.recorder.metrics(row)
+        records_s = lap()
+        synced = getattr(backend, "last_sync_s", {})
+        self.phases.append(
+            evom_phases(
+                result.metrics,
+                metrics,
+                rollout_s=rollout_s,
+                gather_s=gather_s,
+                learner_s=learner_s,
+                export_s=export_s,
+                update_s=update_s,
+                synced=synced,
+                records_s=records_s,
+            )
+        )
         self.losses.append(float(metrics.get("loss", math.nan)))
         self.rewards.append([float(r) for r in result.rewards])
 
     def step(self, step: int, *, timed: bool) -> None:
         start = time.perf_counter()
         self.runner.run(self._step(step))
+        total = time.perf_counter() - start
         if timed:
-            self.times.append(time.perf_counter() - start)
+            self.times.append(total)
+        phases = self.phases[-1]
+        phases["other"] += max(0.0, total - sum(phases.values()))
+        phases["step"] = total
+
+    def checkpoint_s(self) -> float:
+        """Seconds of one checkpoint as engine.run saves it (every `run.save_every` steps)."""
+        from learner.checkpoint import save_checkpoint
+
+        started = time.perf_counter()
+        save_checkpoint(self.learner, Path(self.cfg.run.output_dir) / "checkpoint", loop_state={"step": 0})
+        return time.perf_counter() - started
 
     def close(self) -> None:
         try:
@@ -247,25 +311,133 @@ def trl_args(cfg: Config, args: argparse.Namespace, out_dir: Path) -> Any:
     )
 
 
-def step_clock(evom: EvomArm, warmup: int) -> Any:
-    """A TRL callback timing each TRL step and running one EVOM step right after it (A, B, A, B, ...)."""
+def step_clock(evom: EvomArm, reward: VerifierReward, warmup: int) -> Any:
+    """A TRL callback timing each TRL step (and its phases, once `instrument` wrapped the trainer) and running one
+    EVOM step right after it (A, B, A, B, ...)."""
     from transformers import TrainerCallback
 
     class Clock(TrainerCallback):
         def __init__(self) -> None:
             self.times: list[float] = []
+            self.phases: list[dict[str, float]] = []
             self.started = 0.0
+            self.inside: dict[str, float] = {}  # seconds in the wrapped trainer methods during this step
+            self.training_step_end = 0.0
 
         def on_step_begin(self, *_: Any, **__: Any) -> None:
+            self.inside = {}
             self.started = time.perf_counter()
 
         def on_step_end(self, _args: Any, state: Any, *_: Any, **__: Any) -> None:
+            ended = time.perf_counter()
             step = state.global_step - 1
+            total = ended - self.started
             if step >= warmup:
-                self.times.append(time.perf_counter() - self.started)
+                self.times.append(total)
+            self.phases.append(self.trl_phases(total, ended, reward.seconds[-1] if reward.seconds else 0.0))
             evom.step(step, timed=step >= warmup)
 
+        def trl_phases(self, total: float, ended: float, reward_s: float) -> dict[str, float]:
+            """TRL's step in EVOM's phase names. Its generation batch (`_generate_and_score_completions`) is made
+            inside `training_step`; the optimizer phase runs from the end of `training_step` to the step's end
+            (gradient clipping, optimizer and scheduler steps, zero_grad). Its generator is the trained model
+            itself: no weight sync."""
+            inside = self.inside
+            scored = inside.get("_generate_and_score_completions", 0.0)
+            generation = inside.get("_generate", 0.0)
+            phases = dict.fromkeys(PHASES, 0.0)
+            phases.update(
+                generation=generation,
+                verification_wait=reward_s,
+                batch_prep=max(0.0, scored - generation - reward_s),
+                forward_backward=max(0.0, inside.get("training_step", 0.0) - scored),
+                optimizer=max(0.0, ended - self.training_step_end) if self.training_step_end else 0.0,
+            )
+            phases["other"] = max(0.0, total - sum(phases.values()))
+            return {**phases, "step": total}
+
     return Clock()
+
+
+def instrument(trainer: Any, clock: Any) -> None:
+    """Time TRL's own methods of a step on the trainer instance (each call adds its seconds to clock.inside)."""
+    for name in ("training_step", "_generate_and_score_completions", "_generate"):
+        method = getattr(trainer, name)
+
+        def timed(*args: Any, _method: Any = method, _name: str = name, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return _method(*args, **kwargs)
+            finally:
+                now = time.perf_counter()
+                clock.inside[_name] = clock.inside.get(_name, 0.0) + now - started
+                if _name == "training_step":
+                    clock.training_step_end = now
+
+        setattr(trainer, name, timed)
+
+
+# The phases of one step, in order, for both arms (seconds; the bench's report gives each one's median).
+PHASES = (
+    "generation",  # decoding (EVOM: the generator's busy time in the rollout; TRL: model.generate)
+    "verification_wait",  # waiting for the sandbox after the last sample decoded (TRL: its whole reward call)
+    "batch_prep",  # the rest of the rollout, the global batch, advantages, packing (TRL: its scoring/old log-probs)
+    "forward_backward",
+    "optimizer",  # gradient clipping, optimizer and schedule steps
+    "weight_sync_export",  # the learner's full weights for the generator (EVOM only)
+    "weight_sync_copy",  # copying them into the generator's model
+    "weight_sync_repack",  # repacking the generator's linear layers (oneDNN layout)
+    "records",  # the step's metrics row (the sample rows are written during the rollout)
+    "other",  # the step's time not in a phase above
+)
+
+
+def evom_phases(
+    rollout: dict[str, Any],
+    train: dict[str, Any],
+    *,
+    rollout_s: float,
+    gather_s: float,
+    learner_s: float,
+    export_s: float,
+    update_s: float,
+    synced: dict[str, float],
+    records_s: float,
+) -> dict[str, float]:
+    """One EVOM step in PHASES from the rollout's and the learner's metrics and the bench's own laps."""
+    generation = float(rollout.get("time_generating_s", 0.0))
+    wait = float(rollout.get("time_waiting_verify_s", 0.0))
+    fwd_bwd, optimizer = float(train.get("time_forward_backward_s", 0.0)), float(train.get("time_optimizer_s", 0.0))
+    copy_s, repack_s = float(synced.get("copy", 0.0)), float(synced.get("repack", 0.0))
+    phases = dict.fromkeys(PHASES, 0.0)
+    phases.update(
+        generation=generation,
+        verification_wait=wait,
+        batch_prep=max(0.0, rollout_s - generation - wait) + gather_s + max(0.0, learner_s - fwd_bwd - optimizer),
+        forward_backward=fwd_bwd,
+        optimizer=optimizer,
+        weight_sync_export=export_s,
+        weight_sync_copy=copy_s,
+        weight_sync_repack=repack_s,
+        records=records_s,
+    )
+    # the update's time on the decode thread not in its copy or repack
+    phases["other"] = max(0.0, update_s - copy_s - repack_s)
+    return phases
+
+
+def phase_table(phases: list[dict[str, float]], warmup: int) -> dict[str, dict[str, float]]:
+    """Median, min and max of each phase over the timed steps (the first `warmup` steps left out)."""
+    timed = phases[warmup:] or phases
+    keys = [k for k in (*PHASES, "step") if any(k in p for p in timed)]
+    return {
+        k: {
+            "median_s": statistics.median(p.get(k, 0.0) for p in timed),
+            "min_s": min(p.get(k, 0.0) for p in timed),
+            "max_s": max(p.get(k, 0.0) for p in timed),
+        }
+        for k in keys
+    }
 
 
 def moved(model: torch.nn.Module, initial: dict[str, torch.Tensor]) -> float:
@@ -302,9 +474,8 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
         raise SystemExit("trl_bench: data.answer_prefix is set in the config; TRL's arm cannot take it")
     tokenizer = load_tokenizer(cfg.model.path)
     # The prompts EVOM's arm builds in engine.train.open_rollout (system message and example included).
-    builder = PromptBuilder(
-        tokenizer, instructions=get_solver(cfg.solver.name).instructions, settings=prompt_settings(cfg.data)
-    )
+    settings = prompt_settings(cfg.data, answer_format=cfg.solver.extract.format)
+    builder = PromptBuilder(tokenizer, instructions=get_solver(cfg.solver.name).instructions, settings=settings)
     problems = pick_problems(cfg, builder)
     torch.manual_seed(args.seed)
     trl_model = load_model(cfg.model.path, dtype="float32")
@@ -314,7 +485,7 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     try:
         evom.open(initial)
         rows = [{"prompt": builder.messages(p.question), "answer": float(p.answer)} for p in problems]
-        clock = step_clock(evom, warmup=1)
+        clock = step_clock(evom, reward, warmup=1)
         trainer = GRPOTrainer(
             model=trl_model,
             reward_funcs=reward,
@@ -323,7 +494,9 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
             processing_class=tokenizer,
             callbacks=[clock],
         )
+        instrument(trainer, clock)
         trainer.train()
+        checkpoint_s = evom.checkpoint_s()
         trl_losses = [float(r["loss"]) for r in trainer.state.log_history if "loss" in r]
         report_moves = {"trl": moved(trainer.model, initial), "evom": moved(evom.learner.model, initial)}
     finally:
@@ -357,20 +530,71 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
         },
         "both_trained": all(t["losses_finite"] and t["weights_changed"] for t in trained.values()),
         "rewards": {"trl": reward.rewards, "evom": evom.rewards},
-        # Where the time goes, every step including the warm-up: EVOM's rollout (generation with verification on
-        # arrival) and update; TRL's reward function (verification after generation; the rest is its own).
-        "phases": {"evom": evom.phases, "trl_reward_s": reward.seconds},
+        # Where the time goes: each phase's median [min, max] over the timed steps, then every step's phases
+        # (the warm-up first). A checkpoint is not part of a timed step on either side (TRL's arm saves none):
+        # engine.run saves one every run.save_every steps, which costs checkpoint_s.
+        "phase_table": {"evom": phase_table(evom.phases, 1), "trl": phase_table(clock.phases, 1)},
+        "checkpoint_s": checkpoint_s,
+        "save_every": cfg.run.save_every,
+        "phases": {"evom": evom.phases, "trl": clock.phases, "trl_reward_s": reward.seconds},
+    }
+
+
+def run_cuts_ab(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
+    """EVOM's step now ("after") and before the cuts ("before"), same prompts and start, alternating step by step."""
+    from engine.prompts import PromptBuilder, prompt_settings
+    from learner.models import load_model, load_tokenizer
+    from solvers import get_solver
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfgs = {name: evom_config(args, out_dir / name) for name in ("after", "before")}
+    cfg = cfgs["after"]
+    settings = prompt_settings(cfg.data, answer_format=cfg.solver.extract.format)
+    builder = PromptBuilder(
+        load_tokenizer(cfg.model.path), instructions=get_solver(cfg.solver.name).instructions, settings=settings
+    )
+    problems = pick_problems(cfg, builder)
+    torch.manual_seed(args.seed)
+    initial = {k: v.detach().clone() for k, v in load_model(cfg.model.path, dtype="float32").state_dict().items()}
+    arms = {name: EvomArm(c, problems, before_cuts=name == "before") for name, c in cfgs.items()}
+    try:
+        for arm in arms.values():
+            arm.open(initial)
+        for step in range(args.repeats + 1):
+            for arm in arms.values() if step % 2 == 0 else reversed(arms.values()):
+                arm.step(step, timed=step >= 1)
+    finally:
+        for arm in arms.values():
+            if hasattr(arm, "rollout"):
+                arm.close()
+    tables = {name: phase_table(arm.phases, 1) for name, arm in arms.items()}
+    return {
+        "config": vars(args),
+        "threads": torch.get_num_threads(),
+        "problems": [p.id for p in problems],
+        "step": {name: {**summary(arm.times), "all_s": arm.times} for name, arm in arms.items()},
+        "ratio_after_over_before": summary(arms["after"].times)["median_s"] / summary(arms["before"].times)["median_s"],
+        "phase_table": tables,
+        "phase_ratio_after_over_before": {
+            k: tables["after"][k]["median_s"] / tables["before"][k]["median_s"]
+            for k in tables["after"]
+            if tables["before"].get(k, {}).get("median_s")
+        },
+        "phases": {name: arm.phases for name, arm in arms.items()},
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="evom-trl-bench-") as tmp:
-        report = run(args, Path(tmp))
+        report = (run_cuts_ab if args.cuts_ab else run)(args, Path(tmp))
     print(json.dumps(report, indent=2))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2))
+    if args.cuts_ab:
+        return 0
     signal = all(report["reward_signal"].values())
     return 0 if report["both_trained"] or not signal else 1
 

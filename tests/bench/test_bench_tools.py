@@ -41,29 +41,30 @@ def test_failing_bench_is_recorded_with_its_error(tmp_path: Path) -> None:
     (tmp_path / "broken.json").write_text('{"left": "by an earlier run"}')
     outcome = run_all.run_bench(bench, tmp_path, timeout_s=60)
     assert outcome.rc == 1 and "no solver here" in outcome.error and outcome.result is None
-    text = "\n".join(run_all.section(outcome) + run_all.summary_table([outcome]))
-    assert "FAILED (exit 1)" in text and "failed (exit 1)" in text and "no solver here" in text
+    row = run_all.Row(bench=bench, runs=[outcome])
+    text = "\n".join(run_all.section(row) + run_all.summary_table([row]))
+    assert "failed (exit 1)" in text and "no solver here" in text and not row.met
 
 
 def test_timeout_is_recorded(tmp_path: Path) -> None:
     bench = run_all.Bench(name="slow", script=script(tmp_path, "import time; time.sleep(30)"), args=(), what="slow")
     outcome = run_all.run_bench(bench, tmp_path, timeout_s=0.5)
     assert outcome.rc is None and "timed out" in outcome.error
-    assert "timed out" in "\n".join(run_all.summary_table([outcome]))
+    assert "timed out" in "\n".join(run_all.summary_table([run_all.Row(bench=bench, runs=[outcome])]))
 
 
 def test_json_result_gives_the_headline(tmp_path: Path) -> None:
     body = """
         import json, sys
-        report = {"ratio_trl_over_evom": 2.5, "trl_step": {"median_s": 5.0, "min_s": 4.0, "max_s": 6.0},
+        report = {"ratio_trl_over_evom": 2.6, "trl_step": {"median_s": 5.0, "min_s": 4.0, "max_s": 6.0},
                   "evom_step": {"median_s": 2.0, "min_s": 1.5, "max_s": 2.5}}
         open(sys.argv[sys.argv.index("--json") + 1], "w").write(json.dumps(report))
     """
     bench = run_all.Bench(name="trl", script=script(tmp_path, body), args=(), what="x", headline=run_all.trl_headline)
     outcome = run_all.run_bench(bench, tmp_path, timeout_s=60)
-    assert outcome.rc == 0 and outcome.headline.ratio == 2.5 and outcome.headline.met
-    row = run_all.summary_table([outcome])[-1]
-    assert "2.50x" in row and "2 s [1.5 .. 2.5]" in row and "5 s [4 .. 6]" in row
+    assert outcome.rc == 0 and outcome.headline.ratio == 2.6 and outcome.headline.met
+    row = run_all.summary_table([run_all.Row(bench=bench, runs=[outcome])])[-1]
+    assert "2.60x" in row and "2 s [1.5 .. 2.5]" in row and "5 s [4 .. 6]" in row
 
 
 def test_stdout_json_bench(tmp_path: Path) -> None:
@@ -142,3 +143,102 @@ def test_sandbox_headline_from_its_markdown() -> None:
     assert h.evom == "20.0 ms [IQR 15.0-30.0]" and h.alternative == "160.0 ms [IQR 140.0-190.0]"
     with pytest.raises(ValueError, match="gurobipy"):
         run_all.sandbox_headline("no tables here")
+
+
+RATIO_BENCH = """
+    import json, os, sys
+    ratios = [float(x) for x in os.environ["RATIOS"].split(",")]
+    count = os.environ["COUNTER"]
+    n = len(open(count).read()) if os.path.exists(count) else 0
+    open(count, "a").write("x")  # each run is a fresh process: the file counts them
+    ratio = ratios[n % len(ratios)]
+    if ratio < 0:
+        sys.exit("this run broke")
+    report = {"ratio_trl_over_evom": ratio, "trl_step": {"median_s": 5.0, "min_s": 4.0, "max_s": 6.0},
+              "evom_step": {"median_s": 2.0, "min_s": 1.5, "max_s": 2.5},
+              "phase_table": {"evom": {"generation": {"median_s": ratio}}, "trl": {"generation": {"median_s": 1.0}}}}
+    open(sys.argv[sys.argv.index("--json") + 1], "w").write(json.dumps(report))
+"""
+
+
+def repeated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ratios: str, repeats: int = 3) -> tuple[int, str]:
+    monkeypatch.setenv("RATIOS", ratios)
+    monkeypatch.setenv("COUNTER", str(tmp_path / "count"))
+    bench = run_all.Bench(
+        name="trl",
+        script=script(tmp_path, RATIO_BENCH),
+        args=(),
+        what="x",
+        headline=run_all.trl_headline,
+        details=run_all.trl_phase_details,
+    )
+    monkeypatch.setitem(run_all.BENCHES, "trl", bench)
+    out = tmp_path / "RESULTS.md"
+    argv = ["--only", "trl", "--repeats", str(repeats), "--out", str(out), "--raw-dir", str(tmp_path / "raw")]
+    rc = run_all.main(argv)
+    return rc, out.read_text()
+
+
+def test_repeats_report_median_worst_and_range_and_the_worst_run_decides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rc, text = repeated(tmp_path, monkeypatch, "3.0,2.4,2.8")
+    assert rc == 0 and (tmp_path / "count").read_text() == "xxx", "three fresh processes"
+    row = next(line for line in text.splitlines() if line.startswith("| trl |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # target | met | median | worst | range | runs ok
+    assert cells[2:8] == [">= 2.5", "no", "2.80x", "2.40x", "2.40-3.00x", "3/3"]
+    assert {p.name for p in (tmp_path / "raw").iterdir()} == {"trl.json", "trl.r1.json", "trl.r2.json"}
+    assert "| generation | 2.80 | 1.00 |" in text, "the phase table is the median over the runs"
+    (tmp_path / "again").mkdir()
+    rc, text = repeated(tmp_path / "again", monkeypatch, "3.0,2.6,2.8")
+    row = next(line for line in text.splitlines() if line.startswith("| trl |"))
+    assert "| yes |" in row and "2.60x" in row
+
+
+def test_a_failed_run_fails_the_target_and_the_exit_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rc, text = repeated(tmp_path, monkeypatch, "3.0,-1,3.0")
+    row = next(line for line in text.splitlines() if line.startswith("| trl |"))
+    assert rc == 1 and "no (1 run(s) failed)" in row and "2/3" in row and "this run broke" in text
+
+
+def test_lower_is_better_rows_take_the_highest_ratio_as_worst() -> None:
+    bench = run_all.BENCHES["rollout"]
+    runs = []
+    for k, ratio in enumerate((0.7, 0.79, 0.5)):
+        report = {"ratio_pipelined_over_synchronous": ratio, "pipelined_s": [1.0], "synchronous_s": [2.0]}
+        runs.append(run_all.Outcome(bench=bench, command=[], run=k, rc=0, headline=run_all.rollout_headline(report)))
+    row = run_all.Row(bench=bench, runs=runs)
+    assert (row.median, row.worst, row.met) == (0.7, 0.79, True) and row.median_run().run == 0
+
+
+def test_a_bench_without_its_precondition_is_skipped_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVOM_EXEC_CACHE_RUN", str(tmp_path / "no-run"))
+    outcome = run_all.run_bench(run_all.BENCHES["exec-cache"], tmp_path, timeout_s=5)
+    row = run_all.Row(bench=outcome.bench, runs=[outcome])
+    assert outcome.skipped and "no-run" in outcome.skipped and outcome.rc is None
+    assert "skipped: no run to replay" in "\n".join(run_all.summary_table([row]) + run_all.section(row))
+
+
+def test_chaos_and_exec_cache_headlines() -> None:
+    one = {
+        "fault": "sandbox",
+        "faults_injected": {"total": 40, "worker": 30, "child": 10},
+        "samples": {"faults": {"lost": 0, "wrongly_scored": 0}},
+        "recovery_s": {"bound": 5.0, "within_bound": True, "median": 0.4, "max": 1.9},
+        "throughput": {"ratio": 0.8},
+    }
+    h = run_all.chaos_headline(one)
+    assert h.ratio == 0.8 and h.met and "40 faults, 0 lost, 0 wrongly scored" in h.evom
+    two = {"classes": {"sandbox": one, "server": {**one, "samples": {"faults": {"lost": 1, "wrongly_scored": 0}},
+                                                   "throughput": {"ratio": 0.6}}}}  # fmt: skip
+    h = run_all.chaos_headline(two)
+    assert h.ratio == 0.6 and not h.met and "server: 40 faults, 1 lost" in h.evom
+    with pytest.raises(ValueError, match="fault class"):
+        run_all.chaos_headline({"nothing": 1})
+    total = {"cache_hit_rate": 0.25, "cache_saved_s": 3.0, "completions": 24, "wall_cache_s": 4.0,
+             "wall_no_cache_s": 6.0, "wall_ratio_no_cache_over_cache": 1.5, "outcomes_match": True}  # fmt: skip
+    h = run_all.exec_cache_headline({"total": total})
+    assert h.ratio == 1.5 and h.met and "hit rate 0.25" in h.evom and "3 sandbox s saved" in h.evom
