@@ -38,6 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
+import types
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--cuts-ab",
         action="store_true",
         help="no TRL arm: EVOM's step as it is against EVOM's step before the cuts of issue 20 (the learner on "
-        "torch's default AdamW, the per-tensor loop on CPU), alternating step by step in this process",
+        "torch's default AdamW, the per-tensor loop on CPU; the local backend's update copying a tied weight once "
+        "per name), alternating step by step in this process",
     )
     p.add_argument("--json", default=None, help="also write the report here")
     return p.parse_args(argv)
@@ -145,6 +147,8 @@ class EvomArm:
             device=self.learner.ctx.device,
         )
         self.rollout = self.runner.run(opened)
+        if self.before_cuts and hasattr(self.rollout.backend, "_load"):
+            self.rollout.backend._load = types.MethodType(load_every_name, self.rollout.backend)
 
     async def _step(self, step: int) -> None:
         from engine.train import gather_batch, generator_weights
@@ -214,6 +218,20 @@ class EvomArm:
             self.runner.run(self.stack.aclose())
         finally:
             self.runner.close()
+
+
+def load_every_name(backend: Any, source: Any, version: int) -> None:
+    """LocalBackend._load before the cuts: every name of the state dict copied, a tied weight once per name."""
+    started = time.perf_counter()
+    params = backend.model.state_dict(keep_vars=True)
+    with torch.no_grad():
+        for name, tensor in source.items():
+            params[name].copy_(tensor.to(device=params[name].device, dtype=params[name].dtype))
+    copied = time.perf_counter()
+    if backend._packed is not None:
+        backend._packed.refresh(backend.model)
+    backend.last_sync_s = {"copy": copied - started, "repack": time.perf_counter() - copied}
+    backend._version = version
 
 
 class VerifierReward:

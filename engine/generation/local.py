@@ -202,8 +202,8 @@ class LocalBackend:
             )
         started = time.perf_counter()
         with torch.no_grad():
-            for name, tensor in state.items():
-                params[name].copy_(tensor.to(device=params[name].device, dtype=params[name].dtype))
+            for param, tensor in _writes(state, params):
+                param.copy_(tensor.to(device=param.device, dtype=param.dtype))
         copied = time.perf_counter()
         if self._packed is not None and next(self.model.parameters()).device.type == "cpu":
             # Repacked here, not at the next generate call, so a sync's cost is the sync's (and its timings).
@@ -215,6 +215,19 @@ class LocalBackend:
         if self._executor is None:
             raise GenerationError("the local backend is closed; create a new one")
         return self._executor
+
+
+def _writes(
+    state: Mapping[str, torch.Tensor], params: Mapping[str, torch.Tensor]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(destination, source) pairs that load `state` into `params`: a tied parameter (lm_head and embed_tokens)
+    listed under each of its names with the same source tensor is written once, not once per name."""
+    writes: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+    for name, tensor in state.items():
+        param = params[name]
+        same_source = (id(param), tensor.data_ptr() if tensor.numel() else id(tensor))
+        writes[same_source] = (param, tensor)
+    return list(writes.values())
 
 
 def _completion(row: Row, reason: str, version: int, submitted: float) -> Completion:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from engine.generation import SamplingParams
+from engine.generation import local as local_module
 from engine.generation.local import LocalBackend, LocalConfig
 from engine.generation.packed_linear import PackedLinears, available
 from tests.engine.test_generation_local import PROMPTS, by_key, collect, tiny_model
@@ -191,3 +192,34 @@ async def test_update_weights_repacks_before_the_next_call_and_times_it():
         # every written weight was repacked by the update itself: nothing is left for the next generate call
         assert backend._packed.refresh(model) == 0
         assert backend.last_sync_s["copy"] > 0 and backend.last_sync_s["repack"] > 0
+
+
+def tied_model(seed: int) -> torch.nn.Module:
+    model = tiny_model(seed)
+    model.config.tie_word_embeddings = True
+    model.lm_head.weight = model.model.embed_tokens.weight
+    return model
+
+
+async def test_a_tied_weight_is_written_once_and_the_generator_sees_the_update():
+    model, other = tied_model(0), tied_model(1)
+    state = other.state_dict()
+    assert state["lm_head.weight"] is state["model.embed_tokens.weight"] or (
+        state["lm_head.weight"].data_ptr() == state["model.embed_tokens.weight"].data_ptr()
+    )
+    writes = local_module._writes(state, model.state_dict(keep_vars=True))
+    tied = model.model.embed_tokens.weight
+    assert sum(dst is tied for dst, _ in writes) == 1, "the tied weight is copied once, not once per name"
+    assert len(writes) == len(state) - 1
+    # a tied weight given as two different tensors (read from files, say) is still written under both names
+    split = {**state, "lm_head.weight": state["lm_head.weight"].clone()}
+    assert len(local_module._writes(split, model.state_dict(keep_vars=True))) == len(state)
+    params = SamplingParams(max_new_tokens=8, temperature=0.0)
+    async with LocalBackend(tied_model(1), LocalConfig(prepack_weights=False)) as reference:
+        expected = by_key(await collect(reference, PROMPTS, params))
+    async with LocalBackend(model) as backend:
+        await backend.update_weights(state)
+        got = by_key(await collect(backend, PROMPTS, params))
+    assert torch.equal(model.lm_head.weight, other.lm_head.weight) and model.lm_head.weight is tied
+    for key, plain in expected.items():
+        assert got[key].token_ids == plain.token_ids
