@@ -48,6 +48,8 @@ def test_two_steps_leave_config_metrics_samples_and_checkpoints(tiny_model, tmp_
     assert [m["step"] for m in metrics] == [0, 1]
     assert all(m["samples_trained"] == 4 for m in metrics)
     assert all(m["train/response_tokens"] > 0 for m in metrics), "the learner trained on every step"
+    phases = ("train/time_forward_backward_s", "train/time_optimizer_s", "time_weight_sync_s")
+    assert all(m[k] > 0 for m in metrics for k in phases), "every step times its phases"
     samples = read_jsonl(run_dir / "samples.jsonl")
     assert len(samples) == 8 and {s["step"] for s in samples} == {0, 1}
     assert {s["weight_version"] for s in samples if s["step"] == 1} == {1}, "step 1 sampled the updated weights"
