@@ -60,9 +60,12 @@ _S = signal.Signals
 PROGRAM_SIGNALS = frozenset({_S.SIGSEGV, _S.SIGBUS, _S.SIGILL, _S.SIGFPE, _S.SIGSYS, _S.SIGTRAP, _S.SIGABRT})
 PROGRAM_SIGNALS |= {_S.SIGXCPU, _S.SIGXFSZ, _S.SIGPIPE, _S.SIGALRM, _S.SIGVTALRM, _S.SIGPROF}
 # A page shared by the worker and one child: byte STARTED is set just before the program's first statement,
-# byte n (1-64) once the run sent signal n to its main process.
+# byte n (1-64) once the run sent signal n to its main process; at CLOCKS, the monotonic times (doubles) at which
+# the program started and at which it returned to the child (atexit handlers run, streams flushed).
 STARTED = 0
-STATE_BYTES = 72
+CLOCKS = 72
+CLOCK = struct.Struct("=dd")
+STATE_BYTES = CLOCKS + CLOCK.size
 
 
 # ----- framing: u32 header length, JSON header {"sizes": [...], ...}, then the blobs -----------------
@@ -222,7 +225,7 @@ def _watch_own_signals(state: mmap.mmap, main: int) -> None:
     """Record in `state` every signal the run sends to its main process (its process group, or every process)."""
 
     def mark(sig: object) -> None:
-        if isinstance(sig, int) and 0 < sig < STATE_BYTES:
+        if isinstance(sig, int) and 0 < sig < CLOCKS:
             state[sig] = 1
 
     def hook(event: str, args: tuple) -> None:
@@ -276,7 +279,10 @@ def child_main(cfg: dict, fds: tuple[int, int, int, int], ctl: int, run_dir: str
     except BaseException as exc:
         _setup_failed(exc)
     state[STARTED] = 1
-    os._exit(_run_program(code, path, sys.modules["__main__"].__dict__))
+    began = time.monotonic()
+    status = _run_program(code, path, sys.modules["__main__"].__dict__)
+    CLOCK.pack_into(state, CLOCKS, began, time.monotonic())
+    os._exit(status)
 
 
 def _setup_failed(exc: BaseException) -> None:
@@ -319,13 +325,17 @@ class Run:
         self.code, self.stdin_bytes = code, stdin
         self.status, self.reason = "", ""
         self.in_w = -1
+        self.phases: dict[str, float] = {}  # seconds per step of the run, for profiling (see `_phases`)
 
     def execute(self) -> tuple[dict, bytes, bytes, bytes]:
         """Run the program on the prepared child. A child that died before the program started (killed while it
         waited, say) is not the program's doing: the run goes to a fresh child, up to CHILD_ATTEMPTS in all."""
         leftovers = False
         for attempt in range(1, CHILD_ATTEMPTS + 1):
-            header = self._attempt(self.worker.take_child())
+            t0 = time.monotonic()
+            child = self.worker.take_child()
+            self.phases["take"] = time.monotonic() - t0
+            header = self._attempt(child)
             leftovers = header["leftovers"] = leftovers or header["leftovers"]
             header["children_lost"] = attempt - 1
             if header["started"] or self.status or header["signal"] is None:
@@ -351,19 +361,33 @@ class Run:
                 write_msg(child.ctl_w, {"limits": self.limits}, self.code)
             _close(child.ctl_w)
             self._supervise(child.pid, readers, child.in_w, start + self.limits["wall_s"])
+            exited = time.monotonic()
             wait_status, usage = self._reap_main(child.pid)
             wall = time.monotonic() - start
             self.worker.kill_all()
+            reaped = time.monotonic()
             self._drain(readers)
             started = child.state[STARTED] == 1
-            own_signals = {sig for sig in range(1, STATE_BYTES) if child.state[sig]}
+            own_signals = {sig for sig in range(1, CLOCKS) if child.state[sig]}
+            began, ended = CLOCK.unpack_from(child.state, CLOCKS)
         finally:
             self._close_stdin()
             for fd in readers:
                 _close(fd)
             child.state.close()
         leftovers = self.worker.clean_tmp()
+        self._phases(start, began, ended, exited, reaped)
         return self._header(wait_status, usage, wall, leftovers, started, own_signals)
+
+    def _phases(self, start: float, began: float, ended: float, exited: float, reaped: float) -> None:
+        """Where the run's time went, from the hand-over of the run to the prepared child to the cleanup: to_program
+        (the child reads the run, writes main.py, sets limits), program (its first statement to its return, atexit
+        and flush included), exit (from there until the worker sees the process gone: the kernel's teardown of
+        its memory), reap (wait4 and the kill of every other process), cleanup (pipes drained, files deleted).
+        Without the child's clocks (the program never returned: killed, os._exit) only `run` covers the first three."""
+        if start <= began <= ended <= exited:
+            self.phases.update(to_program=began - start, program=ended - began, exit=exited - ended)
+        self.phases.update(run=exited - start, reap=reaped - exited, cleanup=time.monotonic() - reaped)
 
     def _supervise(self, pid: int, readers: dict[int, Capture], in_w: int, deadline: float) -> None:
         pidfd = os.pidfd_open(pid)
@@ -491,6 +515,7 @@ class Run:
             "channel_truncated": self.chan.over,
             "leftovers": leftovers,
             "started": started,
+            "phases": self.phases,
         }
 
 
@@ -594,9 +619,13 @@ class Worker:
         return bool(left)
 
     def serve(self) -> None:
+        refill = 0.0
         while True:
+            t0 = time.monotonic()
             if self.waiting is None:
                 self.prepare_child()
+            ready = time.monotonic()
+            refill += ready - t0
             msg = read_msg(self.proto_in)
             if msg is None:
                 self.kill_all()
@@ -604,10 +633,16 @@ class Worker:
             header, blobs = msg
             if header.get("op") != "run":
                 continue
+            received = time.monotonic()
             code, stdin = blobs
             write_msg(self.proto_out, {"op": "accepted"})  # from here on a death of this worker loses the run
-            head, out, err, chan = Run(self, header, code, stdin).execute()
+            run = Run(self, header, code, stdin)
+            # refill: forking and preparing this run's child after the previous response; idle: waiting for the run
+            run.phases.update(refill=refill, idle=received - ready)
+            head, out, err, chan = run.execute()
+            head["phases"]["worker"] = time.monotonic() - received
             write_msg(self.proto_out, head, out, err, chan)
+            refill = 0.0
 
 
 def _children() -> list[int]:

@@ -23,6 +23,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -414,9 +415,12 @@ class SandboxPool:
         oom_before = worker.cgroup.oom_kills() if worker.cgroup else 0
         accepted_before = worker.accepted
         response = worker.expect()
+        sent = time.monotonic()
         worker.send({"op": "run", "limits": limits.to_wire()}, code.encode(), stdin.encode())
         try:
             result, healthy = await self._await_result(worker, response, limits, oom_before)
+            if "worker" in result.phases:
+                result.phases["host"] = time.monotonic() - sent - result.phases["worker"]
         except asyncio.CancelledError:
             self._background(self._recover_cancelled(worker, response))
             raise
@@ -462,6 +466,7 @@ class SandboxPool:
             max_rss_mb=header["max_rss_mb"],
             signal=header["signal"],
             reason=reason,
+            phases=header["phases"],
         )
         return result, not header["leftovers"]
 

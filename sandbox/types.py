@@ -6,7 +6,7 @@ Both are frozen, keyword-only dataclasses: `dataclasses.replace(limits, wall_s=5
 from __future__ import annotations
 
 import base64
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 Status = Literal["ok", "error", "timeout", "memory", "output_limit", "killed", "sandbox_error"]
@@ -58,6 +58,11 @@ class Result:
         outside the run; `reason` says how). Which deaths are whose: `sandbox/__init__.py`.
     exit_code: the exit status, or None when the program died of a signal (see `signal`).
     channel: everything the program wrote to file descriptor 3, at most `Limits.channel_bytes`.
+    phases: seconds per step of the run, for profiling: refill (the worker forking and preparing this run's
+        process after its previous run), idle (the worker waiting for this run), take (a fork on the run's path:
+        0 unless no prepared process was left), to_program, program, exit, run, reap, cleanup (see
+        `Run._phases` in sandbox/_worker.py), worker (the worker's time from reading the run to answering) and
+        host (the pool's round trip less `worker`: framing, pipes, the event loop).
     """
 
     status: Status
@@ -72,6 +77,7 @@ class Result:
     max_rss_mb: float = 0.0
     signal: int | None = None
     reason: str = ""
+    phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

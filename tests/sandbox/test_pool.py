@@ -79,6 +79,17 @@ async def test_runs_as_main_with_exit_codes_and_tracebacks() -> None:
         await ok42(pool)
 
 
+async def test_a_run_reports_where_its_time_went() -> None:
+    async with SandboxPool(workers=1, limits=FAST, preload=()) as pool:
+        r = await pool.run("import time\ntime.sleep(0.2)")
+        steps = {"refill", "idle", "take", "to_program", "program", "exit", "run", "reap", "cleanup", "worker", "host"}
+        assert r.status == "ok" and set(r.phases) == steps, r.phases
+        assert r.phases["program"] >= 0.2 and r.phases["run"] >= r.phases["program"]
+        assert r.phases["worker"] >= r.phases["run"] and all(v >= 0 for v in r.phases.values())
+        r = await pool.run("import os\nos._exit(4)")  # never returns to the child: no clocks of its own
+        assert r.exit_code == 4 and "program" not in r.phases and r.phases["run"] > 0
+
+
 async def test_stdin_is_delivered_even_beyond_a_pipe_buffer() -> None:
     async with SandboxPool(workers=1, limits=FAST, preload=()) as pool:
         r = await pool.run("import sys\nprint(sys.stdin.read().upper())", stdin="abc")
