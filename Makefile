@@ -41,13 +41,14 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# Sandbox processes killed from outside during runs (tests/sandbox/test_chaos.py), a full disk under the run
-# directory and SIGTERM/SIGINT mid-step (tests/engine/test_chaos_run.py), slow ones included, under the abuse tests'
+# Sandbox processes killed from outside during runs (tests/sandbox/test_chaos.py), generation servers killed and
+# restarted mid-request (tests/engine/test_chaos_generation.py), a full disk under the run directory and
+# SIGTERM/SIGINT mid-step (tests/engine/test_chaos_run.py), slow ones included, under the abuse tests'
 # caps: ../shared/tools/with-limits where the checkout has it, else the caps tests/sandbox/conftest.py puts on the
 # session itself. `make test` runs them too.
 WITH_LIMITS := $(wildcard ../shared/tools/with-limits)
 test-chaos: setup
-	$(if $(WITH_LIMITS),$(WITH_LIMITS) --pids 512 --mem-gb 8 --) $(PY) -m pytest -m chaos tests/sandbox tests/engine/test_chaos_run.py $(PYTEST_ARGS)
+	$(if $(WITH_LIMITS),$(WITH_LIMITS) --pids 512 --mem-gb 8 --) $(PY) -m pytest -m chaos tests/sandbox tests/engine/test_chaos_generation.py tests/engine/test_chaos_run.py $(PYTEST_ARGS)
 
 # Every bench/*_bench.py side by side with its alternative; writes bench/RESULTS.md.
 bench: setup

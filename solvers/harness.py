@@ -37,9 +37,12 @@ program's own run, not that the formulation is the intended one.
 
 from __future__ import annotations
 
+import binascii
 import hmac
 import json
+import marshal
 import secrets
+import sys
 from dataclasses import dataclass
 from functools import cache
 from hashlib import sha256
@@ -49,9 +52,13 @@ from typing import Any
 from solvers.base import Solver
 
 HOOKS_DIR = Path(__file__).resolve().parent / "hooks"
-# The standard-library modules hooks/runtime.py imports; every adapter preloads them so that a run does not
-# pay ~25 ms importing hashlib/OpenSSL before the program starts.
-RUNTIME_MODULES = ("builtins", "contextlib", "hashlib", "hmac", "json", "linecache", "threading", "traceback", "types")
+# The standard-library modules hooks/runtime.py and the script's loader (`_harness_lines`) import; every adapter
+# preloads them so that a run does not pay ~25 ms importing hashlib/OpenSSL before the program starts.
+RUNTIME_MODULES = (
+    *("binascii", "builtins", "contextlib", "hashlib", "hmac", "json", "linecache", "marshal", "threading"),
+    *("traceback", "types"),
+)
+HARNESS_FILENAME = "<evom-harness>"
 KEY_BYTES = 32
 NO_KEY_EXIT = 97  # the runtime's exit code when stdin did not start with a key (a sandbox plumbing fault)
 
@@ -69,19 +76,34 @@ def new_key() -> str:
     return secrets.token_hex(KEY_BYTES)
 
 
+@cache
+def _harness_lines(hook: str) -> str:
+    """The script's lines that load the runtime and `hook`. They travel compiled (marshal, base64) and the script
+    executes that code object when the sandbox runs this very interpreter version (the pool's jail runs the host's
+    interpreter): compiling the ~11 KB of harness source in every run cost several times what compiling a typical
+    program does. Any other interpreter compiles the source, which travels too (base64: a plain literal, cheap to
+    parse). The program itself is still compiled in the run, from its own text."""
+    source = f"{_hook_source('runtime')}\n\n{_hook_source(hook)}"
+    code = binascii.b2a_base64(marshal.dumps(compile(source, HARNESS_FILENAME, "exec")), newline=False).decode()
+    text = binascii.b2a_base64(source.encode(), newline=False).decode()
+    return (
+        "import binascii as _evom_b64, marshal as _evom_marshal, sys as _evom_sys\n"
+        f"if _evom_sys.version == {sys.version!r}:\n"
+        f"    exec(_evom_marshal.loads(_evom_b64.a2b_base64({code!r})))\n"
+        "else:\n"
+        f"    exec(compile(_evom_b64.a2b_base64({text!r}).decode(), {HARNESS_FILENAME!r}, 'exec'))\n"
+        "del _evom_b64, _evom_marshal, _evom_sys\n"
+    )
+
+
 def build_program(code: str, solver: Solver, *, flip_sense: bool = False) -> str:
-    """The script the sandbox runs: the trusted runtime, `solver`'s hook, then `code` run as `__main__`.
+    """The script the sandbox runs: the trusted runtime, `solver`'s hook (see `_harness_lines`), then `code` run as
+    `__main__`.
 
     `flip_sense=True` reverses the optimisation sense of every model just before it is solved; it is a
     control for verifier tests (a correct program must then stop matching its answer), never for training.
     """
-    return "\n\n".join(
-        (
-            _hook_source("runtime"),
-            _hook_source(solver.hook),
-            f"main({code!r}, install, flip_sense={bool(flip_sense)!r})\n",
-        )
-    )
+    return f"{_harness_lines(solver.hook)}\nmain({code!r}, install, flip_sense={bool(flip_sense)!r})\n"
 
 
 @dataclass(frozen=True, kw_only=True)

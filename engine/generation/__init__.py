@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from engine.generation.base import (
+    BackendUnavailable,
     Completion,
     GenerationBackend,
     GenerationError,
@@ -30,6 +31,7 @@ from engine.generation.base import (
 )
 
 __all__ = [
+    "BackendUnavailable",
     "Completion",
     "GenerationBackend",
     "GenerationError",

@@ -39,6 +39,12 @@ class GenerationError(RuntimeError):
     """A backend could not do what was asked (bad input, unreachable server, unsupported operation)."""
 
 
+class BackendUnavailable(GenerationError):
+    """Every server of a remote backend stayed down (unreachable, or not serving the current weights) for longer
+    than its `server_down_timeout_s`: generation cannot go on, so the caller stops rather than count every
+    further sample as a backend failure."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class SamplingParams:
     """How to sample one completion. Identical for every prompt of one `generate` call.

@@ -12,13 +12,14 @@ import contextlib
 import itertools
 import json
 import random
+import time
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import aiohttp
 
-from engine.generation.base import GenerationError
+from engine.generation.base import BackendUnavailable, GenerationError
 
 try:  # orjson is optional: it parses the long cumulative chunks SGLang streams faster than json.
     import orjson
@@ -61,6 +62,14 @@ class HTTPOptions:
     max_retries: int = 3
     backoff_base_s: float = 0.5
     backoff_max_s: float = 8.0
+    # A server whose connection failed (killed, restarting) gets no requests until it answers its health check
+    # again (and serves the current weights). When every server is down, requests wait this long from the
+    # moment the last one went down, then generation fails with BackendUnavailable.
+    server_down_timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if not self.server_down_timeout_s > 0:
+            raise ValueError(f"server_down_timeout_s must be > 0, got {self.server_down_timeout_s}")
 
     @property
     def backoff(self) -> Backoff:
@@ -128,6 +137,12 @@ async def raise_for_status(response: aiohttp.ClientResponse, url: str) -> None:
     raise FatalHTTPError(message)
 
 
+def unreachable(exc: BaseException) -> bool:
+    """A failure of the connection itself: refused, reset, closed mid-reply (the server died or restarts), as
+    opposed to an HTTP error or a timeout, which a live server gives."""
+    return isinstance(exc, aiohttp.ClientOSError | aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError)
+
+
 def classify(exc: BaseException, url: str) -> RetryableHTTPError | FatalHTTPError | None:
     """Map transport exceptions to our two kinds; None for anything that is not a transport failure."""
     if isinstance(exc, RetryableHTTPError | FatalHTTPError):
@@ -142,13 +157,16 @@ def classify(exc: BaseException, url: str) -> RetryableHTTPError | FatalHTTPErro
 
 
 class Endpoint:
-    """One server and its in-flight count (the load the router balances)."""
+    """One server, its in-flight count (the load the router balances) and whether it is down."""
 
     def __init__(self, url: str, index: int) -> None:
         self.url = url.rstrip("/")
         self.index = index
         self.inflight = 0
         self.failures = 0
+        self.down: str | None = None  # why the router skips it (unreachable, stale weights); None: usable
+        self.down_since = 0.0
+        self.downs = 0  # times it went down
 
 
 class LeastLoadedRouter:
@@ -162,12 +180,45 @@ class LeastLoadedRouter:
             raise ValueError("at least one server URL is required")
         self.endpoints = [Endpoint(u, i) for i, u in enumerate(urls)]
         self._turn = itertools.count()
+        self._up = asyncio.Event()  # replaced after each set: set once per server coming back
 
-    def pick(self, avoid: Endpoint | None = None) -> Endpoint:
-        pool = [e for e in self.endpoints if e is not avoid] or self.endpoints
+    def pick(self, avoid: Endpoint | None = None) -> Endpoint | None:
+        """The least loaded usable endpoint (not `avoid` when another is usable); None when every one is down."""
+        usable = [e for e in self.endpoints if e.down is None]
+        if not usable:
+            return None
+        pool = [e for e in usable if e is not avoid] or usable
         low = min(e.inflight for e in pool)
         tied = [e for e in pool if e.inflight == low]
         return tied[next(self._turn) % len(tied)]
+
+    def mark_down(self, endpoint: Endpoint, reason: str) -> bool:
+        """Take `endpoint` out of routing; True when it was usable until now."""
+        was_up = endpoint.down is None
+        endpoint.down = reason
+        if was_up:
+            endpoint.down_since = time.monotonic()
+            endpoint.downs += 1
+        return was_up
+
+    def mark_up(self, endpoint: Endpoint) -> None:
+        endpoint.down = None
+        self._up.set()
+        self._up = asyncio.Event()
+
+    async def wait_usable(self, timeout_s: float, *, what: str) -> None:
+        """Return once some endpoint is usable; raise BackendUnavailable when every one has been down for
+        `timeout_s` (counted from the moment the last of them went down)."""
+        while all(e.down is not None for e in self.endpoints):
+            left = max(e.down_since for e in self.endpoints) + timeout_s - time.monotonic()
+            if left <= 0:
+                down = "; ".join(f"{e.url}: {e.down}" for e in self.endpoints)
+                raise BackendUnavailable(
+                    f"no {what} server has been usable for {timeout_s:g} s (server_down_timeout_s): {down}; "
+                    "restart the server(s) or raise server_down_timeout_s"
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._up.wait(), left)
 
 
 async def get_status(session: aiohttp.ClientSession, url: str, *, timeout_s: float) -> int | None:

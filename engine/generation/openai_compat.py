@@ -20,12 +20,16 @@ choice is handed over the moment its `finish_reason` arrives.
   accept them; api.openai.com rejects them).
 
 Retries: connection errors, timeouts, 5xx and 429 are retried with backoff while no choice has streamed;
-a request that breaks later delivers its unfinished choices as failed (finish_reason "abort", `error`).
+a request that breaks later delivers its unfinished choices as failed (finish_reason "abort", `error`). When the
+connection itself fails (the server died or restarts), the retry waits until GET /health answers again instead
+of backing off; once the server has been unreachable for `server_down_timeout_s`, generate raises
+BackendUnavailable (the unfinished choices are delivered as failed first).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import re
 import time
@@ -33,7 +37,15 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from engine.generation.base import Completion, GenerationError, SamplingParams, Timings, WeightFormat, WeightSource
+from engine.generation.base import (
+    BackendUnavailable,
+    Completion,
+    GenerationError,
+    SamplingParams,
+    Timings,
+    WeightFormat,
+    WeightSource,
+)
 from engine.generation.http import (
     JSON_HEADERS,
     SSE_DONE,
@@ -47,6 +59,7 @@ from engine.generation.http import (
     loads,
     raise_for_status,
     sse_events,
+    unreachable,
 )
 
 _TOKEN_ID = re.compile(r"^token_id:(\d+)$")
@@ -68,6 +81,7 @@ class OpenAIConfig(HTTPOptions):
     max_concurrency: int = 64
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
         if not self.model:
             raise ValueError("OpenAIConfig.model is required: the served model's name (GET {base_url}/models)")
@@ -98,6 +112,8 @@ class OpenAIBackend(HTTPBackend):
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._requests: set[asyncio.Task[Any]] = set()
         self._backoff = config.backoff
+        self._down_since: float | None = None  # when a connection to the server last failed, until it answers
+        self._back: asyncio.Task[None] | None = None  # the health poll every request waiting for the server shares
 
     @property
     def weight_version(self) -> int:
@@ -111,6 +127,8 @@ class OpenAIBackend(HTTPBackend):
         """Cancel in-flight requests; closing the connection is how these servers learn of an abort."""
         for task in list(self._requests):
             task.cancel()
+        if self._back is not None:
+            self._back.cancel()
 
     async def health(self) -> dict[str, bool]:
         """{base_url: reachable}: GET /health at the server's root (vLLM, SGLang, llama.cpp and `transformers
@@ -142,6 +160,8 @@ class OpenAIBackend(HTTPBackend):
             for _ in range(len(tasks) * n):
                 yield await queue.get()
             for result in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(result, BackendUnavailable):
+                    raise result
                 if isinstance(result, Exception):
                     raise GenerationError(f"openai backend failed: {result!r}") from result
         finally:
@@ -189,6 +209,15 @@ class OpenAIBackend(HTTPBackend):
                     streamed = any(c.text or c.token_ids for c in choices)
                     if streamed or isinstance(kind, FatalHTTPError) or attempt == self.config.max_retries:
                         break
+                    if unreachable(exc):
+                        try:
+                            await self._server_back()
+                        except BackendUnavailable as down:
+                            for j in range(n):
+                                if j not in sent:
+                                    emit(j, "abort", f"{down} (request for prompt {i})")
+                            raise
+                        continue
                 await asyncio.sleep(self._backoff.delay(attempt))
             for j in range(n):
                 if j not in sent:
@@ -200,6 +229,28 @@ class OpenAIBackend(HTTPBackend):
                 if j not in sent:
                     emit(j, "abort", unexpected)
             raise
+
+    async def _server_back(self) -> None:
+        """Wait until the server answers its health check again (one poll shared by every waiting request);
+        BackendUnavailable once it has been unreachable for server_down_timeout_s."""
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+        if self._back is None or self._back.done():
+            self._back = asyncio.create_task(self._poll_health(self._down_since))
+        await asyncio.shield(self._back)
+
+    async def _poll_health(self, since: float) -> None:
+        bound = self.config.server_down_timeout_s
+        for attempt in itertools.count():
+            if (await self.health())[self.config.base_url]:
+                self._down_since = None
+                return
+            if time.monotonic() >= since + bound:
+                raise BackendUnavailable(
+                    f"the OpenAI-compatible server at {self.config.base_url} has been unreachable for {bound:g} s "
+                    "(server_down_timeout_s); restart it or raise server_down_timeout_s"
+                )
+            await asyncio.sleep(min(1.0, 0.05 * 2**attempt, max(0.0, since + bound - time.monotonic())))
 
     @property
     def _url(self) -> str:

@@ -37,6 +37,15 @@ loaded other server, but only while nothing of the sample has been received. A s
 first chunk is never re-sent behind the caller's back: it is delivered as finish_reason "abort" with its
 partial tokens and `error` saying where it broke, so the rollout counts it as a backend failure.
 
+A server that died (its connection refused, reset or closed mid-reply) is taken out of routing at once; a sample
+with nothing received goes to another server, or waits while every server is down. A watcher polls the server's
+/health, then its weight version (GET /model_info): a server that restarted has its base weights, so the client
+first loads the weights of its last update from a directory into it (/update_weights_from_disk with that
+version label), or, after a state-dict update, keeps it out until the next update reaches it. A reply from a
+server at an older weight version than the client's when the request was sent is discarded the same way (the
+sample is re-sent elsewhere). Weight updates skip unreachable servers (the watcher brings them up to date).
+When every server has been down for `server_down_timeout_s`, generation raises BackendUnavailable.
+
 Checked against SGLang's own request parsers (tests/engine/test_sglang_contract.py) and exercised against
 tests/engine/sglang_server.py, a protocol peer that behaves as 0.5.23 does; never against a real server
 (see the README).
@@ -49,6 +58,7 @@ import base64
 import contextlib
 import io
 import itertools
+import logging
 import os
 import time
 import uuid
@@ -60,6 +70,7 @@ from typing import Any, ClassVar
 import aiohttp
 
 from engine.generation.base import (
+    BackendUnavailable,
     Completion,
     GenerationError,
     SamplingParams,
@@ -84,6 +95,7 @@ from engine.generation.http import (
     loads,
     raise_for_status,
     sse_events,
+    unreachable,
 )
 from engine.generation.sglang_launch import LaunchConfig, LaunchedServers, check_health, launch_servers, wait_healthy
 
@@ -91,10 +103,16 @@ SGLANG_VERSION = "0.5.23"
 # How SGLang 0.5.23 begins the message of an update whose weights changed but whose cache flush was refused
 # (scheduler_components/weight_updater.py, flush_cache_after_weight_update); the reply says success: false.
 WEIGHTS_CHANGED_NOT_FLUSHED = "Weights were updated, but the cache was not flushed"
+log = logging.getLogger("engine.generation.sglang")
 
 
 class _NotFlushed(GenerationError):
     """New weights are in, but the server kept refusing to flush the cache the old ones produced."""
+
+
+class _StaleServer(RetryableHTTPError):
+    """A server answered with weights older than the client's when the request was sent (it restarted with its
+    base weights): nothing of its reply is used."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -144,6 +162,7 @@ class SGLangConfig(HTTPOptions):
     control_world: int | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         urls = self.urls if self.urls is not None else (() if self.launch else ("http://127.0.0.1:30000",))
         object.__setattr__(self, "urls", tuple(str(u).rstrip("/") for u in urls))
         if not self.urls and not self.launch:
@@ -234,6 +253,10 @@ class SGLangBackend(HTTPBackend):
         self._launched: LaunchedServers | None = None
         self._backoff = self.config.backoff
         self._in_session = False
+        self._watchers: dict[Endpoint, asyncio.Task[None]] = {}  # one per server that is down
+        self._resync: tuple[str, int] | None = None  # (directory, version) of the last update from disk
+        self._weights_lock = asyncio.Lock()  # an update and a watcher's reload of a restarted server: one at a time
+        self._skip: set[Endpoint] = set()  # servers the open weight-update session left out (unreachable)
 
     @property
     def weight_version(self) -> int:
@@ -300,6 +323,8 @@ class SGLangBackend(HTTPBackend):
                 if task.cancelled():
                     i, j = tasks[task]
                     yield call.cut_short(i, j, self._version)
+                elif isinstance(task.exception(), BackendUnavailable):
+                    raise task.exception()  # type: ignore[misc]
                 elif task.exception() is not None:
                     raise GenerationError(
                         f"sglang sample failed unexpectedly: {task.exception()!r}"
@@ -330,22 +355,26 @@ class SGLangBackend(HTTPBackend):
         for attempt in range(self.config.max_retries + 1):
             if call.aborted:
                 return call.completion(i, j, stream, "abort", self._version, error=None)
+            await router.wait_usable(self.config.server_down_timeout_s, what="SGLang")
             async with slots:
                 if call.aborted:
                     return call.completion(i, j, stream, "abort", self._version, error=None)
                 # All samples of a prompt go to one server (its radix cache holds the prompt once); only a
-                # retry after a failure goes elsewhere.
+                # retry after a failure, or a server going down, sends them elsewhere.
                 endpoint = call.servers.get(i) if avoid is None else None
-                if endpoint is None:
+                if endpoint is None or endpoint.down is not None:
                     endpoint = router.pick(avoid)
-                    call.servers.setdefault(i, endpoint)
+                    if endpoint is None:  # every server went down meanwhile: wait for one (bounded) again
+                        error = "every server went down"
+                        continue
+                    call.servers[i] = endpoint
                 rid = f"{call.prefix}-{i}-{j}-{attempt}"
                 body = {"rid": rid, "input_ids": prompt, "sampling_params": sampling, "stream": self.config.stream}
                 body |= {"return_logprob": True, "logprob_start_len": -1}
                 endpoint.inflight += 1
                 call.live[rid] = endpoint
                 try:
-                    await self._stream(endpoint, body, stream)
+                    await self._stream(endpoint, body, stream, sent_version=self._version)
                     return self._finished(call, i, j, stream)
                 except Exception as exc:
                     kind = classify(exc, endpoint.url)
@@ -353,6 +382,11 @@ class SGLangBackend(HTTPBackend):
                         raise
                     endpoint.failures += 1
                     error = str(kind)
+                    if isinstance(exc, _StaleServer):  # nothing of its reply is used: start the sample afresh
+                        stream = call.streams[(i, j)] = _Stream()
+                        self._mark_down(endpoint, str(exc))
+                    elif unreachable(exc):
+                        self._mark_down(endpoint, f"unreachable: {kind}")
                     if stream.chunks or isinstance(kind, FatalHTTPError):
                         where = f" after {len(stream.token_ids)} streamed token(s)" if stream.chunks else ""
                         return call.completion(i, j, stream, "abort", self._version, error=f"{error}{where}")
@@ -368,7 +402,10 @@ class SGLangBackend(HTTPBackend):
         attempts = self.config.max_retries + 1
         return call.completion(i, j, stream, "abort", self._version, error=f"{error} ({attempts} attempt(s))")
 
-    async def _stream(self, endpoint: Endpoint, body: dict[str, Any], stream: _Stream) -> None:
+    async def _stream(self, endpoint: Endpoint, body: dict[str, Any], stream: _Stream, *, sent_version: int) -> None:
+        """POST /generate and fold its reply into `stream`; a reply at weights older than `sent_version` (the
+        client's when the request was sent: SGLang's writer lock makes a later request see the new weights)
+        raises _StaleServer before anything of it is kept."""
         session = self._require_session()
         url = f"{endpoint.url}/generate"
         if not body["stream"]:  # one JSON reply when the sample ends: a silence as long as the whole sample
@@ -380,6 +417,7 @@ class SGLangBackend(HTTPBackend):
                 reply = loads(await response.read())
             if "error" in reply:
                 raise FatalHTTPError(f"{url} answered an error: {reply['error']}")
+            _check_version(url, reply, sent_version)
             stream.add(reply)
             stream.first_token_s = None  # not observable without streaming
             if stream.finish is None:
@@ -397,6 +435,8 @@ class SGLangBackend(HTTPBackend):
                     message = f"{url} streamed an error: {err.get('message', err)}"
                     retryable = bool(err.get("retryable")) and not stream.chunks
                     raise RetryableHTTPError(message) if retryable else FatalHTTPError(message)
+                if not stream.chunks:
+                    _check_version(url, chunk, sent_version)
                 stream.add(chunk)
                 if stream.finish is not None:
                     return
@@ -447,6 +487,63 @@ class SGLangBackend(HTTPBackend):
     async def wait_healthy(self, timeout_s: float) -> None:
         await wait_healthy(self._require_session(), [e.url for e in self.endpoints], timeout_s=timeout_s)
 
+    def _mark_down(self, endpoint: Endpoint, reason: str) -> None:
+        """Route around `endpoint` until its watcher sees it healthy and at the current weights."""
+        if self._require_router().mark_down(endpoint, reason):
+            log.warning("SGLang server %s is down (%s); routing around it", endpoint.url, reason)
+        watcher = self._watchers.get(endpoint)
+        if (watcher is None or watcher.done()) and not self._closed:
+            self._watchers[endpoint] = asyncio.create_task(self._watch(endpoint), name=f"sglang-watch-{endpoint.url}")
+
+    async def _watch(self, endpoint: Endpoint) -> None:
+        """Poll a down server until it answers /health at the client's weight version, reloading the last weights
+        from disk into it when it came back without them (this process controls it), then route to it again."""
+        session, router = self._require_session(), self._require_router()
+        for attempt in itertools.count():
+            await asyncio.sleep(min(1.0, 0.05 * 2**attempt))
+            healthy = await check_health(session, [endpoint.url], timeout_s=self.config.connect_timeout_s)
+            if not healthy[endpoint.url]:
+                continue
+            try:
+                reported = await self._server_version(endpoint)
+                if reported != self._version and endpoint in self.controlled and self._resync is not None:
+                    await self._reload(endpoint)
+                    reported = await self._server_version(endpoint)
+            except (aiohttp.ClientError, TimeoutError, GenerationError, RetryableHTTPError, FatalHTTPError) as exc:
+                endpoint.down = f"back, but not yet at weight version {self._version}: {exc}"
+                continue
+            if reported == self._version:
+                log.info("SGLang server %s is back (weight version %d)", endpoint.url, reported)
+                router.mark_up(endpoint)
+                return
+            endpoint.down = f"back at weight version {reported}, not the client's {self._version}"
+
+    async def _reload(self, endpoint: Endpoint) -> None:
+        """Load the last update's directory into one server, labelled with its version."""
+        async with self._weights_lock:
+            if self._resync is None or self._resync[1] != self._version:
+                return  # a state-dict update came meanwhile: the next update reaches this server
+            path, version = self._resync
+            body = {"model_path": path, "weight_version": str(version)}
+            result = (await self._on_each([endpoint], "/update_weights_from_disk", body, recover=version))[endpoint]
+            if isinstance(result, BaseException):
+                raise result
+        log.info("SGLang server %s: reloaded weight version %d from %s", endpoint.url, version, path)
+
+    async def _server_version(self, endpoint: Endpoint) -> int:
+        """The server's weight version (GET /model_info); its base weights ("default") count as version 0."""
+        session, url = self._require_session(), f"{endpoint.url}/model_info"
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=self.config.connect_timeout_s)) as response:
+            await raise_for_status(response, url)
+            return _version_of(loads(await response.read()).get("weight_version"), 0)
+
+    async def close(self) -> None:
+        watchers = list(self._watchers.values())
+        for task in watchers:
+            task.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+        await super().close()
+
     async def model_info(self) -> dict[str, Any]:
         """GET /model_info of the first server (model_path, weight_version, ...)."""
         session = self._require_session()
@@ -461,6 +558,11 @@ class SGLangBackend(HTTPBackend):
         rank, world = self.config.control_rank, self.config.control_world
         return [e for k, e in enumerate(self.endpoints) if k % world == rank]  # type: ignore[operator]
 
+    @property
+    def _targets(self) -> list[Endpoint]:
+        """The controlled servers a weight update posts to: all but those the open session left out."""
+        return [e for e in self.controlled if e not in self._skip]
+
     @contextlib.asynccontextmanager
     async def weight_update_session(self) -> AsyncIterator[None]:
         """`POST /begin_weight_update` ... `/end_weight_update` on the controlled servers, around tensor or
@@ -472,12 +574,19 @@ class SGLangBackend(HTTPBackend):
             return
         opened = await self._on_each(self.controlled, "/begin_weight_update", {})
         try:
-            if any(isinstance(r, BaseException) for r in opened.values()):
+            # A server that cannot be reached sits this session out (down; its watcher waits for the next update).
+            lost = {e for e, r in opened.items() if isinstance(r, BaseException) and unreachable(r)}
+            failed = {e: r for e, r in opened.items() if isinstance(r, BaseException) and e not in lost}
+            if failed or len(lost) == len(opened):
                 raise GenerationError(f"/begin_weight_update failed: {self._failures(opened)}")
+            for e in lost:
+                self._mark_down(e, f"unreachable at /begin_weight_update: {opened[e]!r}")
+            self._skip = lost
             self._in_session = True
             yield
         finally:
             self._in_session = False
+            self._skip = set()
             ok = [e for e, r in opened.items() if not isinstance(r, BaseException)]
             closed = await self._on_each(ok, "/end_weight_update", {})
             if any(isinstance(r, BaseException) for r in closed.values()):
@@ -495,7 +604,9 @@ class SGLangBackend(HTTPBackend):
         if isinstance(source, str | PathLike):
             body: dict[str, Any] = {"model_path": fspath(source), "weight_version": str(new_version)}
             await self._update("/update_weights_from_disk", body, new_version)
+            self._resync = (fspath(source), new_version)  # what a server that restarts meanwhile gets reloaded with
             return new_version
+        self._resync = None  # a state dict is not kept: a restarted server waits for the next update
         buckets = tensor_buckets(list(source.items()), int(self.config.tensor_bucket_mb * 2**20))
 
         def body(bucket: list[tuple[str, Any]], last: bool) -> Callable[[Endpoint], dict[str, Any]]:
@@ -510,7 +621,7 @@ class SGLangBackend(HTTPBackend):
 
         async with self.weight_update_session():
             for bucket in buckets[:-1]:
-                results = await self._on_each(self.controlled, "/update_weights_from_tensor", body(bucket, False))
+                results = await self._on_each(self._targets, "/update_weights_from_tensor", body(bucket, False))
                 if any(isinstance(r, BaseException) for r in results.values()):
                     raise GenerationError(f"/update_weights_from_tensor failed: {self._failures(results)}")
             await self._update("/update_weights_from_tensor", body(buckets[-1], True), new_version)
@@ -564,6 +675,7 @@ class SGLangBackend(HTTPBackend):
             "weight_version": str(new_version),
             "flush_cache": True,
         }
+        self._resync = None
         async with self.weight_update_session():
             await self._update("/update_weights_from_distributed", body, new_version)
         return new_version
@@ -577,14 +689,26 @@ class SGLangBackend(HTTPBackend):
         """One weight update on every controlled server. The version label moves once the weights changed
         everywhere, even when a server could not flush its cache afterwards (then this still raises)."""
         others = [e for e in self.endpoints if e not in self.controlled]
-        results = await self._on_each(self.controlled, path, body, recover=new_version)
-        hard = {e: r for e, r in results.items() if isinstance(r, BaseException) and not isinstance(r, _NotFlushed)}
-        if hard:
-            raise GenerationError(f"{path} failed on {len(hard)} of {len(results)} server(s): {self._failures(hard)}")
-        # The servers other processes update: wait until they serve the new version, so that this process's
-        # next requests are not decoded with the old weights (an update only waits for requests already sent).
-        await asyncio.gather(*(self._await_version(e, new_version) for e in others))
-        self._version = new_version
+        async with self._weights_lock:
+            results = await self._on_each(self._targets, path, body, recover=new_version)
+            # A server that cannot be reached is down: its watcher brings it to the current weights when it is back.
+            lost = {e for e, r in results.items() if isinstance(r, BaseException) and unreachable(r)}
+            hard = {
+                e: r
+                for e, r in results.items()
+                if isinstance(r, BaseException) and not isinstance(r, _NotFlushed) and e not in lost
+            }
+            if hard or (lost and len(lost) == len(results)):
+                failed = hard or {e: results[e] for e in lost}
+                raise GenerationError(
+                    f"{path} failed on {len(failed)} of {len(results)} server(s): {self._failures(failed)}"
+                )
+            for e in lost:
+                self._mark_down(e, f"unreachable during {path}: {results[e]!r}")
+            # The servers other processes update: wait until they serve the new version, so that this process's
+            # next requests are not decoded with the old weights (an update only waits for requests already sent).
+            await asyncio.gather(*(self._await_version(e, new_version) for e in others))
+            self._version = new_version
         if any(isinstance(r, _NotFlushed) for r in results.values()):
             raise GenerationError(f"{path}: weights updated, but {self._failures(results)}")
 
@@ -734,6 +858,14 @@ def _sampling_params(params: SamplingParams, seed: int | None) -> dict[str, Any]
     if seed is not None:
         out["sampling_seed"] = seed
     return out
+
+
+def _check_version(url: str, chunk: Mapping[str, Any], sent_version: int) -> None:
+    reported = (chunk.get("meta_info") or {}).get("weight_version")
+    if reported is not None and _version_of(reported, 0) < sent_version:
+        raise _StaleServer(
+            f"{url} answered at weight version {reported!r}, older than the client's {sent_version} (restarted?)"
+        )
 
 
 def _version_of(reported: Any, fallback: int) -> int:

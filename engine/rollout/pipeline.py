@@ -16,6 +16,7 @@ import torch
 from engine.data.stream import ProblemStream
 from engine.filters import build_filters, judge
 from engine.generation import Completion, GenerationBackend, GenerationError, SamplingParams, WeightSource
+from engine.generation.base import BackendUnavailable
 from engine.prompts import PromptBuilder
 from engine.records import RunRecorder, StepStats, kept_metrics, sample_row
 from engine.rollout.batch import Group, RolloutResult, RolloutSettings, RolloutState, Sample
@@ -304,6 +305,8 @@ class Rollout:
                         raise
                     batch.stats.blocked_s += time.monotonic() - arrived  # the sandbox holding generation back
                     batch.stats.queue_depths.append(self._verify_q.qsize())
+        except BackendUnavailable:
+            raise  # every server stayed down past the backend's bound: the run stops (next_batch raises it)
         except GenerationError as exc:
             log.warning("generation round failed; its missing samples count as backend errors: %s", exc)
             failure = f"generation failed: {exc}"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.generation import GenerationError, SamplingParams, create_backend
+from engine.generation import BackendUnavailable, GenerationError, SamplingParams, create_backend
 from engine.generation.base import row_seed
 from engine.generation.sglang_client import SGLANG_VERSION, SGLangBackend, SGLangConfig
 from engine.generation.sglang_launch import LaunchConfig, server_command
@@ -160,9 +160,10 @@ async def test_http_500_is_retried_then_reported(peer):
 
 async def test_connection_refused_fails_over_to_another_server(peer):
     dead = closed_port_url()
-    async with client(dead, max_retries=1) as backend:
-        got = await collect(backend, PROMPTS[:1], SamplingParams(max_new_tokens=4))
-    assert got[0].failed and "cannot connect" in got[0].error
+    # The only server down: requests wait for it server_down_timeout_s, then generation stops (no hang, one line).
+    async with client(dead, max_retries=1, server_down_timeout_s=0.3) as backend:
+        with pytest.raises(BackendUnavailable, match=r"usable for 0.3 s \(server_down_timeout_s\).*cannot connect"):
+            await collect(backend, PROMPTS[:1], SamplingParams(max_new_tokens=4))
     async with client(dead, peer.url, max_retries=2) as backend:
         got = await collect(backend, PROMPTS, SamplingParams(max_new_tokens=4), n=2)
         assert backend.endpoints[0].failures >= 1
