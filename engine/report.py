@@ -3,11 +3,13 @@
 Reads RUN_DIR/metrics.jsonl (one row per step, see `engine.records.StepStats`) and, when present,
 RUN_DIR/samples.jsonl, and writes into RUN_DIR/report/ (or --output):
 
-- reward.png       reward (after shaping) and verifier score, and accuracy, per step
+- reward.png       reward (after shaping) and verifier score, and accuracy (and per solver, in a run that mixes
+                   solvers), per step
 - status_mix.png   share of each verification status per step, stacked
 - errors.png       share of samples per failure kind per step (solvers.failures), stacked over the correct ones
 - time_split.png   seconds per step spent generating, waiting for verification, and training, stacked
-- report.md        steps, final and peak reward and accuracy, tokens/s, the time split, filtered groups, failures
+- report.md        steps, final and peak reward and accuracy (each solver's too), tokens/s, the time split,
+                   filtered groups, failures
 
 A missing run directory, or one without metrics rows, exits 2 with one line on stderr.
 """
@@ -28,7 +30,7 @@ from typing import Any
 from solvers.failures import ERROR_KINDS
 
 REPORT_DIR = "report"
-STATUS_PREFIX, FILTERED_PREFIX, ERRORS_PREFIX = "status/", "filtered/", "errors/"
+STATUS_PREFIX, FILTERED_PREFIX, ERRORS_PREFIX, SOLVER_PREFIX = "status/", "filtered/", "errors/", "by_solver/"
 # Fixed colours, so a status looks the same in every report (others take matplotlib's cycle).
 STATUS_COLORS = {
     "correct": "tab:green",
@@ -140,6 +142,12 @@ def _counts(records: RunRecords, prefix: str, field: str) -> dict[str, list[floa
     return {name: [float(per_step[step][name]) for step in records.steps] for name in names}
 
 
+def solver_names(records: RunRecords) -> list[str]:
+    """The solvers a mixed-solver run reports metrics for (`by_solver/<name>/...`), sorted."""
+    keys = (k.removeprefix(SOLVER_PREFIX) for row in records.metrics for k in row if k.startswith(SOLVER_PREFIX))
+    return sorted({key.rpartition("/")[0] for key in keys})
+
+
 def error_counts(records: RunRecords) -> dict[str, list[float]]:
     """Per failure kind, its count at each step (errors/<kind> counters, else the samples' error_kind), in the
     order of `solvers.failures.ERROR_KINDS` (unknown kinds after them)."""
@@ -183,6 +191,8 @@ def plot_reward(records: RunRecords, path: Path) -> Path:
         plot_line(left, steps, records.series("score_mean"), "verifier score", linestyle="--")
         left.set(title="Reward", xlabel="step", ylabel="mean over judged samples")
         plot_line(right, steps, records.series("accuracy"), "accuracy", color="tab:green")
+        for name in solver_names(records):
+            plot_line(right, steps, records.series(f"{SOLVER_PREFIX}{name}/accuracy"), name, linestyle=":")
         right.set(title="Accuracy", xlabel="step", ylabel="share correct", ylim=(-0.02, 1.02))
         for ax in (left, right):
             ax.grid(alpha=0.3)
@@ -283,6 +293,13 @@ def summary_markdown(records: RunRecords, plots: Sequence[Path]) -> str:
     for key, label in (("reward_mean", "reward"), ("accuracy", "accuracy")):
         final, peak, at = _final_and_peak(records, key)
         lines.append(f"- {label}: final {_fmt(final)}, peak {_fmt(peak)} at step {at if at is not None else '-'}")
+    for name in solver_names(records):
+        final, peak, at = _final_and_peak(records, f"{SOLVER_PREFIX}{name}/accuracy")
+        scored = int(sum(v or 0.0 for v in records.series(f"{SOLVER_PREFIX}{name}/samples_scored")))
+        lines.append(
+            f"- accuracy, {name}: final {_fmt(final)}, peak {_fmt(peak)} at step {at if at is not None else '-'} "
+            f"({scored} samples scored)"
+        )
     speeds = [v for v in records.series("gen_tokens_per_s") if v is not None]
     tokens = sum(v or 0.0 for v in records.series("gen_tokens"))
     generating = sum(v or 0.0 for v in records.series("time_generating_s"))

@@ -18,6 +18,7 @@ from engine.data.__main__ import main as data_main
 from engine.generation import SamplingParams
 from engine.prompts import PromptBuilder, PromptSettings
 from engine.records import RunRecorder, read_jsonl, reduce_rollout_metrics, reduction_rule
+from engine.report import write_report
 from engine.rollout import Rollout
 from engine.run import main
 from engine.train import train
@@ -88,6 +89,9 @@ def test_one_run_verifies_each_problem_with_its_own_solver(tiny_model, tmp_path)
     solver_keys = [key for key in row if key.startswith("by_solver/")]
     assert len(solver_keys) == 10 and all(reduction_rule(key) is not None for key in solver_keys)
     assert reduce_rollout_metrics([row])["by_solver/pulp/accuracy"] == 0.0
+    report = (write_report(run_dir) / "report.md").read_text()
+    assert "- accuracy, gurobipy: final 1.000, peak 1.000 at step 0 (4 samples scored)" in report
+    assert "- accuracy, pulp: final 0.000, peak 0.000 at step 0 (4 samples scored)" in report
 
 
 # ----- scripted (fast) ------------------------------------------------------------------------------------
