@@ -236,6 +236,7 @@ async def test_sglang_server_killed_mid_stream_rollout_goes_on_and_the_restarted
     assert all(decoded_with(prompts[c.prompt_index], c, max_new_tokens=8, seed=3, version="2") for c in after)
 
 
+@pytest.mark.slow
 async def test_sglang_only_server_killed_mid_request_waits_for_it_and_reloads_the_weights(peers, tmp_path):
     """stream: false (the client's default): a killed request has received nothing, so its sample is sent again
     once the server is back, and decoded with the client's weights, not the restarted server's base ones."""
@@ -261,6 +262,7 @@ async def test_sglang_only_server_killed_mid_request_waits_for_it_and_reloads_th
     assert paths.index("/update_weights_from_disk") < paths.index("/generate")
 
 
+@pytest.mark.slow
 async def test_sglang_server_restarted_between_requests_is_not_used_at_its_base_weights(peers, tmp_path):
     """A server killed and restarted while idle: the client saw no failure, but the new server answers at its base
     weights ("default"). Its replies are not kept as the client's version: the samples go to the other server,
