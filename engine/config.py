@@ -106,6 +106,9 @@ class RolloutConfig:
     dynamic_sampling: bool = False  # DAPO: drop zero-variance groups and generate replacements
     max_gen_batches: int = 3  # give up refilling the batch after this many generation rounds
     max_staleness: int = 0  # 0 = strictly on-policy
+    # Partial rollouts (engine/rollout/partial.py): a weight update cuts the samples still decoding short and each
+    # resumes from prompt + its tokens on the new weights. Needs max_staleness >= 1 and generation.backend=sglang.
+    partial_rollouts: bool = False
     queue_size: int = 64
     filters: list[str] = field(default_factory=list)  # extra group filters (engine.filters), e.g. overlong
     verify_timeout_s: float = 600.0  # a verification taking longer is an infrastructure failure, not a 0

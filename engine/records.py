@@ -220,6 +220,7 @@ def sample_row(s: Sample, *, step: int, round: int, epoch: int, verdict: str) ->
         "objective": s.objective,
         "detail": s.detail,
         "weight_version": s.weight_version,
+        "version_spans": [list(span) for span in s.version_spans] if s.token_versions else None,
         "prompt_tokens": len(s.prompt_ids),
         "response_tokens": len(s.response_ids),
         "finish_reason": s.finish_reason,
@@ -371,7 +372,7 @@ REDUCTION: dict[str, str | tuple[str, ...]] = {
     "verify/cache_saved_s": "sum",  # sandbox seconds saved: each rank's pool saved its own
     "interrupted": "any",
 }
-COUNT_PREFIXES = ("status/", "errors/", "filtered/", "excluded/", "prompts/")
+COUNT_PREFIXES = ("status/", "errors/", "filtered/", "excluded/", "prompts/", "partial/")
 # Per-solver metrics, `by_solver/<name>/<metric>`: the rule of each metric, a weighted mean's count keys being
 # the same solver's.
 SOLVER_PREFIX = "by_solver/"

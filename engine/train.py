@@ -50,6 +50,7 @@ from engine.generation import (
     backend_options,
     create_backend,
 )
+from engine.generation.base import can_resume
 from engine.prompts import PromptBuilder, prompt_settings
 from engine.records import (
     METRICS_FILE,
@@ -187,6 +188,7 @@ def rollout_settings(cfg: Config) -> RolloutSettings:
         overlong_factor=r.overlong_factor,
         seed=cfg.run.seed,
         verify_timeout_s=r.verify_timeout_s,
+        partial_rollouts=r.partial_rollouts,
     )
 
 
@@ -218,6 +220,18 @@ async def check_generation(cfg: Config) -> None:
             f"generation.backend={gen.backend} serves a fixed model and cannot load new weights; train with one "
             f"of {', '.join(trainable)} ({gen.backend} is for engine.eval)"
         )
+    if cfg.rollout.partial_rollouts:
+        resumable = [name for name in available_backends() if can_resume(backend_class(name))]
+        if not can_resume(backend_class(gen.backend)):
+            raise RunError(
+                f"rollout.partial_rollouts: generation.backend={gen.backend} cannot resume an aborted sample from its "
+                f"partial tokens; use {', '.join(resumable)} or set rollout.partial_rollouts: false"
+            )
+        if cfg.rollout.max_staleness < 1:
+            raise RunError(
+                "rollout.partial_rollouts needs rollout.max_staleness >= 1 (with 0 no sample is decoding while the "
+                "weights change)"
+            )
     if backend_class(gen.backend).needs_model:
         return  # decodes in-process: no server to reach, and building it would load the model now
     try:

@@ -102,9 +102,13 @@ class Completion:
     """One finished sample.
 
     token_ids: (T,) generated ids, stop token included when finish_reason is "stop".
-    logprobs: (T,) log p(token_t | prompt, tokens_<t) under the weights of `weight_version`.
+    logprobs: (T,) log p(token_t | prompt, tokens_<t) under the weights that generated token t.
     finish_reason: "stop" (a stop token / EOS), "length" (max_new_tokens), "abort" (aborted, or failed:
     then `error` says why, e.g. a server that kept answering HTTP 500 after the retries).
+    weight_version: the version of the weights that generated the sample's oldest token (the last update
+    before it started when it has none).
+    token_versions: (T,) the weight version of each token when they differ (a sample generated across a weight
+    update); empty when every token is of `weight_version`. `versions` gives the full list either way.
     """
 
     prompt_index: int
@@ -117,10 +121,20 @@ class Completion:
     text: str | None = None
     error: str | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
+    token_versions: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.finish_reason not in FINISH_REASONS:
             raise ValueError(f"finish_reason must be one of {FINISH_REASONS}, got {self.finish_reason!r}")
+        if self.token_versions and len(self.token_versions) != len(self.token_ids):
+            raise ValueError(
+                f"token_versions has {len(self.token_versions)} entries for {len(self.token_ids)} token(s)"
+            )
+
+    @property
+    def versions(self) -> tuple[int, ...]:
+        """The weight version of every token (T,)."""
+        return self.token_versions or (self.weight_version,) * len(self.token_ids)
 
     @property
     def failed(self) -> bool:
@@ -144,6 +158,9 @@ class GenerationBackend(Protocol):
     weight_format: ClassVar[WeightFormat | None]
     # Decodes with the caller's policy module in-process: build it with `create_backend(..., model=...)`.
     needs_model: ClassVar[bool]
+    # Optional (read it with `can_resume`): True when a sample cut short by `abort()` (finish_reason "abort",
+    # no `error`) carries every token and log-prob decoded so far, and generating from prompt + those tokens
+    # continues it exactly (token ids in, token ids out). The rollout's partial rollouts need it.
 
     @property
     def weight_version(self) -> int: ...
@@ -175,6 +192,11 @@ class GenerationBackend(Protocol):
     async def __aenter__(self) -> GenerationBackend: ...
 
     async def __aexit__(self, *exc_info: object) -> None: ...
+
+
+def can_resume(backend: object) -> bool:
+    """Whether a backend (class or instance) can continue an aborted sample: its `resumable` capability."""
+    return bool(getattr(backend, "resumable", False))
 
 
 def check_prompts(prompts: Sequence[Sequence[int]], n: int) -> list[list[int]]:

@@ -197,6 +197,9 @@ class _Stream:
     first_token_s: float | None = None
     finish: Mapping[str, Any] | None = None
     weight_version: Any = None
+    # meta_info.weight_versions of the finished reply: [{"version", "start", "end"}] spans of output tokens by the
+    # weights that generated them (one span unless the weights changed while the request ran).
+    spans: list[Mapping[str, Any]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
 
     def add(self, chunk: Mapping[str, Any]) -> None:
@@ -229,6 +232,8 @@ class _Stream:
             self.first_token_s = time.monotonic()
         self.finish = meta.get("finish_reason")
         self.weight_version = meta.get("weight_version", self.weight_version)
+        if meta.get("weight_versions") is not None:
+            self.spans = list(meta["weight_versions"])
         for key in ("prompt_tokens", "cached_tokens", "e2e_latency", "id"):
             if key in meta:
                 self.meta[key] = meta[key]
@@ -242,6 +247,9 @@ class SGLangBackend(HTTPBackend):
     # Servers on other machines read the learner's export; a state dict also works for servers on this machine.
     weight_format: ClassVar[WeightFormat | None] = "hf_dir"
     needs_model: ClassVar[bool] = False
+    # abort() leaves each cut sample with its tokens and log-probs so far, and input_ids = prompt + those tokens
+    # continues it (the rollout's partial rollouts).
+    resumable: ClassVar[bool] = True
 
     def __init__(self, config: SGLangConfig | None = None) -> None:
         super().__init__()
@@ -831,13 +839,16 @@ class _Call:
         return self.completion(i, j, self.streams.get((i, j), _Stream()), "abort", version, error=None)
 
     def completion(self, i: int, j: int, s: _Stream, reason: str, version: int, *, error: str | None) -> Completion:
+        label = _version_of(s.weight_version, version)
+        per_token = _token_versions(s.spans, len(s.token_ids), label)
         return Completion(
             prompt_index=i,
             sample_index=j,
             token_ids=tuple(s.token_ids),
             logprobs=tuple(s.logprobs),
             finish_reason=reason,  # type: ignore[arg-type]
-            weight_version=_version_of(s.weight_version, version),
+            weight_version=min(per_token, default=label),
+            token_versions=per_token if len(set(per_token)) > 1 else (),
             timings=Timings(submitted_s=self.submitted, first_token_s=s.first_token_s, finished_s=time.monotonic()),
             text=s.text or None,
             error=error,
@@ -874,6 +885,21 @@ def _version_of(reported: Any, fallback: int) -> int:
         return int(reported)
     except (TypeError, ValueError):
         return fallback
+
+
+def _token_versions(spans: Sequence[Mapping[str, Any]], n: int, label: int) -> tuple[int, ...]:
+    """Each output token's weight version from SGLang's weight_versions spans; `label` for every token when the
+    spans are missing or do not cover the tokens exactly."""
+    out: list[int] = []
+    for span in spans:
+        try:
+            start, end, version = int(span["start"]), int(span["end"]), _version_of(span["version"], label)
+        except (KeyError, TypeError, ValueError):
+            return (label,) * n
+        if start != len(out) or end < start:
+            return (label,) * n
+        out += [version] * (end - start)
+    return tuple(out) if len(out) == n else (label,) * n
 
 
 def tensor_buckets(named: list[tuple[str, Any]], bucket_bytes: int) -> list[list[tuple[str, Any]]]:

@@ -21,6 +21,9 @@ class Sample:
     error_kind: the kind of failure (`solvers.failures`: "syntax", "solver_api", "wrong_objective", ...), None
     when correct, "infrastructure" for an infrastructure failure.
     Times are seconds since the rollout started: completion finished, verification started and ended.
+    weight_version: the version of the weights that generated the oldest token (staleness is measured from it);
+    token_versions: (T,) each token's version when they differ (a partial rollout resumed across a weight
+    update; `logprobs[t]` is then of token t's version), empty when all are `weight_version`.
     """
 
     problem_id: str
@@ -43,6 +46,23 @@ class Sample:
     generated_s: float = 0.0
     verify_start_s: float | None = None
     verify_end_s: float | None = None
+    token_versions: tuple[int, ...] = ()
+
+    @property
+    def versions(self) -> tuple[int, ...]:
+        """The weight version of every response token (T,)."""
+        return self.token_versions or (self.weight_version,) * len(self.response_ids)
+
+    @property
+    def version_spans(self) -> list[tuple[int, int, int]]:
+        """(version, start, end) runs of response tokens by the weights that generated them."""
+        spans: list[tuple[int, int, int]] = []
+        for t, v in enumerate(self.versions):
+            if spans and spans[-1][0] == v:
+                spans[-1] = (v, spans[-1][1], t + 1)
+            else:
+                spans.append((v, t, t + 1))
+        return spans
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,6 +99,10 @@ class RolloutSettings:
     overlong_factor: float = 1.0
     seed: int = 0  # data order (sampling seeds come from SamplingParams.seed, see round_sampling)
     verify_timeout_s: float = 600.0  # a verification taking longer counts as an infrastructure failure
+    # Partial rollouts (engine.rollout.partial): a weight update aborts the samples still decoding and resumes each
+    # from prompt + its tokens so far on the new weights, instead of waiting for them. Needs max_staleness >= 1
+    # and a backend that can resume (`engine.generation.base.can_resume`).
+    partial_rollouts: bool = False
 
     def __post_init__(self) -> None:
         for name in ("group_size", "prompts_per_step", "max_gen_batches", "queue_size", "verify_concurrency"):
@@ -86,6 +110,11 @@ class RolloutSettings:
                 raise ValueError(f"RolloutSettings.{name} must be >= 1, got {getattr(self, name)}")
         if self.max_staleness < 0 or self.overlong_buffer < 0:
             raise ValueError("RolloutSettings.max_staleness and overlong_buffer must be >= 0")
+        if self.partial_rollouts and self.max_staleness < 1:
+            raise ValueError(
+                "rollout.partial_rollouts needs rollout.max_staleness >= 1: with 0 nothing is generating while the "
+                "weights change, and a resumed sample is one version stale"
+            )
         object.__setattr__(self, "filters", tuple(self.filters))
 
     @property
@@ -153,7 +182,13 @@ class RolloutResult:
 
     @property
     def weight_versions(self) -> list[int]:
+        """Each sample's oldest token's weight version."""
         return [s.weight_version for s in self.samples]
+
+    @property
+    def token_versions(self) -> list[tuple[int, ...]]:
+        """Each response token's weight version, aligned with `old_logprobs`."""
+        return [s.versions for s in self.samples]
 
     def learner_batch(self) -> LearnerBatch:
         """The learner's input. Check `len(result)` first: a step whose groups were all dropped has nothing."""

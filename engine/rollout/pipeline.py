@@ -20,6 +20,7 @@ from engine.generation.base import BackendUnavailable
 from engine.prompts import PromptBuilder
 from engine.records import RunRecorder, StepStats, kept_metrics, sample_row
 from engine.rollout.batch import Group, RolloutResult, RolloutSettings, RolloutState, Sample
+from engine.rollout.partial import Resumer
 from engine.verifier import INFRA_STATUSES, ProblemLike, Verifier, problem_solver, step_metrics
 from learner.losses import overlong_penalty
 from solvers.failures import INFRASTRUCTURE
@@ -96,6 +97,7 @@ class Rollout:
         self._tasks: list[asyncio.Task[None]] = []
         self._verifying: set[_Job] = set()
         self._producer: asyncio.Task[None] | None = None
+        self._resumer = Resumer(backend) if settings.partial_rollouts else None
         self._t0 = time.monotonic()
         self._state = "new"
 
@@ -161,8 +163,12 @@ class Rollout:
         return self._hand_over(get.result(), waited_s=time.monotonic() - waited)
 
     async def update_weights(self, source: WeightSource, *, version: int | None = None) -> int:
-        """Send new policy weights to the backend and let the producer go on; returns the new version."""
-        new_version = await self.backend.update_weights(source, version=version)
+        """Send new policy weights to the backend and let the producer go on; returns the new version. With
+        partial rollouts the samples still decoding are cut short first and resume on the new weights."""
+        if self._resumer is not None:
+            new_version = await self._resumer.update_weights(source, version=version)
+        else:
+            new_version = await self.backend.update_weights(source, version=version)
         self.mark_policy_updated()
         return new_version
 
@@ -281,9 +287,11 @@ class Rollout:
         """One generation round: hand every completion on as it arrives; backend failures fill the gaps."""
         params = round_sampling(self.sampling, self._rounds_total)
         self._rounds_total += 1
+        sent = await self._resumer.ready() if self._resumer is not None else 0
         started = time.monotonic()
         failure = "the backend ended the stream without this sample"
         stream = self.backend.generate([g.prompt_ids for g in groups], params, n=self.settings.group_size)
+        resuming: set[asyncio.Task[None]] = set()
         try:
             # aclosing: a round cancelled while it waits on the verify queue must still abort its decoding now,
             # not whenever the generator is garbage-collected.
@@ -292,30 +300,53 @@ class Rollout:
                     group = groups[c.prompt_index]
                     group.arrived.add(c.sample_index)
                     batch.stats.tokens += len(c.token_ids)
-                    if c.failed or c.finish_reason == "abort":
-                        status = "backend_error" if c.failed else "aborted"
-                        self._deliver(group, self._unscored(group, c, status, c.error or "aborted by the backend"))
+                    if self._resumer is not None and self._resumer.cut_by_update(c, sent):
+                        resuming.add(asyncio.create_task(self._resume(group, c, params)))
                         continue
-                    arrived = time.monotonic()
-                    job = _Job(group=group, completion=c, arrived_s=arrived)
-                    try:
-                        await self._verify_q.put(job)
-                    except asyncio.CancelledError:  # held here, in neither the queue nor a worker: record it now
-                        self._deliver(group, self._unscored(group, c, "not_verified", "interrupted"))
-                        raise
-                    batch.stats.blocked_s += time.monotonic() - arrived  # the sandbox holding generation back
-                    batch.stats.queue_depths.append(self._verify_q.qsize())
+                    await self._hand_on(group, c)
+            if resuming:
+                await asyncio.gather(*resuming)
         except BackendUnavailable:
             raise  # every server stayed down past the backend's bound: the run stops (next_batch raises it)
         except GenerationError as exc:
             log.warning("generation round failed; its missing samples count as backend errors: %s", exc)
             failure = f"generation failed: {exc}"
         finally:
+            for task in resuming:
+                task.cancel()  # the round is cancelled (the batch is full): the resumed samples are not needed
+            await asyncio.gather(*resuming, return_exceptions=True)
             batch.stats.generating_s += time.monotonic() - started
             batch.changed.set()
         for group in groups:
             for j in sorted(set(range(self.settings.group_size)) - group.arrived):
                 self._deliver(group, self._missing(group, j, failure))
+
+    async def _hand_on(self, group: _OpenGroup, c: Completion) -> None:
+        """A finished completion: to the verify queue, or recorded unscored when the backend failed or aborted it."""
+        if c.failed or c.finish_reason == "abort":
+            status = "backend_error" if c.failed else "aborted"
+            self._deliver(group, self._unscored(group, c, status, c.error or "aborted by the backend"))
+            return
+        if len(set(c.token_versions)) > 1:
+            group.batch.stats.counts["partial/mixed_versions"] += 1
+        arrived = time.monotonic()
+        job = _Job(group=group, completion=c, arrived_s=arrived)
+        try:
+            await self._verify_q.put(job)
+        except asyncio.CancelledError:  # held here, in neither the queue nor a worker: record it now
+            self._deliver(group, self._unscored(group, c, "not_verified", "interrupted"))
+            raise
+        group.batch.stats.blocked_s += time.monotonic() - arrived  # the sandbox holding generation back
+        group.batch.stats.queue_depths.append(self._verify_q.qsize())
+
+    async def _resume(self, group: _OpenGroup, cut: Completion, params: SamplingParams) -> None:
+        """A sample a weight update cut short: continue it on the new weights, then hand the whole of it on."""
+        assert self._resumer is not None
+        whole = await self._resumer.finish(group.prompt_ids, cut, params)
+        group.batch.stats.tokens += len(whole.token_ids) - len(cut.token_ids)
+        group.batch.stats.counts["partial/cuts"] += int(whole.meta["cuts"])
+        group.batch.stats.counts["partial/resumed"] += 1
+        await self._hand_on(group, whole)
 
     # ----- verification ----------------------------------------------------------------------------------
 
@@ -400,6 +431,7 @@ class Rollout:
             "logprobs": tuple(c.logprobs),
             "finish_reason": c.finish_reason,
             "weight_version": c.weight_version,
+            "token_versions": c.token_versions,
             "text": text,
             "generated_s": c.timings.finished_s - self._t0,
         }

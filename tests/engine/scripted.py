@@ -34,7 +34,7 @@ import inspect
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -150,6 +150,7 @@ class Reply:
     finish_reason: str = "stop"
     error: str | None = None  # a failed sample (finish reason "abort" with this error)
     raise_error: str | None = None  # the stream raises GenerationError(raise_error) when this sample is due
+    logprobs: tuple[float, ...] | None = None  # per token; None: -0.5 each
 
 
 @dataclass(kw_only=True)
@@ -182,12 +183,15 @@ class ScriptedBackend(_Watched):
     config_class: ClassVar[type] = ScriptedConfig
     weight_format: ClassVar[WeightFormat | None] = "state_dict"  # update_weights records what it is given
     needs_model: ClassVar[bool] = False
+    resumable: ClassVar[bool] = True  # abort() hands back `progress`; a prompt + those tokens is just a prompt
 
     def __init__(self, script: Script, *, tokenizer: Any | None = None, weight_version: int = 0) -> None:
         super().__init__()
         self.script, self.tokenizer = script, tokenizer
         self.calls: list[Call] = []
         self.updates: list[WeightSource] = []
+        # What a sample still decoding has decoded so far, by (call, prompt, sample): abort() returns it.
+        self.progress: dict[tuple[int, int, int], Reply] = {}
         self._version = weight_version
         # Per open call: its samples' tasks and the queue their replies land on.
         self._running: dict[int, tuple[dict[tuple[int, int], asyncio.Task[None]], asyncio.Queue[_Done]]] = {}
@@ -228,12 +232,13 @@ class ScriptedBackend(_Watched):
         return self._version
 
     async def abort(self) -> None:
-        """Every sample still decoding finishes now with finish_reason "abort"."""
-        for tasks, done in self._running.values():
+        """Every sample still decoding finishes now with finish_reason "abort" and its `progress` (none: empty)."""
+        for index, (tasks, done) in self._running.items():
             for (i, j), task in tasks.items():
                 if not task.done():  # a finished task has put its reply already
                     task.cancel()
-                    done.put_nowait((i, j, Reply(finish_reason="abort")))
+                    partial = self.progress.get((index, i, j), Reply())
+                    done.put_nowait((i, j, replace(partial, finish_reason="abort", error=None)))
 
     async def generate(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams, *, n: int = 1
@@ -311,7 +316,7 @@ class ScriptedBackend(_Watched):
             prompt_index=i,
             sample_index=j,
             token_ids=ids,
-            logprobs=tuple(-0.5 for _ in ids),
+            logprobs=reply.logprobs if reply.logprobs is not None else tuple(-0.5 for _ in ids),
             finish_reason=reply.finish_reason,  # type: ignore[arg-type]  (Completion validates it)
             weight_version=call.weight_version,
             timings=Timings(submitted_s=submitted, first_token_s=None, finished_s=time.monotonic()),

@@ -29,8 +29,17 @@ scheduler_components/weight_updater.py, layers/sampler.py, utils/auth.py, utils/
   `output_token_logprobs` ([logprob, id, null]) by default, deltas with `incremental=True`
   (--incremental-streaming-output), one chunk per `sampling_params.stream_interval` tokens; `stream: false`
   answers one JSON object. finish_reason {"type": "stop", "matched": id} with the stop id kept in output_ids,
-  {"type": "length", "length": n}, {"type": "abort", "message"}. The abort chunk of an incremental stream
-  repeats the last token id, the whole text and all log-probs, as SGLang's abort handler does.
+  {"type": "length", "length": n}. Finished replies carry `meta_info.weight_versions`, the spans
+  [{"version", "start", "end"}] of output tokens per weight version (utils/weight_versions.py; one span here,
+  since the writer lock keeps a request on one version).
+- Aborts (/abort_request {"rid"} or {"abort_all"}), as the scheduler answers them: a request that has not
+  decoded a token yet is still in the waiting queue and ends through the tokenizer's abort handler with
+  {"type": "abort", "message": "Abort in waiting queue"}, no prompt_tokens, and -- in an incremental stream --
+  the last token id again with the whole text and all log-probs; a running request ends through the normal
+  output path with FINISH_ABORT's {"type": "abort", "message": "Aborted", "status_code": null, "err_type":
+  null} and the tokens and log-probs decoded so far (a delta in an incremental stream). `abort_as_queued`
+  answers every abort the first way (a request the scheduler had retracted to the waiting queue, which keeps
+  its output so far). The partial output continues by a new request whose input_ids are prompt + those tokens.
 - Auth (utils/auth.py decide_request_auth): `api_key` guards /generate; weight, flush and abort endpoints take
   `admin_api_key` when set, else `api_key`; /health never needs a key.
 Not followed: batched input_ids, n > 1 in one request, text prompts, top-logprobs, tensor loading into a
@@ -38,6 +47,7 @@ model (the tensor update unpickles and records names and shapes; the distributed
 
 Knobs (attributes, changeable while running): token_delay_s, first_chunk_delay_s, fail_next (that many
 /generate requests answer HTTP 500), break_after_chunks (drop the connection mid-stream), incremental,
+abort_as_queued,
 starting (/health answers 503), refuse_flush (that many flushes refused), update_delay_s (a weight load's
 duration), api_key, admin_api_key, record (a file: one JSON line per request, `--record` standalone).
 
@@ -249,6 +259,7 @@ class SGLangPeer:
         self.refuse_flush = 0
         self.break_after_chunks: int | None = None
         self.incremental = False
+        self.abort_as_queued = False
         self.starting = False
         self.api_key: str | None = None
         self.admin_api_key: str | None = None
@@ -260,6 +271,7 @@ class SGLangPeer:
         self.generate_requests: list[dict[str, Any]] = []
         self.chunks: list[dict[str, Any]] = []
         self.aborted: list[str] = []
+        self.decoded: dict[str, int] = {}  # rid -> tokens decoded so far
         self.weight_updates: list[tuple[str, dict[str, Any]]] = []
         self.health_statuses: list[int] = []
         self.record: Path | None = None  # a JSON line per request (path, rid, versions) when set
@@ -394,8 +406,15 @@ class SGLangPeer:
                 request.transport.close()  # type: ignore[union-attr]
                 return response
             if rid in self._abort or started < self._abort_all_at:
-                reason = {"type": "abort", "message": "Abort in waiting queue"}
-                chunk = self._chunk(body, rid, ids, entries, reason, started, start=0, abort=True)
+                if t == 0 or self.abort_as_queued:  # the scheduler's waiting queue: the tokenizer answers
+                    reason = {"type": "abort", "message": "Abort in waiting queue"}
+                    chunk = self._chunk(body, rid, ids, entries, reason, started, start=0, abort=True)
+                    return await self._send(response, chunk, stream)
+                # A running request: the scheduler finishes it with FINISH_ABORT() through the normal output path.
+                reason = {"type": "abort", "message": "Aborted", "status_code": None, "err_type": None}
+                if not stream:
+                    return web.json_response(self._chunk(body, rid, ids, entries, reason, started, start=0))
+                chunk = self._chunk(body, rid, ids, entries, reason, started, start=sent if self.incremental else 0)
                 return await self._send(response, chunk, stream)
             token, lp = token_at(
                 body["input_ids"],
@@ -410,6 +429,7 @@ class SGLangPeer:
             )
             ids.append(token)
             entries.append([lp, token, None])
+            self.decoded[rid] = len(ids)
             reason = None
             if token in stops:
                 reason = {"type": "stop", "matched": token}
@@ -464,6 +484,9 @@ class SGLangPeer:
             meta["output_token_logprobs_length"] = len(ids)
         if reason is not None:
             meta["e2e_latency"] = time.monotonic() - started
+            # Finished outputs carry the spans of output tokens per weight version (utils/weight_versions.py); the
+            # peer's writer lock keeps a request on one version.
+            meta["weight_versions"] = [{"version": self.weight_version, "start": 0, "end": len(ids)}]
         text_from = 0 if abort else start
         return {"text": "".join(f"<{k}>" for k in ids[text_from:]), "output_ids": out_ids, "meta_info": meta}
 

@@ -375,8 +375,9 @@ def test_each_launched_server_has_its_own_seed():
 
 
 async def test_incremental_abort_chunk_does_not_repeat_tokens(peer):
-    """With --incremental-streaming-output SGLang's abort chunk repeats the last token and every log-prob."""
-    peer.incremental, peer.token_delay_s = True, 0.01
+    """With --incremental-streaming-output SGLang's abort chunk repeats the last token and every log-prob (the
+    tokenizer's abort handler: a request retracted to the waiting queue)."""
+    peer.incremental, peer.token_delay_s, peer.abort_as_queued = True, 0.01, True
     async with client(peer.url, stream=True) as backend:
         stream = backend.generate(PROMPTS, SamplingParams(max_new_tokens=400, seed=2, temperature=0.9))
         first = asyncio.ensure_future(stream.__anext__())

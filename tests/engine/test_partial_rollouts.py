@@ -1,0 +1,288 @@
+"""Partial rollouts (engine/rollout/partial.py): a weight update cuts the samples still decoding short, each resumes
+from prompt + its tokens on the new weights, and every token keeps the version (and log-prob) of the weights that
+generated it.
+
+The scheduling runs on the scripted backend (tests/engine/scripted.py: abort() hands back what a sample has
+decoded so far, `progress`); the SGLang client against the protocol peer (tests/engine/sglang_server.py, which
+answers aborts as SGLang 0.5.23 does); the learner's per-token correction on a tiny real model; the config
+refusals on the real backends.
+Run: .venv/bin/pytest tests/engine/test_partial_rollouts.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.generation import SamplingParams, backend_class
+from engine.generation.base import can_resume, row_seed
+from engine.generation.sglang_client import SGLangBackend, SGLangConfig
+from engine.records import RunRecorder, read_jsonl
+from engine.rollout import Rollout
+from engine.rollout.partial import Resumer
+
+
+def _load(name: str, alias: str):
+    if alias not in sys.modules:  # tests/ is no package: loaded by path, once
+        spec = importlib.util.spec_from_file_location(alias, Path(__file__).with_name(f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[alias] = module
+        spec.loader.exec_module(module)
+    return sys.modules[alias]
+
+
+scripted = _load("scripted", "rollout_scripted")
+peer_mod = _load("sglang_server", "sglang_server")
+Reply = scripted.Reply
+PROMPTS = scripted.prompt_builder()
+SAMPLING = SamplingParams(max_new_tokens=16, seed=7)
+LONG = "correct "  # what the long sample has decoded when the update cuts it (8 tokens, one per character)
+
+
+def encode(text: str) -> tuple[int, ...]:
+    return tuple(PROMPTS.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+class LongSample:
+    """A script: sample 0 of `pid` decodes LONG and then hangs until aborted (each time it is sent, up to `cuts`
+    times, it decodes 8 more characters); its last resumption ends it. The others end at once."""
+
+    def __init__(self, pid: str, *, cuts: int = 1, hang: tuple[str, ...] = ()) -> None:
+        self.pid, self.cuts, self.hang = pid, cuts, hang
+        self.backend = scripted.ScriptedBackend(self.script, tokenizer=PROMPTS.tokenizer)
+        self.requests: list = []  # the long sample's requests
+
+    async def script(self, req) -> Reply:
+        pid = scripted.problem_id(req.prompt_text)
+        resumed = self.backend.calls[req.call].n == 1  # a resumption: one prompt, its sample index 0
+        continues = req.prompt_text.endswith((LONG, "bcdefgh"))  # what the long sample decoded before a cut
+        if not (pid == self.pid and (continues if resumed else req.sample_index == 0)):
+            if pid in self.hang and not resumed:  # `hang`: the first request waits until an update cuts it
+                await asyncio.Event().wait()
+            return Reply(text=f"wrong ({pid} #{req.sample_index})")
+        self.requests.append(req)
+        if len(self.requests) <= self.cuts:
+            piece = LONG if len(self.requests) == 1 else f"{len(self.requests)}bcdefgh"
+            lp = -0.1 * len(self.requests)  # each version's own log-probs
+            self.backend.progress[(req.call, req.prompt_index, req.sample_index)] = Reply(
+                text=piece, logprobs=(lp,) * len(piece)
+            )
+            await asyncio.Event().wait()  # decoding until the update aborts it
+        return Reply(text="!", logprobs=(-0.9,))
+
+
+def make_rollout(backend, *, staleness: int, recorder=None, sampling=SAMPLING, **overrides) -> Rollout:
+    settings = scripted.rollout_settings(max_staleness=staleness, partial_rollouts=True, **overrides)
+    return Rollout(
+        backend=backend,
+        verifier=scripted.ScriptedVerifier(),
+        prompts=PROMPTS,
+        problems=scripted.problems(4),
+        settings=settings,
+        sampling=sampling,
+        recorder=recorder,
+    )
+
+
+async def until(predicate) -> None:
+    async with asyncio.timeout(10):  # turns a broken test into a failure, not a hang; nothing is timed
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+def sample_of(result, pid: str, index: int = 0):
+    return next(s for s in result.samples if s.problem_id == pid and s.sample_index == index)
+
+
+# ----- scheduling on the scripted backend ---------------------------------------------------------------------
+
+
+async def test_an_update_cuts_the_long_sample_and_it_resumes_on_the_new_weights(tmp_path):
+    # Data order with seed 0 over 4 problems: batch 0 takes the first two, batch 1 (generated ahead) the others.
+    order = [f"p{i}" for i in scripted_order(4)]
+    script = LongSample(order[2])
+    with RunRecorder(tmp_path) as recorder:
+        async with script.backend as backend, make_rollout(backend, staleness=1, recorder=recorder) as rollout:
+            first = await rollout.next_batch()
+            assert {g.problem_id for g in first.groups} == set(order[:2])
+            await until(lambda: script.backend.progress)  # batch 1 is decoding; its long sample has 8 tokens
+            assert rollout.batches_ready == 0
+            assert await rollout.update_weights({"step": 1}) == 1
+            second = await rollout.next_batch()
+    s = sample_of(second, order[2])
+    prompt = PROMPTS.build(f"Find the optimum of [{order[2]}].").ids
+    # The resumed request: prompt + the 8 tokens so far, the remaining budget, after the update.
+    resumed = script.requests[1]
+    assert resumed.prompt_ids == (*prompt, *encode(LONG)) and resumed.params.max_new_tokens == 16 - 8
+    assert resumed.weight_version == 1 and script.requests[0].weight_version == 0
+    assert s.response_ids == encode(LONG + "!") and s.text == LONG + "!" and s.finish_reason == "stop"
+    assert s.token_versions == (0,) * 8 + (1,) and s.versions == s.token_versions
+    assert s.logprobs == pytest.approx((-0.1,) * 8 + (-0.9,))
+    assert s.weight_version == 0 and s.status == "correct"  # the oldest token's version
+    assert second.token_versions[second.samples.index(s)] == s.token_versions
+    # The learner's batch carries the per-token behaviour log-probs in the same order.
+    batch = second.learner_batch()
+    assert list(batch.old_logprobs[second.samples.index(s)]) == pytest.approx([-0.1] * 8 + [-0.9])
+    m = second.metrics
+    assert m["partial/cuts"] == 1 and m["partial/resumed"] == 1 and m["partial/mixed_versions"] == 1
+    assert m["staleness_max"] == 1 and m["filtered/stale"] == 0 and m["gen_tokens"] == 9 + 3 * len("wrong (pX #0)")
+    rows = {(r["problem_id"], r["sample_index"]): r for r in read_jsonl(tmp_path / "samples.jsonl")}
+    assert rows[(order[2], 0)]["version_spans"] == [[0, 0, 8], [1, 8, 9]]
+    assert rows[(order[2], 1)]["version_spans"] is None and rows[(order[2], 1)]["weight_version"] == 0
+
+
+def scripted_order(n: int) -> list[int]:
+    from engine.data import epoch_order
+
+    return epoch_order(n, seed=0, epoch=0)
+
+
+async def test_a_sample_cut_twice_has_three_versions_and_its_staleness_is_its_oldest_tokens():
+    order = [f"p{i}" for i in scripted_order(4)]
+    for staleness in (2, 1):
+        # The other samples of batch 1 hang without a token until the first update, then start again on version 1.
+        script = LongSample(order[2], cuts=2, hang=(order[2], order[3]))
+        sampling = SamplingParams(max_new_tokens=32, seed=7)
+        async with script.backend as backend, make_rollout(backend, staleness=staleness, sampling=sampling) as rollout:
+            await rollout.next_batch()
+            await until(lambda script=script: len(script.backend.progress) == 1)
+            await rollout.update_weights({}, version=1)
+            await until(lambda script=script: len(script.backend.progress) == 2)
+            await rollout.update_weights({}, version=2)
+            second = await rollout.next_batch()
+        assert [r.params.max_new_tokens for r in script.requests] == [32, 24, 16]
+        assert [r.weight_version for r in script.requests] == [0, 1, 2]
+        # Cut: the long sample twice, the 3 hung samples once each (no token yet: they start again on version 1).
+        assert second.metrics["partial/cuts"] == 5 and second.metrics["partial/resumed"] == 4
+        assert second.metrics["partial/mixed_versions"] == 1
+        if staleness == 2:
+            s = sample_of(second, order[2])
+            assert s.response_ids == encode(LONG + "2bcdefgh!") and s.finish_reason == "stop"
+            assert s.token_versions == (0,) * 8 + (1,) * 8 + (2,) and s.weight_version == 0
+            assert s.logprobs == pytest.approx((-0.1,) * 8 + (-0.2,) * 8 + (-0.9,))
+            assert second.metrics["staleness_max"] == 2 and second.metrics["filtered/stale"] == 0
+            assert {s.weight_version for s in second.samples} == {0, 1}
+        else:  # the oldest token is 2 versions old: over the bound of 1, although its newest token is current
+            assert second.metrics["filtered/stale"] == 1
+            assert [g.problem_id for g in second.groups] == [order[3]]
+            assert {s.versions for s in second.samples} == {(1,) * len("wrong (pX #0)")}
+
+
+async def test_a_resumption_the_budget_does_not_allow_ends_at_the_length_limit():
+    """Cut exactly at max_new_tokens: no request is sent, the sample ends as "length"."""
+    order = [f"p{i}" for i in scripted_order(4)]
+    script = LongSample(order[2], cuts=2)
+    async with script.backend as backend, make_rollout(backend, staleness=2) as rollout:
+        await rollout.next_batch()
+        await until(lambda: len(script.backend.progress) == 1)
+        await rollout.update_weights({}, version=1)
+        await until(lambda: len(script.backend.progress) == 2)
+        await rollout.update_weights({}, version=2)
+        second = await rollout.next_batch()
+    assert len(script.requests) == 2  # 8 + 8 tokens = the budget of 16: nothing left to ask for
+    s = sample_of(second, order[2])
+    assert s.finish_reason == "length" and s.response_ids == encode(LONG + "2bcdefgh")
+    assert s.token_versions == (0,) * 8 + (1,) * 8 and s.logprobs == pytest.approx((-0.1,) * 8 + (-0.2,) * 8)
+    assert second.metrics["partial/cuts"] == 2 and second.metrics["staleness_max"] == 2
+
+
+# ----- the SGLang client against the protocol peer --------------------------------------------------------------
+
+
+@pytest.fixture
+async def peer():
+    server = peer_mod.SGLangPeer()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def cut_and_resume(backend: SGLangBackend, peer, tmp_path: Path, prompts, params: SamplingParams, *, n: int):
+    """Start `prompts`, cut every sample by a weight update once each has decoded 3 tokens, resume them all."""
+    resumer = Resumer(backend)
+    sent = await resumer.ready()
+    peer.token_delay_s = 0.01
+    stream = backend.generate(prompts, params, n=n)
+    first = asyncio.ensure_future(stream.__anext__())
+    await until(lambda: len(peer.decoded) == len(prompts) * n and min(peer.decoded.values()) >= 3)
+    update = asyncio.create_task(resumer.update_weights(tmp_path, version=1))
+    cut = [await first] + [c async for c in stream]
+    assert await update == 1 and all(resumer.cut_by_update(c, sent) for c in cut)
+    peer.token_delay_s = 0.0
+    whole = await asyncio.gather(*(resumer.finish(prompts[c.prompt_index], c, params) for c in cut))
+    return cut, whole
+
+
+@pytest.mark.parametrize(("stream", "incremental"), [(False, False), (True, True)], ids=["json", "incremental"])
+async def test_the_sglang_client_resumes_cut_samples_on_the_new_weights(peer, tmp_path, stream, incremental):
+    peer.incremental = incremental
+    prompts = [[5, 6, 7], [8, 9]]
+    params = SamplingParams(max_new_tokens=300, seed=5, temperature=0.9)
+    async with SGLangBackend(SGLangConfig(urls=(peer.url,), stream=stream)) as backend:
+        cut, whole = await cut_and_resume(backend, peer, tmp_path, prompts, params, n=2)
+    assert len(cut) == 4
+    for c, w in zip(cut, whole, strict=True):
+        i, j, k = c.prompt_index, c.sample_index, len(c.token_ids)
+        ids, lps, _ = peer_mod.expected_tokens(prompts[i], max_new_tokens=300, seed=row_seed(5, i, j), temperature=0.9)
+        assert 3 <= k < 300 and list(c.token_ids) == ids[:k] and list(c.logprobs) == pytest.approx(lps[:k])
+        assert c.finish_reason == "abort" and c.error is None and c.weight_version == 0
+        # The rest: what the new weights ("1") decode after prompt + the partial tokens, with the resumed seed.
+        seed = row_seed(row_seed(5, i, j + k), 0, 0)
+        rest, rest_lps, reason = peer_mod.expected_tokens(
+            prompts[i] + ids[:k], max_new_tokens=300 - k, seed=seed, version="1", temperature=0.9
+        )
+        assert list(w.token_ids) == ids[:k] + rest and list(w.logprobs) == pytest.approx(lps[:k] + rest_lps)
+        assert w.finish_reason == reason and not w.failed and w.text is None
+        assert w.versions == (0,) * k + (1,) * len(rest) and w.weight_version == 0
+    paths = [path for path, _ in peer.requests]
+    # Every sample was aborted before the update (which therefore did not wait for 300 tokens each).
+    assert paths.index("/update_weights_from_disk") > max(k for k, p in enumerate(paths) if p == "/abort_request")
+    assert paths.count("/abort_request") == 4
+    resumed = {tuple(b["input_ids"]): b for b in peer.generate_requests if b["input_ids"] not in prompts}
+    assert len(resumed) == 4
+    for c in cut:  # input_ids = prompt + the partial tokens, max_new_tokens = what is left of the budget
+        body = resumed[(*prompts[c.prompt_index], *c.token_ids)]
+        assert body["sampling_params"]["max_new_tokens"] == 300 - len(c.token_ids)
+
+
+# ----- who may turn it on -------------------------------------------------------------------------------------
+
+
+def test_only_backends_that_can_resume_take_the_option():
+    assert can_resume(backend_class("sglang")) and can_resume(scripted.ScriptedBackend)
+    assert not can_resume(backend_class("local")) and not can_resume(backend_class("openai"))
+    with pytest.raises(ValueError, match=r"needs rollout\.max_staleness >= 1"):
+        scripted.rollout_settings(max_staleness=0, partial_rollouts=True)
+
+
+@pytest.mark.parametrize(
+    ("backend", "staleness", "message"),
+    [
+        ("local", 1, "generation.backend=local cannot resume an aborted sample from its partial tokens; use sglang"),
+        ("openai", 1, "generation.backend=openai serves a fixed model"),  # cannot train at all (nor resume)
+        ("sglang", 0, "rollout.partial_rollouts needs rollout.max_staleness >= 1"),
+    ],
+)
+async def test_the_run_config_refuses_partial_rollouts_it_cannot_honour(backend, staleness, message):
+    from engine.config import Config
+    from engine.train import RunError, check_generation
+
+    cfg = Config()
+    cfg.generation.backend = backend
+    cfg.rollout.partial_rollouts, cfg.rollout.max_staleness = True, staleness
+    with pytest.raises(RunError, match=re.escape(message)):
+        await check_generation(cfg)
+
+
+async def test_a_rollout_refuses_a_backend_that_cannot_resume():
+    class Fixed(scripted.ScriptedBackend):
+        resumable = False
+
+    backend = Fixed(scripted.plan({}), tokenizer=PROMPTS.tokenizer)
+    with pytest.raises(ValueError, match="the scripted backend cannot resume an aborted sample"):
+        make_rollout(backend, staleness=1)
