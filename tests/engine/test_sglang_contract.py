@@ -12,11 +12,13 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 import torch
 
 from engine.generation import SamplingParams
-from engine.generation.sglang_client import WEIGHTS_CHANGED_NOT_FLUSHED, SGLangBackend, SGLangConfig
+from engine.generation.sglang_client import WEIGHTS_CHANGED_NOT_FLUSHED, SGLangBackend, SGLangConfig, _Call, _Stream
+from engine.rollout.partial import Resumer
 
 
 def _load(name: str):
@@ -91,13 +93,35 @@ async def drive_every_request(backend: SGLangBackend, peers, tmp_path: Path) -> 
     [await first] + [c async for c in stream]
     for s in peers:
         s.token_delay_s = 0.0
-    await backend.update_weights(tmp_path, version=1)
+    await cut_and_resume(backend, peers, tmp_path)  # version 1: the bodies of resumed samples
     await backend.update_weights({"w": torch.ones(2, 2)}, version=2)
     await backend.init_weights_update_group(master_address="127.0.0.1", master_port=29500, world_size=3)
     await backend.update_weights_from_distributed(names=["w"], dtypes=["float32"], shapes=[[2, 2]], version=3)
     await backend.destroy_weights_update_group()
     peers[0].refuse_flush = 1  # the recovery path: /update_weight_version, then /flush_cache
     await backend.update_weights(tmp_path, version=4)
+
+
+async def cut_and_resume(backend: SGLangBackend, peers, tmp_path: Path) -> None:
+    """A partial rollout: a weight update (version 1) cuts the samples decoding, each resumes from prompt + its
+    tokens."""
+    resumer = Resumer(backend)
+    params = SamplingParams(max_new_tokens=200, temperature=0.8, seed=4)
+    for s in peers:
+        s.token_delay_s = 0.01
+        s.decoded.clear()
+    stream = backend.generate([[5, 6, 7], [8, 9]], params, n=2)
+    first = asyncio.ensure_future(stream.__anext__())
+    while len([n for s in peers for n in s.decoded.values() if n >= 2]) < 4:
+        await asyncio.sleep(0.01)
+    update = asyncio.create_task(resumer.update_weights(tmp_path, version=1))
+    cut = [await first] + [c async for c in stream]
+    await update
+    for s in peers:
+        s.token_delay_s = 0.0
+    prompts = [[5, 6, 7], [8, 9]]
+    whole = await asyncio.gather(*(resumer.finish(prompts[c.prompt_index], c, params) for c in cut))
+    assert [(len(set(w.versions)), w.failed) for w in whole] == [(2, False)] * 4
 
 
 async def test_every_client_request_passes_sglangs_own_parsers(peers, tmp_path):
@@ -120,6 +144,24 @@ async def test_every_client_request_passes_sglangs_own_parsers(peers, tmp_path):
             assert body["return_logprob"] is True and body["logprob_start_len"] == -1
             assert parsed.n == 1
     assert sampling_keys == SAMPLING_KEYS and streamed == {True, False}
+    resumed = [b for path, b in requests if path == "/generate" and len(b["input_ids"]) > 3]
+    assert len(resumed) == 4  # the partial rollout's resumed samples were among the bodies checked
+
+
+def test_the_client_reads_sglangs_weight_version_spans():
+    """A request whose weights changed while it ran: SGLang's own span code writes meta_info.weight_versions, the
+    client turns it into each token's version (the oldest is the sample's)."""
+    wv = source._module("sglang.srt.utils.weight_versions")
+    events = [wv.WeightVersionEvent(old_version="3", num_output_tokens=2)]
+    spans = wv.compute_weight_version_spans(events, current_version="4", num_output_tokens=5)
+    meta: dict = {}
+    wv.add_weight_versions_to_meta_info(meta, spans, num_output_tokens=5)
+    reply = {"text": "", "output_ids": [7, 8, 9, 10, 11], "meta_info": {**meta, "completion_tokens": 5}}
+    reply["meta_info"]["finish_reason"] = {"type": "length", "length": 5}
+    stream = _Stream()
+    stream.add(orjson.loads(orjson.dumps(reply)))  # as it comes over the wire
+    got = _Call(prefix="x", submitted=0.0).completion(0, 0, stream, "length", 0, error=None)
+    assert got.token_versions == (3, 3, 4, 4, 4) and got.weight_version == 3
 
 
 BAD_BODIES = [
@@ -157,11 +199,26 @@ async def test_streamed_chunks_and_replies_decode_with_sglangs_response_types(pe
         peer.incremental = incremental
         async with SGLangBackend(SGLangConfig(urls=(peer.url,), stream=True)) as backend:
             [c async for c in backend.generate([[1, 2, 3]], SamplingParams(max_new_tokens=6, seed=0), n=2)]
+            for queued in (False, True):  # the abort chunks of a running request and of a queued one
+                peer.abort_as_queued, peer.token_delay_s = queued, 0.01
+                peer.decoded.clear()
+                stream = backend.generate([[4, 5]], SamplingParams(max_new_tokens=300, seed=0))
+                first = asyncio.ensure_future(stream.__anext__())
+                while not any(n >= 2 for n in peer.decoded.values()):
+                    await asyncio.sleep(0.01)
+                await backend.abort()
+                assert (await first).finish_reason == "abort"
+    peer.token_delay_s = 0.0
     assert peer.chunks
+    assert sum(c["meta_info"]["finish_reason"] is not None and c["meta_info"]["finish_reason"]["type"] == "abort"
+               for c in peer.chunks) == 4  # fmt: skip
     for chunk in peer.chunks:
         decoded = api.GenerateResponse.from_json_value(chunk)
         assert decoded.meta_info.completion_tokens >= len(decoded.output_ids)
-        assert len(decoded.meta_info.output_token_logprobs) == len(decoded.output_ids)
+        queued_abort = (chunk["meta_info"]["finish_reason"] or {}).get("message") == "Abort in waiting queue"
+        # The tokenizer's abort handler sends every log-prob, in an incremental stream with the last id only.
+        expected = decoded.meta_info.completion_tokens if queued_abort else len(decoded.output_ids)
+        assert len(decoded.meta_info.output_token_logprobs) == expected
 
 
 def test_peer_messages_are_sglangs():
