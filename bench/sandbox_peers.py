@@ -66,7 +66,7 @@ sys.path.insert(0, str(REPO / "bench"))
 import sandbox_bench  # noqa: E402
 from exec_pool import MARKER, RECORDER, SOLVER_MODULES, ExecPool, Raw, pids_cgroup  # noqa: E402
 
-from sandbox import SandboxPool  # noqa: E402
+from sandbox import Limits, Result, SandboxPool  # noqa: E402
 from solvers import get_solver  # noqa: E402
 from solvers.reward import RewardConfig, matches  # noqa: E402
 from solvers.verify import verify_code  # noqa: E402
@@ -218,21 +218,30 @@ class Side(Protocol):
 
 
 class PoolSide:
+    """The warm pool; `phases` collects each run's `Result.phases` (where its time went) for the report."""
+
     name = "warm pool"
 
     def __init__(self, solver: str | None) -> None:
         self.solver = solver
         preload = get_solver(solver).preload if solver else ()
         self.pool = SandboxPool(workers=CONCURRENCY, limits=LIMITS, preload=preload)
+        self.phases: list[dict[str, float]] = []
 
     async def start(self) -> PoolSide:
         await self.pool.start()
         return self
 
+    async def run(self, code: str, stdin: str = "", limits: Limits | None = None) -> Result:
+        """`SandboxPool.run`, keeping the run's phases (verify_code runs programs through this)."""
+        result = await self.pool.run(code, stdin=stdin, limits=limits)
+        self.phases.append(result.phases)
+        return result
+
     async def check(self, program: Program) -> Check:
         assert self.solver is not None
         t0 = time.perf_counter()
-        outcome = await verify_code(self.pool, program.code, self.solver, program.answer, reward=REWARD)
+        outcome = await verify_code(self, program.code, self.solver, program.answer, reward=REWARD)
         return Check(
             correct=outcome.correct,
             objective=outcome.objective,
@@ -487,6 +496,7 @@ async def measure(suite: Suite, url: str | None, rounds: int) -> dict[str, dict[
             sides.append(await FusionSide(url, suite.solver).start())
         for side in sides:  # first-touch costs (page cache, license checks) of every worker out of the numbers
             await run_batch(side, suite.programs[:CONCURRENCY])
+        sides[0].phases.clear()
         data: dict[str, dict[str, Any]] = {s.name: {"walls": [], "checks": []} for s in sides}
         for rnd in range(rounds):
             shift = rnd % len(sides)
@@ -495,6 +505,7 @@ async def measure(suite: Suite, url: str | None, rounds: int) -> dict[str, dict[
                 data[side.name]["walls"].append(wall)
                 data[side.name]["checks"].append(checks)
         data["exec pool"]["replaced_workers"] = sides[1].pool.replaced
+        data["warm pool"]["phases"] = sides[0].phases
     finally:
         for side in sides:
             await side.close()
@@ -524,6 +535,21 @@ def summarize(suite: Suite, data: dict[str, dict[str, Any]], cores: int) -> dict
             "walls_s": d["walls"],
             "not_correct_last_round": statuses,
         }
+        if d.get("phases"):
+            out[name]["phases_ms"] = median_phases(d["phases"])
+    return out
+
+
+PHASES = ("refill", "to_program", "program", "exit", "reap", "cleanup", "worker", "host")
+
+
+def median_phases(phases: list[dict[str, float]]) -> dict[str, float]:
+    """Median milliseconds per step over the runs that report it (`program` and `exit` need the program to return)."""
+    out = {}
+    for key in PHASES:
+        values = [p[key] for p in phases if key in p]
+        if values:
+            out[key] = 1e3 * statistics.median(values)
     return out
 
 
@@ -552,6 +578,9 @@ def suite_lines(suite: Suite, summary: dict[str, dict[str, Any]], rounds: int) -
         if got != reference
     ]
     lines += ["", f"- correct sets equal on every side: {'yes' if not differ else 'NO; ' + '; '.join(differ)}"]
+    if "phases_ms" in summary["warm pool"]:
+        steps = ", ".join(f"{k} {v:.1f}" for k, v in summary["warm pool"]["phases_ms"].items())
+        lines.append(f"- warm pool, median ms per run by step (`Result.phases`): {steps}")
     for name, s in summary.items():
         if s["flaky"] or s["not_correct_last_round"]:
             lines.append(f"- {name}: not correct in the last round {s['not_correct_last_round']}, flaky {s['flaky']}")
@@ -572,6 +601,12 @@ def headline_lines(results: list[tuple[Suite, dict[str, dict[str, Any]]]]) -> li
         vs_fusion = f"{ours / s['SandboxFusion']['programs_per_s']:.2f}x" if fusion else "not run"
         equal = "yes" if len({frozenset(v["correct"]) for v in s.values()}) == 1 else "NO"
         lines.append(f"| {suite.title} | {ours / s['exec pool']['programs_per_s']:.2f}x | {vs_fusion} | {equal} |")
+    lines += [
+        "",
+        "The exec pool runs every program of a worker in one reused process (no fork, and no isolation between "
+        "programs); the warm pool forks a fresh process in the jail for each program, so its ratio to the exec "
+        "pool is the price of that fork, of a fresh process's first touches and of its exit.",
+    ]
     return [*lines, ""]
 
 
@@ -585,6 +620,11 @@ MEMORY = {
     "warm pool": f"cgroup v1 memory per worker + RLIMIT_AS ({LIMITS.memory_mb} MiB per run)",
     "exec pool": "none",
     "SandboxFusion": "lite: a cgroup with memory.limit_in_bytes 4G (fixed in the lite runner)",
+}
+PROCESS = {
+    "warm pool": "a fresh process per program (forked from the warm worker when the previous run's are all dead)",
+    "exec pool": "**one process runs program after program**: what a program leaves in a module the next one sees",
+    "SandboxFusion": "a fresh `python` per program",
 }
 
 
@@ -600,6 +640,7 @@ def isolation_lines(cells: dict[str, dict[str, str]]) -> list[str]:
     for key, what in PROBES:
         lines.append(f"| {what.format(**listener)} | {' | '.join(cells[n][key] for n in names)} |")
     lines.append(f"| memory (by configuration, not probed) | {' | '.join(MEMORY[n] for n in names)} |")
+    lines.append(f"| process per program (by construction) | {' | '.join(PROCESS[n] for n in names)} |")
     lines += ["", f"The listener accepted {listener['accepted']} connection(s) in all.", ""]
     return lines
 

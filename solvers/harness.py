@@ -80,9 +80,8 @@ def new_key() -> str:
 def _harness_lines(hook: str) -> str:
     """The script's lines that load the runtime and `hook`. They travel compiled (marshal, base64) and the script
     executes that code object when the sandbox runs this very interpreter version (the pool's jail runs the host's
-    interpreter): compiling the ~11 KB of harness source in every run cost several times what compiling a typical
-    program does. Any other interpreter compiles the source, which travels too (base64: a plain literal, cheap to
-    parse). The program itself is still compiled in the run, from its own text."""
+    interpreter), so that a run compiles only its program, never the ~11 KB of harness source. Any other
+    interpreter compiles the source, which travels too (base64: a plain literal, cheap to parse)."""
     source = f"{_hook_source('runtime')}\n\n{_hook_source(hook)}"
     code = binascii.b2a_base64(marshal.dumps(compile(source, HARNESS_FILENAME, "exec")), newline=False).decode()
     text = binascii.b2a_base64(source.encode(), newline=False).decode()

@@ -189,6 +189,29 @@ def test_run_all_reads_the_headline_from_the_report() -> None:
         run_all.peers_headline("no tables here")
 
 
+def test_report_says_where_the_warm_pools_time_went_and_which_side_reuses_a_process() -> None:
+    runs = [{"refill": 0.004, "program": 0.010, "worker": 0.020}, {"refill": 0.006, "worker": 0.030}]
+    assert peers.median_phases(runs) == pytest.approx({"refill": 5.0, "program": 10.0, "worker": 25.0})
+    programs = [peers.Program(id="a", code="", answer=1.0)]
+    suite = peers.Suite(title="OR-Tools CP-SAT programs", solver="ortools", programs=programs)
+    side = {"correct": ["a"], "flaky": [], "p50_ms": 10.0, "p95_ms": 20.0, "not_correct_last_round": {}}
+    summary = {
+        "warm pool": {**side, "programs_per_s": 3.0, "programs_per_s_per_core": 1.5, "phases_ms": {"refill": 5.0}},
+        "exec pool": {**side, "programs_per_s": 4.0, "programs_per_s_per_core": 2.0},
+    }
+    assert "- warm pool, median ms per run by step (`Result.phases`): refill 5.0" in peers.suite_lines(
+        suite, summary, 1
+    )
+    cell = {"network": "n", "write": "w", "fork": "f", "loop": "l"}
+    table = "\n".join(
+        peers.isolation_lines(
+            {"warm pool": cell, "exec pool": cell, "_listener": {"accepted": "0", "port": "1", "hosts": "h"}}
+        )
+    )
+    assert "| process per program (by construction) | a fresh process per program" in table
+    assert "**one process runs program after program**" in table
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not peers.os.environ.get("SANDBOXFUSION_URL"), reason="no SandboxFusion server (SANDBOXFUSION_URL)")
 def test_sandboxfusion_side_reads_objectives_and_times_out() -> None:
