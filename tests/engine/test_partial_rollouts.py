@@ -250,6 +250,48 @@ async def test_the_sglang_client_resumes_cut_samples_on_the_new_weights(peer, tm
         assert body["sampling_params"]["max_new_tokens"] == 300 - len(c.token_ids)
 
 
+async def test_a_rollout_on_the_peer_resumes_the_batch_generated_ahead(peer, tmp_path):
+    """The whole path: Rollout -> SGLang client -> peer. Batch 1 is decoding when the learner's update comes; every
+    sample of it is cut, resumed on the new weights, verified, and handed over with the versions of its tokens."""
+    params = SamplingParams(max_new_tokens=120, seed=11)
+    async with SGLangBackend(SGLangConfig(urls=(peer.url,))) as backend:
+        rollout = Rollout(
+            backend=backend,
+            verifier=scripted.ScriptedVerifier(),
+            prompts=PROMPTS,
+            problems=scripted.problems(4),
+            settings=scripted.rollout_settings(max_staleness=1, partial_rollouts=True),
+            sampling=params,
+        )
+        async with rollout:
+            await rollout.next_batch()  # batch 0, whole on version 0
+            peer.token_delay_s = 0.01  # batch 1 decodes slowly: 1.2 s a sample at least
+            await until(lambda: peer.inflight == 4)
+            rids = [b["rid"] for b in peer.generate_requests[-4:]]
+            await until(lambda: all(peer.decoded.get(r, 0) >= 3 for r in rids))
+            await rollout.update_weights(tmp_path)
+            peer.token_delay_s = 0.0
+            second = await rollout.next_batch()
+    assert len(second) == 4 and second.metrics["partial/cuts"] == 4 and second.metrics["partial/resumed"] == 4
+    assert second.metrics["staleness_max"] == 1 and second.metrics["filtered/stale"] == 0
+    for s in second.samples:
+        k = s.versions.count(0)
+        assert 3 <= k < 120 and s.versions == (0,) * k + (1,) * (len(s.versions) - k) and s.weight_version == 0
+        # Its first k tokens are what version 0 decodes for the prompt, the rest what version 1 decodes after them.
+        # (Of the group's two first requests, the one with this sample's seed: the other's tokens differ.)
+        seeds = [
+            b["sampling_params"]["sampling_seed"] for b in peer.generate_requests if b["input_ids"] == [*s.prompt_ids]
+        ]
+        decoded = [peer_mod.expected_tokens(list(s.prompt_ids), max_new_tokens=120, seed=seed) for seed in seeds]
+        ids, lps, _ = next(d for d in decoded if d[0][:k] == list(s.response_ids[:k]))
+        resumed = next(b for b in peer.generate_requests if b["input_ids"] == [*s.prompt_ids, *ids[:k]])
+        rest, rest_lps, reason = peer_mod.expected_tokens(
+            resumed["input_ids"], max_new_tokens=120 - k, seed=resumed["sampling_params"]["sampling_seed"], version="1"
+        )
+        assert list(s.response_ids) == ids[:k] + rest and list(s.logprobs) == pytest.approx(lps[:k] + rest_lps)
+        assert s.finish_reason == reason and not s.infra_failure
+
+
 # ----- who may turn it on -------------------------------------------------------------------------------------
 
 
