@@ -18,7 +18,10 @@ Written against SGLang 0.5.23 (`srt/entrypoints/http_server.py`, `srt/managers/i
   runs with SGLANG_RETURN_ORIGINAL_LOGPROB, which it must not (README).
 - `sampling_params.sampling_seed` (our per-sample seed) is honoured only by servers started with
   `--enable-deterministic-inference`; other servers ignore it, so seeded runs are reproducible only there.
-- `POST /abort_request` {"rid"}; the aborted request ends with finish type "abort" and its partial output.
+- `POST /abort_request` {"rid"}; the aborted request ends with finish type "abort" and its partial output
+  (tokens and log-probs), which a new request with input_ids = prompt + those tokens continues: the rollout's
+  partial rollouts (`resumable`). Finished replies carry `meta_info.weight_versions`, spans of output tokens by
+  weight version, read into `Completion.token_versions`.
 - `GET /health` (200 when up; 503 while starting and while a weight update holds the writer lock),
   `GET /model_info` (`/get_model_info` is deprecated in 0.5.23).
 - Weight sync, under the server's writer lock (it waits for every request in flight):
