@@ -22,8 +22,10 @@ errors, aborts, verifier timeouts) are excluded from training and counted, never
 Overlap with the learner: a producer task makes batches ahead of the learner. Batch k may start generating
 once the learner has made k - max_staleness weight updates (`update_weights`), so `max_staleness: 0` is
 strictly on-policy and 1 lets batch k+1 generate while the learner trains on batch k. At hand-over each
-sample's staleness (backend version now minus the version that generated it) is measured, and groups over the
-bound are dropped as "stale".
+sample's staleness (backend version now minus the version that generated its oldest token) is measured, and
+groups over the bound are dropped as "stale". With `partial_rollouts` (max_staleness >= 1, a backend that can
+resume) `update_weights` does not wait for the samples still decoding: it cuts them short, and each resumes from
+prompt + its tokens on the new weights, its tokens keeping their versions (`engine.rollout.partial`).
 
 Memory is bounded: the verify queue holds at most `queue_size` completions (a slow sandbox stalls the reading
 of the generation stream, not the heap), one finished batch waits for the learner, and a round holds at most
