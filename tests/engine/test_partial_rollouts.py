@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 
 from engine.generation import SamplingParams, backend_class
-from engine.generation.base import can_resume, row_seed
+from engine.generation.base import Completion, Timings, can_resume, row_seed
 from engine.generation.sglang_client import SGLangBackend, SGLangConfig
 from engine.records import RunRecorder, read_jsonl
 from engine.rollout import Rollout
-from engine.rollout.partial import Resumer
+from engine.rollout.partial import Resumer, joined
 
 
 def _load(name: str, alias: str):
@@ -189,6 +189,55 @@ async def test_a_resumption_the_budget_does_not_allow_ends_at_the_length_limit()
     assert s.finish_reason == "length" and s.response_ids == encode(LONG + "2bcdefgh")
     assert s.token_versions == (0,) * 8 + (1,) * 8 and s.logprobs == pytest.approx((-0.1,) * 8 + (-0.2,) * 8)
     assert second.metrics["partial/cuts"] == 2 and second.metrics["staleness_max"] == 2
+
+
+async def test_a_resumption_the_backend_fails_is_a_backend_error_with_its_tokens_so_far():
+    order = [f"p{i}" for i in scripted_order(4)]
+    script = LongSample(order[2])
+    original = script.script
+
+    async def failing(req) -> Reply:
+        if req.prompt_text.endswith(LONG):  # the resumed request
+            return Reply(finish_reason="abort", error="HTTP 500 after 3 attempts")
+        return await original(req)
+
+    script.backend.script = failing
+    async with script.backend as backend, make_rollout(backend, staleness=1) as rollout:
+        await rollout.next_batch()
+        await until(lambda: script.backend.progress)
+        await rollout.update_weights({})
+        second = await rollout.next_batch()
+    # The group lost a sample to the backend: it is left out of training, counted, never scored 0.
+    assert second.metrics["status/backend_error"] == 1 and second.metrics["partial/cuts"] == 1
+    assert all(s.problem_id != order[2] or s.sample_index != 0 for s in second.samples)
+
+
+def test_the_run_config_reaches_the_rollout_settings():
+    from engine.config import Config
+    from engine.train import rollout_settings
+
+    cfg = Config()
+    assert rollout_settings(cfg).partial_rollouts is False
+    cfg.rollout.partial_rollouts, cfg.rollout.max_staleness = True, 1
+    assert rollout_settings(cfg).partial_rollouts is True
+
+
+def test_joining_pieces_keeps_every_tokens_version():
+    def piece(ids, version, reason, *, lp):
+        timings = Timings(submitted_s=1.0, first_token_s=None, finished_s=2.0)
+        return Completion(
+            prompt_index=1, sample_index=3, token_ids=ids, logprobs=(lp,) * len(ids), finish_reason=reason,
+            weight_version=version, timings=timings, text="x",
+        )  # fmt: skip
+
+    whole = joined([piece((4, 5), 2, "abort", lp=-1.0), piece((), 3, "abort", lp=0), piece((6,), 4, "stop", lp=-2.0)])
+    assert whole.token_ids == (4, 5, 6) and whole.logprobs == (-1.0, -1.0, -2.0) and whole.finish_reason == "stop"
+    assert whole.token_versions == (2, 2, 4) and whole.weight_version == 2 and whole.text is None
+    assert (whole.prompt_index, whole.sample_index) == (1, 3)
+    same = joined([piece((4,), 5, "abort", lp=-1.0), piece((6,), 5, "length", lp=-1.0)])
+    assert same.token_versions == () and same.versions == (5, 5)
+    with pytest.raises(ValueError, match="token_versions has 1 entries for 2 token"):
+        Completion(**{**vars(piece((1, 2), 0, "stop", lp=0)), "token_versions": (0,)})
 
 
 # ----- the SGLang client against the protocol peer --------------------------------------------------------------
