@@ -329,3 +329,42 @@ def test_eval_generates_each_row_under_its_own_solver(tiny_model, tmp_path):
     assert eval_main([*args, "--output", str(out)]) == 0
     items = read_jsonl(out / "items.jsonl")
     assert [(i["solver"], i["id"]) for i in items] == [("pulp", "q0"), ("pulp", "q2"), ("gurobipy", "q1")]
+
+
+# ----- the verifier's routing and pools -------------------------------------------------------------------
+
+
+def test_the_verifier_routes_each_problem_to_its_solver_and_refuses_one_it_has_no_sandbox_for():
+    from engine.verifier import SolverVerifier, problem_solvers
+    from solvers import get_solver
+
+    gurobi_pool, pulp_pool = object(), object()  # routing only: nothing runs
+    verifier = SolverVerifier(gurobi_pool, "gurobipy", pools={"pulp": pulp_pool})
+    problems = scripted.problems(3)
+    assert verifier.route(problems[0]) == (get_solver("gurobipy"), gurobi_pool), "no solver named: the default"
+    assert verifier.route(replace(problems[1], solver="pulp")) == (get_solver("pulp"), pulp_pool)
+    assert verifier.solver_names == ["gurobipy", "pulp"]
+    with pytest.raises(ValueError, match="problem 'p2' names solver 'ortools', which this verifier has no sandbox"):
+        verifier.route(replace(problems[2], solver="ortools"))
+    named = [replace(problems[0], solver="pulp"), problems[1], replace(problems[2], solver="pulp")]
+    assert [s.name for s in problem_solvers(named, get_solver("gurobipy"))] == ["pulp", "gurobipy"]
+
+
+async def test_solver_pools_share_a_pool_between_solvers_with_the_same_preload_and_close_them():
+    from engine.verifier import solver_pools
+    from sandbox import SandboxPool
+    from solvers.adapters import PULP
+
+    twin = replace(PULP, name="pulp_twin")  # the same modules: the same warm workers serve both
+    made: list[SandboxPool] = []
+
+    def make_pool(preload):
+        made.append(SandboxPool(workers=1, preload=preload, isolation="process"))
+        return made[-1]
+
+    async with solver_pools([PULP, twin], make_pool) as pools:
+        assert pools["pulp"] is pools["pulp_twin"] and len(made) == 1
+        result = await pools["pulp"].run("import pulp; print(pulp.LpMaximize)")
+        assert result.stdout.strip() == "-1"
+    with pytest.raises(RuntimeError, match="the pool is closed"):
+        await made[0].run("print(1)")  # closed on exit
