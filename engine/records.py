@@ -251,8 +251,9 @@ class StepStats:
     "groups_solve_all" / "groups_solve_none", "groups_surplus", "samples_correct".
 
     Per solver (problems that name theirs, `count_solver`): the row adds `by_solver/<name>/groups`,
-    `.../samples_scored`, `.../samples_correct`, `.../accuracy` and `.../reward_mean`, over the same samples as
-    the step's `accuracy` and `reward_mean` (the scored samples of the groups judged this step).
+    `.../samples_scored`, `.../samples_correct`, `.../accuracy`, `.../reward_mean` and `.../errors/<kind>`, over
+    the same samples as the step's `accuracy` and `reward_mean` (the scored samples of the groups judged this
+    step; infrastructure failures are never scored).
     """
 
     started_s: float  # time.monotonic() at the start of the step
@@ -286,6 +287,8 @@ class StepStats:
             row[prefix + "samples_correct"] = correct
             row[prefix + "accuracy"] = correct / len(samples) if samples else None
             row[prefix + "reward_mean"] = _mean([s.reward for s in samples if s.reward is not None])
+            kinds = Counter(s.error_kind for s in samples if s.error_kind is not None)
+            row.update({f"{prefix}errors/{kind}": n for kind, n in sorted(kinds.items())})
         return row
 
     def row(
@@ -373,8 +376,8 @@ REDUCTION: dict[str, str | tuple[str, ...]] = {
     "interrupted": "any",
 }
 COUNT_PREFIXES = ("status/", "errors/", "filtered/", "excluded/", "prompts/", "partial/")
-# Per-solver metrics, `by_solver/<name>/<metric>`: the rule of each metric, a weighted mean's count keys being
-# the same solver's.
+# Per-solver metrics, `by_solver/<name>/<metric>`: the rule of each metric (`errors/<kind>` counts are summed), a
+# weighted mean's count keys being the same solver's. Solver names hold no "/".
 SOLVER_PREFIX = "by_solver/"
 SOLVER_REDUCTION: dict[str, str | tuple[str, ...]] = {
     "groups": "sum",
@@ -391,8 +394,8 @@ def reduction_rule(key: str) -> str | tuple[str, ...] | None:
     if key.startswith(COUNT_PREFIXES):
         return "sum"
     if key.startswith(SOLVER_PREFIX):
-        solver, _, metric = key.removeprefix(SOLVER_PREFIX).rpartition("/")
-        rule = SOLVER_REDUCTION.get(metric) if solver else None
+        solver, _, metric = key.removeprefix(SOLVER_PREFIX).partition("/")
+        rule = "sum" if metric.startswith("errors/") else SOLVER_REDUCTION.get(metric)
         if isinstance(rule, tuple):
             return tuple(f"{SOLVER_PREFIX}{solver}/{count}" for count in rule)
         return rule

@@ -145,7 +145,7 @@ def _counts(records: RunRecords, prefix: str, field: str) -> dict[str, list[floa
 def solver_names(records: RunRecords) -> list[str]:
     """The solvers a mixed-solver run reports metrics for (`by_solver/<name>/...`), sorted."""
     keys = (k.removeprefix(SOLVER_PREFIX) for row in records.metrics for k in row if k.startswith(SOLVER_PREFIX))
-    return sorted({key.rpartition("/")[0] for key in keys})
+    return sorted({key.partition("/")[0] for key in keys})
 
 
 def error_counts(records: RunRecords) -> dict[str, list[float]]:

@@ -87,7 +87,8 @@ def test_one_run_verifies_each_problem_with_its_own_solver(tiny_model, tmp_path)
     by_problem = {s["problem_id"]: (s["status"], s["objective"]) for s in samples}
     assert by_problem == {"q0": ("correct", 3.0), "q1": ("wrong", 4.0), "q2": ("correct", 3.0), "q3": ("wrong", 4.0)}
     solver_keys = [key for key in row if key.startswith("by_solver/")]
-    assert len(solver_keys) == 10 and all(reduction_rule(key) is not None for key in solver_keys)
+    assert row["by_solver/pulp/errors/wrong_objective"] == 4 and "by_solver/gurobipy/errors/wrong_objective" not in row
+    assert len(solver_keys) == 11 and all(reduction_rule(key) is not None for key in solver_keys)
     assert reduce_rollout_metrics([row])["by_solver/pulp/accuracy"] == 0.0
     report = (write_report(run_dir) / "report.md").read_text()
     assert "- accuracy, gurobipy: final 1.000, peak 1.000 at step 0 (4 samples scored)" in report
@@ -159,11 +160,13 @@ async def test_a_scripted_step_prompts_and_counts_each_problem_under_its_solver(
         "by_solver/gurobipy/samples_correct": 1,
         "by_solver/gurobipy/accuracy": 0.5,
         "by_solver/gurobipy/reward_mean": 0.5,
+        "by_solver/gurobipy/errors/wrong_objective": 1,
         "by_solver/pulp/groups": 2,
         "by_solver/pulp/samples_scored": 4,
         "by_solver/pulp/samples_correct": 0,
         "by_solver/pulp/accuracy": 0.0,
         "by_solver/pulp/reward_mean": 0.5,
+        "by_solver/pulp/errors/wrong_objective": 4,
     }
     assert result.metrics["accuracy"] == 1 / 6
 
@@ -175,12 +178,14 @@ async def test_a_scripted_step_prompts_and_counts_each_problem_under_its_solver(
         "by_solver/pulp/samples_correct": 2,
         "by_solver/pulp/accuracy": 1.0,
         "by_solver/pulp/reward_mean": 1.5,
+        "by_solver/pulp/errors/wrong_objective": 0,
     }
     merged = reduce_rollout_metrics([{"step": 0, **by_solver}, other])
     assert merged["by_solver/pulp/samples_scored"] == 6 and merged["by_solver/pulp/samples_correct"] == 2
     assert merged["by_solver/pulp/accuracy"] == 2 / 6
     assert merged["by_solver/pulp/reward_mean"] == (0.5 * 4 + 1.5 * 2) / 6
     assert merged["by_solver/gurobipy/accuracy"] == 0.5, "a solver only one rank saw keeps that rank's value"
+    assert merged["by_solver/pulp/errors/wrong_objective"] == 4
 
 
 def test_a_problem_naming_no_solver_is_prompted_with_the_default_instructions():
