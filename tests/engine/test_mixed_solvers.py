@@ -251,6 +251,12 @@ def test_the_dry_run_counts_problems_per_solver_and_fails_on_one_not_installed(t
     monkeypatch.setitem(solvers.registry._REGISTRY, "pulp", replace(PULP, package="evom_no_such_package"))
     assert main(argv) == 1
     assert "needs the Python package 'evom_no_such_package', which is not installed" in capsys.readouterr().out
+    # The run itself stops the same way (exit 1, one line) before a model loads or anything is written.
+    assert main([*argv[1:], f"run.output_dir={tmp_path / 'runs'}"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: solver 'pulp' needs the Python package 'evom_no_such_package'")
+    assert err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
 
 
 # ----- engine.eval ------------------------------------------------------------------------------------------
