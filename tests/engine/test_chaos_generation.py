@@ -388,3 +388,26 @@ async def test_openai_server_down_past_the_bound_raises_one_line(peers):
     assert sorted((c.prompt_index, c.sample_index) for c in got) == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert [c.failed for c in got] == [False, True, True, True]
     assert all("server_down_timeout_s" in c.error for c in got if c.prompt_index == 1)
+
+
+# ----- bench/chaos.py --fault generation -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_bench_chaos_generation_class_loses_and_misscores_nothing_and_writes_its_headline(tmp_path):
+    bench = HERE.parents[1] / "bench" / "chaos.py"
+    headline = tmp_path / "headline.json"
+    headline.write_text('{"sandbox": {"faults": 9, "lost": 0}}\n')  # a class run before: kept
+    argv = ["--fault", "generation", "--duration-s", "4", "--after-s", "1", "--interval-s", "0.2,0.5"]
+    argv += ["--update-every-s", "1", "--stream", "--out", str(tmp_path / "report.json"), "--json", str(headline)]
+    proc = subprocess.run([sys.executable, str(bench), *argv], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = orjson.loads((tmp_path / "report.json").read_bytes())
+    faulty = report["samples"]["faults"]
+    assert report["faults_injected"]["total"] >= 1 and faulty["returned"] > 0
+    assert faulty["lost"] == faulty["duplicated"] == faulty["wrongly_scored"] == 0
+    assert report["after_all_as_without_faults"] and report["recovery_s"]["within_bound"]
+    table = orjson.loads(headline.read_bytes())
+    assert table["sandbox"] == {"faults": 9, "lost": 0}
+    assert table["generation"]["passed"] and table["generation"]["faults"] == report["faults_injected"]["total"]
+    assert table["generation"]["recovery_bound_s"] == report["recovery_s"]["bound"]
