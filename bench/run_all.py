@@ -562,7 +562,8 @@ def section(row: Row) -> list[str]:
     if row.skipped:
         return [*lines, f"- skipped: {row.skipped}", ""]
     median_run = row.median_run()
-    assert median_run is not None
+    if median_run is None:
+        return [*lines, "- not run", ""]
     lines.append(f"- command (each run; run k > 1 writes <name>.r<k-1>.*): `{shown(median_run.command)}`")
     h = median_run.headline
     if h is not None and row.ratios:
@@ -710,7 +711,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   {_status(outcome)} in {outcome.wall_s / 60:.1f} min{ratio}", flush=True)
             # Rewritten after every run, so an interrupted run still leaves the finished runs' results.
             text = render(
-                list(rows.values()),
+                [row for row in rows.values() if row.runs],  # the benches that ran so far
                 started=started,
                 wall_s=time.perf_counter() - t0,
                 argv=argv,

@@ -196,6 +196,20 @@ def test_repeats_report_median_worst_and_range_and_the_worst_run_decides(
     assert "| yes |" in row and "2.60x" in row
 
 
+def test_results_are_written_after_each_run_of_several_benches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RATIOS", "3.0")
+    monkeypatch.setenv("COUNTER", str(tmp_path / "count"))
+    for name in ("trl", "rollout"):
+        bench = run_all.Bench(name=name, script=script(tmp_path, RATIO_BENCH), args=(), what=name,
+                              headline=run_all.trl_headline)  # fmt: skip
+        monkeypatch.setitem(run_all.BENCHES, name, bench)
+    out = tmp_path / "RESULTS.md"
+    assert run_all.main(["--only", "trl,rollout", "--repeats", "2", "--out", str(out), "--raw-dir", str(tmp_path)]) == 0
+    text = out.read_text()
+    assert "| trl |" in text and "| rollout |" in text and (tmp_path / "count").read_text() == "xxxx"
+    assert not run_all.section(run_all.Row(bench=run_all.BENCHES["trl"], runs=[]))[-2].startswith("- command")
+
+
 def test_a_failed_run_fails_the_target_and_the_exit_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rc, text = repeated(tmp_path, monkeypatch, "3.0,-1,3.0")
     row = next(line for line in text.splitlines() if line.startswith("| trl |"))
