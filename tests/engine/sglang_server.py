@@ -631,11 +631,13 @@ def main() -> None:
     parser.add_argument("--random-seed", type=int, default=None)
     parser.add_argument("--incremental-streaming-output", action="store_true")
     parser.add_argument("--record", type=Path, default=None, help="append a JSON line per request to this file")
+    parser.add_argument("--token-delay-s", type=float, default=0.0, help="seconds per decoded token (tests only)")
     args, _ = parser.parse_known_args()  # the launcher passes SGLang's other flags too
     peer = SGLangPeer()
     peer.model_path = args.model_path
     peer.record = args.record
     peer.incremental = args.incremental_streaming_output
+    peer.token_delay_s = args.token_delay_s
     web.run_app(peer.app(), host=args.host, port=args.port, print=None)
 
 

@@ -341,6 +341,49 @@ async def test_a_rollout_on_the_peer_resumes_the_batch_generated_ahead(peer, tmp
         assert s.finish_reason == reason and not s.infra_failure
 
 
+@pytest.mark.slow
+def test_engine_run_with_partial_rollouts_on_a_slow_peer(tiny_model, tmp_path):
+    """engine.run, one process, against a peer in its own process that decodes 0.2 s a token: with max_staleness
+    1, batch 1 (8 s of decoding) is still decoding when the learner's first update comes (a step takes ~3 s), so
+    the update cuts its samples, which resume."""
+    import subprocess
+
+    import orjson
+
+    torchrun_test = _load("test_sglang_torchrun", "sglang_torchrun_test")
+    port, record = torchrun_test.free_port(), tmp_path / "server.jsonl"
+    cmd = [sys.executable, str(Path(__file__).with_name("sglang_server.py")), "--port", str(port)]
+    server = subprocess.Popen([*cmd, "--record", str(record), "--token-delay-s", "0.2"], stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        torchrun_test.wait_up(url, server)
+        args = [sys.executable, "-m", "engine.run", "--quiet",
+                f"model.path={tiny_model}", f"run.output_dir={tmp_path}", "run.name=t", "run.steps=2",
+                "run.save_every=2", "rollout.prompts_per_step=2", "rollout.group_size=2", "rollout.max_staleness=1",
+                "rollout.partial_rollouts=true", "algorithm.use_generator_logprobs=false",
+                "algorithm.rollout_correction=decoupled", "generation.sampling.max_new_tokens=40",
+                "sandbox.workers=1", "data.num_problems=16",
+                "generation.backend=sglang", f"generation.sglang={{urls: [{url}]}}"]  # fmt: skip
+        done = subprocess.run(args, cwd=torchrun_test.REPO, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    finally:
+        server.terminate()
+        server.wait()
+    rows = [orjson.loads(line) for line in record.read_bytes().splitlines()]
+    paths = [r["path"] for r in rows]
+    updates = [k for k, p in enumerate(paths) if p == "/update_weights_from_disk"]
+    assert len(updates) == 2  # one per step
+    # The first update found batch 1 decoding: it aborted its samples first.
+    assert paths[updates[0] - 1] == "/abort_request"
+    metrics = [orjson.loads(line) for line in (tmp_path / "t" / "metrics.jsonl").read_bytes().splitlines()]
+    cuts = sum(m.get("partial/cuts", 0) for m in metrics)
+    assert 0 < sum(m.get("partial/resumed", 0) for m in metrics) <= cuts
+    samples = [orjson.loads(line) for line in (tmp_path / "t" / "samples.jsonl").read_bytes().splitlines()]
+    spans = [s["version_spans"] for s in samples if s["version_spans"]]
+    assert spans and all(len(v) >= 2 and v[0][0] < v[-1][0] for v in spans)
+    assert all("train/mismatch_kl" in m for m in metrics if "train/loss" in m)
+
+
 # ----- who may turn it on -------------------------------------------------------------------------------------
 
 
