@@ -246,10 +246,13 @@ def test_chaos_and_exec_cache_headlines() -> None:
     }
     h = run_all.chaos_headline(one)
     assert h.ratio == 0.8 and h.met and "40 faults, 0 lost, 0 wrongly scored" in h.evom
-    two = {"classes": {"sandbox": one, "server": {**one, "samples": {"faults": {"lost": 1, "wrongly_scored": 0}},
-                                                   "throughput": {"ratio": 0.6}}}}  # fmt: skip
+    headline = {"faults": 55, "samples": 822, "excluded": 1, "lost": 0, "duplicated": 0, "wrongly_scored": 0,
+                "recovery_median_s": 0.13, "recovery_max_s": 0.36, "recovery_bound_s": 5.0,
+                "throughput_ratio": 0.7, "passed": True}  # fmt: skip
+    two = {"sandbox": headline, "generation": {**headline, "lost": 1, "throughput_ratio": 0.6, "passed": False}}
     h = run_all.chaos_headline(two)
-    assert h.ratio == 0.6 and not h.met and "server: 40 faults, 1 lost" in h.evom
+    assert h.ratio == 0.6 and not h.met and "generation: 55 faults, 1 lost" in h.evom
+    assert run_all.chaos_headline({"sandbox": headline}).met
     with pytest.raises(ValueError, match="fault class"):
         run_all.chaos_headline({"nothing": 1})
     total = {"cache_hit_rate": 0.25, "cache_saved_s": 3.0, "completions": 24, "wall_cache_s": 4.0,
