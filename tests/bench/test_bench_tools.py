@@ -127,6 +127,23 @@ def test_reward_signal_check() -> None:
     assert trl_bench.has_signal([[0.0, 0.0, 0.1, 0.1], [0.0, 0.3, 0.1, 0.1]], group_size=2)
 
 
+@pytest.mark.slow  # imports the engine, torch and the config machinery
+def test_trl_bench_phases_split_a_step_and_leave_out_the_warm_up() -> None:
+    trl_bench = load("trl_bench")
+    rollout = {"time_generating_s": 3.0, "time_waiting_verify_s": 0.5}
+    train = {"time_forward_backward_s": 4.0, "time_optimizer_s": 1.0}
+    phases = trl_bench.evom_phases(
+        rollout, train, rollout_s=3.75, gather_s=0.05, learner_s=5.2, export_s=0.1, update_s=0.7,
+        synced={"copy": 0.2, "repack": 0.4}, records_s=0.01,
+    )  # fmt: skip
+    assert list(phases) == list(trl_bench.PHASES)
+    assert phases["batch_prep"] == pytest.approx(0.25 + 0.05 + 0.2) and phases["other"] == pytest.approx(0.1)
+    assert sum(phases.values()) == pytest.approx(3.75 + 0.05 + 5.2 + 0.1 + 0.7 + 0.01)
+    steps = [{"generation": 100.0, "step": 100.0}, {"generation": 1.0, "step": 2.0}, {"generation": 3.0, "step": 4.0}]
+    table = trl_bench.phase_table(steps, 1)
+    assert table["generation"] == {"median_s": 2.0, "min_s": 1.0, "max_s": 3.0} and table["step"]["max_s"] == 4.0
+
+
 def test_sandbox_headline_from_its_markdown() -> None:
     report = """
         | mode | median ms/program | IQR ms | programs/s |
