@@ -9,7 +9,10 @@ prompt) and the learner packs each group on one copy of its prompt, which neithe
 packed floor, runs the learner's packed forward with a bare loss, to isolate the learner's own overhead. Runs
 alternate between the arms, so drift on a shared machine hits them alike; the report gives wall and CPU-time
 medians, min/max and the ratios of medians (target: learner <= 1.15x the floor). On a machine shared with
-other jobs, use --threads 1 and read the CPU-time ratio.
+other jobs, use --threads 1 and read the CPU-time ratio. The floors step torch's default AdamW (the plain way;
+on CPU the per-tensor loop), the learner torch's fused AdamW: that is part of its margin, and
+--compare-optimizer adds the learner on the default AdamW to show how much. The report also gives Learner.step's
+own phases (its time_<phase>_s metrics: prepare, forward_backward, optimizer).
 
     python bench/learner_bench.py                        # the embedded SmolLM2-135M (learner.models)
     python bench/learner_bench.py --model tiny --repeats 5
