@@ -428,9 +428,8 @@ def summarize(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> dict[str,
     return {
         **meta,
         "programs": len(rows),
-        "source_not_verified": {
-            k: v for k, v in Counter(r["source_status"] for r in rows if r["source_status"] != "correct").items()
-        },
+        # why a program got no attempt: its source check's status under A, or prompt_too_long (it passed the check)
+        "not_attempted": dict(Counter(r["source_status"] for r in rows if r["source_status"] != "correct")),
         "programs_attempted": len(attempted),
         "attempts": attempts,
         "attempts_verified": verified,
@@ -444,9 +443,10 @@ def summarize(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> dict[str,
 
 
 def summary_line(summary: dict[str, Any]) -> str:
+    not_attempted = ", ".join(f"{n} {why}" for why, n in summary["not_attempted"].items()) or "none"
     return (
         f"{summary['from_solver']} -> {summary['to_solver']}: {summary['programs']} programs, "
-        f"{summary['programs_attempted']} passed the source check; {summary['attempts']} attempts, "
+        f"{summary['programs_attempted']} attempted (not: {not_attempted}); {summary['attempts']} attempts, "
         f"{summary['attempts_verified']} verified ({summary['yield_attempts']:.1%}); "
         f"{summary['programs_with_kept']} programs with a kept rewrite ({summary['yield_programs']:.1%}), "
         f"{summary['kept_rows']} rows kept"

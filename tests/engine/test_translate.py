@@ -180,7 +180,7 @@ def test_only_rewrites_the_target_solver_verifies_are_kept_and_the_yields_count_
     assert (summary["programs"], summary["programs_attempted"], summary["attempts"]) == (3, 2, 4)
     assert (summary["attempts_verified"], summary["programs_with_kept"], summary["kept_rows"]) == (2, 1, 1)
     assert summary["yield_programs"] == 0.5 and summary["yield_attempts"] == 0.5
-    assert summary["source_not_verified"] == {"wrong": 1}
+    assert summary["not_attempted"] == {"wrong": 1}
     # the output is engine.sft's input as is
     pairs, skipped = read_pairs([output])
     assert [(p.question, p.solver, p.completion) for p in pairs] == [
@@ -219,7 +219,7 @@ def test_the_command_line_translates_with_a_local_model_and_continues_where_it_s
     summary = json.loads(output.with_name("out.jsonl.summary.json").read_text())
     assert (summary["programs"], summary["programs_attempted"], summary["attempts"]) == (3, 2, 4)
     assert summary["attempts_verified"] == 0 and summary["yield_programs"] == 0.0  # a random model writes nothing
-    assert "pulp -> highspy: 3 programs, 2 passed the source check; 4 attempts, 0 verified (0.0%)" in second
+    assert "pulp -> highspy: 3 programs, 2 attempted (not: 1 wrong); 4 attempts, 0 verified (0.0%)" in second
 
 
 def one_error_line(capsys) -> str:
