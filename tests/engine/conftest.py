@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
+
+# The helper modules beside these tests (scripted.py, sglang_server.py, sglang_source.py) are imported by name:
+# tests/ is no package and pytest imports test files with --import-mode=importlib, so this folder goes on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ cancelled. Most tests script by table: `plan({"p3": ["correct", Held(gate, "wron
 optionally gated) with `held_judge({("p3", 0): gate})` (verification of sample 0 of p3 waits for `gate`).
 `tokenizer()` is a real Hugging Face tokenizer, one token per character with a chat template, so the
 real `engine.prompts.PromptBuilder` renders prompts and decodes completions (ASCII text round-trips exactly).
-Loaded by path from the tests (tests/ is no package), like tests/engine/sglang_server.py.
+The tests import it by name (tests/engine/conftest.py puts this folder on sys.path), like tests/engine/sglang_server.py.
 """
 
 from __future__ import annotations

@@ -33,6 +33,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
+import scripted
+import sglang_server as sglang_peer
 
 from engine.generation import BackendUnavailable, SamplingParams
 from engine.generation.base import row_seed
@@ -55,8 +57,6 @@ def _load(name: str, filename: str):
     return module
 
 
-scripted = _load("rollout_scripted", "scripted.py")
-sglang_peer = _load("sglang_server", "sglang_server.py")
 openai_peer = _load("test_generation_openai", "test_generation_openai.py")
 
 

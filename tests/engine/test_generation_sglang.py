@@ -6,12 +6,12 @@ Run: .venv/bin/pytest tests/engine/test_generation_sglang.py
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import socket
 import sys
 from pathlib import Path
 
 import pytest
+import sglang_server as peer_mod
 import torch
 
 from engine.generation import BackendUnavailable, GenerationError, SamplingParams, create_backend
@@ -19,16 +19,6 @@ from engine.generation.base import row_seed
 from engine.generation.sglang_client import SGLANG_VERSION, SGLangBackend, SGLangConfig
 from engine.generation.sglang_launch import LaunchConfig, server_command
 
-
-def _load_peer_module():
-    spec = importlib.util.spec_from_file_location("sglang_server", Path(__file__).with_name("sglang_server.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("sglang_server", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-peer_mod = _load_peer_module()
 PROMPTS = [[11, 12, 13], [21, 22], [31, 32, 33, 34]]
 
 

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import sys
-from pathlib import Path
 
 import pytest
+import scripted
 
 from engine.data import epoch_order
 from engine.generation import SamplingParams
 from engine.records import REDUCTION, reduce_rollout_metrics, reduction_rule
 from engine.rollout import Rollout
-
-
-def _load_scripted():
-    module = sys.modules.get("rollout_scripted")
-    if module is None:  # tests/ is no package: loaded by path, once
-        spec = importlib.util.spec_from_file_location("rollout_scripted", Path(__file__).with_name("scripted.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["rollout_scripted"] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-scripted = _load_scripted()
 
 # Two ranks of one step. Rank 0 scored 4 samples (1 correct, mean reward 0.05), rank 1 scored 12 (6 correct,
 # mean reward 0.175); rank 1 never saw an error status and waited longer for its verifications.

@@ -4,13 +4,12 @@ instructions and verified with it, and each step's metrics row reports accuracy 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import scripted
 
 from engine.config import load_config
 from engine.data import DataError, assign_solvers, load_benchmark
@@ -98,17 +97,6 @@ def test_one_run_verifies_each_problem_with_its_own_solver(tiny_model, tmp_path)
 # ----- scripted (fast) ------------------------------------------------------------------------------------
 
 
-def _load_scripted():
-    module = sys.modules.get("rollout_scripted")
-    if module is None:  # tests/ is no package: loaded by path, once
-        spec = importlib.util.spec_from_file_location("rollout_scripted", Path(__file__).with_name("scripted.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["rollout_scripted"] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-scripted = _load_scripted()
 INSTRUCTIONS = {"gurobipy": "Write gurobipy code.", "pulp": "Write PuLP code."}
 
 

@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import scripted
+import sglang_server as peer_mod
 
 from engine.generation import SamplingParams, backend_class
 from engine.generation.base import Completion, Timings, can_resume, row_seed
@@ -36,8 +38,6 @@ def _load(name: str, alias: str):
     return sys.modules[alias]
 
 
-scripted = _load("scripted", "rollout_scripted")
-peer_mod = _load("sglang_server", "sglang_server")
 Reply = scripted.Reply
 PROMPTS = scripted.prompt_builder()
 SAMPLING = SamplingParams(max_new_tokens=16, seed=7)

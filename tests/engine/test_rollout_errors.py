@@ -5,27 +5,12 @@ Run: .venv/bin/pytest tests/engine/test_rollout_errors.py"""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+import scripted
 
 from engine.data import epoch_order
 from engine.generation import SamplingParams
 from engine.records import RunRecorder, read_jsonl
 from engine.rollout import Rollout
-
-
-def _load_scripted():
-    module = sys.modules.get("rollout_scripted")
-    if module is None:  # tests/ is no package: loaded by path, once
-        spec = importlib.util.spec_from_file_location("rollout_scripted", Path(__file__).with_name("scripted.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["rollout_scripted"] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-scripted = _load_scripted()
 
 
 async def test_each_sample_carries_its_failure_kind_and_the_step_counts_them(tmp_path):

@@ -11,13 +11,12 @@ Run: .venv/bin/pytest tests/engine/test_rollout_schedule.py
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import scripted
 
 from engine.data import Problem, epoch_order
 from engine.generation import GenerationBackend, SamplingParams
@@ -25,18 +24,6 @@ from engine.records import RunRecorder, read_jsonl
 from engine.rollout import Rollout, RolloutState, round_sampling
 from engine.verifier import Verifier
 
-
-def _load_scripted():
-    module = sys.modules.get("rollout_scripted")
-    if module is None:  # tests/ is no package: loaded by path, once
-        spec = importlib.util.spec_from_file_location("rollout_scripted", Path(__file__).with_name("scripted.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["rollout_scripted"] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-scripted = _load_scripted()
 Reply, Held, plan, held_judge, settle = (
     scripted.Reply,
     scripted.Held,

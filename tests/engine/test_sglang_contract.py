@@ -8,30 +8,18 @@ Run: .venv/bin/pytest tests/engine/test_sglang_contract.py
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 from pathlib import Path
 
 import orjson
 import pytest
+import sglang_server as peer_mod
+import sglang_source as source
 import torch
 
 from engine.generation import SamplingParams
 from engine.generation.sglang_client import WEIGHTS_CHANGED_NOT_FLUSHED, SGLangBackend, SGLangConfig, _Call, _Stream
 from engine.rollout.partial import Resumer
 
-
-def _load(name: str):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-source = _load("sglang_source")
-peer_mod = _load("sglang_server")
 pytestmark = pytest.mark.skipif(
     source.sglang_root() is None, reason="needs sglang==0.5.23 installed --no-deps and msgspec (make setup)"
 )

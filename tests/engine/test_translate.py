@@ -5,12 +5,11 @@ same output, a run with a tiny random Llama through the command line, and bad in
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+import scripted
 
 from engine.evaluation.models import ServedModel
 from engine.records import read_jsonl
@@ -27,19 +26,6 @@ from engine.translate import (
     translation_request,
 )
 from solvers import get_solver
-
-
-def _load_scripted():
-    module = sys.modules.get("rollout_scripted")
-    if module is None:  # tests/ is no package: loaded by path, once
-        spec = importlib.util.spec_from_file_location("rollout_scripted", Path(__file__).with_name("scripted.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["rollout_scripted"] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-scripted = _load_scripted()
 
 PULP = """import pulp
 prob = pulp.LpProblem("p", pulp.LpMaximize)

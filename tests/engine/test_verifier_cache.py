@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
+import scripted
 
 from engine.data import Problem
 from engine.generation import SamplingParams
@@ -220,17 +218,7 @@ async def test_the_cached_verifier_gives_solvers_verify_outcomes_and_runs_each_p
     assert pool.stats["runs"] == runs + 1
 
 
-def _scripted():
-    module = sys.modules.get("rollout_scripted")
-    if module is None:  # tests/ is no package: loaded by path, once (as the schedule tests do)
-        spec = importlib.util.spec_from_file_location("rollout_scripted", Path(__file__).with_name("scripted.py"))
-        module = sys.modules["rollout_scripted"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return module
-
-
 async def test_the_cache_counters_reach_each_steps_metrics_row(pool):
-    scripted = _scripted()
     prompts = scripted.prompt_builder()
     # every sample of every problem writes the same program, with a different comment: one run per problem
     table = {f"p{i}": [scripted.Reply(text=completion(comment=f"# v{j}\n")) for j in range(4)] for i in range(4)}
