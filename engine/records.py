@@ -358,7 +358,6 @@ REDUCTION: dict[str, str | tuple[str, ...]] = {
     "time_verifying_s": "max",
     "time_waiting_verify_s": "max",
     "time_waiting_for_batch_s": "max",
-    "time_weight_sync_s": "max",  # the learner's weights into this rank's generator (copy and repack, or export)
     "verify_started": "sum",
     "verify_queue_wait_mean_s": ("verify_started",),
     "verify_queued": "sum",

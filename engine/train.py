@@ -481,6 +481,8 @@ async def _loop(
             train_s = time.monotonic() - started
             await rollout.update_weights(generator_weights(cfg, learner, run_dir), version=step + 1)
             sync_s = time.monotonic() - started - train_s
+            # Measured after the rollout metrics were gathered, so not reduced over the ranks: the learner's figures
+            # are global already, and the weight sync time (this rank's generator) is rank 0's in metrics.jsonl.
             learned = {
                 **{f"train/{k}": v for k, v in train_metrics.items()},
                 "time_train_s": train_s,

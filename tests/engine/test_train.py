@@ -210,7 +210,8 @@ def test_torchrun_two_ranks_train_one_model_on_the_global_batch(tiny_model, tmp_
     # metrics.jsonl holds the rollout metrics of both ranks; each rank's own are in rank<r>/metrics.jsonl.
     own = [read_jsonl(run_dir / f"rank{r}" / "metrics.jsonl") for r in (0, 1)]
     assert [[m["step"] for m in rows] for rows in own] == [[0, 1], [0, 1]]
-    learner_keys = {k for rows in own for m in rows for k in m if k.startswith("train/")} | {"time_train_s"}
+    learner_side = {"time_train_s", "time_weight_sync_s"}  # measured after the gather: rank 0's, not reduced
+    learner_keys = {k for rows in own for m in rows for k in m if k.startswith("train/")} | learner_side
     rollout_keys = {k for rows in own for m in rows for k in m} - learner_keys
     assert {k for k in rollout_keys if reduction_rule(k) is None} == set(), "a rollout metric without a rule"
     for m, mine, theirs in zip(metrics, *own, strict=True):
