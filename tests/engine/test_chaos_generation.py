@@ -322,20 +322,25 @@ async def _collect(backend, prompts, params, n):
 # ----- OpenAI-compatible -------------------------------------------------------------------------------------
 
 
+def _openai_config(server, *, server_down_timeout_s: float) -> OpenAIConfig:
+    """One request at a time to `server`, with short retry backoffs."""
+    return OpenAIConfig(
+        base_url=f"{server.url}/v1",
+        model="tiny",
+        max_concurrency=1,
+        backoff_base_s=0.01,
+        backoff_max_s=0.05,
+        server_down_timeout_s=server_down_timeout_s,
+    )
+
+
 async def test_openai_server_killed_mid_stream_streamed_choices_fail_the_rest_wait_for_the_restart(peers):
     """One request per prompt, one at a time (max_concurrency 1): prompt 0's request streams its 4 choices (2, 5,
     8, 11 tokens) when the server is killed, right after choice 0 finished; prompt 1's request is sent after the
     kill, finds the server down, and must wait for it rather than burn its retries."""
     server = peers("openai", token_delay_s=0.15)
     await server.wait_up()
-    config = OpenAIConfig(
-        base_url=f"{server.url}/v1",
-        model="tiny",
-        max_concurrency=1,
-        backoff_base_s=0.01,
-        backoff_max_s=0.05,
-        server_down_timeout_s=60,
-    )
+    config = _openai_config(server, server_down_timeout_s=60)
     prompts = [[1, 2, 3], [4, 5, 6]]
     params = SamplingParams(max_new_tokens=50, seed=2)
     async with asyncio.timeout(60), OpenAIBackend(config) as backend:
@@ -368,14 +373,7 @@ async def test_openai_server_killed_mid_stream_streamed_choices_fail_the_rest_wa
 async def test_openai_server_down_past_the_bound_raises_one_line(peers):
     server = peers("openai", token_delay_s=0.15)
     await server.wait_up()
-    config = OpenAIConfig(
-        base_url=f"{server.url}/v1",
-        model="tiny",
-        max_concurrency=1,
-        backoff_base_s=0.01,
-        backoff_max_s=0.05,
-        server_down_timeout_s=1,
-    )
+    config = _openai_config(server, server_down_timeout_s=1)
     async with asyncio.timeout(30), OpenAIBackend(config) as backend:
         stream = backend.generate([[1, 2, 3], [4, 5, 6]], SamplingParams(max_new_tokens=50), n=2)
         first = await anext(stream)
