@@ -86,6 +86,21 @@ def trl_headline(r: dict[str, Any]) -> Headline:
     )
 
 
+def cuts_headline(r: dict[str, Any]) -> Headline:
+    """trl_bench --cuts-ab: EVOM's step as it is against the same step before the cuts of issue 20."""
+    ratio = r["ratio_after_over_before"]
+    steps = r["step"]
+    return Headline(
+        comparison="EVOM step time after the cuts / before them (fused AdamW, tied weight copied once)",
+        ratio=ratio,
+        target="< 1",
+        met=ratio < 1,
+        evom=spread(steps["after"], median="median_s", low="min_s", high="max_s"),
+        alternative=spread(steps["before"], median="median_s", low="min_s", high="max_s"),
+        higher_is_better=False,
+    )
+
+
 def sandbox_headline(markdown: str) -> Headline:
     """The gurobipy suite: the first targets row and the first results table of sandbox_bench's report."""
     row = re.search(r"^\| gurobipy[^|]*\| ([\d.]+)x \(target >= ([\d.]+)x\)", markdown, re.M)
@@ -213,3 +228,31 @@ def trl_phase_details(results: list[dict[str, Any]]) -> list[str]:
             f"one every run.save_every = {saves[0][1]} steps, not part of the timed step (TRL's arm saves none).",
         ]
     return lines
+
+
+def cuts_phase_details(results: list[dict[str, Any]]) -> list[str]:
+    """Per phase of an EVOM step, before and after the cuts: the median over the runs of each run's median."""
+    tables = [r["phase_table"] for r in results if "phase_table" in r]
+    if not tables:
+        return []
+    phases = list(dict.fromkeys(k for t in tables for side in ("before", "after") for k in t.get(side, {})))
+
+    def median(side: str, phase: str) -> float | None:
+        values = [t[side][phase]["median_s"] for t in tables if phase in t.get(side, {})]
+        return statistics.median(values) if values else None
+
+    def row(phase: str) -> str:
+        before, after = median("before", phase), median("after", phase)
+        ratio = f"{after / before:.2f}x" if before and after is not None else "-"
+        cells = ["-" if x is None else f"{x:.2f}" for x in (before, after)]
+        return f"| {phase} | {cells[0]} | {cells[1]} | {ratio} |"
+
+    return [
+        "",
+        f"An EVOM step phase by phase, before and after the cuts (seconds; each run's median over its timed steps, "
+        f"then the median over {len(tables)} run(s); phases as bench/trl_bench.py's PHASES define them):",
+        "",
+        "| phase | before | after | after / before |",
+        "|---|---:|---:|---:|",
+        *(row(p) for p in phases),
+    ]

@@ -39,6 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from headlines import (
     Headline,
     chaos_headline,
+    cuts_headline,
+    cuts_phase_details,
     exec_cache_headline,
     generation_headline,
     learner_headline,
@@ -197,6 +199,15 @@ BENCHES: dict[str, Bench] = {
             details=trl_phase_details,
         ),
         Bench(
+            name="trl-cuts",
+            script="bench/trl_bench.py",
+            args=("--cuts-ab", "--prompts", "1", "--max-new-tokens", "48", "--repeats", "2"),
+            what="EVOM's step as it is vs the same step before the cuts of issue 20 (torch's default AdamW, the tied "
+            "lm_head / embed weight copied once per name), alternating step by step in one process",
+            headline=cuts_headline,
+            details=cuts_phase_details,
+        ),
+        Bench(
             name="chaos",
             script="bench/chaos.py",
             args=("--fault", "all", "--duration-s", "10", "--after-s", "5"),
@@ -320,8 +331,10 @@ class Row:
 
     def median_run(self) -> Outcome | None:
         """The run whose ratio is the median (the lower middle of an even count); else the first that ran."""
-        ranked = sorted((o for o in self.runs if o.ok and o.headline and o.headline.ratio is not None),
-                        key=lambda o: o.headline.ratio)  # type: ignore[union-attr]  # fmt: skip
+        ranked = sorted(
+            (o for o in self.runs if o.ok and o.headline and o.headline.ratio is not None),
+            key=lambda o: o.headline.ratio,  # type: ignore[union-attr]
+        )
         if ranked:
             return ranked[(len(ranked) - 1) // 2]
         return next((o for o in self.runs if not o.skipped), None)

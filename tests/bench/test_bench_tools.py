@@ -277,3 +277,25 @@ def test_chaos_and_exec_cache_headlines() -> None:
              "wall_no_cache_s": 6.0, "wall_ratio_no_cache_over_cache": 1.5, "outcomes_match": True}  # fmt: skip
     h = headlines.exec_cache_headline({"total": total})
     assert h.ratio == 1.5 and h.met and "hit rate 0.25" in h.evom and "3 sandbox s saved" in h.evom
+
+
+def test_cuts_headline_and_the_before_after_phase_table() -> None:
+    def run(after: float, before: float, optimizer: tuple[float, float]) -> dict:
+        steps = {
+            "after": {"median_s": after, "min_s": after - 1, "max_s": after + 1},
+            "before": {"median_s": before, "min_s": before - 1, "max_s": before + 1},
+        }
+        tables = {
+            "before": {"generation": {"median_s": 6.0}, "optimizer": {"median_s": optimizer[0]}},
+            "after": {"generation": {"median_s": 6.0}, "optimizer": {"median_s": optimizer[1]}},
+        }
+        return {"step": steps, "ratio_after_over_before": after / before, "phase_table": tables}
+
+    h = headlines.cuts_headline(run(12.0, 15.0, (2.0, 0.5)))
+    assert h.ratio == 0.8 and h.met and not h.higher_is_better and h.evom.startswith("12 s [11 .. 13]")
+    assert not headlines.cuts_headline(run(15.0, 15.0, (2.0, 2.0))).met
+    lines = headlines.cuts_phase_details([run(12.0, 15.0, (2.0, 0.5)), run(12.0, 15.0, (1.0, 0.7)), {}])
+    assert "over 2 run(s)" in lines[1]
+    assert "| generation | 6.00 | 6.00 | 1.00x |" in lines
+    assert "| optimizer | 1.50 | 0.60 | 0.40x |" in lines  # medians of (2.0, 1.0) and (0.5, 0.7)
+    assert headlines.cuts_phase_details([{}]) == []
