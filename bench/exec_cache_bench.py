@@ -12,10 +12,11 @@ programs). Exit 0 when every outcome matched, 1 when one did not, 2 for bad inpu
 
 Input: a run directory with config.yaml and samples.jsonl. `make learn` writes runs/learn-cpu (20 steps of PuLP
 on the generator's intro problems; `make learn ARGS="run.seed=2 run.name=learn-cpu-s2"` a second seed); any
-`python -m engine.run` directory works. bench/run_all.py replays $EVOM_EXEC_CACHE_RUN, else runs/learn-cpu:
+`python -m engine.run` directory works. bench/run_all.py replays every step of $EVOM_EXEC_CACHE_RUN, else of
+runs/learn-cpu:
 
     .venv/bin/python bench/exec_cache_bench.py runs/learn-cpu
-    .venv/bin/python bench/exec_cache_bench.py runs/learn-cpu --steps 3 --json bench/out/exec-cache.json
+    .venv/bin/python bench/exec_cache_bench.py runs/learn-cpu --steps 3 --json /tmp/first-steps.json
 
 The JSON (`--json PATH`; schema "exec_cache_bench/1"), for bench/run_all.py's RESULTS.md row:
 

@@ -220,11 +220,11 @@ BENCHES: dict[str, Bench] = {
         Bench(
             name="exec-cache",
             script="bench/exec_cache_bench.py",
-            args=("--steps", "3"),
+            args=(),
             extra_args=lambda: (str(exec_cache_run()),),
             skip=exec_cache_skip,
-            what="the verifier's execution cache replaying the first steps of a real run's samples, with and "
-            "without the cache (bench/exec_cache_bench.py)",
+            what="the verifier's execution cache replaying every step of a real run's samples, with and without "
+            "the cache (bench/exec_cache_bench.py)",
             headline=exec_cache_headline,
         ),
     )
