@@ -285,17 +285,20 @@ def test_cuts_headline_and_the_before_after_phase_table() -> None:
             "after": {"median_s": after, "min_s": after - 1, "max_s": after + 1},
             "before": {"median_s": before, "min_s": before - 1, "max_s": before + 1},
         }
+        copy = {"weight_sync_copy": {"median_s": 0.5}}
         tables = {
-            "before": {"generation": {"median_s": 6.0}, "optimizer": {"median_s": optimizer[0]}},
-            "after": {"generation": {"median_s": 6.0}, "optimizer": {"median_s": optimizer[1]}},
+            "before": {"generation": {"median_s": 6.0}, "optimizer": {"median_s": optimizer[0]}, **copy},
+            "after": {"generation": {"median_s": 6.0}, "optimizer": {"median_s": optimizer[1]}, **copy},
         }
         return {"step": steps, "ratio_after_over_before": after / before, "phase_table": tables}
 
-    h = headlines.cuts_headline(run(12.0, 15.0, (2.0, 0.5)))
-    assert h.ratio == 0.8 and h.met and not h.higher_is_better and h.evom.startswith("12 s [11 .. 13]")
-    assert not headlines.cuts_headline(run(15.0, 15.0, (2.0, 2.0))).met
+    h = headlines.cuts_headline(run(12.0, 15.0, (2.0, 0.5)))  # optimizer + copy: (0.5 + 0.5) / (2.0 + 0.5)
+    assert h.ratio == pytest.approx(0.4) and h.met and not h.higher_is_better
+    assert h.evom == "1 s (whole step 0.80x: 12 s [11 .. 13])" and h.alternative == "2.5 s (step 15 s [14 .. 16])"
+    assert not headlines.cuts_headline(run(12.0, 15.0, (2.0, 2.0))).met  # the step alone does not meet it
     lines = headlines.cuts_phase_details([run(12.0, 15.0, (2.0, 0.5)), run(12.0, 15.0, (1.0, 0.7)), {}])
     assert "over 2 run(s)" in lines[1]
     assert "| generation | 6.00 | 6.00 | 1.00x |" in lines
     assert "| optimizer | 1.50 | 0.60 | 0.40x |" in lines  # medians of (2.0, 1.0) and (0.5, 0.7)
+    assert "| weight_sync_copy | 0.50 | 0.50 | 1.00x |" in lines
     assert headlines.cuts_phase_details([{}]) == []
