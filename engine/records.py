@@ -208,6 +208,7 @@ def sample_row(s: Sample, *, step: int, round: int, epoch: int, verdict: str) ->
         "round": round,
         "epoch": epoch,
         "problem_id": s.problem_id,
+        "solver": s.solver,
         "group_id": s.group_id,
         "sample_index": s.sample_index,
         "verdict": verdict,

@@ -20,6 +20,8 @@ class Sample:
     advantages are computed from. Both are None for an infrastructure failure, which is never scored.
     error_kind: the kind of failure (`solvers.failures`: "syntax", "solver_api", "wrong_objective", ...), None
     when correct, "infrastructure" for an infrastructure failure.
+    solver: the name of the solver the problem is verified with (its own, else the rollout's default), None when
+    neither is known.
     Times are seconds since the rollout started: completion finished, verification started and ended.
     weight_version: the version of the weights that generated the oldest token (staleness is measured from it);
     token_versions: (T,) each token's version when they differ (a partial rollout resumed across a weight
@@ -47,6 +49,7 @@ class Sample:
     verify_start_s: float | None = None
     verify_end_s: float | None = None
     token_versions: tuple[int, ...] = ()
+    solver: str | None = None
 
     @property
     def versions(self) -> tuple[int, ...]:

@@ -64,7 +64,10 @@ class _Job:
 
 
 class Rollout:
-    """Makes training batches from problems; see the module docstring. Use as `async with rollout:`."""
+    """Makes training batches from problems; see the module docstring. Use as `async with rollout:`.
+
+    `solver`: the name of the solver that verifies the problems naming none (the run's `solver.name`), recorded
+    with their samples; a problem's own `solver` is recorded with its samples. None: such samples record none."""
 
     def __init__(
         self,
@@ -79,8 +82,9 @@ class Rollout:
         start_step: int = 0,
         end_step: int | None = None,
         state: RolloutState | None = None,
+        solver: str | None = None,
     ) -> None:
-        self.backend, self.verifier, self.prompts = backend, verifier, prompts
+        self.backend, self.verifier, self.prompts, self.solver = backend, verifier, prompts, solver
         self.settings, self.sampling, self.recorder = settings, sampling, recorder
         state = state or RolloutState()
         self.stream = ProblemStream(problems, seed=settings.seed, epoch=state.epoch, position=state.position)
@@ -424,6 +428,7 @@ class Rollout:
     def _sample_fields(self, group: _OpenGroup, c: Completion, text: str) -> dict[str, Any]:
         return {
             "problem_id": group.problem.id,
+            "solver": self._solver_of(group),
             "group_id": group.group_id,
             "sample_index": c.sample_index,
             "prompt_ids": group.prompt_ids,
@@ -436,6 +441,9 @@ class Rollout:
             "generated_s": c.timings.finished_s - self._t0,
         }
 
+    def _solver_of(self, group: _OpenGroup) -> str | None:
+        return problem_solver(group.problem) or self.solver
+
     def _unscored(self, group: _OpenGroup, c: Completion, status: str, detail: str) -> Sample:
         text = self.prompts.response_text(c.token_ids, text=c.text)
         fields = self._sample_fields(group, c, text)
@@ -444,6 +452,7 @@ class Rollout:
     def _missing(self, group: _OpenGroup, sample_index: int, detail: str) -> Sample:
         return Sample(
             problem_id=group.problem.id,
+            solver=self._solver_of(group),
             group_id=group.group_id,
             sample_index=sample_index,
             prompt_ids=group.prompt_ids,

@@ -83,8 +83,13 @@ def test_one_run_verifies_each_problem_with_its_own_solver(tiny_model, tmp_path)
     assert row["by_solver/gurobipy/samples_correct"] == 4 and row["by_solver/pulp/samples_correct"] == 0
     assert row["accuracy"] == 0.5
     samples = read_jsonl(run_dir / "samples.jsonl")
-    by_problem = {s["problem_id"]: (s["status"], s["objective"]) for s in samples}
-    assert by_problem == {"q0": ("correct", 3.0), "q1": ("wrong", 4.0), "q2": ("correct", 3.0), "q3": ("wrong", 4.0)}
+    by_problem = {s["problem_id"]: (s["solver"], s["status"], s["objective"]) for s in samples}
+    assert by_problem == {
+        "q0": ("gurobipy", "correct", 3.0),  # names none: the run's solver.name
+        "q1": ("pulp", "wrong", 4.0),
+        "q2": ("gurobipy", "correct", 3.0),
+        "q3": ("pulp", "wrong", 4.0),
+    }
     solver_keys = [key for key in row if key.startswith("by_solver/")]
     assert row["by_solver/pulp/errors/wrong_objective"] == 4 and "by_solver/gurobipy/errors/wrong_objective" not in row
     assert len(solver_keys) == 11 and all(reduction_rule(key) is not None for key in solver_keys)
@@ -174,6 +179,35 @@ async def test_a_scripted_step_prompts_and_counts_each_problem_under_its_solver(
     assert merged["by_solver/pulp/reward_mean"] == (0.5 * 4 + 1.5 * 2) / 6
     assert merged["by_solver/gurobipy/accuracy"] == 0.5, "a solver only one rank saw keeps that rank's value"
     assert merged["by_solver/pulp/errors/wrong_objective"] == 4
+
+
+async def test_each_samples_row_names_the_solver_its_problem_is_verified_with(tmp_path):
+    # p0 names no solver: its rows take the rollout's (the run's solver.name), or none when the rollout has none.
+    problems = [replace(p, solver=s) for p, s in zip(scripted.problems(2), [None, "pulp"], strict=True)]
+    tokenizer = scripted.tokenizer()
+    settings = PromptSettings(max_prompt_tokens=4096)
+    prompts = PromptBuilder(tokenizer, instructions="default", settings=settings, solver_instructions=INSTRUCTIONS)
+    script = scripted.plan({"p0": ["correct", "wrong"], "p1": ["wrong", "correct"]})
+    rows = {}
+    for default in ("gurobipy", None):
+        backend = scripted.ScriptedBackend(script, tokenizer=tokenizer)
+        with RunRecorder(tmp_path / str(default)) as recorder:
+            rollout = Rollout(
+                backend=backend,
+                verifier=scripted.ScriptedVerifier(scripted.held_judge({})),
+                prompts=prompts,
+                problems=problems,
+                settings=scripted.rollout_settings(prompts_per_step=2, group_size=2),
+                sampling=SamplingParams(max_new_tokens=16, seed=7),
+                recorder=recorder,
+                solver=default,
+            )
+            async with backend, rollout:
+                await rollout.next_batch()
+        samples = read_jsonl(tmp_path / str(default) / "samples.jsonl")
+        rows[default] = sorted((s["problem_id"], s["sample_index"], s["solver"]) for s in samples)
+    assert rows["gurobipy"] == [("p0", 0, "gurobipy"), ("p0", 1, "gurobipy"), ("p1", 0, "pulp"), ("p1", 1, "pulp")]
+    assert rows[None] == [("p0", 0, None), ("p0", 1, None), ("p1", 0, "pulp"), ("p1", 1, "pulp")]
 
 
 def test_a_problem_naming_no_solver_is_prompted_with_the_default_instructions():
