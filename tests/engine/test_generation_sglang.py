@@ -16,8 +16,9 @@ import torch
 
 from engine.generation import BackendUnavailable, GenerationError, SamplingParams, create_backend
 from engine.generation.base import row_seed
-from engine.generation.sglang_client import SGLANG_VERSION, SGLangBackend, SGLangConfig
+from engine.generation.sglang_client import SGLangBackend, SGLangConfig
 from engine.generation.sglang_launch import LaunchConfig, server_command
+from engine.generation.sglang_protocol import SGLANG_VERSION, tensor_buckets
 
 PROMPTS = [[11, 12, 13], [21, 22], [31, 32, 33, 34]]
 
@@ -194,11 +195,11 @@ async def test_weight_updates(peer, peer2, tmp_path):
         assert backend.weight_version == 1
         state = {"model.embed_tokens.weight": torch.ones(4, 2), "lm_head.weight": torch.zeros(4, 2)}
         assert await backend.update_weights(state) == 2
-        await backend.init_weights_update_group(master_address="10.0.0.1", master_port=29600, world_size=3)
-        version = await backend.update_weights_from_distributed(
+        await backend.control.init_weights_update_group(master_address="10.0.0.1", master_port=29600, world_size=3)
+        version = await backend.control.update_weights_from_distributed(
             names=["lm_head.weight"], dtypes=["bfloat16"], shapes=[[4, 2]], version=9
         )
-        await backend.destroy_weights_update_group()
+        await backend.control.destroy_weights_update_group()
         info = await backend.model_info()
     assert {c.weight_version for c in before} == {0} and {c.weight_version for c in after} == {1}
     for c in after:
@@ -534,8 +535,6 @@ async def test_non_streaming_abort_keeps_the_partial_sample(peer):
 
 
 def test_tensor_buckets_bound_each_payload():
-    from engine.generation.sglang_client import tensor_buckets
-
     named = [("a", torch.zeros(10)), ("b", torch.zeros(10)), ("c", torch.zeros(30)), ("d", torch.zeros(5))]
     sizes = [[name for name, _ in b] for b in tensor_buckets(named, 80)]  # float32: 40, 40, 120, 20 bytes
     assert sizes == [["a", "b"], ["c"], ["d"]]

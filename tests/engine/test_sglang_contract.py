@@ -17,7 +17,8 @@ import sglang_source as source
 import torch
 
 from engine.generation import SamplingParams
-from engine.generation.sglang_client import WEIGHTS_CHANGED_NOT_FLUSHED, SGLangBackend, SGLangConfig, _Call, _Stream
+from engine.generation.sglang_client import SGLangBackend, SGLangConfig, _Call
+from engine.generation.sglang_protocol import WEIGHTS_CHANGED_NOT_FLUSHED, ReplyStream
 from engine.rollout.partial import Resumer
 
 pytestmark = pytest.mark.skipif(
@@ -83,9 +84,9 @@ async def drive_every_request(backend: SGLangBackend, peers, tmp_path: Path) -> 
         s.token_delay_s = 0.0
     await cut_and_resume(backend, peers, tmp_path)  # version 1: the bodies of resumed samples
     await backend.update_weights({"w": torch.ones(2, 2)}, version=2)
-    await backend.init_weights_update_group(master_address="127.0.0.1", master_port=29500, world_size=3)
-    await backend.update_weights_from_distributed(names=["w"], dtypes=["float32"], shapes=[[2, 2]], version=3)
-    await backend.destroy_weights_update_group()
+    await backend.control.init_weights_update_group(master_address="127.0.0.1", master_port=29500, world_size=3)
+    await backend.control.update_weights_from_distributed(names=["w"], dtypes=["float32"], shapes=[[2, 2]], version=3)
+    await backend.control.destroy_weights_update_group()
     peers[0].refuse_flush = 1  # the recovery path: /update_weight_version, then /flush_cache
     await backend.update_weights(tmp_path, version=4)
 
@@ -146,7 +147,7 @@ def test_the_client_reads_sglangs_weight_version_spans():
     wv.add_weight_versions_to_meta_info(meta, spans, num_output_tokens=5)
     reply = {"text": "", "output_ids": [7, 8, 9, 10, 11], "meta_info": {**meta, "completion_tokens": 5}}
     reply["meta_info"]["finish_reason"] = {"type": "length", "length": 5}
-    stream = _Stream()
+    stream = ReplyStream()
     stream.add(orjson.loads(orjson.dumps(reply)))  # as it comes over the wire
     got = _Call(prefix="x", submitted=0.0).completion(0, 0, stream, "length", 0, error=None)
     assert got.token_versions == (3, 3, 4, 4, 4) and got.weight_version == 3
