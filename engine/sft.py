@@ -10,8 +10,9 @@ Input rows (JSONL; every --data file may be of any of these kinds, row by row):
 
 - engine.eval's items.jsonl: {"benchmark", "id", "completion", "correct"}. The question comes from the
   benchmarks its summary.json lists (or --benchmark); the row's "solver" gives the instructions.
-- engine.run's samples.jsonl: {"problem_id", "text", "correct"}. The question comes from the run's training set
-  (its config.yaml beside the file), the instructions from its solver.name.
+- engine.run's samples.jsonl: {"problem_id", "solver", "text", "correct"}. The question comes from the run's
+  training set (its config.yaml beside the file), the instructions from the row's solver (rows of older runs have
+  none: the problem's own solver, else the run's solver.name).
 - any JSONL (engine.translate writes these): "completion" (the assistant's full answer, e.g. a fenced program)
   with "question" (a problem, rendered as engine.run and engine.eval render it: the solver's instructions in
   the config's template, system message, worked example and answer prefix, through the chat template) or
@@ -136,7 +137,8 @@ class _Lookup:
         return table
 
     def run_problem(self, samples_path: Path, problem_id: str) -> tuple[Problem, str]:
-        """The problem of a run's sample and the run's solver name."""
+        """The problem of a run's sample and the solver it was verified with: the problem's own (a training row
+        naming its solver), else the run's solver.name. Rows that record their `solver` say the same."""
         entry = self._runs.get(samples_path)
         if entry is None:
             entry = self._runs[samples_path] = self._load_run(samples_path)
@@ -145,7 +147,8 @@ class _Lookup:
         problems, solver = entry
         if problem_id not in problems:
             raise _Skip(f"problem {problem_id!r} is not in the run's training set")
-        return problems[problem_id], solver
+        problem = problems[problem_id]
+        return problem, problem.solver or solver
 
     @staticmethod
     def _load_run(samples_path: Path) -> tuple[dict[str, Problem], str] | str:
@@ -196,7 +199,7 @@ def row_pair(row: dict[str, Any], where: str, path: Path, lookup: _Lookup) -> Pa
         if not completion:
             raise _Skip("empty 'text'")
         problem, run_solver = lookup.run_problem(path, str(row["problem_id"]))
-        return Pair(where=where, completion=completion, question=problem.question, solver=run_solver)
+        return Pair(where=where, completion=completion, question=problem.question, solver=solver or run_solver)
     completion = _text(row, "completion")
     if not completion or not completion.strip():
         raise _Skip("no 'completion' text (rows need 'completion' with 'question' or 'prompt')")

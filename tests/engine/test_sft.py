@@ -120,6 +120,28 @@ def test_eval_items_run_samples_and_plain_rows_are_read_and_only_correct_ones_ke
     assert skipped["not a JSON line"] == 1 and len(skipped) == 5  # + a row without completion, one without a prompt
 
 
+def test_a_mixed_solver_runs_samples_get_the_instructions_of_the_solver_that_verified_them(tmp_path):
+    rows = [
+        {"id": "q0", "question": QUESTIONS[0], "answer": 1.0, "solver": "pulp"},
+        {"id": "q1", "question": QUESTIONS[1], "answer": 1.0},
+    ]
+    bench = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(f"data:\n  train: {bench}\nsolver:\n  name: highspy\n")
+    sample = {"text": PROGRAM, "correct": True}
+    named = [{**sample, "problem_id": "q0", "solver": "pulp"}, {**sample, "problem_id": "q1", "solver": "highspy"}]
+    older = [{**sample, "problem_id": "q0"}, {**sample, "problem_id": "q1"}]  # rows of a run before rows named it
+    samples = write_jsonl(run_dir / "samples.jsonl", [*named, *older])
+    pairs, _ = read_pairs([samples])
+    assert [(p.question, p.solver) for p in pairs] == [
+        (QUESTIONS[0], "pulp"),
+        (QUESTIONS[1], "highspy"),
+        (QUESTIONS[0], "pulp"),  # the problem names its solver
+        (QUESTIONS[1], "highspy"),  # names none: the run's solver.name
+    ]
+
+
 def test_eval_items_without_a_summary_need_a_benchmark(tmp_path):
     items = write_jsonl(tmp_path / "items.jsonl", [{"benchmark": "b", "id": "q0", "completion": PROGRAM,
                                                      "correct": True}])  # fmt: skip

@@ -100,6 +100,13 @@ def test_programs_come_from_code_or_completion_rows_eval_items_and_run_samples(t
     (program,) = read_programs(samples, "pulp")[0]
     assert (program.id, program.question, program.answer) == ("q0", "Q0?", 6.0)
     assert read_programs(samples, "highspy")[1] == {"written for pulp, not highspy": 1}
+    # A run mixing solvers: a sample is written for its problem's solver (the row's, or the data's for older rows).
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", [{"id": "q0", "question": "Q0?", "answer": 6.0, "solver": "pulp"}])
+    (run_dir / "config.yaml").write_text(f"data:\n  train: {mixed}\nsolver:\n  name: highspy\n")
+    sample = {"problem_id": "q0", "text": rows[1]["completion"], "correct": True}
+    samples = write_jsonl(run_dir / "samples.jsonl", [{**sample, "solver": "pulp"}, sample])
+    assert [p.id for p in read_programs(samples, "pulp")[0]] == ["q0", "q0#2"]
+    assert read_programs(samples, "highspy")[1] == {"written for pulp, not highspy": 2}
 
 
 def test_the_request_shows_the_problem_the_program_and_the_targets_instructions():
