@@ -7,17 +7,21 @@
 Bad input (a missing data file, an unknown solver, a bad option) exits 2 and an unusable environment (a solver
 package not installed, no sandbox, a generation server failing, a full disk) exits 1, each with one line on
 stderr; Ctrl-C exits 130 and SIGTERM 143, each with the command's own note. A command whose work is a coroutine
-awaits it through `terminable`, so that SIGTERM unwinds it as Ctrl-C does (every `finally` and `async with`
-closes what it opened) instead of killing the process mid-write. Any other exception is a bug and propagates with
+awaits it through `terminable`, and one whose work is plain code runs it under `sigterm_raises`, so that SIGTERM
+unwinds it as Ctrl-C does (every `finally` and `async with` closes what it opened) instead of killing the process
+mid-write. Any other exception is a bug and propagates with
 its traceback: only the project's own error types are mapped, never a builtin such as KeyError.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from types import FrameType
 from typing import Any, TypeVar
 
 EXIT_ENVIRONMENT = 1
@@ -56,6 +60,26 @@ async def terminable(coro: Coroutine[Any, Any, T]) -> T:
         raise
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within the block, SIGTERM raises Terminated in the main thread, wherever it is, as Ctrl-C raises
+    KeyboardInterrupt: `terminable` for work that is not a coroutine (a training loop). A further SIGTERM raises
+    again, in the cleanup. The previous handler is back after the block; outside the main thread, where no signal
+    handler can be set, the block runs unchanged."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def project_errors() -> tuple[ErrorTypes, ErrorTypes]:

@@ -32,7 +32,9 @@ continues from the newest complete checkpoint exactly as an uninterrupted run (b
 and step); --epochs may grow on resume, the pairs, batch size, learning rate and seed may not change.
 
 Bad input (a missing file, rows without the fields, no usable pair, a resume that does not fit) is one line on
-stderr and exit 2; a full disk exit 1; nothing already written is removed.
+stderr and exit 2; a full disk exit 1; nothing already written is removed. Ctrl-C and SIGTERM stop the run with
+one line (exit 130 and 143, engine/cli.py), leaving whole metrics rows and complete checkpoints: `--resume`
+continues it.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.cli import exit_code
+from engine.cli import exit_code, sigterm_raises
 from engine.config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:
@@ -573,9 +575,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from learner.models import ModelNotFoundError
 
-    return exit_code(
-        lambda: run(args), bad_input=(SftInputError, ModelNotFoundError), interrupted="nothing was trained yet"
-    )
+    def body() -> int:
+        with sigterm_raises():  # SIGTERM stops the run as Ctrl-C does: between whole rows and checkpoints
+            return run(args)
+
+    return exit_code(body, bad_input=(SftInputError, ModelNotFoundError), interrupted="nothing was trained yet")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
-"""engine.run's command line: the dry run's data checks, and which errors become one line with an exit code."""
+"""engine.run's command line: the dry run's data checks, and which errors (and signals) become one line with an exit
+code."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -93,6 +97,27 @@ def test_project_errors_map_to_one_line_and_their_exit_codes(capsys):
     assert capsys.readouterr().err == "interrupted: nothing was written\n"
     assert exit_code(raising(LookupError("own")), bad_input=(LookupError,), interrupted="-") == 2
     assert exit_code(lambda: 0, interrupted="-") == 0
+
+
+def test_sigterm_raises_terminated_in_plain_code_like_ctrl_c_and_the_handler_is_restored(tmp_path):
+    from engine.cli import EXIT_TERMINATED, Terminated, exit_code, sigterm_raises
+
+    cleaned = tmp_path / "cleaned"
+
+    def work() -> int:
+        with sigterm_raises():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(30)  # the handler raises in here
+                return 0
+            finally:
+                cleaned.touch()
+
+    with pytest.raises(Terminated):
+        work()
+    assert cleaned.exists()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, "the handler is removed afterwards"
+    assert exit_code(work, interrupted="nothing") == EXIT_TERMINATED
 
 
 def test_a_key_error_from_a_bug_is_not_mapped():

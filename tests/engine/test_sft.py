@@ -1,10 +1,15 @@
 """engine.sft: the SFT loss by hand, the learner's SFT step as masked cross-entropy, the three input kinds, a run
-on a tiny random Llama that resumes exactly and whose checkpoint engine.eval and --init-from load, and bad input."""
+on a tiny random Llama that resumes exactly and whose checkpoint engine.eval and --init-from load, a run stopped by
+SIGTERM that resumes exactly, and bad input."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +20,9 @@ from engine.config import load_config
 from engine.records import read_jsonl
 from engine.sft import SftSettings, learner_config, main, read_pairs, tokenize
 from learner import losses
+from learner.checkpoint import latest_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
 
 QUESTIONS = [
     "Maximise 3x with 0 <= x <= 2.",
@@ -233,6 +241,46 @@ def test_a_resumed_run_continues_exactly_and_its_checkpoint_loads_in_eval_and_in
     learner = Learner.from_pretrained(str(tiny_model), LearnerConfig())
     load_model_weights(learner.model, out / "straight" / "checkpoints" / "step_000004")
     assert all(torch.equal(final[k], v) for k, v in learner.model.state_dict().items())
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_command_with_one_line_and_exit_143_and_resume_continues_exactly(
+    tiny_model, pairs_file, tmp_path
+):
+    out = tmp_path / "runs"
+    command = [sys.executable, "-m", "engine.sft", "--data", str(pairs_file), "--name", "stopped", "--batch-size", "2"]
+    command += ["--lr", "1e-3", "--save-every", "1", f"model.path={tiny_model}", f"run.output_dir={out}"]
+    # 1000 steps: the run is still training when its first checkpoint appears and the signal comes.
+    proc = subprocess.Popen(
+        [*command, "learner.micro_batch_tokens=512", "--epochs", "500"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while latest_checkpoint(out / "stopped" / "checkpoints") is None and proc.poll() is None:
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err[-2000:]
+    assert err.splitlines()[-1] == "terminated: the run keeps its complete checkpoints; continue with --resume"
+    assert "Traceback" not in err
+    stopped = latest_checkpoint(out / "stopped" / "checkpoints")
+    assert stopped is not None and int(stopped.name.removeprefix("step_")) < 10, stopped
+
+    # --resume continues from the newest complete checkpoint, as a run never stopped would have trained
+    assert sft(tiny_model, out, pairs_file, "stopped", "--epochs", "5", "--save-every", "1", "--resume") == 0
+    assert sft(tiny_model, out, pairs_file, "straight", "--epochs", "5", "--save-every", "1") == 0
+    resumed = untimed(read_jsonl(out / "stopped" / "metrics.jsonl"))
+    assert [r["step"] for r in resumed] == list(range(10))
+    assert resumed == untimed(read_jsonl(out / "straight" / "metrics.jsonl"))
 
 
 # ----------------------------------------------------------------------------------------------- bad input
