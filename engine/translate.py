@@ -28,7 +28,8 @@ whose progress row was not written are dropped and redone). Yields: per program 
 overall, the share of attempted programs with a kept rewrite and the share of verified attempts.
 
 Bad input (a missing or unusable programs file, an unknown solver, an output of another translation) is one line on
-stderr and exit 2; an unusable environment (solver package missing, no sandbox, a server down) exit 1.
+stderr and exit 2; an unusable environment (solver package missing, no sandbox, a server down) exit 1. Ctrl-C and
+SIGTERM stop it with one line (exit 130 and 143, engine/cli.py); the same command then continues.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.cli import exit_code
+from engine.cli import exit_code, terminable
 from engine.evaluation.models import ModelError
 from sandbox import ISOLATIONS
 
@@ -545,7 +546,7 @@ def run(args: argparse.Namespace) -> int:
     )
     started = time.monotonic()
     if todo:
-        asyncio.run(_run(args, todo, settings, output))
+        asyncio.run(terminable(_run(args, todo, settings, output)))
     wanted = {p.id for p in programs}
     rows = [r for r in read_jsonl(progress_path(output)) if str(r["id"]) in wanted]
     meta = {

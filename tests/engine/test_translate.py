@@ -1,11 +1,17 @@
 """engine.translate: programs read from the three row kinds, rewrites verified by the real target solver in the real
 sandbox (replies scripted, so that correct, wrong and missing rewrites all occur), the yields, resuming on the
-same output, a run with a tiny random Llama through the command line, and bad input."""
+same output, a run with a tiny random Llama through the command line (and one stopped by SIGTERM, then continued),
+and bad input."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +32,8 @@ from engine.translate import (
     translation_request,
 )
 from solvers import get_solver
+
+REPO = Path(__file__).resolve().parents[2]
 
 PULP = """import pulp
 prob = pulp.LpProblem("p", pulp.LpMaximize)
@@ -213,6 +221,43 @@ def test_the_command_line_translates_with_a_local_model_and_continues_where_it_s
     assert (summary["programs"], summary["programs_attempted"], summary["attempts"]) == (3, 2, 4)
     assert summary["attempts_verified"] == 0 and summary["yield_programs"] == 0.0  # a random model writes nothing
     assert "pulp -> highspy: 3 programs, 2 attempted (not: 1 wrong); 4 attempts, 0 verified (0.0%)" in second
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_command_with_one_line_and_exit_143_and_the_same_command_continues(
+    tiny_model, programs_file, tmp_path
+):
+    from test_chaos_run import _session_processes
+
+    output = tmp_path / "t" / "out.jsonl"
+    command = [sys.executable, "-m", "engine.translate", "--from-solver", "pulp", "--to-solver", "highspy"]
+    command += ["--programs", str(programs_file), "--model", str(tiny_model), "--output", str(output)]
+    # p2 fails its source check and is finished first; the signal comes while p0 and p1 are being rewritten.
+    command += ["--attempts", "4", "--max-new-tokens", "64"]
+    proc = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (progress_path(output).is_file() and progress_path(output).stat().st_size) and proc.poll() is None:
+            assert time.monotonic() < deadline, "no program finished within 300 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 143, err[-2000:]
+    assert err.splitlines()[-1] == "terminated: finished programs are kept; run the same command again to continue"
+    assert "Traceback" not in err
+    assert _session_processes(proc.pid) == [], "no sandbox worker is left behind"
+    assert [r["id"] for r in read_jsonl(progress_path(output))] == ["p2"]
+
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "1 already done" in done.stdout
+    assert sorted(r["id"] for r in read_jsonl(progress_path(output))) == ["p0", "p1", "p2"]
 
 
 def one_error_line(capsys) -> str:
