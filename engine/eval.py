@@ -58,7 +58,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.cli import exit_code
+from engine.cli import exit_code, terminable
 from engine.evaluation.metrics import Cell, Item, format_errors, format_markdown, format_rules, format_table, summarize
 from engine.evaluation.models import ModelError, ModelSpec, open_model, parse_model
 from engine.evaluation.runner import Entry, EvalSettings, generate_and_score, score_completions
@@ -478,7 +478,7 @@ def run(args: argparse.Namespace) -> int:
     output = args.output or Path("runs") / "eval" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     check_output(output)
     started = time.monotonic()
-    items, meta = asyncio.run(evaluate(args, config))
+    items, meta = asyncio.run(terminable(evaluate(args, config)))
     cells = summarize(items, k=args.samples)
     meta["wall_s"] = round(time.monotonic() - started, 1)
     write_results(output, items, cells, meta)

@@ -1,11 +1,15 @@
 """engine.eval end to end: a tiny random Llama generating for a 3-problem benchmark under real solvers in the real
-sandbox, scoring existing completions and reference programs, checkpoints as models, and bad input."""
+sandbox, scoring existing completions and reference programs, checkpoints as models, bad input, and SIGTERM."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -412,6 +416,54 @@ def test_a_solver_whose_package_is_missing_names_the_pip_install(clean_bench, tm
     except importlib.metadata.PackageNotFoundError:
         return  # the project is not installed as a distribution here: no extras to name
     assert "pip install 'evom[solvers-extra]'" in err
+    assert not out.exists()
+
+
+def _children(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is `pid`."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            text = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        state, ppid = text[text.rindex(")") + 2 :].split()[:2]
+        if state != "Z" and int(ppid) == pid:
+            found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return text[text.rindex(")") + 2 :].split()[0] != "Z"
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_command_with_one_line_and_exit_143_and_stops_its_sandbox(tmp_path):
+    completions = tmp_path / "c.jsonl"
+    completions.write_text(json.dumps({"id": "a", "code": "import time\ntime.sleep(120)\n", "answer": 1.0}) + "\n")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "engine.eval", "--completions", str(completions), "--solver", "pulp"]
+    command += ["--wall-s", "120", "--output", str(out), "--quiet"]
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        # The sandbox workers are the command's children: once they are there the evaluation is under way.
+        deadline = time.monotonic() + 120
+        while not (workers := _children(proc.pid)) and proc.poll() is None:
+            assert time.monotonic() < deadline, "no sandbox worker within 120 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err[-2000:]
+    assert err.splitlines()[-1] == "terminated: nothing was written"
+    assert workers and not any(_alive(pid) for pid in workers), "the sandbox workers are stopped"
     assert not out.exists()
 
 
