@@ -1,4 +1,5 @@
-"""How the command lines end: one mapping from the project's errors to exit codes, for `engine.run` and `engine.eval`.
+"""How the command lines end: one mapping from the project's errors to exit codes, for `engine.run`, `engine.eval`,
+`engine.sft` and `engine.translate`.
 
     def main(argv=None) -> int:
         args = parser.parse_args(argv)
