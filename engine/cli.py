@@ -10,8 +10,8 @@ package not installed, no sandbox, a generation server failing, a full disk) exi
 stderr; Ctrl-C exits 130 and SIGTERM 143, each with the command's own note. A command whose work is a coroutine
 awaits it through `terminable`, and one whose work is plain code runs it under `sigterm_raises`, so that SIGTERM
 unwinds it as Ctrl-C does (every `finally` and `async with` closes what it opened) instead of killing the process
-mid-write. Any other exception is a bug and propagates with
-its traceback: only the project's own error types are mapped, never a builtin such as KeyError.
+mid-write. Any other exception is a bug and propagates with its traceback: only the project's own error types are
+mapped, never a builtin such as KeyError.
 """
 
 from __future__ import annotations
