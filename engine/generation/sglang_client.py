@@ -68,7 +68,14 @@ from engine.generation.http import (
 )
 from engine.generation.sglang_control import SGLangControl
 from engine.generation.sglang_launch import LaunchConfig, LaunchedServers, check_health, launch_servers, wait_healthy
-from engine.generation.sglang_protocol import ReplyStream, generate_body, sampling_params, token_versions, version_of
+from engine.generation.sglang_protocol import (
+    ReplyStream,
+    generate_body,
+    request_id,
+    sampling_params,
+    token_versions,
+    version_of,
+)
 
 log = logging.getLogger("engine.generation.sglang")
 
@@ -284,7 +291,7 @@ class SGLangBackend(HTTPBackend):
                         error = "every server went down"
                         continue
                     call.servers[i] = endpoint
-                rid = f"{call.prefix}-{i}-{j}-{attempt}"
+                rid = request_id(call.prefix, i, j, attempt)
                 body = generate_body(rid, prompt, sampling, stream=self.config.stream)
                 endpoint.inflight += 1
                 call.live[rid] = endpoint

@@ -19,10 +19,12 @@ Written against SGLang 0.5.23 (`srt/entrypoints/http_server.py`, `srt/managers/i
   runs with SGLANG_RETURN_ORIGINAL_LOGPROB, which it must not (README).
 - `sampling_params.sampling_seed` (our per-sample seed) is honoured only by servers started with
   `--enable-deterministic-inference`; other servers ignore it, so seeded runs are reproducible only there.
-- `POST /abort_request` {"rid"}; the aborted request ends with finish type "abort" and its partial output
-  (tokens and log-probs), which a new request with input_ids = prompt + those tokens continues: the rollout's
-  partial rollouts (`resumable`). Finished replies carry `meta_info.weight_versions`, spans of output tokens by
-  weight version, read into `Completion.token_versions`.
+- `POST /abort_request` {"rid"} aborts every request whose rid starts with that rid (the scheduler's
+  abort_request matches by prefix), so no rid of ours is the prefix of another (`request_id`). The aborted
+  request ends with finish type "abort" and its partial output (tokens and log-probs), which a new request with
+  input_ids = prompt + those tokens continues: the rollout's partial rollouts (`resumable`). Finished replies
+  carry `meta_info.weight_versions`, spans of output tokens by weight version, read into
+  `Completion.token_versions`.
 - `GET /health` (200 when up; 503 while starting and while a weight update holds the writer lock),
   `GET /model_info` (`/get_model_info` is deprecated in 0.5.23).
 - Weight sync, under the server's writer lock (it waits for every request in flight):
@@ -55,6 +57,12 @@ SGLANG_VERSION = "0.5.23"
 # How SGLang 0.5.23 begins the message of an update whose weights changed but whose cache flush was refused
 # (scheduler_components/weight_updater.py, flush_cache_after_weight_update); the reply says success: false.
 WEIGHTS_CHANGED_NOT_FLUSHED = "Weights were updated, but the cache was not flushed"
+
+
+def request_id(call: str, prompt: int, sample: int, attempt: int) -> str:
+    """The rid of one attempt at one sample of a generate call (`call`: a fixed-width id of the call). It ends with
+    a "." so that no rid is the prefix of another: without it, aborting attempt 1 would also abort attempt 10."""
+    return f"{call}-{prompt}-{sample}-{attempt}."
 
 
 def generate_body(rid: str, input_ids: Sequence[int], sampling: Mapping[str, Any], *, stream: bool) -> dict[str, Any]:

@@ -32,8 +32,10 @@ scheduler_components/weight_updater.py, layers/sampler.py, utils/auth.py, utils/
   {"type": "length", "length": n}. Finished replies carry `meta_info.weight_versions`, the spans
   [{"version", "start", "end"}] of output tokens per weight version (utils/weight_versions.py; one span here,
   since the writer lock keeps a request on one version).
-- Aborts (/abort_request {"rid"} or {"abort_all"}), as the scheduler answers them: a request that has not
-  decoded a token yet is still in the waiting queue and ends through the tokenizer's abort handler with
+- Aborts (/abort_request {"rid"} or {"abort_all"}), as the scheduler answers them: every request whose rid starts
+  with the given rid (the scheduler matches by prefix; here the rid also stays aborted for later requests); a
+  request that has not decoded a token yet is still in the waiting queue and ends through the tokenizer's abort
+  handler with
   {"type": "abort", "message": "Abort in waiting queue"}, no prompt_tokens, and -- in an incremental stream --
   the last token id again with the whole text and all log-probs; a running request ends through the normal
   output path with FINISH_ABORT's {"type": "abort", "message": "Aborted", "status_code": null, "err_type":
@@ -405,7 +407,7 @@ class SGLangPeer:
             if stream and self.break_after_chunks is not None and t >= self.break_after_chunks:
                 request.transport.close()  # type: ignore[union-attr]
                 return response
-            if rid in self._abort or started < self._abort_all_at:
+            if any(rid.startswith(a) for a in self._abort) or started < self._abort_all_at:  # by prefix, as 0.5.23
                 if t == 0 or self.abort_as_queued:  # the scheduler's waiting queue: the tokenizer answers
                     reason = {"type": "abort", "message": "Abort in waiting queue"}
                     chunk = self._chunk(body, rid, ids, entries, reason, started, start=0, abort=True)

@@ -6,6 +6,7 @@ Run: .venv/bin/pytest tests/engine/test_generation_sglang.py
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import sys
 from pathlib import Path
@@ -147,6 +148,20 @@ async def test_http_500_is_retried_then_reported(peer):
     assert bad[0].failed and bad[0].finish_reason == "abort"
     assert "HTTP 500" in bad[0].error and "4 attempt(s)" in bad[0].error
     assert len(peer.generate_requests) == 3 + 4
+
+
+async def test_no_rid_is_the_prefix_of_another_so_an_abort_hits_one_attempt(peer):
+    """SGLang's scheduler aborts every request whose rid starts with the aborted one: attempt 1's rid must not be
+    the start of attempt 10's, nor one sample's of another's."""
+    peer.fail_next = 10  # one sample's attempts 0-9 fail: attempt 10 gets through
+    async with client(peer.url, max_retries=10) as backend:
+        got = await collect(backend, PROMPTS[:1], SamplingParams(max_new_tokens=3, seed=0))
+        assert got[0].error is None
+        await collect(backend, PROMPTS * 4, SamplingParams(max_new_tokens=3, seed=0), n=4)
+    rids = sorted(r["rid"] for r in peer.generate_requests)
+    assert len(rids) == 11 + 48 and len(set(rids)) == len(rids)
+    # In sorted order, a rid that starts others sorts right before one of them.
+    assert not [(a, b) for a, b in itertools.pairwise(rids) if b.startswith(a)]
 
 
 async def test_connection_refused_fails_over_to_another_server(peer):
