@@ -373,6 +373,10 @@ REDUCTION: dict[str, str | tuple[str, ...]] = {
     "verify/cache_runs": "sum",
     "verify/cache_hit_rate": ("verify/cache_hits", "verify/cache_runs"),
     "verify/cache_saved_s": "sum",  # sandbox seconds saved: each rank's pool saved its own
+    # Every rank's client watches the same servers: a server going down is one event however many ranks saw it.
+    "generation/server_downs": "max",
+    "generation/servers_down": "max",
+    "generation/failed_attempts": "sum",
     "interrupted": "any",
 }
 COUNT_PREFIXES = ("status/", "errors/", "filtered/", "excluded/", "prompts/", "partial/")

@@ -17,8 +17,9 @@ generated again by the checkpoint's (newer) weights.
 Problems may name their solver (a data row's `solver` column, `engine.data.Problem.solver`): once any does, every
 problem is verified with its own solver (the others with `solver.name`), prompted with that solver's
 instructions, and each step's metrics row adds `by_solver/<name>/...` (samples scored and correct, accuracy,
-reward mean). Every samples.jsonl row names the solver its completion was verified with (`solver`), in any run. Each distinct solver preload gets its own sandbox pool of `sandbox.workers` workers; the rollout
-still runs at most `sandbox.workers` verifications at once over all of them.
+reward mean). Every samples.jsonl row names the solver its completion was verified with (`solver`), in any run.
+Each distinct solver preload gets its own sandbox pool of `sandbox.workers` workers; the rollout still runs at
+most `sandbox.workers` verifications at once over all of them.
 """
 
 from __future__ import annotations

@@ -83,13 +83,14 @@ class Verifier(Protocol):
 
 @runtime_checkable
 class StepMetricsSource(Protocol):
-    """A verifier that counts something per step: the counters since the last call, then reset."""
+    """A verifier (or a generation backend) that counts something per step: the counters since the last call."""
 
     def take_step_metrics(self) -> dict[str, float | int | None]: ...
 
 
 def step_metrics(verifier: object) -> dict[str, float | int | None]:
-    """The verifier's per-step counters for the metrics row; {} for a verifier that keeps none."""
+    """The per-step counters of a verifier or a generation backend for the metrics row; {} for one that keeps
+    none."""
     return verifier.take_step_metrics() if isinstance(verifier, StepMetricsSource) else {}
 
 

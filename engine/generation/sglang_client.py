@@ -177,6 +177,7 @@ class SGLangBackend(HTTPBackend):
         self._launched: LaunchedServers | None = None
         self._backoff = self.config.backoff
         self._watchers: dict[Endpoint, asyncio.Task[None]] = {}  # one per server that is down
+        self._counted = (0, 0)  # (downs, failures) over all servers when the metrics were last taken
         self._control = SGLangControl(
             self.config, session=self._require_session, endpoints=lambda: self.endpoints, mark_down=self._mark_down
         )
@@ -459,6 +460,21 @@ class SGLangBackend(HTTPBackend):
     async def update_weights(self, source: WeightSource, *, version: int | None = None) -> int:
         """A directory (HF layout) or a state dict into every server this process controls; see SGLangControl."""
         return await self._control.update_weights(source, version=version)
+
+    def take_step_metrics(self) -> dict[str, float | int | None]:
+        """The servers' health since the last call (the rollout takes it once per step): `generation/server_downs`,
+        times a server was taken out of routing; `generation/failed_attempts`, request attempts that failed (each
+        retried or reported); `generation/servers_down`, servers out of routing now. {} before `start`."""
+        if self._router is None:
+            return {}
+        endpoints = self._router.endpoints
+        downs, failures = sum(e.downs for e in endpoints), sum(e.failures for e in endpoints)
+        taken, self._counted = self._counted, (downs, failures)
+        return {
+            "generation/server_downs": downs - taken[0],
+            "generation/failed_attempts": failures - taken[1],
+            "generation/servers_down": sum(e.down is not None for e in endpoints),
+        }
 
     def _require_router(self) -> LeastLoadedRouter:
         if self._router is None:

@@ -554,7 +554,7 @@ class Rollout:
             verifying_s=self._busy_time(now) - batch.busy_at_start,
             data_epoch=self.stream.epoch,
         )
-        return {**row, **step_metrics(self.verifier)}
+        return {**row, **step_metrics(self.verifier), **step_metrics(self.backend)}
 
 
 def round_sampling(params: SamplingParams, round_index: int) -> SamplingParams:

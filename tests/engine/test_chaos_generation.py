@@ -220,6 +220,10 @@ async def test_sglang_server_killed_mid_stream_rollout_goes_on_and_the_restarted
         assert r["infra_failure"] and r["error_kind"] == "infrastructure" and r["finish_reason"] == "abort"
         assert r["response_tokens"] > 0 and "streamed token(s)" in r["detail"], r
     assert first.metrics["status/backend_error"] == len(broken)
+    # The metrics row says a server went down (once), attempts failed, and it was still down at each batch's end.
+    assert first.metrics["generation/server_downs"] == 1 and first.metrics["generation/servers_down"] == 1
+    assert first.metrics["generation/failed_attempts"] >= len(broken)
+    assert second.metrics["generation/server_downs"] == 0 and second.metrics["generation/servers_down"] == 1
     trained = [s for g in (*first.groups, *second.groups) for s in g.samples]
     assert trained and not any(s.infra_failure for s in trained), "backend failures are excluded from training"
     assert {s.weight_version for g in second.groups for s in g.samples} == {2}
