@@ -31,8 +31,13 @@ settings and a digest of the pairs), metrics.jsonl (one row per step) and checkp
 continues from the newest complete checkpoint exactly as an uninterrupted run (batches are a function of seed
 and step); --epochs may grow on resume, the pairs, batch size, learning rate and seed may not change.
 
+Under torchrun (`torchrun --nproc-per-node N -m engine.sft ...`) every rank steps through the same batches, the
+learner splitting each between them, so the steps are those of one process up to float rounding; rank 0 alone
+writes the run directory and prints. A resume needs the run's number of ranks (checkpoints hold per-rank state).
+
 Bad input (a missing file, rows without the fields, no usable pair, a resume that does not fit) is one line on
-stderr and exit 2; a full disk exit 1; nothing already written is removed. Ctrl-C and SIGTERM stop the run with
+stderr and exit 2, under torchrun too (every rank exits 2, one reports); a full disk exit 1; nothing already
+written is removed. Ctrl-C and SIGTERM stop the run with
 one line (exit 130 and 143, engine/cli.py), leaving whole metrics rows and complete checkpoints: `--resume`
 continues it.
 """
@@ -46,6 +51,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections import Counter
@@ -54,12 +60,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.cli import exit_code, sigterm_raises
+from engine.cli import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, exit_code, sigterm_raises
 from engine.config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:
     from engine.data import Problem
     from engine.prompts import PromptBuilder
+    from learner.distributed import DistContext
 
 log = logging.getLogger("evom.sft")
 
@@ -71,6 +78,19 @@ FIXED_ON_RESUME = ("pairs_digest", "batch_size", "lr", "warmup_steps", "seed")
 
 class SftInputError(ValueError):
     """Bad input to engine.sft (exit 2); the message says what and what to do."""
+
+
+class _ReportedElsewhere(Exception):
+    """An error another rank of this torchrun reports: this rank ends with the same exit code and no line."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _launch_rank(name: str) -> int:
+    """This process's RANK or LOCAL_RANK under torchrun (0 in a plain process), known before the group forms."""
+    return int(os.environ.get(name, "0"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -366,6 +386,12 @@ def check_resume(run_dir: Path, record: dict[str, Any]) -> None:
     if not path.is_file():
         raise SftInputError(f"--resume: {run_dir} holds no SFT run ({SFT_FILE} missing); drop --resume")
     saved = json.loads(path.read_text(encoding="utf-8"))
+    ranks = saved.get("world_size", record["world_size"])  # sft.json of runs before it was recorded: not checked
+    if ranks != record["world_size"]:
+        raise SftInputError(
+            f"--resume: {run_dir} was trained by {ranks} rank(s), this run has {record['world_size']}; its "
+            f"checkpoints hold per-rank state: resume with torchrun --nproc-per-node {ranks}"
+        )
     changed = [f"{k}: {saved.get(k)!r} -> {record[k]!r}" for k in FIXED_ON_RESUME if saved.get(k) != record[k]]
     if changed:
         raise SftInputError(
@@ -378,31 +404,23 @@ def train(cfg: Config, examples: Sequence[Example], settings: SftSettings, *, re
     """Train and checkpoint; returns the run directory. Every rank (under torchrun) calls this."""
     from engine.data.stream import batch_at
     from engine.records import JsonlAppender, StorageError
-    from engine.train import CHECKPOINTS, prepare_run_dir, prune_checkpoints, truncate_records
+    from engine.train import CHECKPOINTS, prune_checkpoints, truncate_records
     from learner.checkpoint import CheckpointWriteError, latest_checkpoint, load_checkpoint, save_checkpoint
     from learner.config import RolloutBatch
     from learner.distributed import init_distributed
     from learner.trainer import Learner
 
     run_dir = Path(cfg.run.output_dir) / cfg.run.name
-    if resume:
-        check_resume(run_dir, record)
     lcfg = learner_config(cfg, settings)
     ctx = init_distributed(lcfg.device)
-    if ctx.rank == 0:
-        try:
-            prepare_run_dir(cfg, resume=resume)
-        except RuntimeError as exc:  # RunError: a run is there (no --resume) or none is (with --resume)
-            if isinstance(exc, StorageError):
-                raise
-            raise SftInputError(str(exc)) from None
-        _write_json(run_dir / SFT_FILE, record)
+    start_run(cfg, ctx, resume=resume, record=record)
     learner = Learner.from_pretrained(cfg.model.path, lcfg, ctx=ctx)
     start = 0
     checkpoint = latest_checkpoint(run_dir / CHECKPOINTS) if resume else None
     if checkpoint is not None:
         start = int(load_checkpoint(learner, checkpoint)["step"])
-        log.info("resumed from %s at step %d", checkpoint, start)
+        if ctx.rank == 0:
+            log.info("resumed from %s at step %d", checkpoint, start)
     total = steps_for(len(examples), settings)
     per_epoch = -(-len(examples) // settings.batch_size)
     if ctx.rank == 0:
@@ -452,6 +470,41 @@ def train(cfg: Config, examples: Sequence[Example], settings: SftSettings, *, re
     if start >= total:
         log.info("run %s already has %d steps (%d asked): nothing to do", run_dir, start, total)
     return run_dir
+
+
+def start_run(cfg: Config, ctx: DistContext, *, resume: bool, record: dict[str, Any]) -> None:
+    """Rank 0 creates (or, resuming, checks) the run directory and writes sft.json. Its verdict reaches every rank
+    before any waits on another: on an error all leave the process group (no model is sharded yet, so the
+    processes end normally) and end with its exit code, rank 0 alone reporting it."""
+    from engine.records import StorageError
+    from engine.train import prepare_run_dir
+
+    error: Exception | None = None
+    if ctx.rank == 0:
+        try:
+            prepare_run_dir(cfg, resume=resume)
+            _write_json(Path(cfg.run.output_dir) / cfg.run.name / SFT_FILE, record)
+        except StorageError as exc:
+            error = exc
+        except RuntimeError as exc:  # RunError: a run is there (no --resume) or none is (with --resume)
+            error = SftInputError(str(exc))
+        except OSError as exc:
+            error = StorageError(f"cannot write {SFT_FILE} in {cfg.run.output_dir}/{cfg.run.name}: {exc}")
+    if ctx.distributed:
+        import torch.distributed as dist
+
+        from learner.distributed import shutdown_distributed
+
+        code: list[int | None] = [None]
+        if error is not None:
+            code = [EXIT_ENVIRONMENT if isinstance(error, StorageError) else EXIT_BAD_INPUT]
+        dist.broadcast_object_list(code, src=0)
+        if code[0] is not None:
+            shutdown_distributed()
+            if error is None:
+                raise _ReportedElsewhere(code[0])
+    if error is not None:
+        raise error
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -515,7 +568,6 @@ def prepare(args: argparse.Namespace) -> tuple[Config, list[Example], SftSetting
     skipped.update(dropped)
     if not examples:
         raise SftInputError(f"no pair of {files} is left after filtering (skipped: {skip_summary(skipped)})")
-    print(f"pairs: {len(examples)} from {files} (skipped: {skip_summary(skipped)})", flush=True)
     record = {
         "data": [str(p) for p in args.data],
         "pairs": len(examples),
@@ -523,14 +575,26 @@ def prepare(args: argparse.Namespace) -> tuple[Config, list[Example], SftSetting
         "skipped": dict(skipped),
         **dataclasses.asdict(settings),
         "steps": steps_for(len(examples), settings),
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
     }
+    if args.resume:
+        check_resume(Path(cfg.run.output_dir) / name, record)
+    if _launch_rank("RANK") == 0:
+        print(f"pairs: {len(examples)} from {files} (skipped: {skip_summary(skipped)})", flush=True)
     return cfg, examples, settings, record
 
 
 def run(args: argparse.Namespace) -> int:
     from engine.records import StorageError
+    from learner.models import ModelNotFoundError
 
-    cfg, examples, settings, record = prepare(args)
+    try:
+        cfg, examples, settings, record = prepare(args)
+    except (SftInputError, ModelNotFoundError):
+        # the ranks of one node read the same files with the same arguments: its local rank 0 says what is wrong
+        if _launch_rank("LOCAL_RANK") > 0:
+            raise _ReportedElsewhere(EXIT_BAD_INPUT) from None
+        raise
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     def body() -> int:
@@ -541,11 +605,12 @@ def run(args: argparse.Namespace) -> int:
         from learner.checkpoint import latest_checkpoint
 
         newest = latest_checkpoint(run_dir / "checkpoints")
-        print(
-            f"done: {run_dir} (newest checkpoint {newest}); evaluate with python -m engine.eval --model {run_dir} "
-            f"--config {run_dir / 'config.yaml'}, start RL with python -m engine.run --config "
-            f"{run_dir / 'config.yaml'} --init-from {newest} run.name=<new name>"
-        )
+        if _launch_rank("RANK") == 0:
+            print(
+                f"done: {run_dir} (newest checkpoint {newest}); evaluate with python -m engine.eval --model "
+                f"{run_dir} --config {run_dir / 'config.yaml'}, start RL with python -m engine.run --config "
+                f"{run_dir / 'config.yaml'} --init-from {newest} run.name=<new name>"
+            )
         if left:
             exit_rank(0)
         return 0
@@ -577,7 +642,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         with sigterm_raises():  # SIGTERM stops the run as Ctrl-C does: between whole rows and checkpoints
-            return run(args)
+            try:
+                return run(args)
+            except _ReportedElsewhere as exc:
+                return exc.code
 
     return exit_code(body, bad_input=(SftInputError, ModelNotFoundError), interrupted="nothing was trained yet")
 

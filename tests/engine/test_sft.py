@@ -1,12 +1,14 @@
 """engine.sft: the SFT loss by hand, the learner's SFT step as masked cross-entropy, the three input kinds, a run
 on a tiny random Llama that resumes exactly and whose checkpoint engine.eval and --init-from load, a run stopped by
-SIGTERM that resumes exactly, and bad input."""
+SIGTERM that resumes exactly, a 2-rank torchrun that trains as one process does, and bad input (under torchrun too)."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -200,6 +202,12 @@ def weights(checkpoint: Path, tiny_model: Path) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
+def weights_of(tiny_model: Path) -> dict[str, torch.Tensor]:
+    from learner.models import load_model
+
+    return {k: v.clone() for k, v in load_model(str(tiny_model), dtype="float32").state_dict().items()}
+
+
 @pytest.mark.slow
 def test_a_resumed_run_continues_exactly_and_its_checkpoint_loads_in_eval_and_init_from(
     tiny_model, pairs_file, tmp_path, capsys
@@ -283,6 +291,64 @@ def test_sigterm_stops_the_command_with_one_line_and_exit_143_and_resume_continu
     assert resumed == untimed(read_jsonl(out / "straight" / "metrics.jsonl"))
 
 
+def torchrun(tiny_model: Path, out: Path, data: Path, name: str, *extra: str) -> tuple[int, str, str]:
+    """`python -m engine.sft` on 2 CPU ranks (gloo): (exit code, stdout, stderr). A rank left waiting in a
+    collective fails the test at the timeout instead of hanging it."""
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launcher = [str(Path(sys.executable).parent / "torchrun"), "--nproc-per-node", "2", "--master-addr", "127.0.0.1"]
+    overrides = [f"model.path={tiny_model}", f"run.output_dir={out}", "learner.micro_batch_tokens=512"]
+    args = [*launcher, "--master-port", str(port), "-m", "engine.sft", "--data", str(data), "--name", name]
+    args += ["--batch-size", "2", "--lr", "1e-3", *extra, *overrides]
+    proc = subprocess.Popen(
+        args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, stdout, stderr
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_train_as_one_process_does_and_rank_0_alone_writes_the_run(
+    tiny_model, pairs_file, tmp_path, capsys
+):
+    out = tmp_path / "runs"
+    code, stdout, stderr = torchrun(tiny_model, out, pairs_file, "two", "--epochs", "2", "--save-every", "2")
+    assert code == 0, stderr[-3000:]
+    lines = stdout.splitlines()
+    assert [line.split(" |")[0] for line in lines if line.startswith("step ")] == [f"step {i}/4" for i in (1, 2, 3, 4)]
+    assert sum(line.startswith(("pairs: ", "done: ")) for line in lines) == 2, "rank 0 alone reports"
+    run = out / "two"
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.yaml", "metrics.jsonl", "sft.json"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000002", "step_000004"]
+    for r in (0, 1):  # every rank took all 4 optimizer steps
+        extra = torch.load(run / "checkpoints" / "step_000004" / f"extra_rank{r}.pt", weights_only=False)
+        assert (extra["global_step"], extra["loop_state"], extra["world_size"]) == (4, {"step": 4}, 2)
+
+    # One process on the same pairs: the same global batches, so the same steps up to fp32 rounding. The ranks
+    # pack their halves apart and sum the gradients in another order; the observed differences (loss ~1e-15,
+    # grad norm ~2e-5 relative, weights ~1e-7) are far below the bounds, and the bounds far below what one step
+    # moves (loss -0.07 per step, weights 4e-3).
+    assert sft(tiny_model, out, pairs_file, "one", "--epochs", "2", "--save-every", "2") == 0
+    capsys.readouterr()
+    two, one = read_jsonl(run / "metrics.jsonl"), read_jsonl(out / "one" / "metrics.jsonl")
+    exact = ("step", "epoch", "lr", "pairs", "completion_tokens")
+    assert [{k: r[k] for k in exact} for r in two] == [{k: r[k] for k in exact} for r in one]
+    assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], rel=1e-6)
+    assert [r["grad_norm"] for r in two] == pytest.approx([r["grad_norm"] for r in one], rel=1e-4)
+    final_two = weights(run / "checkpoints" / "step_000004", tiny_model)
+    final_one = weights(out / "one" / "checkpoints" / "step_000004", tiny_model)
+    initial = weights_of(tiny_model)
+    for k in final_one:
+        torch.testing.assert_close(final_two[k], final_one[k], rtol=0, atol=1e-6)
+    assert min((final_one[k] - initial[k]).abs().max().item() for k in initial) > 1e-3, "every tensor trained"
+
+
 # ----------------------------------------------------------------------------------------------- bad input
 
 
@@ -326,3 +392,33 @@ def test_an_existing_run_is_never_overwritten_and_resume_refuses_other_data(tiny
     assert sft(tiny_model, out, pairs_file, "never", "--resume") == 2
     assert "holds no SFT run" in one_error_line(capsys)
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def one_error_of_all_ranks(code: int, stderr: str) -> str:
+    """The one line the ranks of a failed torchrun reported: no traceback of a rank (torchrun's own summary of
+    the failure follows), and the first failed rank ended with exit 2, not killed by torchrun."""
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert code != 0 and len(errors) == 1, stderr[-3000:]
+    assert not [line for line in stderr.splitlines() if line.startswith("[rank")], stderr[-3000:]
+    assert "exitcode  : 2 " in stderr.split("Root Cause")[-1], stderr[-3000:]
+    return errors[0]
+
+
+@pytest.mark.slow
+def test_bad_input_under_torchrun_ends_every_rank_with_one_line(tiny_model, pairs_file, tmp_path, capsys):
+    out = tmp_path / "runs"
+    no_fields = write_jsonl(tmp_path / "nofields.jsonl", [{"id": 1}])
+    # every rank reads the data itself, before the process group forms
+    code, _, stderr = torchrun(tiny_model, out, no_fields, "a")
+    assert "no usable (prompt, completion) pair" in one_error_of_all_ranks(code, stderr)
+    assert not out.exists()
+    # rank 0 alone looks at the run directory: the other rank must not wait for it in a collective
+    assert sft(tiny_model, out, pairs_file, "r", "--epochs", "1") == 0
+    capsys.readouterr()
+    before = {p: p.read_bytes() for p in (out / "r").rglob("*") if p.is_file()}
+    code, _, stderr = torchrun(tiny_model, out, pairs_file, "r", "--epochs", "1")
+    assert "already holds a run; pass --resume" in one_error_of_all_ranks(code, stderr)
+    # a run of 1 rank resumed by 2: its checkpoints hold per-rank state
+    code, _, stderr = torchrun(tiny_model, out, pairs_file, "r", "--epochs", "2", "--resume")
+    assert "trained by 1 rank(s), this run has 2" in one_error_of_all_ranks(code, stderr)
+    assert {p: p.read_bytes() for p in (out / "r").rglob("*") if p.is_file()} == before
