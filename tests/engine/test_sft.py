@@ -314,15 +314,22 @@ def torchrun(tiny_model: Path, out: Path, data: Path, name: str, *extra: str) ->
 
 
 @pytest.mark.slow
-def test_torchrun_two_ranks_train_as_one_process_does_and_rank_0_alone_writes_the_run(
+def test_torchrun_two_ranks_train_and_resume_as_one_process_does_and_rank_0_alone_writes_the_run(
     tiny_model, pairs_file, tmp_path, capsys
 ):
     out = tmp_path / "runs"
-    code, stdout, stderr = torchrun(tiny_model, out, pairs_file, "two", "--epochs", "2", "--save-every", "2")
+    code, stdout, stderr = torchrun(tiny_model, out, pairs_file, "two", "--epochs", "1", "--save-every", "2")
     assert code == 0, stderr[-3000:]
-    lines = stdout.splitlines()
-    assert [line.split(" |")[0] for line in lines if line.startswith("step ")] == [f"step {i}/4" for i in (1, 2, 3, 4)]
-    assert sum(line.startswith(("pairs: ", "done: ")) for line in lines) == 2, "rank 0 alone reports"
+    # extended by a second epoch: the ranks load their FSDP2 shards and per-rank state from step 2's checkpoint
+    code, resumed, stderr = torchrun(
+        tiny_model, out, pairs_file, "two", "--epochs", "2", "--save-every", "2", "--resume"
+    )
+    assert code == 0, stderr[-3000:]
+    assert stderr.count("resumed from ") == 1 and "step_000002 at step 2" in stderr, stderr[-3000:]
+    lines = stdout.splitlines() + resumed.splitlines()
+    steps = [line.split(" |")[0] for line in lines if line.startswith("step ")]
+    assert steps == ["step 1/2", "step 2/2", "step 3/4", "step 4/4"]
+    assert sum(line.startswith(("pairs: ", "done: ")) for line in lines) == 4, "rank 0 alone reports"
     run = out / "two"
     assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.yaml", "metrics.jsonl", "sft.json"]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000002", "step_000004"]
@@ -330,10 +337,10 @@ def test_torchrun_two_ranks_train_as_one_process_does_and_rank_0_alone_writes_th
         extra = torch.load(run / "checkpoints" / "step_000004" / f"extra_rank{r}.pt", weights_only=False)
         assert (extra["global_step"], extra["loop_state"], extra["world_size"]) == (4, {"step": 4}, 2)
 
-    # One process on the same pairs: the same global batches, so the same steps up to fp32 rounding. The ranks
-    # pack their halves apart and sum the gradients in another order; the observed differences (loss ~1e-15,
-    # grad norm ~2e-5 relative, weights ~1e-7) are far below the bounds, and the bounds far below what one step
-    # moves (loss -0.07 per step, weights 4e-3).
+    # One process on the same pairs, not stopped: the same global batches, so the same steps up to fp32 rounding.
+    # The ranks pack their halves apart and sum the gradients in another order; the observed differences (loss
+    # ~1e-15, grad norm ~2e-5 relative, weights ~1e-7) are far below the bounds, and the bounds far below what
+    # one step moves (loss -0.07 per step, weights 4e-3).
     assert sft(tiny_model, out, pairs_file, "one", "--epochs", "2", "--save-every", "2") == 0
     capsys.readouterr()
     two, one = read_jsonl(run / "metrics.jsonl"), read_jsonl(out / "one" / "metrics.jsonl")
