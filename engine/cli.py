@@ -12,6 +12,10 @@ awaits it through `terminable`, and one whose work is plain code runs it under `
 unwinds it as Ctrl-C does (every `finally` and `async with` closes what it opened) instead of killing the process
 mid-write. Any other exception is a bug and propagates with its traceback: only the project's own error types are
 mapped, never a builtin such as KeyError.
+
+Under torchrun, what rank 0 alone does before the ranks work together (create the run directory) goes through
+`rank0_decides`: every rank learns its verdict before any waits on another, and on an error every rank ends with
+the same exit code, rank 0 alone reporting it (the others raise `ReportedElsewhere`, which `exit_code` ends silently).
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ import sys
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from learner.distributed import DistContext
 
 EXIT_ENVIRONMENT = 1
 EXIT_BAD_INPUT = 2
@@ -32,6 +39,14 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 ErrorTypes = tuple[type[Exception], ...]
 T = TypeVar("T")
+
+
+class ReportedElsewhere(Exception):
+    """An error another rank of this torchrun reports: this rank ends with the same exit code and no line."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 class Terminated(Exception):
@@ -105,6 +120,8 @@ def exit_code(
     common_input, common_environment = project_errors()
     try:
         return body()
+    except ReportedElsewhere as exc:
+        return exc.code
     except KeyboardInterrupt:
         print(f"interrupted: {interrupted}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -117,3 +134,34 @@ def exit_code(
     except (*common_environment, *environment) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ENVIRONMENT
+
+
+def rank0_decides(ctx: DistContext, decide: Callable[[], None], *, bad_input: ErrorTypes = ()) -> None:
+    """Run `decide` on rank 0 alone and, under torchrun, tell every rank how it went before any waits on another.
+
+    On an error every rank leaves the process group (call this before a model is sharded: the processes then end
+    normally); rank 0 raises the error (one line through `exit_code`, or a bug's traceback) and the others
+    `ReportedElsewhere` with its exit code: 2 for `bad_input` and `project_errors()`' bad input, 1 for anything
+    else (an unusable environment, a bug). Every rank must call this."""
+    error: Exception | None = None
+    if ctx.rank == 0:
+        try:
+            decide()
+        except Exception as exc:
+            error = exc
+    if ctx.distributed:
+        import torch.distributed as dist
+
+        from learner.distributed import shutdown_distributed
+
+        code: list[int | None] = [None]
+        if error is not None:
+            common_input, _ = project_errors()
+            code = [EXIT_BAD_INPUT if isinstance(error, (*common_input, *bad_input)) else EXIT_ENVIRONMENT]
+        dist.broadcast_object_list(code, src=0)
+        if code[0] is not None:
+            shutdown_distributed()
+            if error is None:
+                raise ReportedElsewhere(code[0])
+    if error is not None:
+        raise error

@@ -6,7 +6,9 @@
 
 Bad input (a missing config file, an unknown key, a wrong type, a missing data file) is reported in one line with
 exit code 2, an unusable environment (no sandbox, a solver package missing, a full disk) with exit code 1; Ctrl-C
-and SIGTERM stop the run between writes (exit 130 and 143) and `--resume` continues it (engine/cli.py).
+and SIGTERM stop the run between writes (exit 130 and 143) and `--resume` continues it (engine/cli.py). Under
+torchrun rank 0 alone checks the run directory (an existing run without --resume, a --resume with nothing to
+continue or another number of ranks): on an error every rank exits with its code and rank 0 alone reports it.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from engine.cli import rank0_decides
 from engine.config import Config, read_yaml, to_dict, write_config
 from engine.data import Problem, assign_solvers, load_train
 from engine.generation import (
@@ -306,20 +307,46 @@ def gather_rollout_metrics(metrics: dict[str, Any], ctx: DistContext) -> dict[st
     return reduce_rollout_metrics(rows)
 
 
-def barrier(ctx: DistContext) -> None:
-    if ctx.distributed:
-        dist.barrier()
+def start_run(cfg: Config, ctx: DistContext, *, resume: bool) -> None:
+    """Rank 0 checks that the run fits the ranks and creates (or, resuming, checks) the run directory; under
+    torchrun every rank learns its verdict before any waits on another, and on an error every rank ends with its
+    exit code, rank 0 alone reporting it (`engine.cli.rank0_decides`). Every rank calls this."""
+
+    def decide() -> None:
+        check_split(cfg, ctx.world_size)
+        if resume:
+            check_resume_ranks(Path(cfg.run.output_dir) / cfg.run.name, ctx.world_size)
+        prepare_run_dir(cfg, resume=resume)
+
+    rank0_decides(ctx, decide, bad_input=(RunError,))
+
+
+def check_split(cfg: Config, world_size: int) -> None:
+    """RunError unless each rank gets an equal share of a step's prompts."""
+    if cfg.rollout.prompts_per_step % world_size:
+        raise RunError(
+            f"rollout.prompts_per_step={cfg.rollout.prompts_per_step} must be a multiple of the {world_size} "
+            "ranks (each rank generates its share of the groups)"
+        )
+
+
+def check_resume_ranks(run_dir: Path, world_size: int) -> None:
+    """RunError unless the newest complete checkpoint was saved by `world_size` ranks (one extra_rank<r>.pt each:
+    the RNG and data position are per rank). No checkpoint, or one without them: nothing to check."""
+    checkpoint = latest_checkpoint(run_dir / CHECKPOINTS)
+    saved = 0 if checkpoint is None else len(list(checkpoint.glob("extra_rank*.pt")))
+    if saved and saved != world_size:
+        raise RunError(
+            f"--resume: {checkpoint} was saved by {saved} rank(s), this run has {world_size}; resume with "
+            f"torchrun --nproc-per-node {saved} (each rank restores its own RNG and data position)"
+        )
 
 
 def shard_problems(problems: Sequence[Problem], cfg: Config, ctx: DistContext) -> tuple[Sequence[Problem], Config]:
     """This rank's problems (every world_size-th) and a config whose per-step prompts are this rank's share."""
     if not ctx.distributed:
         return problems, cfg
-    if cfg.rollout.prompts_per_step % ctx.world_size:
-        raise RunError(
-            f"rollout.prompts_per_step={cfg.rollout.prompts_per_step} must be a multiple of the {ctx.world_size} "
-            "ranks (each rank generates its share of the groups)"
-        )
+    check_split(cfg, ctx.world_size)
     local = dataclasses.replace(cfg.rollout, prompts_per_step=cfg.rollout.prompts_per_step // ctx.world_size)
     return problems[ctx.rank :: ctx.world_size], dataclasses.replace(cfg, rollout=local)
 
@@ -351,11 +378,9 @@ async def train(cfg: Config, *, resume: bool = False, init_from: Path | None = N
         except FileNotFoundError as exc:
             raise RunError(f"cannot start from {init_from}: {exc}") from None
     ctx = init_distributed(cfg.learner.device)
+    start_run(cfg, ctx, resume=resume)
     problems, local_cfg = shard_problems(all_problems, cfg, ctx)
     run_dir = Path(cfg.run.output_dir) / cfg.run.name
-    if ctx.rank == 0:
-        prepare_run_dir(cfg, resume=resume)
-    barrier(ctx)
     learner = Learner.from_pretrained(cfg.model.path, learner_config(cfg), ctx=ctx)
     start_step, state = 0, RolloutState()
     checkpoint = latest_checkpoint(run_dir / CHECKPOINTS) if resume else None
@@ -363,10 +388,12 @@ async def train(cfg: Config, *, resume: bool = False, init_from: Path | None = N
         saved = load_checkpoint(learner, checkpoint)
         # Checkpoints written before the rollout state was saved hold only the data position, at the top level.
         start_step, state = int(saved["step"]), RolloutState.from_dict(saved.get("rollout", saved))
-        log.info("resumed from %s at step %d", checkpoint, start_step)
+        if ctx.rank == 0:
+            log.info("resumed from %s at step %d", checkpoint, start_step)
     elif init_from is not None:
         load_model_weights(learner.model, init_from, distributed=ctx.distributed)
-        log.info("weights from %s", init_from)
+        if ctx.rank == 0:
+            log.info("weights from %s", init_from)
     # Each rank records its own samples and rollout metrics (rank 0's samples in the run directory, the rest under
     # rank<r>/); under torchrun rank 0 also writes metrics.jsonl, the rollout metrics of all ranks.
     samples_dir = run_dir if ctx.rank == 0 else run_dir / f"rank{ctx.rank}"
@@ -376,7 +403,8 @@ async def train(cfg: Config, *, resume: bool = False, init_from: Path | None = N
         directory.mkdir(parents=True, exist_ok=True)
         truncate_records(directory, keep_before_step=start_step)
     if start_step >= cfg.run.steps:
-        log.info("run %s already has %d steps (run.steps=%d): nothing to do", run_dir, start_step, cfg.run.steps)
+        if ctx.rank == 0:
+            log.info("run %s already has %d steps (run.steps=%d): nothing to do", run_dir, start_step, cfg.run.steps)
         return run_dir
     try:
         async with AsyncExitStack() as stack:

@@ -187,16 +187,46 @@ def test_killed_run_resumes_exactly_where_it_stopped(tiny_model, tmp_path):
     assert metrics == expected_metrics
 
 
-@pytest.mark.slow
-def test_torchrun_two_ranks_train_one_model_on_the_global_batch(tiny_model, tmp_path):
-    torchrun = Path(sys.executable).parent / "torchrun"
+# A torchrun rank: runs `python -m engine.run ...` beyond the reach of torchrun's SIGTERM (which ends the other
+# ranks once one has failed) and writes its exit code to $EXITS/<rank>, so each rank's own ending is seen.
+RANK_WRAPPER = """
+import os, signal, subprocess, sys
+child = subprocess.Popen([sys.executable, "-m", "engine.run", *sys.argv[1:]], start_new_session=True)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+try:
+    code = child.wait(timeout=300)
+except subprocess.TimeoutExpired:
+    child.kill()
+    code = child.wait()
+(__import__("pathlib").Path(os.environ["EXITS"]) / os.environ["RANK"]).write_text(str(code))
+sys.exit(code)
+"""
+
+
+def torchrun(exits: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict[int, int]]:
+    """`python -m engine.run *args` on 2 CPU ranks (gloo): torchrun's result and each rank's exit code."""
     with socket.socket() as s:  # a free port for the rendezvous (port 0 makes the ranks wait for each other forever)
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    args = [str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(port),
-            "-m", "engine.run", "--quiet", *overrides(tiny_model, tmp_path)]  # fmt: skip
-    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600, start_new_session=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    exits.mkdir(parents=True)
+    launcher = [str(Path(sys.executable).parent / "torchrun"), "--nproc-per-node", "2", "--master-addr", "127.0.0.1"]
+    command = [*launcher, "--master-port", str(port), "--no-python", sys.executable, "-c", RANK_WRAPPER, *args]
+    env = {**os.environ, "EXITS": str(exits)}
+    done = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, start_new_session=True
+    )
+    return done, {int(p.name): int(p.read_text()) for p in exits.iterdir()}
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_train_one_model_on_the_global_batch(tiny_model, tmp_path, capsys):
+    """Two ranks train one model; rank 0 alone reports. Started again on the same run without --resume, every rank
+    ends with exit 2 and rank 0's one line, the run untouched."""
+    done, exits = torchrun(tmp_path / "exits", "--quiet", *overrides(tiny_model, tmp_path))
+    assert done.returncode == 0 and exits == {0: 0, 1: 0}, done.stderr[-3000:]
+    steps = [line.split(" |")[0] for line in done.stdout.splitlines() if line.startswith("step ")]
+    assert steps == ["step 1/2", "step 2/2"], done.stdout[-3000:]
+    assert sum(line.startswith("done: ") for line in done.stdout.splitlines()) == 1, done.stdout[-3000:]
     run_dir = tmp_path / "t"
     metrics = read_jsonl(run_dir / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [0, 1]
@@ -230,3 +260,20 @@ def test_torchrun_two_ranks_train_one_model_on_the_global_batch(tiny_model, tmp_
         "extra_rank0.pt",
         "extra_rank1.pt",
     ]
+
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    # Rank 0 finds the run; rank 1, waiting for its verdict, ends as rank 0 does instead of losing its peer.
+    done, exits = torchrun(tmp_path / "exits-again", "--quiet", *overrides(tiny_model, tmp_path))
+    assert exits == {0: 2, 1: 2}, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "already holds a run; pass --resume" in errors[0], done.stderr[-3000:]
+    # torchrun's own traceback (ChildFailedError) is the only one
+    assert done.stderr.count("Traceback") == 1 and "ChildFailedError" in done.stderr, done.stderr[-3000:]
+    assert not [line for line in done.stderr.splitlines() if line.startswith("[rank")], done.stderr[-3000:]
+    # One process resuming the run of 2 ranks (their checkpoints hold per-rank RNG and data position): one line.
+    capsys.readouterr()
+    assert main(["--quiet", "--resume", *overrides(tiny_model, tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --resume: ") and "was saved by 2 rank(s), this run has 1" in err, err
+    assert err.count("\n") == 1, err
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
