@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.cli import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, exit_code, sigterm_raises
+from engine.cli import EXIT_BAD_INPUT, ReportedElsewhere, exit_code, rank0_decides, sigterm_raises
 from engine.config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:
@@ -78,14 +78,6 @@ FIXED_ON_RESUME = ("pairs_digest", "batch_size", "lr", "warmup_steps", "seed")
 
 class SftInputError(ValueError):
     """Bad input to engine.sft (exit 2); the message says what and what to do."""
-
-
-class _ReportedElsewhere(Exception):
-    """An error another rank of this torchrun reports: this rank ends with the same exit code and no line."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(code)
-        self.code = code
 
 
 def _launch_rank(name: str) -> int:
@@ -474,37 +466,23 @@ def train(cfg: Config, examples: Sequence[Example], settings: SftSettings, *, re
 
 def start_run(cfg: Config, ctx: DistContext, *, resume: bool, record: dict[str, Any]) -> None:
     """Rank 0 creates (or, resuming, checks) the run directory and writes sft.json. Its verdict reaches every rank
-    before any waits on another: on an error all leave the process group (no model is sharded yet, so the
-    processes end normally) and end with its exit code, rank 0 alone reporting it."""
+    before any waits on another: on an error every rank ends with its exit code, rank 0 alone reporting it
+    (`engine.cli.rank0_decides`)."""
     from engine.records import StorageError
     from engine.train import prepare_run_dir
 
-    error: Exception | None = None
-    if ctx.rank == 0:
+    def decide() -> None:
         try:
             prepare_run_dir(cfg, resume=resume)
             _write_json(Path(cfg.run.output_dir) / cfg.run.name / SFT_FILE, record)
-        except StorageError as exc:
-            error = exc
+        except StorageError:
+            raise
         except RuntimeError as exc:  # RunError: a run is there (no --resume) or none is (with --resume)
-            error = SftInputError(str(exc))
+            raise SftInputError(str(exc)) from None
         except OSError as exc:
-            error = StorageError(f"cannot write {SFT_FILE} in {cfg.run.output_dir}/{cfg.run.name}: {exc}")
-    if ctx.distributed:
-        import torch.distributed as dist
+            raise StorageError(f"cannot write {SFT_FILE} in {cfg.run.output_dir}/{cfg.run.name}: {exc}") from exc
 
-        from learner.distributed import shutdown_distributed
-
-        code: list[int | None] = [None]
-        if error is not None:
-            code = [EXIT_ENVIRONMENT if isinstance(error, StorageError) else EXIT_BAD_INPUT]
-        dist.broadcast_object_list(code, src=0)
-        if code[0] is not None:
-            shutdown_distributed()
-            if error is None:
-                raise _ReportedElsewhere(code[0])
-    if error is not None:
-        raise error
+    rank0_decides(ctx, decide, bad_input=(SftInputError,))
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -593,7 +571,7 @@ def run(args: argparse.Namespace) -> int:
     except (SftInputError, ModelNotFoundError):
         # the ranks of one node read the same files with the same arguments: its local rank 0 says what is wrong
         if _launch_rank("LOCAL_RANK") > 0:
-            raise _ReportedElsewhere(EXIT_BAD_INPUT) from None
+            raise ReportedElsewhere(EXIT_BAD_INPUT) from None
         raise
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -642,10 +620,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         with sigterm_raises():  # SIGTERM stops the run as Ctrl-C does: between whole rows and checkpoints
-            try:
-                return run(args)
-            except _ReportedElsewhere as exc:
-                return exc.code
+            return run(args)
 
     return exit_code(body, bad_input=(SftInputError, ModelNotFoundError), interrupted="nothing was trained yet")
 
