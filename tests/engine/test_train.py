@@ -220,8 +220,8 @@ def torchrun(exits: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict
 
 @pytest.mark.slow
 def test_torchrun_two_ranks_train_one_model_on_the_global_batch(tiny_model, tmp_path, capsys):
-    """Two ranks train one model; rank 0 alone reports. Started again on the same run without --resume, every rank
-    ends with exit 2 and rank 0's one line, the run untouched."""
+    """Two ranks train one model; rank 0 alone reports, also when they resume it. Started again on the same run
+    without --resume, every rank ends with exit 2 and rank 0's one line, the run untouched."""
     done, exits = torchrun(tmp_path / "exits", "--quiet", *overrides(tiny_model, tmp_path))
     assert done.returncode == 0 and exits == {0: 0, 1: 0}, done.stderr[-3000:]
     steps = [line.split(" |")[0] for line in done.stdout.splitlines() if line.startswith("step ")]
@@ -260,6 +260,12 @@ def test_torchrun_two_ranks_train_one_model_on_the_global_batch(tiny_model, tmp_
         "extra_rank0.pt",
         "extra_rank1.pt",
     ]
+
+    # Resumed by as many ranks, with no step left: each rank loads its shards and state; rank 0 alone says so.
+    done, exits = torchrun(tmp_path / "exits-resumed", "--quiet", "--resume", *overrides(tiny_model, tmp_path))
+    assert done.returncode == 0 and exits == {0: 0, 1: 0}, done.stderr[-3000:]
+    assert done.stderr.count("resumed from ") == 1 and "step_000002 at step 2" in done.stderr, done.stderr[-3000:]
+    assert done.stderr.count("nothing to do") == 1, done.stderr[-3000:]
 
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
     # Rank 0 finds the run; rank 1, waiting for its verdict, ends as rank 0 does instead of losing its peer.
