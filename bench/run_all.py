@@ -11,7 +11,7 @@ versions. A GPU check's output (bench/gpu_check.sh, run on a GPU machine) is inc
 given. RESULTS.md is rewritten whole: hand-written notes belong in bench/NOTES.md. How each bench's output becomes its
 row (ratio, target, the extra details of its section) is in bench/headlines.py.
 
-    .venv/bin/python bench/run_all.py                           # every bench, 3 runs each (~45 min on 2 idle cores)
+    .venv/bin/python bench/run_all.py                           # every bench, 3 runs each (~40 min on 2 cores)
     .venv/bin/python bench/run_all.py --only trl,learner --repeats 5 --out /tmp/RESULTS.md
     .venv/bin/python bench/run_all.py --gpu-log bench/out/gpu_check.txt
 """
