@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from signalled import sigterm_when
 
 from engine.eval import EvalInputError, main, read_completions
 from engine.records import read_jsonl
@@ -448,20 +448,15 @@ def test_sigterm_stops_the_command_with_one_line_and_exit_143_and_stops_its_sand
     out = tmp_path / "out"
     command = [sys.executable, "-m", "engine.eval", "--completions", str(completions), "--solver", "pulp"]
     command += ["--wall-s", "120", "--output", str(out), "--quiet"]
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
+    workers: list[int] = []
+
+    def under_way(proc: subprocess.Popen[str]) -> bool:
         # The sandbox workers are the command's children: once they are there the evaluation is under way.
-        deadline = time.monotonic() + 120
-        while not (workers := _children(proc.pid)) and proc.poll() is None:
-            assert time.monotonic() < deadline, "no sandbox worker within 120 s"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 143, err[-2000:]
+        workers[:] = _children(proc.pid)
+        return bool(workers)
+
+    code, err = sigterm_when(command, under_way, what="sandbox worker", cwd=REPO, wait_s=120, exit_s=60)
+    assert code == 143, err[-2000:]
     assert err.splitlines()[-1] == "terminated: nothing was written"
     assert workers and not any(_alive(pid) for pid in workers), "the sandbox workers are stopped"
     assert not out.exists()
@@ -481,7 +476,6 @@ def test_an_sglang_url_is_evaluated_through_the_http_backend(tiny_model, clean_b
     """Against the SGLang protocol peer (tests/engine/sglang_server.py, hashed tokens): the tokenizer comes from the
     server's /model_info model_path, every sample streams back and is verified."""
     import subprocess
-    import time
     import urllib.request
 
     port = _closed_port()

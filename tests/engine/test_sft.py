@@ -11,12 +11,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from signalled import sigterm_when
 
 from engine.config import load_config
 from engine.records import read_jsonl
@@ -259,25 +259,13 @@ def test_sigterm_stops_the_command_with_one_line_and_exit_143_and_resume_continu
     command = [sys.executable, "-m", "engine.sft", "--data", str(pairs_file), "--name", "stopped", "--batch-size", "2"]
     command += ["--lr", "1e-3", "--save-every", "1", f"model.path={tiny_model}", f"run.output_dir={out}"]
     # 1000 steps: the run is still training when its first checkpoint appears and the signal comes.
-    proc = subprocess.Popen(
+    code, err = sigterm_when(
         [*command, "learner.micro_batch_tokens=512", "--epochs", "500"],
+        lambda _: latest_checkpoint(out / "stopped" / "checkpoints") is not None,
+        what="checkpoint",
         cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
     )
-    try:
-        deadline = time.monotonic() + 300
-        while latest_checkpoint(out / "stopped" / "checkpoints") is None and proc.poll() is None:
-            assert time.monotonic() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 143, err[-2000:]
+    assert code == 143, err[-2000:]
     assert err.splitlines()[-1] == "terminated: the run keeps its complete checkpoints; continue with --resume"
     assert "Traceback" not in err
     stopped = latest_checkpoint(out / "stopped" / "checkpoints")

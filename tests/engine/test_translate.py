@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import scripted
+from signalled import sigterm_when
 
 from engine.evaluation.models import ServedModel
 from engine.records import read_jsonl
@@ -231,19 +230,13 @@ def test_sigterm_stops_the_command_with_one_line_and_exit_143_and_the_same_comma
     command += ["--programs", str(programs_file), "--model", str(tiny_model), "--output", str(output)]
     # p2 fails its source check and is finished first; the signal comes while p0 and p1 are being rewritten.
     command += ["--attempts", "4", "--max-new-tokens", "64"]
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not (progress_path(output).is_file() and progress_path(output).stat().st_size) and proc.poll() is None:
-            assert time.monotonic() < deadline, "no program finished within 300 s"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 143, err[-2000:]
+    code, err = sigterm_when(
+        command,
+        lambda _: progress_path(output).is_file() and progress_path(output).stat().st_size > 0,
+        what="finished program",
+        cwd=REPO,
+    )
+    assert code == 143, err[-2000:]
     assert err.splitlines()[-1] == "terminated: finished programs are kept; run the same command again to continue"
     assert "Traceback" not in err
     assert [r["id"] for r in read_jsonl(progress_path(output))] == ["p2"]
