@@ -28,6 +28,11 @@ def spread(d: dict[str, Any], *, unit: str = "s", median: str = "median", low: s
     return f"{d[median]:.3g} {unit} [{d[low]:.3g} .. {d[high]:.3g}]"
 
 
+def step_spread(d: dict[str, Any]) -> str:
+    """trl_bench's per-arm step summary ({"median_s", "min_s", "max_s"}) as `spread` writes it."""
+    return spread(d, median="median_s", low="min_s", high="max_s")
+
+
 def list_spread(values: list[float], unit: str = "s") -> str:
     ordered = sorted(values)
     return f"{ordered[len(ordered) // 2]:.3g} {unit} [{ordered[0]:.3g} .. {ordered[-1]:.3g}]"
@@ -81,8 +86,8 @@ def trl_headline(r: dict[str, Any]) -> Headline:
         ratio=ratio,
         target=">= 2.5",
         met=ratio >= 2.5,
-        evom=spread(r["evom_step"], median="median_s", low="min_s", high="max_s"),
-        alternative=spread(r["trl_step"], median="median_s", low="min_s", high="max_s"),
+        evom=step_spread(r["evom_step"]),
+        alternative=step_spread(r["trl_step"]),
     )
 
 
@@ -102,8 +107,8 @@ def cuts_headline(r: dict[str, Any]) -> Headline:
         ratio=ratio,
         target="< 1",
         met=ratio < 1,
-        evom=f"{after:.3g} s ({whole}{spread(steps['after'], median='median_s', low='min_s', high='max_s')})",
-        alternative=f"{before:.3g} s (step {spread(steps['before'], median='median_s', low='min_s', high='max_s')})",
+        evom=f"{after:.3g} s ({whole}{step_spread(steps['after'])})",
+        alternative=f"{before:.3g} s (step {step_spread(steps['before'])})",
         higher_is_better=False,
     )
 
@@ -206,25 +211,36 @@ def _num(x: Any) -> str:
     return "-" if x is None else f"{x:.3g}"
 
 
+def phase_medians(results: list[dict[str, Any]], sides: tuple[str, str]) -> tuple[int, dict[str, list[float | None]]]:
+    """From trl_bench's JSON of each run: how many runs have a phase table, and per phase the median over those
+    runs of each run's median for each of `sides` (None where no run has that phase on that side)."""
+    tables = [r["phase_table"] for r in results if "phase_table" in r]
+    phases = dict.fromkeys(k for t in tables for side in sides for k in t.get(side, {}))
+
+    def median(side: str, phase: str) -> float | None:
+        values = [t[side][phase]["median_s"] for t in tables if phase in t.get(side, {})]
+        return statistics.median(values) if values else None
+
+    return len(tables), {p: [median(side, p) for side in sides] for p in phases}
+
+
+def _seconds(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
 def trl_phase_details(results: list[dict[str, Any]]) -> list[str]:
     """Per phase of a step, the median over the runs of each run's median (EVOM and TRL), from trl_bench's JSON."""
-    tables = [r["phase_table"] for r in results if "phase_table" in r]
-    if not tables:
+    runs, medians = phase_medians(results, ("evom", "trl"))
+    if not runs:
         return []
-    phases = list(dict.fromkeys(k for t in tables for side in ("evom", "trl") for k in t.get(side, {})))
-
-    def cell(side: str, phase: str) -> str:
-        values = [t[side][phase]["median_s"] for t in tables if phase in t.get(side, {})]
-        return f"{statistics.median(values):.2f}" if values else "-"
-
     lines = [
         "",
         f"Where a step's time goes (seconds; each run's median over its timed steps, then the median over "
-        f"{len(tables)} run(s); phases as bench/trl_bench.py's PHASES define them):",
+        f"{runs} run(s); phases as bench/trl_bench.py's PHASES define them):",
         "",
         "| phase | EVOM | TRL |",
         "|---|---:|---:|",
-        *(f"| {p} | {cell('evom', p)} | {cell('trl', p)} |" for p in phases),
+        *(f"| {p} | {_seconds(evom)} | {_seconds(trl)} |" for p, (evom, trl) in medians.items()),
     ]
     saves = [(r["checkpoint_s"], r.get("save_every")) for r in results if "checkpoint_s" in r]
     if saves:
@@ -239,27 +255,20 @@ def trl_phase_details(results: list[dict[str, Any]]) -> list[str]:
 
 def cuts_phase_details(results: list[dict[str, Any]]) -> list[str]:
     """Per phase of an EVOM step, before and after the cuts: the median over the runs of each run's median."""
-    tables = [r["phase_table"] for r in results if "phase_table" in r]
-    if not tables:
+    runs, medians = phase_medians(results, ("before", "after"))
+    if not runs:
         return []
-    phases = list(dict.fromkeys(k for t in tables for side in ("before", "after") for k in t.get(side, {})))
 
-    def median(side: str, phase: str) -> float | None:
-        values = [t[side][phase]["median_s"] for t in tables if phase in t.get(side, {})]
-        return statistics.median(values) if values else None
-
-    def row(phase: str) -> str:
-        before, after = median("before", phase), median("after", phase)
+    def row(phase: str, before: float | None, after: float | None) -> str:
         ratio = f"{after / before:.2f}x" if before and after is not None else "-"
-        cells = ["-" if x is None else f"{x:.2f}" for x in (before, after)]
-        return f"| {phase} | {cells[0]} | {cells[1]} | {ratio} |"
+        return f"| {phase} | {_seconds(before)} | {_seconds(after)} | {ratio} |"
 
     return [
         "",
         f"An EVOM step phase by phase, before and after the cuts (seconds; each run's median over its timed steps, "
-        f"then the median over {len(tables)} run(s); phases as bench/trl_bench.py's PHASES define them):",
+        f"then the median over {runs} run(s); phases as bench/trl_bench.py's PHASES define them):",
         "",
         "| phase | before | after | after / before |",
         "|---|---:|---:|---:|",
-        *(row(p) for p in phases),
+        *(row(p, before, after) for p, (before, after) in medians.items()),
     ]
