@@ -284,7 +284,7 @@ class SGLangPeer:
         self.inflight = 0
         self.max_inflight = 0
         self.lock = RWLock()
-        self._abort: set[str] = set()
+        self._abort: list[str] = []  # every aborted rid, in order: a request reads the ones it has not seen
         self._abort_all_at = 0.0
         self.runner: web.AppRunner | None = None
         self.url = ""
@@ -401,13 +401,17 @@ class SGLangPeer:
         entries: list[list[Any]] = []  # output_token_logprobs: [logprob, token id, text]
         sent = 0  # tokens already streamed
         reason: dict[str, Any] | None = None
+        seen, hit = 0, False  # aborted rids checked against this request so far, and whether one matched
         for t in range(int(sp.get("max_new_tokens", 128))):
             if self.token_delay_s:
                 await asyncio.sleep(self.token_delay_s)
             if stream and self.break_after_chunks is not None and t >= self.break_after_chunks:
                 request.transport.close()  # type: ignore[union-attr]
                 return response
-            if any(rid.startswith(a) for a in self._abort) or started < self._abort_all_at:  # by prefix, as 0.5.23
+            # By prefix, as 0.5.23's scheduler; each aborted rid is checked once per request, not once per token.
+            hit = hit or any(rid.startswith(a) for a in self._abort[seen:])
+            seen = len(self._abort)
+            if hit or started < self._abort_all_at:
                 if t == 0 or self.abort_as_queued:  # the scheduler's waiting queue: the tokenizer answers
                     reason = {"type": "abort", "message": "Abort in waiting queue"}
                     chunk = self._chunk(body, rid, ids, entries, reason, started, start=0, abort=True)
@@ -512,7 +516,7 @@ class SGLangPeer:
         if body.get("abort_all"):
             self._abort_all_at = time.monotonic()
         elif body.get("rid"):
-            self._abort.add(body["rid"])
+            self._abort.append(body["rid"])
             self.aborted.append(body["rid"])
         return web.Response(status=200)
 
