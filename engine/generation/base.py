@@ -50,6 +50,8 @@ class SamplingParams:
     """How to sample one completion. Identical for every prompt of one `generate` call.
 
     temperature 0 means greedy; top_k -1 and top_p 1.0 disable those filters (SGLang's conventions).
+    `ignore_eos` decodes every sample to exactly max_new_tokens: neither EOS nor `stop_token_ids` end it (SGLang's
+    `ignore_eos`, which skips its stop-token check whole). For benchmarks that need a fixed amount of work.
     `seed` makes sampling reproducible: sample (prompt i, sample j) of a call draws from a generator seeded
     by (seed, i, j), so its tokens do not depend on what else shares the batch (local backend) or on
     which server it lands (sglang sends `sampling_seed`).
@@ -61,6 +63,7 @@ class SamplingParams:
     top_k: int = -1
     stop_token_ids: tuple[int, ...] = ()
     seed: int | None = None
+    ignore_eos: bool = False
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:

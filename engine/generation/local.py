@@ -143,7 +143,7 @@ class LocalBackend:
         previous = torch.get_num_threads()
         if self.config.torch_threads:
             torch.set_num_threads(self.config.torch_threads)
-        stop_ids = frozenset(params.stop_token_ids) | self._eos
+        stop_ids = frozenset() if params.ignore_eos else frozenset(params.stop_token_ids) | self._eos
         version = self._version
         device = next(self.model.parameters()).device
 

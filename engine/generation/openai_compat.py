@@ -16,8 +16,8 @@ choice is handed over the moment its `finish_reason` arrives.
 - `health()` asks GET /health at the server's root (the base URL without `/v1`): any answer but a 5xx
   counts as up. The served model's list (GET /models) is never needed when `model` is given, so a server
   whose /models fails (`transformers serve` answers 500 there without a hub cache) still serves.
-- `stop_token_ids` and `top_k` are not OpenAI parameters: they are sent only when set (vLLM and SGLang
-  accept them; api.openai.com rejects them).
+- `stop_token_ids`, `top_k` and `ignore_eos` are not OpenAI parameters: they are sent only when set (vLLM and
+  SGLang accept them; api.openai.com rejects them).
 
 Retries: connection errors, timeouts, 5xx and 429 are retried with backoff while no choice has streamed;
 a request that breaks later delivers its unfinished choices as failed (finish_reason "abort", `error`). When the
@@ -282,6 +282,8 @@ class OpenAIBackend(HTTPBackend):
             body["top_k"] = params.top_k
         if params.stop_token_ids:
             body["stop_token_ids"] = list(params.stop_token_ids)
+        if params.ignore_eos:
+            body["ignore_eos"] = True
         return body | dict(self.config.extra_body)
 
     async def _stream(self, body: dict[str, Any], choices: list[_Choice], emit: Any) -> None:

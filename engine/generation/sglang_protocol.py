@@ -140,6 +140,8 @@ def sampling_params(params: SamplingParams, seed: int | None) -> dict[str, Any]:
     }
     if params.stop_token_ids:
         out["stop_token_ids"] = list(params.stop_token_ids)
+    if params.ignore_eos:
+        out["ignore_eos"] = True
     if seed is not None:
         out["sampling_seed"] = seed
     return out

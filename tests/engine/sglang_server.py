@@ -192,7 +192,7 @@ def expected_tokens(
 ) -> tuple[list[int], list[float], str]:
     """What the peer will stream for a request: token ids, log-probs and the finish type. `version` names the
     weights (the weight_version of the update that loaded them)."""
-    stops = set(stop_token_ids) | (set() if ignore_eos else {EOS_TOKEN_ID})
+    stops = set() if ignore_eos else set(stop_token_ids) | {EOS_TOKEN_ID}  # 0.5.23 skips the whole check
     ids, lps = [], []
     for t in range(max_new_tokens):
         token, lp = token_at(
@@ -391,7 +391,7 @@ class SGLangPeer:
         rid, sp = body["rid"], body.get("sampling_params") or {}
         weights, started = self.weights, time.monotonic()
         temperature = float(sp.get("temperature", 1.0))
-        stops = set(sp.get("stop_token_ids") or ()) | (set() if sp.get("ignore_eos") else {EOS_TOKEN_ID})
+        stops = set() if sp.get("ignore_eos") else set(sp.get("stop_token_ids") or ()) | {EOS_TOKEN_ID}
         interval = int(sp.get("stream_interval") or 1)
         stream = bool(body.get("stream"))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})

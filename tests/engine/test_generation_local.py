@@ -4,6 +4,7 @@ seeds, aborts and in-place weight updates. Run: .venv/bin/pytest tests/engine/te
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import pytest
@@ -170,6 +171,18 @@ async def test_first_completion_arrives_while_others_still_decode():
     # The consumer held the first completion before the decode thread finished the last row.
     assert first_seen < max(c.timings.finished_s for _, c in arrivals)
     assert [len(c.token_ids) for _, c in arrivals] == sorted(len(c.token_ids) for _, c in arrivals)
+
+
+async def test_ignore_eos_decodes_every_sample_to_max_new_tokens():
+    model = tiny_model()
+    greedy = SamplingParams(max_new_tokens=1, temperature=0.0)
+    async with LocalBackend(model, LocalConfig()) as backend:
+        stop = (await collect(backend, PROMPTS, greedy))[0].token_ids[0]
+        params = SamplingParams(max_new_tokens=12, temperature=0.0, stop_token_ids=(stop,))
+        stopped = await collect(backend, PROMPTS, params)
+        fixed = await collect(backend, PROMPTS, dataclasses.replace(params, ignore_eos=True))
+    assert any(c.finish_reason == "stop" and len(c.token_ids) < 12 for c in stopped)
+    assert [(len(c.token_ids), c.finish_reason) for c in fixed] == [(12, "length")] * len(PROMPTS)
 
 
 async def test_event_loop_runs_while_decoding():

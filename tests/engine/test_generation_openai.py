@@ -133,7 +133,15 @@ async def test_completions_with_token_ids_stream_each_choice_when_done(peer):
         assert c.text == "".join(f"<{tok}>" for tok, _ in expected)
     sent = peer.requests[0]
     assert sent["prompt"] == [1, 2, 3] and sent["n"] == 3 and sent["stream"] is True and sent["logprobs"] == 1
-    assert sent["seed"] == 3 and "top_k" not in sent and "stop_token_ids" not in sent
+    assert sent["seed"] == 3 and "top_k" not in sent and "stop_token_ids" not in sent and "ignore_eos" not in sent
+
+
+async def test_non_openai_parameters_are_sent_only_when_set(peer):
+    params = SamplingParams(max_new_tokens=2, temperature=0.0, top_k=5, stop_token_ids=(7,), ignore_eos=True)
+    async with backend_for(peer) as backend:
+        [c async for c in backend.generate([[1, 2]], params)]
+    sent = peer.requests[0]
+    assert (sent["top_k"], sent["stop_token_ids"], sent["ignore_eos"]) == (5, [7], True)
 
 
 async def test_chat_messages_text_and_logprobs(peer):

@@ -46,6 +46,7 @@ SAMPLING_KEYS = {
     "top_p",
     "top_k",
     "stop_token_ids",
+    "ignore_eos",
     "sampling_seed",
     "stream_interval",
 }
@@ -68,6 +69,7 @@ async def drive_every_request(backend: SGLangBackend, peers, tmp_path: Path) -> 
         SamplingParams(max_new_tokens=4, temperature=0.0),
         SamplingParams(max_new_tokens=4, temperature=0.7, top_p=0.9, top_k=20, seed=3),
         SamplingParams(max_new_tokens=4, temperature=1.0, seed=0, stop_token_ids=(1, 2)),
+        SamplingParams(max_new_tokens=4, temperature=0.5, seed=1, stop_token_ids=(1, 2), ignore_eos=True),
     ]
     for params in variants:
         got = [c async for c in backend.generate(prompts, params, n=2)]
