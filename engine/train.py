@@ -24,7 +24,6 @@ most `sandbox.workers` verifications at once over all of them.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import shutil
@@ -40,6 +39,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from engine.cli import rank0_decides
+from engine.compute import on_compute_thread
 from engine.config import Config, read_yaml, to_dict, write_config
 from engine.data import Problem, assign_solvers, load_train
 from engine.generation import (
@@ -506,8 +506,9 @@ async def _loop(
             batch = gather_batch(result, learner.ctx)
             rollout_metrics = gather_rollout_metrics(result.metrics, learner.ctx)
             # The update is CPU/GPU-bound: run it off the event loop so verifications of a batch that is
-            # already generating (max_staleness > 0) keep flowing.
-            train_metrics = {} if batch is None else await asyncio.to_thread(learner.step, batch)
+            # already generating (max_staleness > 0) keep flowing; on the CPU, on the thread that decodes.
+            device = learner.ctx.device
+            train_metrics = {} if batch is None else await on_compute_thread(learner.step, batch, device=device)
             train_s = time.monotonic() - started
             await rollout.update_weights(generator_weights(cfg, learner, run_dir), version=step + 1)
             sync_s = time.monotonic() - started - train_s
@@ -539,7 +540,7 @@ async def _save(learner: Learner, run_dir: Path, *, step: int, rollout_state: Ro
     data = {"step": step, "rollout": dataclasses.asdict(rollout_state)}
     directory = run_dir / CHECKPOINTS / f"step_{step:06d}"
     try:
-        await asyncio.to_thread(save_checkpoint, learner, directory, loop_state=data)
+        await on_compute_thread(save_checkpoint, learner, directory, loop_state=data, device=learner.ctx.device)
     except CheckpointWriteError as exc:
         raise StorageError(str(exc)) from exc
     if learner.ctx.rank == 0:

@@ -1,9 +1,11 @@
 """The `local` generation backend: the embedded default, decoding with a transformers model in-process.
 
-Decoding runs on one dedicated worker thread (torch releases the GIL inside its kernels), so the event
-loop keeps running verification tasks while a batch decodes; each sample is handed to the event loop the
-moment it stops. Weight updates run on the same thread, so they land between generate calls, never in
-the middle of one: every sample of a call carries the one weight version it was decoded with.
+Decoding runs on one worker thread (torch releases the GIL inside its kernels), so the event loop keeps
+running verification tasks while a batch decodes; each sample is handed to the event loop the moment it stops.
+On the CPU that thread is the process's compute thread (engine/compute.py), shared with the learner, so OpenMP
+keeps one team of workers; on a GPU it is the backend's own. Weight updates run on the same thread, so they land
+between generate calls, never in the middle of one: every sample of a call carries the one weight version it was
+decoded with.
 
     backend = LocalBackend(model, LocalConfig(max_batch_size=32))
     async with backend:
@@ -29,6 +31,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from engine.compute import compute_executor, is_cpu, submit_compute
 from engine.generation import packed_linear
 from engine.generation.base import (
     Completion,
@@ -55,7 +58,12 @@ class LocalBackend:
         self.model = model.eval()
         self.config = config or LocalConfig()
         self._version = 0
-        self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(1, thread_name_prefix="evom-local-decode")
+        device = next(self.model.parameters()).device
+        self._own_thread = not is_cpu(device)
+        self._executor: ThreadPoolExecutor | None = (
+            ThreadPoolExecutor(1, thread_name_prefix="evom-local-decode") if self._own_thread else compute_executor()
+        )
+        self._jobs: set[asyncio.Future[Any]] = set()  # this backend's calls queued or running on the thread
         self._aborts: set[threading.Event] = set()
         self._eos = frozenset(_eos_ids(model)) if self.config.stop_at_eos else frozenset()
         prepack = self.config.prepack_weights and packed_linear.available()
@@ -77,8 +85,9 @@ class LocalBackend:
     async def close(self) -> None:
         await self.abort()
         executor, self._executor = self._executor, None
-        if executor is not None:
-            # Waiting on the thread off-loop: an in-flight call sees the abort flag within one decode step.
+        # An in-flight call sees the abort flag within one decode step.
+        await asyncio.gather(*self._jobs, return_exceptions=True)
+        if executor is not None and self._own_thread:
             await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
         if self._packed is not None:
             self._packed.clear()
@@ -109,7 +118,7 @@ class LocalBackend:
         def put(item: Completion | BaseException | None) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        job = loop.run_in_executor(executor, self._run, token_prompts, n, params, submitted, abort_flag, put)
+        job = self._submit(executor, self._run, token_prompts, n, params, submitted, abort_flag, put)
         received = 0
         try:
             while received < total:
@@ -185,8 +194,17 @@ class LocalBackend:
         """Copy new weights into the model in place (a state dict, or a directory of *.safetensors)."""
         executor = self._require_open()
         new_version = self._version + 1 if version is None else int(version)
-        await asyncio.get_running_loop().run_in_executor(executor, self._load, source, new_version)
+        await self._submit(executor, self._load, source, new_version)
         return new_version
+
+    def _submit(self, executor: ThreadPoolExecutor, fn: Any, *args: Any) -> asyncio.Future[Any]:
+        if self._own_thread:
+            job = asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+        else:
+            job = submit_compute(fn, *args)
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+        return job
 
     def _load(self, source: WeightSource, version: int) -> None:
         """Worker-thread body of update_weights. The version moves here, on the decode thread, so a generate
