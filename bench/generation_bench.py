@@ -138,9 +138,13 @@ def run_local(model: torch.nn.Module, w: Workload, config: LocalConfig, seed: in
     return asyncio.run(go())
 
 
-def measure(variants: dict[str, Callable[[int], list[int]]], repeats: int) -> tuple[dict[str, list[float]], dict]:
-    """Alternating runs; tokens/s per run and, per variant, the sample lengths of every run. Repeat r seeds every
-    variant with r, so the samples (and their lengths) change between repeats the same way for every variant."""
+def measure(
+    variants: dict[str, Callable[[int], list[int]]], repeats: int, calls: int = 1
+) -> tuple[dict[str, list[float]], dict]:
+    """Alternating runs; tokens/s per run and, per variant, the sample lengths of every run. A run is `calls`
+    back-to-back calls (seeds r * calls .. r * calls + calls - 1 in repeat r), timed together, so one timing spans
+    seconds rather than one short call; every variant gets the same seeds, so the samples (and their lengths)
+    change between repeats the same way for every variant."""
     rates: dict[str, list[float]] = {name: [] for name in variants}
     lengths: dict[str, list[list[int]]] = {name: [] for name in variants}
     names = list(variants)
@@ -148,7 +152,7 @@ def measure(variants: dict[str, Callable[[int], list[int]]], repeats: int) -> tu
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
             start = time.perf_counter()
-            got = variants[name](r)
+            got = [n for seed in range(r * calls, (r + 1) * calls) for n in variants[name](seed)]
             rates[name].append(sum(got) / (time.perf_counter() - start))
             lengths[name].append(got)
     return rates, lengths
@@ -170,6 +174,7 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=-1, help="-1: off")
     parser.add_argument("--stop-every", type=int, default=32, help="tiny model: stop ids cover vocab/this (0: none)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=1, help="generate calls timed together in each repeat")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: leave torch's default)")
     parser.add_argument("--json", default="", help="also write the results here")
     parser.add_argument(
@@ -207,14 +212,14 @@ def main() -> None:
     short = Workload(prompts=w.prompts[:1], n=1, params=replace(w.params, max_new_tokens=2))
     run_generate(model, short)
     run_local(model, short, configs[chosen[0]])
-    rates, lengths = measure(variants, args.repeats)
+    rates, lengths = measure(variants, args.repeats, args.calls)
     base = statistics.median(rates["hf_generate"])
     shape = f"hidden={model.config.hidden_size} layers={model.config.num_hidden_layers} vocab={model.config.vocab_size}"
     p = w.params
     print(
         f"model={args.model} {shape} rows={args.batch}x{args.n} max_new_tokens={p.max_new_tokens} "
         f"T={p.temperature} top_p={p.top_p} top_k={p.top_k} threads={torch.get_num_threads()} "
-        f"repeats={args.repeats}"
+        f"repeats={args.repeats} calls={args.calls}"
     )
     prompt_lens = sorted(map(len, w.prompts))
     print(f"prompt tokens: {prompt_lens}")

@@ -81,8 +81,10 @@ def generation_headline(r: dict[str, Any]) -> Headline:
 
 def trl_headline(r: dict[str, Any]) -> Headline:
     ratio = r["ratio_trl_over_evom"]
+    tokens = sorted({n for arm in r.get("tokens", {}).values() for n in arm})
+    work = f", {tokens[0]} generated tokens a step on both sides" if r.get("fixed_length") and len(tokens) == 1 else ""
     return Headline(
-        comparison="TRL GRPOTrainer step time / EVOM step time",
+        comparison=f"TRL GRPOTrainer step time / EVOM step time{work}",
         ratio=ratio,
         target=">= 2.5",
         met=ratio >= 2.5,

@@ -166,8 +166,9 @@ BENCHES: dict[str, Bench] = {
         Bench(
             name="generation",
             script="bench/generation_bench.py",
-            args=("--repeats", "7"),
-            what="tokens/s of the local backend vs `model.generate` on the same batch and sampling",
+            args=("--repeats", "9", "--calls", "4", "--variants", "local_compact,local_unpacked"),
+            what="tokens/s of the local backend vs `model.generate` on the same batch and sampling (each timing "
+            "spans 4 calls)",
             headline=generation_headline,
         ),
         Bench(
@@ -193,8 +194,9 @@ BENCHES: dict[str, Bench] = {
         Bench(
             name="trl",
             script="bench/trl_bench.py",
-            args=("--prompts", "1", "--max-new-tokens", "48", "--repeats", "2"),
-            what="one GRPO step of engine.run vs one step of TRL's GRPOTrainer (CPU, no vLLM), same work",
+            args=("--prompts", "1", "--max-new-tokens", "48", "--repeats", "3"),
+            what="one GRPO step of engine.run vs one step of TRL's GRPOTrainer (CPU, no vLLM), same work: both "
+            "decode exactly 4 x 48 tokens",
             headline=trl_headline,
             details=trl_phase_details,
         ),

@@ -15,6 +15,10 @@ then an EVOM step from TRL's on_step_end callback), the first step of each is a 
 the median, min and max of the timed steps, their ratio (target: TRL / EVOM >= 2), and a check that both
 arms really trained (finite losses, weights moved from the shared start).
 
+Both arms decode exactly --max-new-tokens per completion (EVOM: SamplingParams.ignore_eos; TRL: min_new_tokens in
+its generation kwargs), so a step's work does not depend on where each arm's samples happen to stop; the report
+records every step's generated tokens per arm (`tokens`). `--stop-at-eos` lets both stop at EOS instead.
+
 Each step is also split into PHASES (generation, verification wait, batch preparation, forward + backward,
 optimizer, the weight sync's export, copy and repack, records, the rest): EVOM's from the rollout's and the
 learner's own `time_*` metrics, the backend's `last_sync_s` and laps around each call; TRL's from timing wrappers
@@ -48,6 +52,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from engine.compute import compute_executor, on_compute_thread, release_thread_team  # noqa: E402
 from engine.config import Config, load_config  # noqa: E402
 from engine.run import DEFAULT_CONFIG  # noqa: E402
 
@@ -65,6 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--isolation", choices=["nsjail", "process"], default="nsjail")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--stop-at-eos",
+        action="store_true",
+        help="let completions end at EOS (each arm then decodes its own sampled lengths); by default both decode "
+        "exactly --max-new-tokens",
+    )
     p.add_argument(
         "--cuts-ab",
         action="store_true",
@@ -84,6 +95,7 @@ def evom_config(args: argparse.Namespace, out_dir: Path) -> Config:
         "rollout.prompts_per_step": args.prompts,
         "generation.sampling.max_new_tokens": args.max_new_tokens,
         "generation.sampling.temperature": args.temperature,
+        "generation.sampling.ignore_eos": not args.stop_at_eos,
         "learner.lr": args.lr,
         "learner.device": "cpu",
         "sandbox.workers": args.workers,
@@ -116,6 +128,7 @@ class EvomArm:
         self.times: list[float] = []
         self.losses: list[float] = []
         self.rewards: list[list[float]] = []
+        self.tokens: list[int] = []  # generated tokens per step
         self.phases: list[dict[str, float]] = []  # seconds of each phase of the step (PHASES), per step
         self._pending_update = False
 
@@ -167,7 +180,7 @@ class EvomArm:
         rollout_s = lap()
         batch = gather_batch(result, self.learner.ctx)
         gather_s = lap()
-        metrics = {} if batch is None else await asyncio.to_thread(self.learner.step, batch)
+        metrics = {} if batch is None else await on_compute_thread(self.learner.step, batch)
         learner_s = lap()
         weights = generator_weights(self.cfg, self.learner, Path(self.cfg.run.output_dir))
         export_s = lap()
@@ -194,11 +207,15 @@ class EvomArm:
         )
         self.losses.append(float(metrics.get("loss", math.nan)))
         self.rewards.append([float(r) for r in result.rewards])
+        self.tokens.append(sum(len(s.response_ids) for s in result.samples))
 
     def step(self, step: int, *, timed: bool) -> None:
         start = time.perf_counter()
         self.runner.run(self._step(step))
         total = time.perf_counter() - start
+        # TRL's arm computes on the main thread: its step gets the cores' OpenMP workers to itself, as EVOM's does
+        # (EVOM's compute thread hands the main thread's workers back before it starts: engine/compute.py).
+        compute_executor().submit(release_thread_team).result()
         if timed:
             self.times.append(total)
         phases = self.phases[-1]
@@ -326,6 +343,7 @@ def trl_args(cfg: Config, args: argparse.Namespace, out_dir: Path) -> Any:
         log_completions=False,
         # TRL's GRPOConfig turns activation checkpointing on by default; EVOM's learner runs without it here
         gradient_checkpointing=learner.gradient_checkpointing,
+        generation_kwargs=None if args.stop_at_eos else {"min_new_tokens": sampling.max_new_tokens},
     )
 
 
@@ -516,6 +534,11 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
         trainer.train()
         checkpoint_s = evom.checkpoint_s()
         trl_losses = [float(r["loss"]) for r in trainer.state.log_history if "loss" in r]
+        trl_tokens = [
+            round(float(r["completions/mean_length"]) * args.prompts * args.group_size)
+            for r in trainer.state.log_history
+            if "completions/mean_length" in r
+        ]
         report_moves = {"trl": moved(trainer.model, initial), "evom": moved(evom.learner.model, initial)}
     finally:
         reward.close()
@@ -539,6 +562,9 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
         "trl_step": {**summary(clock.times), "all_s": clock.times},
         "evom_step": {**summary(evom.times), "all_s": evom.times},
         "ratio_trl_over_evom": trl_s["median_s"] / evom_s["median_s"],
+        "fixed_length": not args.stop_at_eos,
+        # generated tokens of each step (the warm-up first); TRL's from its logged mean completion length
+        "tokens": {"evom": evom.tokens, "trl": trl_tokens},
         "target": ">= 2.0",
         "trained": trained,
         # With every group's rewards equal there is no advantage, hence no gradient: weights cannot move then.
@@ -599,6 +625,8 @@ def run_cuts_ab(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
             for k in tables["after"]
             if tables["before"].get(k, {}).get("median_s")
         },
+        "fixed_length": not args.stop_at_eos,
+        "tokens": {name: arm.tokens for name, arm in arms.items()},
         "phases": {name: arm.phases for name, arm in arms.items()},
     }
 
