@@ -166,9 +166,9 @@ BENCHES: dict[str, Bench] = {
         Bench(
             name="generation",
             script="bench/generation_bench.py",
-            args=("--repeats", "9", "--calls", "4", "--variants", "local_compact,local_unpacked"),
+            args=("--repeats", "7", "--calls", "3", "--variants", "local_compact,local_unpacked"),
             what="tokens/s of the local backend vs `model.generate` on the same batch and sampling (each timing "
-            "spans 4 calls)",
+            "spans 3 calls)",
             headline=generation_headline,
         ),
         Bench(
