@@ -8,11 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from engine.compute import compute_executor, on_compute_thread, release_thread_team, submit_compute
 from engine.generation import SamplingParams
 from engine.generation.local import LocalBackend
+from tests.engine.test_generation_local import tiny_model
 
 needs_two_threads = pytest.mark.skipif(torch.get_num_threads() < 2, reason="an OpenMP team needs 2 threads")
 
@@ -59,17 +59,7 @@ async def test_handing_work_to_the_compute_thread_releases_the_callers_workers()
 
 
 async def test_a_cpu_local_backend_decodes_on_the_compute_thread_which_outlives_it():
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        eos_token_id=None,
-    )
-    model = LlamaForCausalLM(config)
+    model = tiny_model()
     seen: list[str] = []
     for _ in range(2):  # closing the first backend leaves the shared thread running for the second
         async with LocalBackend(model) as backend:
