@@ -106,7 +106,7 @@ class LocalBackend:
     async def generate(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams, *, n: int = 1
     ) -> AsyncIterator[Completion]:
-        executor = self._require_open()
+        self._require_open()
         token_prompts = check_prompts(prompts, n)
         total = len(token_prompts) * n
         loop = asyncio.get_running_loop()
@@ -118,7 +118,7 @@ class LocalBackend:
         def put(item: Completion | BaseException | None) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        job = self._submit(executor, self._run, token_prompts, n, params, submitted, abort_flag, put)
+        job = self._submit(self._run, token_prompts, n, params, submitted, abort_flag, put)
         received = 0
         try:
             while received < total:
@@ -192,14 +192,15 @@ class LocalBackend:
 
     async def update_weights(self, source: WeightSource, *, version: int | None = None) -> int:
         """Copy new weights into the model in place (a state dict, or a directory of *.safetensors)."""
-        executor = self._require_open()
+        self._require_open()
         new_version = self._version + 1 if version is None else int(version)
-        await self._submit(executor, self._load, source, new_version)
+        await self._submit(self._load, source, new_version)
         return new_version
 
-    def _submit(self, executor: ThreadPoolExecutor, fn: Any, *args: Any) -> asyncio.Future[Any]:
+    def _submit(self, fn: Any, *args: Any) -> asyncio.Future[Any]:
+        """`fn(*args)` on the decode thread (the compute thread on the CPU), tracked until it is done."""
         if self._own_thread:
-            job = asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+            job = asyncio.get_running_loop().run_in_executor(self._require_open(), fn, *args)
         else:
             job = submit_compute(fn, *args)
         self._jobs.add(job)
