@@ -13,16 +13,22 @@ The objective is read from the solver objects: the worker wraps the solve entry 
 the last call's status and objective. `RECORDER` is also what bench/sandbox_peers.py prepends to a program
 sent to SandboxFusion, where it prints the last solve on stdout at exit. `pids_cgroup` gives the bench a
 pids cap for this pool's abuse probes, since the baseline has none.
+
+`fork_per_program=True` is a control rather than a peer: each program runs in a child the worker forks for it
+(nothing else changes, still nothing isolated), so no program sees what an earlier one left behind. Against it,
+the warm pool's ratio is what its jail costs on top of the fresh process per program both of them pay.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import io
 import multiprocessing
 import os
+import pickle
 import signal
 import time
 from collections.abc import Iterator
@@ -92,8 +98,45 @@ def _evom_peer_record(modules, at_exit=False):
 )
 
 
-def _exec_worker(conn: Any, modules: tuple[str, ...]) -> None:
-    """A forked worker: import the solver, then exec programs one after the other, in this process."""
+def _exec_program(code: str, last: dict[str, Any]) -> dict[str, Any]:
+    """Run one program in this interpreter; its reply: error (None when it ran to the end), last solve, stdout."""
+    last.clear()
+    out = io.StringIO()
+    error = None
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            exec(compile(code, "<program>", "exec"), {"__name__": "__main__"})
+    except SystemExit as exc:
+        error = None if exc.code in (0, None) else f"SystemExit({exc.code!r})"
+    except BaseException as exc:  # any failure of the program is its result
+        error = f"{type(exc).__name__}: {exc}"[:300]
+    return {"error": error, "last": dict(last), "stdout": out.getvalue()[-4000:]}
+
+
+def _exec_in_child(code: str, last: dict[str, Any]) -> dict[str, Any]:
+    """Run one program in a child forked for it, so every program starts from the worker's state; the reply comes
+    back through a pipe. A child that ends without replying (os._exit, a signal) is an error, not a dead worker."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        try:
+            with os.fdopen(write_fd, "wb") as f:
+                f.write(pickle.dumps(_exec_program(code, last)))
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    if data:
+        return pickle.loads(data)
+    return {"error": f"the program's process ended without a reply (wait status {status})", "last": {}, "stdout": ""}
+
+
+def _exec_worker(conn: Any, modules: tuple[str, ...], fork_per_program: bool) -> None:
+    """A forked worker: import the solver, then exec programs one after the other, in this process or (with
+    `fork_per_program`) each in a child forked from it."""
     os.setpgrp()  # so that a timeout kills what the program started too
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)  # solver logs written by C code go nowhere; Python-level output is captured below
@@ -103,20 +146,13 @@ def _exec_worker(conn: Any, modules: tuple[str, ...]) -> None:
     scope: dict[str, Any] = {}
     exec(RECORDER, scope)
     last = scope["_evom_peer_record"](modules)
+    if fork_per_program:
+        gc.collect()
+        gc.freeze()  # as the warm pool's worker does: its children's collections skip the imported heap
+    run = _exec_in_child if fork_per_program else _exec_program
     conn.send("ready")
     while True:
-        code = conn.recv()
-        last.clear()
-        out = io.StringIO()
-        error = None
-        try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-                exec(compile(code, "<program>", "exec"), {"__name__": "__main__"})
-        except SystemExit as exc:
-            error = None if exc.code in (0, None) else f"SystemExit({exc.code!r})"
-        except BaseException as exc:  # any failure of the program is its result
-            error = f"{type(exc).__name__}: {exc}"[:300]
-        conn.send({"error": error, "last": dict(last), "stdout": out.getvalue()[-4000:]})
+        conn.send(run(conn.recv(), last))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,10 +166,10 @@ class Raw:
 
 
 class ExecWorker:
-    def __init__(self, modules: tuple[str, ...], pids_group: Path | None) -> None:
+    def __init__(self, modules: tuple[str, ...], pids_group: Path | None, fork_per_program: bool = False) -> None:
         ctx = multiprocessing.get_context("fork")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_exec_worker, args=(child, modules), daemon=True)
+        self.proc = ctx.Process(target=_exec_worker, args=(child, modules, fork_per_program), daemon=True)
         self.proc.start()
         child.close()
         if pids_group is not None:
@@ -159,16 +195,25 @@ class ExecWorker:
 
 
 class ExecPool:
-    """`workers` forked processes with the solver imported; `run` execs a program in one of them."""
+    """`workers` forked processes with the solver imported; `run` execs a program in one of them (or, with
+    `fork_per_program`, in a child that worker forks for it)."""
 
-    def __init__(self, *, workers: int, modules: tuple[str, ...], pids_group: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        workers: int,
+        modules: tuple[str, ...],
+        pids_group: Path | None = None,
+        fork_per_program: bool = False,
+    ) -> None:
         self.workers, self.modules, self.pids_group = workers, modules, pids_group
+        self.fork_per_program = fork_per_program
         self.replaced = 0
         self._idle: asyncio.Queue[ExecWorker] = asyncio.Queue()
         self._all: list[ExecWorker] = []
 
     async def _spawn(self) -> ExecWorker:
-        worker = ExecWorker(self.modules, self.pids_group)
+        worker = ExecWorker(self.modules, self.pids_group, self.fork_per_program)
         self._all.append(worker)
         await asyncio.to_thread(worker.ready, 120.0)
         return worker

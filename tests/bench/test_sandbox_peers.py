@@ -125,19 +125,29 @@ def test_exec_pool_objectives_timeout_and_errors() -> None:
 
 
 @pytest.mark.slow
-def test_exec_pool_state_leaks_between_programs() -> None:
-    """The baseline shares one interpreter per worker: what a program leaves in a module is seen by the next."""
+@pytest.mark.parametrize(("fork_per_program", "seen"), [(False, "yes\n"), (True, "no\n")])
+def test_exec_pool_state_leaks_between_programs_unless_each_gets_a_fork(fork_per_program: bool, seen: str) -> None:
+    """The baseline shares one interpreter per worker: what a program leaves in a module is seen by the next. The
+    control side forks a child per program: nothing carries over, and a program ending its own process with
+    os._exit is an error for that program, not a lost worker."""
 
-    async def scenario() -> list[str]:
-        pool = peers.ExecPool(workers=1, modules=())
+    async def scenario() -> tuple[str, peers.Raw, int]:
+        pool = peers.ExecPool(workers=1, modules=(), fork_per_program=fork_per_program)
         await pool.start()
         try:
             await pool.run("import json\njson.evom_left_behind = 'yes'", 10)
-            return [(await pool.run("import json\nprint(getattr(json, 'evom_left_behind', 'no'))", 10)).stdout]
+            seen = (await pool.run("import json\nprint(getattr(json, 'evom_left_behind', 'no'))", 10)).stdout
+            return seen, await pool.run("import os\nos._exit(3)", 10), pool.replaced
         finally:
             await pool.close()
 
-    assert asyncio.run(scenario()) == ["yes\n"]
+    got, ended, replaced = asyncio.run(scenario())
+    assert got == seen
+    assert ended.status == "error"
+    if fork_per_program:
+        assert "ended without a reply (wait status 768)" in ended.detail and replaced == 0
+    else:
+        assert ended.detail == "worker killed and replaced" and replaced == 1
 
 
 @pytest.mark.parametrize(
@@ -179,9 +189,11 @@ def test_run_all_reads_the_headline_from_the_report() -> None:
     summary = {
         "warm pool": {**side, "programs_per_s": 30.0, "programs_per_s_per_core": 15.0},
         "exec pool": {**side, "programs_per_s": 40.0, "programs_per_s_per_core": 20.0},
+        peers.FORKING: {**side, "programs_per_s": 24.0, "programs_per_s_per_core": 12.0},
     }
     report = "\n".join([*peers.headline_lines([(suite, summary)]), *peers.suite_lines(suite, summary, 3)])
-    assert "| gurobipy reference programs | 0.75x | not run | yes |" in report
+    assert "| gurobipy reference programs | 0.75x | not run | 1.25x | yes |" in report
+    assert "| exec pool, fork per program | 2/2 | 24.00 | 12.000 | 10 | 20 | 0.60x |" in report
     headline = run_all.peers_headline(report)
     assert (headline.ratio, headline.met) == (pytest.approx(0.75), False)
     assert (headline.evom, headline.alternative) == ("30.00 programs/s", "40.00 programs/s")
