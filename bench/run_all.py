@@ -525,11 +525,24 @@ def render(
     gpu_log: Path | None,
     found: dict[str, str],
     repeats: int,
+    planned: int,
 ) -> str:
+    """The results file; `planned` is how many bench runs the whole invocation makes (benches x repeats)."""
     load = os.getloadavg()
+    finished = sum(len(row.runs) for row in rows)
+    partial = (
+        [
+            f"**Partial: {finished} of {planned} runs finished (the invocation was stopped, or is still going); "
+            "the rows below hold only the finished runs.**",
+            "",
+        ]
+        if finished < planned
+        else []
+    )
     lines = [
         "# EVOM benchmarks",
         "",
+        *partial,
         f"Written by `{shown([sys.executable, 'bench/run_all.py', *argv])}` (from the repository root), started "
         f"{started:%Y-%m-%d %H:%M} UTC, {wall_s / 60:.0f} min in all. `make bench` runs this script. Each bench ran "
         f"{repeats} time(s), each run a fresh process; within a run EVOM and the alternative alternate and the run's "
@@ -619,6 +632,7 @@ def main(argv: list[str] | None = None) -> int:
                 gpu_log=args.gpu_log,
                 found=found,
                 repeats=args.repeats,
+                planned=args.repeats * len(names),
             )
             args.out.write_text(text)
     print(f"wrote {args.out} ({(time.perf_counter() - t0) / 60:.1f} min)")

@@ -225,6 +225,16 @@ def test_results_are_written_after_each_run_of_several_benches(tmp_path: Path, m
     assert run_all.main(["--only", "trl,rollout", "--repeats", "2", "--out", str(out), "--raw-dir", str(tmp_path)]) == 0
     text = out.read_text()
     assert "| trl |" in text and "| rollout |" in text and (tmp_path / "count").read_text() == "xxxx"
+    assert "Partial" not in text
+    first = run_all.Row(
+        bench=run_all.BENCHES["trl"],
+        runs=[run_all.Outcome(bench=run_all.BENCHES["trl"], command=["x"], rc=0, wall_s=1.0)],
+    )
+    started = run_all.datetime.datetime.now(run_all.datetime.UTC)
+    stopped = run_all.render(
+        [first], started=started, wall_s=1.0, argv=[], gpu_log=None, found={}, repeats=2, planned=4
+    )
+    assert "**Partial: 1 of 4 runs finished" in stopped, "a file left by a stopped invocation says so"
     assert not run_all.section(run_all.Row(bench=run_all.BENCHES["trl"], runs=[]))[-2].startswith("- command")
 
 
