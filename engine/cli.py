@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -96,6 +97,18 @@ def sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def launch_rank(name: str = "RANK") -> int:
+    """This process's RANK or LOCAL_RANK under torchrun (0 in a plain process), known before the group forms."""
+    return int(os.environ.get(name, "0"))
+
+
+def node_reports(error: Exception) -> Exception:
+    """The exception to raise for `error`, bad input every rank of a node meets alike (its files, its arguments)
+    before the process group forms: the node's local rank 0 reports it, the other ranks end with the same exit
+    code and no line."""
+    return ReportedElsewhere(EXIT_BAD_INPUT) if launch_rank("LOCAL_RANK") > 0 else error
 
 
 def project_errors() -> tuple[ErrorTypes, ErrorTypes]:

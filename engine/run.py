@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import dataclasses
 import logging
-import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Coroutine
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
-from engine.cli import exit_code, terminable
+from engine.cli import exit_code, launch_rank, node_reports, terminable
 from engine.config import Config, ConfigError, load_config, to_dict
 
 if TYPE_CHECKING:
@@ -198,7 +197,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def command(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
+    try:
+        cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
+    except ConfigError as exc:
+        raise node_reports(exc) from None
     if args.dry_run:
         return dry_run(cfg)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -240,7 +242,7 @@ def _train(cfg: Config, *, resume: bool, init_from: Path | None, progress: bool)
 
     run_dir = run_async(train(cfg, resume=resume, init_from=init_from, progress=progress))
     left = shutdown_distributed()  # under torchrun: every rank is done, so they leave the process group together
-    if int(os.environ.get("RANK", "0")) == 0:
+    if launch_rank() == 0:
         report = write_report(run_dir)
         print(f"done: {run_dir} (metrics.jsonl, samples.jsonl, checkpoints/, plots in {report})")
     if left:

@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.cli import EXIT_BAD_INPUT, ReportedElsewhere, exit_code, rank0_decides, sigterm_raises
+from engine.cli import exit_code, launch_rank, node_reports, rank0_decides, sigterm_raises
 from engine.config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:
@@ -78,11 +78,6 @@ FIXED_ON_RESUME = ("pairs_digest", "batch_size", "lr", "warmup_steps", "seed")
 
 class SftInputError(ValueError):
     """Bad input to engine.sft (exit 2); the message says what and what to do."""
-
-
-def _launch_rank(name: str) -> int:
-    """This process's RANK or LOCAL_RANK under torchrun (0 in a plain process), known before the group forms."""
-    return int(os.environ.get(name, "0"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -557,7 +552,7 @@ def prepare(args: argparse.Namespace) -> tuple[Config, list[Example], SftSetting
     }
     if args.resume:
         check_resume(Path(cfg.run.output_dir) / name, record)
-    if _launch_rank("RANK") == 0:
+    if launch_rank() == 0:
         print(f"pairs: {len(examples)} from {files} (skipped: {skip_summary(skipped)})", flush=True)
     return cfg, examples, settings, record
 
@@ -568,11 +563,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         cfg, examples, settings, record = prepare(args)
-    except (SftInputError, ModelNotFoundError):
-        # the ranks of one node read the same files with the same arguments: its local rank 0 says what is wrong
-        if _launch_rank("LOCAL_RANK") > 0:
-            raise ReportedElsewhere(EXIT_BAD_INPUT) from None
-        raise
+    except (SftInputError, ModelNotFoundError) as exc:
+        raise node_reports(exc) from None
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     def body() -> int:
@@ -583,7 +575,7 @@ def run(args: argparse.Namespace) -> int:
         from learner.checkpoint import latest_checkpoint
 
         newest = latest_checkpoint(run_dir / "checkpoints")
-        if _launch_rank("RANK") == 0:
+        if launch_rank() == 0:
             print(
                 f"done: {run_dir} (newest checkpoint {newest}); evaluate with python -m engine.eval --model "
                 f"{run_dir} --config {run_dir / 'config.yaml'}, start RL with python -m engine.run --config "

@@ -221,7 +221,7 @@ def torchrun(exits: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict
 @pytest.mark.slow
 def test_torchrun_two_ranks_train_one_model_on_the_global_batch(tiny_model, tmp_path, capsys):
     """Two ranks train one model; rank 0 alone reports, also when they resume it. Started again on the same run
-    without --resume, every rank ends with exit 2 and rank 0's one line, the run untouched."""
+    without --resume, every rank ends with exit 2 and rank 0's one line, the run untouched; so does an unknown key."""
     done, exits = torchrun(tmp_path / "exits", "--quiet", *overrides(tiny_model, tmp_path))
     assert done.returncode == 0 and exits == {0: 0, 1: 0}, done.stderr[-3000:]
     steps = [line.split(" |")[0] for line in done.stdout.splitlines() if line.startswith("step ")]
@@ -283,3 +283,8 @@ def test_torchrun_two_ranks_train_one_model_on_the_global_batch(tiny_model, tmp_
     assert err.startswith("error: --resume: ") and "was saved by 2 rank(s), this run has 1" in err, err
     assert err.count("\n") == 1, err
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+    # Bad input every rank meets before the process group forms (an unknown key): the node's local rank 0 says it.
+    done, exits = torchrun(tmp_path / "exits-bad-key", "--quiet", *overrides(tiny_model, tmp_path), "run.no_such_key=1")
+    assert exits == {0: 2, 1: 2}, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "unknown key run.no_such_key" in errors[0], done.stderr[-3000:]
