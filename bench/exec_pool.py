@@ -166,7 +166,7 @@ class Raw:
 
 
 class ExecWorker:
-    def __init__(self, modules: tuple[str, ...], pids_group: Path | None, fork_per_program: bool = False) -> None:
+    def __init__(self, modules: tuple[str, ...], pids_group: Path | None, fork_per_program: bool) -> None:
         ctx = multiprocessing.get_context("fork")
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_exec_worker, args=(child, modules, fork_per_program), daemon=True)

@@ -134,11 +134,7 @@ class LocalRunner:
 
     def __init__(self, model: torch.nn.Module, config: LocalConfig) -> None:
         self._loop = asyncio.Runner()
-        self._backend = self._loop.run(self._open(model, config))
-
-    @staticmethod
-    async def _open(model: torch.nn.Module, config: LocalConfig) -> LocalBackend:
-        return LocalBackend(model, config)
+        self._backend = LocalBackend(model, config)
 
     def __call__(self, w: Workload, seed: int = 0) -> list[int]:
         params = replace(w.params, seed=seed)
