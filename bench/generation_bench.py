@@ -208,6 +208,7 @@ def main() -> None:
         "local_compact": LocalConfig(finished_rows="compact"),
         "local_mask": LocalConfig(finished_rows="mask"),
         "local_unpacked": LocalConfig(prepack_weights=False),
+        "local_model_forward": LocalConfig(fast_decode=False),
         "local_dynamic_compact": LocalConfig(cache="dynamic", finished_rows="compact"),
         "local_static_mask": LocalConfig(cache="static", finished_rows="mask"),
         "local_static_compact": LocalConfig(cache="static", finished_rows="compact"),

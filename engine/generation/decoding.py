@@ -22,6 +22,7 @@ from transformers import DynamicCache, StaticCache
 from transformers.cache_utils import DynamicLayer
 
 from engine.generation.base import SamplingParams, row_seed
+from engine.generation.decode_step import DecodeStep
 from engine.generation.local_config import CACHE_KINDS, CacheKind, FinishedRows
 from engine.generation.shared_prefix import SharedPrefix, decoding_attention, supports_shared_prefix
 
@@ -267,16 +268,20 @@ def decode_batch(
     should_abort: Callable[[], bool],
     cache: CacheKind = "dynamic",
     finished: FinishedRows = "compact",
+    fast_step: bool = True,
 ) -> None:
     """Decode `rows` together until each stops; call on_finish(row, "stop" | "length" | "abort") per row.
 
     finished="compact" drops finished rows from the batch (and the KV cache); "mask" keeps computing them
     and ignores their output. A static cache has a fixed batch size, so compacting one copies the live rows
     into a smaller static cache; the dynamic cache (GrowingLayer) copies the used positions of the kept rows.
+    fast_step=True runs the decode steps through `DecodeStep` (decode_step.py) when it reproduces the model and the
+    cache is shared or dynamic; otherwise, and for the prefill, the model's own forward.
     """
     device = next(model.parameters()).device
     if cache == "shared" and not supports_shared_prefix(model):
         cache = "dynamic"
+    step_fn = DecodeStep.build(model) if fast_step and cache != "static" else None
     state = prefill(model, rows, cache, params.max_new_tokens)
     logits, kv, mask, last_pos, shared = state.logits, state.kv, state.mask, state.last_pos, state.shared
     width = mask.shape[1]
@@ -302,6 +307,11 @@ def decode_batch(
                 shared = shared.select(keep) if shared is not None else None
                 live, tokens, mask, last_pos = [live[b] for b in keep], tokens[keep], mask[keep], last_pos[keep]
             last_pos = last_pos + 1
+            if step_fn is not None:
+                if shared is None:
+                    mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+                logits = step_fn(tokens, last_pos, kv, shared=shared, mask=None if shared is not None else mask)
+                continue
             if shared is not None:  # the attention reads the prompts from `shared`; kv holds responses only
                 extra, attention_mask, position = {"shared_prefix": shared}, None, step
             else:

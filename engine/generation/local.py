@@ -182,6 +182,7 @@ class LocalBackend:
                         should_abort=abort_flag.is_set,
                         cache=self.config.cache,
                         finished=self.config.finished_rows,
+                        fast_step=self.config.fast_decode,
                     )
         except BaseException as exc:  # handed to the event loop, which raises it in the caller
             put(exc)

@@ -38,6 +38,11 @@ class LocalConfig:
     # runs them faster, for a second copy of the linear weights in memory and a repack per weight update
     # (bench/NOTES.md, `prepack_weights`).
     prepack_weights: bool = True
+    # Decode steps of Llama-family models (llama, mistral, qwen2, qwen3) through a flat function over the model's
+    # weights and modules (decode_step.py) instead of the model's forward: the same logits up to float rounding,
+    # without transformers' per-module overhead, which on CPU is a large part of a small model's step. Other
+    # models, the static cache and the prefill always run the model's forward (bench/NOTES.md, `fast_decode`).
+    fast_decode: bool = True
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:

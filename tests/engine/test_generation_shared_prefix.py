@@ -123,7 +123,7 @@ def tiny_llama(**overrides) -> LlamaForCausalLM:
     return LlamaForCausalLM(config).eval()
 
 
-def decode(model, prompts, params, cache, n=3):
+def decode(model, prompts, params, cache, n=3, fast_step=True):
     got = {}
     rows = make_rows(prompts, n, params, torch.device("cpu"))
 
@@ -138,6 +138,7 @@ def decode(model, prompts, params, cache, n=3):
         on_finish=on_finish,
         should_abort=lambda: False,
         cache=cache,
+        fast_step=fast_step,
     )
     return got
 
@@ -145,13 +146,16 @@ def decode(model, prompts, params, cache, n=3):
 PROMPTS = [[5, 17, 33, 9, 4, 4, 8], [1, 40], [7, 8, 9, 10, 11]]
 
 
+@pytest.mark.parametrize("fast_step", [False, True], ids=["model-forward", "decode-step"])
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_sampled_rows_equal_the_repeated_cache_through_row_and_prompt_drops(attn):
+def test_sampled_rows_equal_the_repeated_cache_through_row_and_prompt_drops(attn, fast_step):
     """Stop ids end rows at different steps (whole prompts finish early), so the shared cache drops rows and
-    prompts several times; every row's tokens and log-probs must equal decoding with a per-row prompt copy."""
+    prompts several times; every row's tokens and log-probs must equal decoding with a per-row prompt copy.
+    Both through the model's forward (the attention interface) and through the flat decode step."""
     model = tiny_llama(attn_implementation=attn)
     params = SamplingParams(max_new_tokens=16, temperature=1.0, seed=7, stop_token_ids=tuple(range(3, 96, 9)))
-    shared, dynamic = decode(model, PROMPTS, params, "shared"), decode(model, PROMPTS, params, "dynamic")
+    shared = decode(model, PROMPTS, params, "shared", fast_step=fast_step)
+    dynamic = decode(model, PROMPTS, params, "dynamic", fast_step=False)
     assert len({len(v[0]) for v in shared.values()}) > 2  # rows really stopped at different steps
     assert shared.keys() == dynamic.keys()
     for key, (tokens, logprobs, reason) in shared.items():
