@@ -134,19 +134,27 @@ def sandbox_headline(markdown: str) -> Headline:
 
 
 def peers_headline(markdown: str) -> Headline:
-    """The gurobipy suite of sandbox_peers' report: the first results table's warm pool and exec pool rows."""
+    """The gurobipy suite of sandbox_peers' report: the first results table's warm pool and exec pool rows, and the
+    exec pool that forks per program when the report has it.
+
+    No target: issue 18's (warm pool >= 1x the exec pool) cannot hold while the exec pool reuses one process
+    for every program, which isolation between untrusted programs rules out; the issue ended blocked on
+    restating it (bench/NOTES.md, "Sandbox peers")."""
     ours = re.search(r"^\| warm pool \| \d+/\d+ \| ([\d.]+) \|", markdown, re.M)
     bare = re.search(r"^\| exec pool \| \d+/\d+ \| ([\d.]+) \|", markdown, re.M)
+    forking = re.search(r"^\| exec pool, fork per program \| \d+/\d+ \| ([\d.]+) \|", markdown, re.M)
     if not (ours and bare and "gurobipy" in markdown):
         raise ValueError("no gurobipy results table in the sandbox-peers report")
-    ratio = float(ours[1]) / float(bare[1])
+    alternative = f"{bare[1]} programs/s"
+    if forking:
+        alternative += f" (forking per program: {forking[1]}, warm pool {float(ours[1]) / float(forking[1]):.2f}x)"
     return Headline(
         comparison="warm pool + harness programs/s / unisolated exec pool programs/s (gurobipy programs, 2 in flight)",
-        ratio=ratio,
-        target=">= 1",
-        met=ratio >= 1,
+        ratio=float(ours[1]) / float(bare[1]),
+        target="none (issue 18 ended blocked on restating it)",
+        met=None,
         evom=f"{ours[1]} programs/s",
-        alternative=f"{bare[1]} programs/s",
+        alternative=alternative,
     )
 
 

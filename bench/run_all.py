@@ -327,8 +327,11 @@ class Row:
         return min(self.ratios) if self.higher_is_better else max(self.ratios)
 
     @property
-    def met(self) -> bool:
-        """Every run succeeded and met the target: then so did the worst one."""
+    def met(self) -> bool | None:
+        """Every run succeeded and met the target: then so did the worst one. None for a bench without a target
+        (its headlines say met=None) whose runs all succeeded."""
+        if self.runs and all(o.ok and o.headline is not None and o.headline.met is None for o in self.runs):
+            return None
         return bool(self.runs) and all(o.ok and o.headline is not None and o.headline.met for o in self.runs)
 
     def median_run(self) -> Outcome | None:
@@ -433,7 +436,7 @@ def summary_table(rows: list[Row]) -> list[str]:
                 f"| {row.bench.name} | {row.bench.what} | - | {status} | - | - | - | {ok}/{len(row.runs)} | - | - |"
             )
             continue
-        met = "yes" if row.met else "no"
+        met = "no target" if row.met is None else "yes" if row.met else "no"
         if ok < len(row.runs):
             met += f" ({len(row.runs) - ok} run(s) failed)"
         ratios = row.ratios
@@ -468,7 +471,7 @@ def section(row: Row) -> list[str]:
     lines.append(f"- command (each run; run k > 1 writes <name>.r<k-1>.*): `{shown(median_run.command)}`")
     h = median_run.headline
     if h is not None and row.ratios:
-        verdict = "met in every run" if row.met else "not met"
+        verdict = "none set" if row.met is None else "met in every run" if row.met else "not met"
         lines.append(
             f"- {h.comparison}: median **{_ratio(row.median)}**, worst {_ratio(row.worst)} over {len(row.ratios)} "
             f"run(s) (target {h.target}: {verdict})"

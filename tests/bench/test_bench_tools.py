@@ -254,6 +254,21 @@ def test_lower_is_better_rows_take_the_highest_ratio_as_worst() -> None:
     assert (row.median, row.worst, row.met) == (0.7, 0.79, True) and row.median_run().run == 0
 
 
+def test_a_row_without_a_target_says_so_unless_a_run_failed() -> None:
+    bench = run_all.BENCHES["sandbox-peers"]
+
+    def outcome(k: int, rc: int) -> run_all.Outcome:
+        h = headlines.Headline(comparison="a / b", ratio=0.3, target="none", met=None, evom="a", alternative="b")
+        command = [sys.executable, "bench/sandbox_peers.py"]
+        return run_all.Outcome(bench=bench, command=command, run=k, rc=rc, headline=h if rc == 0 else None)
+
+    row = run_all.Row(bench=bench, runs=[outcome(0, 0), outcome(1, 0)])
+    assert row.met is None
+    assert "| none | no target |" in run_all.summary_table([row])[-1]
+    assert "(target none: none set)" in "\n".join(run_all.section(row))
+    assert run_all.Row(bench=bench, runs=[outcome(0, 0), outcome(1, 1)]).met is False
+
+
 def test_a_bench_without_its_precondition_is_skipped_with_the_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
