@@ -32,8 +32,6 @@ from engine.generation.shared_prefix import SharedPrefix, shared_prefix_attentio
 # k), rotary embedding, attention, o projection, residual, RMSNorm, gated MLP, residual; final RMSNorm, lm_head.
 SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
-Linear = Callable[[torch.Tensor], torch.Tensor]
-
 
 @dataclass(frozen=True)
 class _Norm:
