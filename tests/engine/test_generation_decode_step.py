@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from decoded import decode_samples
 from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
@@ -21,7 +22,6 @@ from transformers import (
 
 from engine.generation import SamplingParams
 from engine.generation.decode_step import DecodeStep
-from engine.generation.decoding import decode_batch, make_rows
 from engine.generation.local import LocalBackend, LocalConfig
 from engine.generation.packed_linear import PackedLinears, available
 
@@ -60,24 +60,7 @@ PARAMS = SamplingParams(max_new_tokens=24, temperature=1.0, seed=7, stop_token_i
 
 
 def decode(model, params=PARAMS, *, cache="shared", fast_step=True, finished="compact", n=3):
-    got = {}
-    rows = make_rows(PROMPTS, n, params, torch.device("cpu"))
-
-    def on_finish(row, reason):
-        got[(row.prompt_index, row.sample_index)] = (row.tokens, row.logprobs, reason)
-
-    decode_batch(
-        model,
-        rows,
-        params,
-        stop_ids=frozenset(params.stop_token_ids),
-        on_finish=on_finish,
-        should_abort=lambda: False,
-        cache=cache,
-        finished=finished,
-        fast_step=fast_step,
-    )
-    return got
+    return decode_samples(model, PROMPTS, params, cache=cache, n=n, fast_step=fast_step, finished=finished)
 
 
 def assert_same_samples(got, want):

@@ -8,10 +8,10 @@ import types
 
 import pytest
 import torch
+from decoded import decode_samples
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from engine.generation import SamplingParams
-from engine.generation.decoding import decode_batch, make_rows
 from engine.generation.shared_prefix import (
     ATTENTION,
     SharedPrefix,
@@ -124,23 +124,7 @@ def tiny_llama(**overrides) -> LlamaForCausalLM:
 
 
 def decode(model, prompts, params, cache, n=3, fast_step=True):
-    got = {}
-    rows = make_rows(prompts, n, params, torch.device("cpu"))
-
-    def on_finish(row, reason):
-        got[(row.prompt_index, row.sample_index)] = (row.tokens, row.logprobs, reason)
-
-    decode_batch(
-        model,
-        rows,
-        params,
-        stop_ids=frozenset(params.stop_token_ids),
-        on_finish=on_finish,
-        should_abort=lambda: False,
-        cache=cache,
-        fast_step=fast_step,
-    )
-    return got
+    return decode_samples(model, prompts, params, cache=cache, n=n, fast_step=fast_step)
 
 
 PROMPTS = [[5, 17, 33, 9, 4, 4, 8], [1, 40], [7, 8, 9, 10, 11]]
