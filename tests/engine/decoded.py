@@ -7,6 +7,17 @@ import torch
 from engine.generation import SamplingParams
 from engine.generation.decoding import decode_batch, make_rows
 
+# The shape of the tiny random decoders these tests build: grouped-query attention (6 heads, 2 KV heads).
+TINY_SHAPE = dict(
+    vocab_size=96,
+    hidden_size=48,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=6,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+)
+
 
 def decode_samples(
     model, prompts, params: SamplingParams, *, cache: str, n: int = 3, fast_step: bool = True, finished: str = "compact"

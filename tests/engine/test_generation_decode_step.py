@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from decoded import TINY_SHAPE as SHAPE
 from decoded import decode_samples
 from transformers import (
     GPT2Config,
@@ -24,16 +25,6 @@ from engine.generation import SamplingParams
 from engine.generation.decode_step import DecodeStep
 from engine.generation.local import LocalBackend, LocalConfig
 from engine.generation.packed_linear import PackedLinears, available
-
-SHAPE = dict(
-    vocab_size=96,
-    hidden_size=48,
-    intermediate_size=96,
-    num_hidden_layers=2,
-    num_attention_heads=6,
-    num_key_value_heads=2,
-    max_position_embeddings=256,
-)
 
 
 def family(name: str) -> torch.nn.Module:

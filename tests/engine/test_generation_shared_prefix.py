@@ -8,7 +8,7 @@ import types
 
 import pytest
 import torch
-from decoded import decode_samples
+from decoded import TINY_SHAPE, decode_samples
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from engine.generation import SamplingParams
@@ -109,17 +109,7 @@ def test_attention_refuses_calls_outside_decoding():
 
 def tiny_llama(**overrides) -> LlamaForCausalLM:
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=96,
-        hidden_size=48,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=6,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        eos_token_id=None,
-        **overrides,
-    )
+    config = LlamaConfig(**TINY_SHAPE, eos_token_id=None, **overrides)
     return LlamaForCausalLM(config).eval()
 
 
@@ -152,17 +142,7 @@ def test_models_it_does_not_reproduce_decode_with_the_repeated_cache():
     assert supports_shared_prefix(tiny_llama())
     assert not supports_shared_prefix(tiny_llama(attn_implementation="flex_attention"))
     torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=96,
-        hidden_size=48,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=6,
-        num_key_value_heads=2,
-        use_sliding_window=True,
-        sliding_window=4,
-        max_window_layers=0,
-    )
+    config = Qwen2Config(**TINY_SHAPE, use_sliding_window=True, sliding_window=4, max_window_layers=0)
     windowed = Qwen2ForCausalLM(config).eval()
     assert not supports_shared_prefix(windowed)
     params = SamplingParams(max_new_tokens=6, temperature=0.0)
