@@ -1,4 +1,5 @@
-"""The samples decode_batch makes for a batch of prompts, keyed for comparison between decode paths."""
+"""What the decode-path tests share: the tiny random decoders' shape, and the samples decode_batch makes, keyed
+for comparison between decode paths."""
 
 from __future__ import annotations
 
